@@ -1,0 +1,201 @@
+"""The one seam between trainers and the platform.
+
+A trainer is ``train(config, sink) -> summary``, registered under a kind name. It never imports
+Django, DRF, Celery, ``webapp`` or ``workers``: the worker hands it a database-backed sink, the CLI
+a JSONL one, the tests an in-memory one.
+
+This module imports neither torch nor numpy, so the web app can read the registry (config schemas,
+presets) without paying for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TrainerConfig(BaseModel):
+    """Base of every trainer config: strict (unknown keys are errors) and JSON round-trippable."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Everything a trainer may say to the outside world."""
+
+    #: Directory of the checkpoint to continue from, or None for a fresh start.
+    resume_from: Path | None
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Scalar metrics, many keys per step. Non-finite values are kept as NaN (shown as gaps)."""
+
+    def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
+        """Rollouts: prompt, completion, reward, advantage, verdict, length, truncated."""
+
+    def checkpoint_dir(self, step: int) -> Path:
+        """A fresh, empty directory in which the trainer writes checkpoint ``step``."""
+
+    def save_checkpoint(self, step: int, directory: Path, metrics: Mapping[str, float] | None = None) -> None:
+        """Record a checkpoint the trainer has finished writing. Metrics logged so far are flushed first,
+        so a resume from this checkpoint never leaves a hole in the curves."""
+
+    def should_stop(self) -> bool:
+        """Cooperative cancellation, polled between steps (cheap: implementations rate-limit)."""
+
+
+class MemorySink:
+    """Keeps everything in memory; for tests and notebooks."""
+
+    def __init__(self, workdir: Path | None = None, resume_from: Path | None = None):
+        self.workdir = Path(workdir) if workdir else None
+        self.resume_from = resume_from
+        self.metrics: dict[str, dict[int, float]] = {}
+        self.samples: list[tuple[int, dict[str, Any]]] = []
+        self.checkpoints: list[tuple[int, Path, dict[str, float]]] = []
+        self.stop_after_step: int | None = None
+        self._last_step = -1
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        self._last_step = max(self._last_step, step)
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, {})[step] = float(value)
+
+    def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
+        self.samples.extend((step, dict(s)) for s in samples)
+
+    def checkpoint_dir(self, step: int) -> Path:
+        if self.workdir is None:
+            raise RuntimeError("MemorySink needs a workdir to store checkpoints")
+        path = self.workdir / f"checkpoint-{step:08d}"
+        path.mkdir(parents=True, exist_ok=False)
+        return path
+
+    def save_checkpoint(self, step: int, directory: Path, metrics: Mapping[str, float] | None = None) -> None:
+        self.checkpoints.append((step, Path(directory), dict(metrics or {})))
+
+    def should_stop(self) -> bool:
+        return self.stop_after_step is not None and self._last_step >= self.stop_after_step
+
+    def series(self, key: str) -> list[float]:
+        """Values of ``key`` ordered by step."""
+        return [v for _, v in sorted(self.metrics.get(key, {}).items())]
+
+
+class JsonlSink:
+    """Writes one JSON object per step, ``{"step": k, key: value, ...}``, to a stream (stdout by default).
+
+    This is the stable interface of ``python -m trainers.<kind> --config cfg.json``. NaN and infinities
+    are written as null, so every line is strict JSON."""
+
+    def __init__(self, stream: IO[str] | None = None, workdir: Path | None = None, resume_from: Path | None = None):
+        self.stream = stream or sys.stdout
+        self.workdir = Path(workdir) if workdir else Path("runs") / "standalone"
+        self.resume_from = resume_from
+
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        row: dict[str, Any] = {"step": step}
+        for key, value in metrics.items():
+            value = float(value)
+            row[key] = value if math.isfinite(value) else None
+        self.stream.write(json.dumps(row) + "\n")
+        self.stream.flush()
+
+    def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
+        for sample in samples:
+            self.stream.write(json.dumps({"step": step, "sample": dict(sample)}, default=str) + "\n")
+
+    def checkpoint_dir(self, step: int) -> Path:
+        path = self.workdir / f"checkpoint-{step:08d}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_checkpoint(self, step: int, directory: Path, metrics: Mapping[str, float] | None = None) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def _load(dotted: str) -> Any:
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """How the platform finds a trainer. ``config`` and ``entry`` are "module:attr" strings, imported
+    lazily: the config module must not import torch (the web app reads it), the entry module may."""
+
+    kind: str
+    title: str
+    description: str
+    config: str
+    entry: str
+    queue: str = "cpu"  # the Celery queue a run of this kind goes to unless the launch says otherwise
+    primary_metrics: tuple[str, ...] = ()  # shown as columns on the runs list
+    log_scale_metrics: tuple[str, ...] = ()  # charted on a log axis by default
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def config_model(self) -> type[TrainerConfig]:
+        return _load(self.config)
+
+    def train_fn(self) -> Callable[[TrainerConfig, Sink], Mapping[str, Any]]:
+        return _load(self.entry)
+
+    def json_schema(self) -> dict[str, Any]:
+        return self.config_model().model_json_schema()
+
+    def validate(self, raw: Mapping[str, Any]) -> TrainerConfig:
+        """Raises pydantic.ValidationError with per-field messages."""
+        return self.config_model().model_validate(dict(raw))
+
+
+REGISTRY: dict[str, TrainerSpec] = {}
+
+
+def register(spec: TrainerSpec) -> TrainerSpec:
+    if spec.kind in REGISTRY:
+        raise ValueError(f"trainer kind {spec.kind!r} is registered twice")
+    REGISTRY[spec.kind] = spec
+    return spec
+
+
+def get_spec(kind: str) -> TrainerSpec:
+    _discover()
+    try:
+        return REGISTRY[kind]
+    except KeyError:
+        raise KeyError(f"unknown trainer kind {kind!r}; known: {sorted(REGISTRY)}") from None
+
+
+def all_specs() -> list[TrainerSpec]:
+    _discover()
+    return [REGISTRY[k] for k in sorted(REGISTRY)]
+
+
+_DISCOVERED = False
+
+
+def _discover() -> None:
+    """Import each trainer package's light ``spec`` module, which registers itself."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    for name in ("tabular",):
+        importlib.import_module(f"trainers.{name}.spec")
+
+
+def run(kind: str, config: Mapping[str, Any], sink: Sink) -> Mapping[str, Any]:
+    """Validate ``config`` for ``kind`` and train. Returns the trainer's summary."""
+    spec = get_spec(kind)
+    return spec.train_fn()(spec.validate(config), sink) or {}

@@ -1,0 +1,38 @@
+"""One error shape for the whole API: ``{"detail": "...", "errors": {"field.path": ["message"]}}``."""
+
+from rest_framework import status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from webapp.runs.services import RunError
+
+
+def _flatten(data, prefix="") -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            name = key if key != "non_field_errors" else "__all__"
+            out.update(_flatten(value, f"{prefix}.{name}" if prefix else str(name)))
+    elif isinstance(data, list) and data and all(not isinstance(v, dict | list) for v in data):
+        out[prefix or "__all__"] = [str(v) for v in data]
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            if value:
+                out.update(_flatten(value, f"{prefix}[{i}]"))
+    else:
+        out[prefix or "__all__"] = [str(data)]
+    return out
+
+
+def bad_request(detail: str, errors: dict[str, list[str]]) -> Response:
+    return Response({"detail": detail, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, RunError):
+        return bad_request(exc.message, exc.field_errors)
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, ValidationError):
+        response.data = {"detail": "invalid input", "errors": _flatten(response.data)}
+    return response

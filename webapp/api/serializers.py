@@ -1,0 +1,104 @@
+"""Input validation and the documented output shapes. Hot read paths (runs list, metrics) build
+their JSON directly from these shapes without DRF's per-field machinery (see views.run_to_dict)."""
+
+from rest_framework import serializers
+
+from webapp.datasets.models import Dataset
+from webapp.projects.models import Project
+from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Project
+        fields = ["id", "name", "description", "created_at"]
+        read_only_fields = ["id", "created_at"]
+
+
+class TrainerSerializer(serializers.Serializer):
+    kind = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    config_schema = serializers.JSONField(help_text="JSON Schema of the run config")
+    presets = serializers.JSONField(help_text="name -> a complete config")
+    primary_metrics = serializers.ListField(child=serializers.CharField())
+
+
+class RunCreateSerializer(serializers.Serializer):
+    project = serializers.IntegerField(help_text="id of a project you belong to")
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    kind = serializers.CharField(max_length=64, help_text="a trainer kind from /api/trainers/, or 'external'")
+    config = serializers.JSONField(required=False, default=dict)
+    preset = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="start from this preset; config keys override it"
+    )
+    group = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
+    queue = serializers.ChoiceField(choices=["cpu", "gpu"], required=False, help_text="default: the trainer's queue")
+
+
+class SweepCreateSerializer(RunCreateSerializer):
+    grid = serializers.DictField(
+        child=serializers.ListField(), help_text='dotted config path -> values, e.g. {"step_size": [0.1, 1]}'
+    )
+
+
+class RunCloneSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    config = serializers.JSONField(required=False, help_text="fields to override in the cloned config")
+
+
+class RunFinishSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["succeeded", "failed"])
+    error = serializers.CharField(required=False, allow_blank=True, default="")
+    summary = serializers.DictField(required=False, default=dict)
+
+
+class RunSerializer(serializers.ModelSerializer):
+    """The output shape of a run (documentation; rendering is done by views.run_to_dict)."""
+
+    last = serializers.DictField(help_text="key -> {step, value}: last values of the primary metrics")
+    duration_s = serializers.FloatField(allow_null=True)
+
+    class Meta:
+        model = Run
+        fields = [
+            "id", "project", "name", "kind", "status", "queue", "group", "tags", "config", "parent", "attempt",
+            "cancel_requested", "worker_host", "heartbeat_at", "created_at", "started_at", "finished_at",
+            "duration_s", "error", "traceback", "code_version", "dataset_versions", "summary", "last",
+        ]  # fmt: skip
+
+
+class MetricPointSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=255)
+    step = serializers.IntegerField(min_value=0)
+    value = serializers.FloatField(allow_null=True, help_text="null stores a non-finite value (NaN/inf)")
+    wall_time = serializers.FloatField(required=False, help_text="unix seconds; default: time of receipt")
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Checkpoint
+        fields = ["id", "run", "step", "path", "attempt", "metrics", "created_at"]
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Sample
+        fields = ["id", "step", "prompt", "completion", "reward", "advantage", "verdict", "length", "truncated", "extra"]
+
+
+class EvaluationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Evaluation
+        fields = ["id", "run", "checkpoint", "benchmark", "step", "k", "status", "metrics", "protocol", "created_at"]
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Dataset
+        fields = [
+            "id", "project", "name", "kind", "version", "parent", "status", "sha256", "row_count", "progress",
+            "error", "meta", "created_at",
+        ]  # fmt: skip

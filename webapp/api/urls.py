@@ -1,0 +1,25 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
+
+from webapp.api import views as v
+
+urlpatterns = [
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("projects/", v.ProjectListApi.as_view(), name="api-projects"),
+    path("projects/<int:pk>/", v.ProjectDetailApi.as_view(), name="api-project"),
+    path("trainers/", v.TrainerListApi.as_view(), name="api-trainers"),
+    path("runs/", v.RunListApi.as_view(), name="api-runs"),
+    path("runs/sweep/", v.SweepCreateApi.as_view(), name="api-sweep"),
+    path("runs/<int:pk>/", v.RunDetailApi.as_view(), name="api-run"),
+    path("runs/<int:pk>/cancel/", v.RunCancelApi.as_view(), name="api-run-cancel"),
+    path("runs/<int:pk>/resume/", v.RunResumeApi.as_view(), name="api-run-resume"),
+    path("runs/<int:pk>/clone/", v.RunCloneApi.as_view(), name="api-run-clone"),
+    path("runs/<int:pk>/finish/", v.RunFinishApi.as_view(), name="api-run-finish"),
+    path("runs/<int:pk>/metrics/", v.RunMetricsApi.as_view(), name="api-run-metrics"),
+    path("runs/<int:pk>/samples/", v.RunSamplesApi.as_view(), name="api-run-samples"),
+    path("runs/<int:pk>/checkpoints/", v.RunCheckpointsApi.as_view(), name="api-run-checkpoints"),
+    path("runs/<int:pk>/evaluations/", v.RunEvaluationsApi.as_view(), name="api-run-evaluations"),
+    path("compare/", v.CompareMetricsApi.as_view(), name="api-compare"),
+    path("datasets/", v.DatasetListApi.as_view(), name="api-datasets"),
+    path("datasets/<int:pk>/", v.DatasetDetailApi.as_view(), name="api-dataset"),
+]

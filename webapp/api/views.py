@@ -1,0 +1,421 @@
+"""The REST API. Thin views: validate input, call one service or selector, render."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+from django.http import Http404, HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from trainers.base import all_specs, get_spec
+from webapp.api import serializers as s
+from webapp.api.errors import bad_request
+from webapp.api.metrics_io import BatchError, parse_metric_batch, render_series
+from webapp.datasets.models import Dataset
+from webapp.projects import services as project_services
+from webapp.projects.models import Project
+from webapp.projects.selectors import project_list
+from webapp.runs import selectors, services
+from webapp.runs.metric_store import metrics_record, series_read
+from webapp.runs.models import Evaluation, Run, Sample
+
+# --- projects ---------------------------------------------------------------------------------
+
+
+class ProjectListApi(generics.ListCreateAPIView):
+    serializer_class = s.ProjectSerializer
+    ordering_fields = ["name", "created_at"]
+
+    def get_queryset(self):
+        return project_list(user=self.request.user).order_by("name")
+
+    def perform_create(self, serializer):
+        data = serializer.validated_data
+        serializer.instance = project_services.project_create(
+            user=self.request.user, name=data["name"], description=data.get("description", "")
+        )
+
+
+class ProjectDetailApi(generics.RetrieveAPIView):
+    serializer_class = s.ProjectSerializer
+
+    def get_queryset(self):
+        return project_list(user=self.request.user)
+
+
+# --- trainers -----------------------------------------------------------------------------------
+
+
+def trainer_to_dict(spec) -> dict:
+    return {
+        "kind": spec.kind,
+        "title": spec.title,
+        "description": spec.description,
+        "queue": spec.queue,
+        "config_schema": spec.json_schema(),
+        "presets": spec.presets,
+        "primary_metrics": list(spec.primary_metrics),
+    }
+
+
+class TrainerListApi(generics.ListAPIView):
+    """Every trainer kind, with its config JSON Schema and presets (what the launch form renders)."""
+
+    serializer_class = s.TrainerSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        return all_specs()
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        return self.get_paginated_response([trainer_to_dict(spec) for spec in page])
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def run_to_dict(run: Run, last: dict | None = None, *, detail: bool = True) -> dict:
+    duration = run.duration
+    data = {
+        "id": run.id,
+        "project": run.project_id,
+        "name": run.name,
+        "kind": run.kind,
+        "status": run.status,
+        "queue": run.queue,
+        "group": run.group,
+        "tags": run.tags,
+        "config": run.config,
+        "parent": run.parent_id,
+        "attempt": run.attempt,
+        "cancel_requested": run.cancel_requested,
+        "worker_host": run.worker_host,
+        "heartbeat_at": run.heartbeat_at,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration_s": duration.total_seconds() if duration is not None else None,
+        "error": run.error,
+        "code_version": run.code_version,
+        "dataset_versions": run.dataset_versions,
+        "summary": run.summary,
+        "last": last or {},
+    }
+    if detail:
+        data["traceback"] = run.traceback
+    return data
+
+
+def _resolve_project(user, project_id) -> Project:
+    try:
+        return project_list(user=user).get(pk=project_id)
+    except Project.DoesNotExist:
+        # Same answer for "does not exist" and "not yours": no probing of other teams' ids.
+        raise services.RunError("unknown project", {"project": ["no such project among yours"]}) from None
+
+
+def _launch_config(kind: str, preset: str, config: dict) -> dict:
+    if not preset:
+        return config
+    try:
+        presets = get_spec(kind).presets
+    except KeyError as exc:
+        raise services.RunError("unknown kind", {"kind": [str(exc.args[0])]}) from None
+    if preset not in presets:
+        raise services.RunError("unknown preset", {"preset": [f"known presets: {sorted(presets)}"]})
+    return services._merge(dict(presets[preset]), config or {})
+
+
+class RunListApi(generics.ListAPIView):
+    """Runs of your projects. Filter with ?project= &kind= &status= &group= &tag= &search=; sort with
+    ?ordering= (created_at, name, status, kind, started_at, finished_at; prefix - for descending)."""
+
+    serializer_class = s.RunSerializer
+    ordering_fields = ["created_at", "name", "status", "kind", "started_at", "finished_at", "group"]
+    ordering = ["-created_at"]
+    filterset_fields = {"project": ["exact"], "kind": ["exact"], "status": ["exact", "in"], "group": ["exact"]}
+
+    def get_queryset(self):
+        qs = selectors.run_list(user=self.request.user)
+        params = self.request.query_params
+        if tag := params.get("tag"):
+            qs = qs.filter(tags__contains=[tag]) if _is_postgres() else qs.filter(tags__icontains=f'"{tag}"')
+        if search := params.get("search"):
+            qs = qs.filter(Q(name__icontains=search) | Q(group__icontains=search))
+        return qs
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("tag", str, description="runs carrying this tag"),
+            OpenApiParameter("search", str, description="substring of name or group"),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        services.runs_mark_lost()
+        qs = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(qs)
+        last = selectors.last_values(page)
+        return self.get_paginated_response([run_to_dict(r, last[r.id], detail=False) for r in page])
+
+    @extend_schema(
+        request=s.RunCreateSerializer,
+        responses={201: s.RunSerializer},
+        examples=[
+            OpenApiExample(
+                "tabular NPG on a random MDP",
+                value={
+                    "project": 1,
+                    "name": "npg eta=1",
+                    "kind": "tabular",
+                    "config": {
+                        "method": "softmax_npg",
+                        "step_size": 1.0,
+                        "iterations": 200,
+                        "mdp": {"kind": "garnet", "states": 20, "actions": 5, "branching": 3, "seed": 0, "gamma": 0.9},
+                    },
+                },
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        ser = s.RunCreateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        project = _resolve_project(request.user, data["project"])
+        run = services.run_create(
+            user=request.user,
+            project=project,
+            name=data["name"],
+            kind=data["kind"],
+            config=_launch_config(data["kind"], data["preset"], data["config"]),
+            group=data["group"],
+            tags=data["tags"],
+            queue=data.get("queue"),
+        )
+        return Response(run_to_dict(run), status=status.HTTP_201_CREATED)
+
+
+class SweepCreateApi(APIView):
+    """Launch one run per point of a grid over config fields, all in one group."""
+
+    @extend_schema(request=s.SweepCreateSerializer, responses={201: s.RunSerializer(many=True)})
+    def post(self, request: Request) -> Response:
+        ser = s.SweepCreateSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        project = _resolve_project(request.user, data["project"])
+        runs = services.sweep_create(
+            user=request.user,
+            project=project,
+            name=data["name"],
+            kind=data["kind"],
+            config=_launch_config(data["kind"], data["preset"], data["config"]),
+            grid=data["grid"],
+            group=data["group"],
+            tags=data["tags"],
+        )
+        return Response({"group": runs[0].group, "runs": [run_to_dict(r) for r in runs]}, status=201)
+
+
+class RunDetailApi(APIView):
+    @extend_schema(responses=s.RunSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        services.runs_mark_lost()
+        run = selectors.run_get(user=request.user, pk=pk)
+        return Response(run_to_dict(run, selectors.last_values([run])[run.id]))
+
+
+class RunCancelApi(APIView):
+    @extend_schema(request=None, responses=s.RunSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        run = services.run_request_cancel(selectors.run_get(user=request.user, pk=pk))
+        return Response(run_to_dict(run))
+
+
+class RunResumeApi(APIView):
+    @extend_schema(request=None, responses=s.RunSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        run = services.run_resume(selectors.run_get(user=request.user, pk=pk))
+        return Response(run_to_dict(run))
+
+
+class RunCloneApi(APIView):
+    @extend_schema(request=s.RunCloneSerializer, responses={201: s.RunSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        source = selectors.run_get(user=request.user, pk=pk)
+        ser = s.RunCloneSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        if "config" in ser.validated_data and not isinstance(ser.validated_data["config"], dict):
+            return bad_request("invalid input", {"config": ["must be an object"]})
+        run = services.run_clone(
+            source, user=request.user, name=ser.validated_data.get("name"), config=ser.validated_data.get("config")
+        )
+        return Response(run_to_dict(run), status=status.HTTP_201_CREATED)
+
+
+class RunFinishApi(APIView):
+    """An external run's client reports the end of training."""
+
+    @extend_schema(request=s.RunFinishSerializer, responses=s.RunSerializer)
+    def post(self, request: Request, pk: int) -> Response:
+        run = selectors.run_get(user=request.user, pk=pk)
+        ser = s.RunFinishSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        run = services.run_finish_external(run, **ser.validated_data)
+        return Response(run_to_dict(run))
+
+
+def _int_param(request, name: str, lo: int, hi: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise services.RunError("invalid query", {name: ["must be an integer"]}) from None
+    if not lo <= value <= hi:
+        raise services.RunError("invalid query", {name: [f"must be between {lo} and {hi}"]})
+    return value
+
+
+def _keys_param(request) -> list[str] | None:
+    raw = request.query_params.get("keys")
+    return [k for k in raw.split(",") if k] if raw else None
+
+
+class RunMetricsApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("keys", str, description="comma-separated keys (default: all)"),
+            OpenApiParameter("max_points", int, description="downsample each series to at most N points (M4)"),
+            OpenApiParameter("since_step", int, description="only points with step > since_step"),
+            OpenApiParameter("with_wall", bool, description="also return wall_times (unix seconds)"),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+        description='{key: {"steps": [...], "values": [...]}}; non-finite values are null.',
+    )
+    def get(self, request: Request, pk: int) -> HttpResponse:
+        run = selectors.run_get(user=request.user, pk=pk)
+        data = series_read(
+            [run.id],
+            _keys_param(request),
+            since_step=_int_param(request, "since_step", -1, 2**62),
+            max_points=_int_param(request, "max_points", 4, 1_000_000),
+            with_wall=request.query_params.get("with_wall") in ("1", "true"),
+        )[run.id]
+        return HttpResponse(render_series(data), content_type="application/json")
+
+    @extend_schema(
+        request=s.MetricPointSerializer(many=True),
+        responses={200: OpenApiTypes.OBJECT},
+        description="Store a batch of at most 100,000 points atomically. Idempotent per (run, key, step): "
+        "points already stored are skipped. null values are stored as NaN.",
+        examples=[OpenApiExample("two points", value=[{"key": "loss", "step": 0, "value": 1.5}], request_only=True)],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        run = selectors.run_get(user=request.user, pk=pk)
+        try:
+            batch, n = parse_metric_batch(request.body)
+        except BatchError as exc:
+            return bad_request(exc.detail, exc.errors)
+        written = metrics_record(run.id, batch)
+        return Response({"received": n, "written": written, "skipped": n - written})
+
+
+class CompareMetricsApi(APIView):
+    """Several runs' series at once, for overlays: ``{run_id: {key: {steps, values}}}``."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("runs", str, required=True, description="comma-separated run ids"),
+            OpenApiParameter("keys", str, description="comma-separated keys (default: all)"),
+            OpenApiParameter("max_points", int),
+            OpenApiParameter("since_step", int),
+            OpenApiParameter("with_wall", bool),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request: Request) -> HttpResponse:
+        try:
+            ids = [int(x) for x in request.query_params.get("runs", "").split(",") if x]
+        except ValueError:
+            return bad_request("invalid query", {"runs": ["comma-separated integers"]})
+        if not ids or len(ids) > 100:
+            return bad_request("invalid query", {"runs": ["give 1 to 100 run ids"]})
+        visible = set(selectors.run_list(user=request.user).filter(pk__in=ids).values_list("pk", flat=True))
+        if missing := set(ids) - visible:
+            raise Http404(f"no such run: {sorted(missing)}")
+        data = series_read(
+            ids,
+            _keys_param(request),
+            since_step=_int_param(request, "since_step", -1, 2**62),
+            max_points=_int_param(request, "max_points", 4, 1_000_000),
+            with_wall=request.query_params.get("with_wall") in ("1", "true"),
+        )
+        return HttpResponse(render_series({str(k): v for k, v in data.items()}), content_type="application/json")
+
+
+class RunSamplesApi(generics.ListAPIView):
+    serializer_class = s.SampleSerializer
+    filter_backends = []
+
+    @extend_schema(parameters=[OpenApiParameter("step", int), OpenApiParameter("verdict", str)])
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        run = selectors.run_get(user=self.request.user, pk=self.kwargs["pk"])
+        qs = Sample.objects.filter(run=run)
+        if (step := _int_param(self.request, "step", 0, 2**62)) is not None:
+            qs = qs.filter(step=step)
+        if verdict := self.request.query_params.get("verdict"):
+            qs = qs.filter(verdict=verdict)
+        return qs.order_by("step", "id")
+
+
+class RunCheckpointsApi(generics.ListAPIView):
+    serializer_class = s.CheckpointSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        return selectors.checkpoint_list(selectors.run_get(user=self.request.user, pk=self.kwargs["pk"]))
+
+
+class RunEvaluationsApi(generics.ListAPIView):
+    serializer_class = s.EvaluationSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        run = selectors.run_get(user=self.request.user, pk=self.kwargs["pk"])
+        return Evaluation.objects.filter(run=run).order_by("step", "id")
+
+
+# --- datasets (import and curation arrive with the preference-data issue) -----------------------
+
+
+class DatasetListApi(generics.ListAPIView):
+    serializer_class = s.DatasetSerializer
+    filterset_fields = ["project", "kind", "name"]
+    ordering_fields = ["created_at", "name", "version"]
+
+    def get_queryset(self):
+        return Dataset.objects.filter(project__in=project_list(user=self.request.user))
+
+
+class DatasetDetailApi(generics.RetrieveAPIView):
+    serializer_class = s.DatasetSerializer
+
+    def get_queryset(self):
+        return Dataset.objects.filter(project__in=project_list(user=self.request.user))
+
+
+def _is_postgres() -> bool:
+    from django.db import connection
+
+    return connection.vendor == "postgresql"

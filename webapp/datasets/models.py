@@ -1,0 +1,80 @@
+from django.conf import settings
+from django.db import models
+
+from webapp.projects.models import Project
+
+
+class Dataset(models.Model):
+    """A versioned, immutable set of rows. Curation and re-imports make new versions (``parent``
+    points at the version it came from); a run records the versions it used."""
+
+    class Kind(models.TextChoices):
+        PREFERENCE = "preference"
+        PROBLEMS = "problems"
+
+    class Status(models.TextChoices):
+        IMPORTING = "importing"
+        READY = "ready"
+        FAILED = "failed"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="datasets")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    version = models.PositiveIntegerField(default=1)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IMPORTING)
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    row_count = models.PositiveIntegerField(default=0)
+    progress = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    meta = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name", "version"], name="dataset_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+class PreferencePair(models.Model):
+    """One (prompt, chosen, rejected) comparison. ``chosen``/``rejected`` hold either plain text or a
+    chat conversation (list of {role, content}); ``kept``/``drop_reason`` record curation."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="pairs")
+    row = models.PositiveIntegerField()
+    prompt = models.TextField()
+    chosen = models.JSONField()
+    rejected = models.JSONField()
+    source = models.CharField(max_length=200, blank=True, db_index=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    kept = models.BooleanField(default=True)
+    drop_reason = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["dataset", "row"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "row"], name="pair_row_unique")]
+
+
+class Problem(models.Model):
+    """A verifiable problem: math (reference answer) or code (tests)."""
+
+    class Domain(models.TextChoices):
+        MATH = "math"
+        CODE = "code"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="problems")
+    row = models.PositiveIntegerField()
+    domain = models.CharField(max_length=8, choices=Domain.choices)
+    prompt = models.TextField()
+    answer = models.TextField(blank=True)
+    tests = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["dataset", "row"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "row"], name="problem_row_unique")]

@@ -1,0 +1,162 @@
+"""DbSink: the trainers' Sink backed by the database.
+
+The trainer thread only appends to an in-memory buffer (a few hundred ns a point); a background
+thread flushes the buffer every ORLAB_SINK_FLUSH_INTERVAL seconds in one transaction per flush,
+beats the run's heartbeat and reads its cancel flag. So ``log`` and ``should_stop`` never touch the
+database, and a chart sees a point at most about one flush interval after it was logged."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from django.conf import settings
+from django.db import close_old_connections, connection
+
+from webapp.runs import services
+from webapp.runs.metric_store import Columns, metrics_record
+from webapp.runs.models import Sample
+
+log = logging.getLogger(__name__)
+
+# Beyond this many buffered points the trainer thread waits for the flusher (bounded memory).
+MAX_BUFFERED_POINTS = 2_000_000
+
+
+class DbSink:
+    def __init__(self, run_id: int, attempt: int, resume_from: Path | None = None):
+        self.run_id = run_id
+        self.attempt = attempt
+        self.resume_from = resume_from
+        self.artifact_dir = Path(settings.ORLAB_ARTIFACTS) / "runs" / str(run_id)
+        self.cancelled = False  # set when a user asked to stop (vs. the run being taken away)
+        self.lost = False
+        self._stop = False
+        self._lock = threading.Lock()
+        self._flushed = threading.Condition(self._lock)
+        self._buffer: dict[str, tuple[list, list, list]] = {}
+        self._samples: list[Sample] = []
+        self._buffered = 0
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._background, name=f"sink-run-{run_id}", daemon=True)
+        self._thread.start()
+
+    # --- Sink protocol (trainer thread) --------------------------------------------------------
+    def log(self, step: int, metrics: Mapping[str, float]) -> None:
+        wall = time.time()
+        with self._lock:
+            for key, value in metrics.items():
+                columns = self._buffer.get(key)
+                if columns is None:
+                    columns = self._buffer[key] = ([], [], [])
+                columns[0].append(step)
+                columns[1].append(value)
+                columns[2].append(wall)
+            self._buffered += len(metrics)
+            while self._buffered > MAX_BUFFERED_POINTS and self._error is None:
+                self._flushed.wait(timeout=1.0)
+        self._raise_if_failed()
+
+    def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
+        rows = [_sample_row(self.run_id, step, s) for s in samples]
+        with self._lock:
+            self._samples.extend(rows)
+
+    def checkpoint_dir(self, step: int) -> Path:
+        path = self.artifact_dir / f"attempt-{self.attempt}" / f"checkpoint-{step:08d}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_checkpoint(self, step: int, directory: Path, metrics: Mapping[str, float] | None = None) -> None:
+        # Everything logged before the checkpoint is stored before the checkpoint is recorded: a
+        # resume from it recomputes only later steps, so no point can fall into a hole.
+        self.flush()
+        services.checkpoint_record(self.run_id, self.attempt, step, str(directory), metrics or {})
+
+    def should_stop(self) -> bool:
+        return self._stop
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write everything buffered so far (from the calling thread)."""
+        self._write(self._swap())
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        self._closing = True
+        self._thread.join(timeout=30)
+        self.flush()
+
+    # --- internals -------------------------------------------------------------------------------
+    def _swap(self):
+        with self._lock:
+            buffer, samples = self._buffer, self._samples
+            self._buffer, self._samples, self._buffered = {}, [], 0
+            self._flushed.notify_all()
+        return buffer, samples
+
+    def _write(self, swapped) -> None:
+        buffer, samples = swapped
+        if buffer:
+            batch = {k: Columns.of(c[0], c[1], c[2]) for k, c in buffer.items()}
+            metrics_record(self.run_id, batch)
+        if samples:
+            Sample.objects.bulk_create(samples, batch_size=1000)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise RuntimeError("the metric sink failed to write to the database") from self._error
+
+    def _background(self) -> None:
+        interval = settings.ORLAB_SINK_FLUSH_INTERVAL
+        beat_every = settings.ORLAB_HEARTBEAT_INTERVAL
+        next_beat = 0.0
+        try:
+            while not self._closing:
+                time.sleep(interval)
+                self._write(self._swap())
+                if time.monotonic() >= next_beat:
+                    ours, cancel = services.run_heartbeat(self.run_id, self.attempt)
+                    self.lost = not ours
+                    self.cancelled = ours and cancel
+                    self._stop = self._stop or not ours or cancel
+                    next_beat = time.monotonic() + beat_every
+        except BaseException as exc:  # surfaced in the trainer thread at its next log()
+            log.exception("sink of run %s failed", self.run_id)
+            self._error = exc
+            self._stop = True
+            with self._lock:
+                self._flushed.notify_all()
+        finally:
+            close_old_connections()
+            connection.close()
+
+
+def _sample_row(run_id: int, step: int, sample: Mapping[str, Any]) -> Sample:
+    known = {"prompt", "completion", "reward", "advantage", "verdict", "length", "truncated"}
+    completion = str(sample.get("completion", ""))
+    return Sample(
+        run_id=run_id,
+        step=step,
+        prompt=str(sample.get("prompt", "")),
+        completion=completion,
+        reward=_float_or_none(sample.get("reward")),
+        advantage=_float_or_none(sample.get("advantage")),
+        verdict=str(sample.get("verdict", ""))[:32],
+        length=int(sample.get("length", len(completion))),
+        truncated=bool(sample.get("truncated", False)),
+        extra={k: v for k, v in sample.items() if k not in known},
+    )
+
+
+def _float_or_none(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None

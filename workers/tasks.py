@@ -1,0 +1,54 @@
+"""Celery tasks. A task takes ids, claims the run, and hands over to trainers/ through DbSink; no
+algorithm code lives here.
+
+Tasks ack on receipt (Celery's default, no acks_late): a worker that dies mid-run does not get
+its multi-hour task redelivered behind the user's back. Its run stops heartbeating, is marked
+lost, and the user resumes it, which continues from the newest checkpoint as a new attempt."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+from pathlib import Path
+
+from workers.celery import app
+
+log = logging.getLogger(__name__)
+
+
+@app.task(name="workers.tasks.execute_run", ignore_result=True)
+def execute_run(run_id: int, attempt: int) -> None:
+    from trainers.base import get_spec
+    from webapp.runs import services
+    from webapp.runs.models import Run
+    from workers.sinks import DbSink
+
+    host = f"{socket.gethostname()}"
+    if not services.run_claim(run_id, attempt, host):
+        log.info("run %s attempt %s not claimable (cancelled, done or claimed elsewhere)", run_id, attempt)
+        return
+    run = Run.objects.get(pk=run_id)
+    checkpoint = services.newest_checkpoint(run) if attempt > 1 else None
+    sink = DbSink(run_id, attempt, resume_from=Path(checkpoint.path) if checkpoint else None)
+    try:
+        spec = get_spec(run.kind)
+        summary = spec.train_fn()(spec.validate(run.config), sink) or {}
+        sink.close()
+    except Exception as exc:
+        try:
+            sink.close()
+        except Exception:
+            log.exception("could not flush the metrics of failed run %s", run_id)
+        services.run_fail(run_id, attempt, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        return
+    if sink.lost:
+        return  # the run was taken from us (marked lost); its state is no longer ours to set
+    services.run_finish(run_id, attempt, cancelled=sink.cancelled, summary=summary)
+
+
+@app.task(name="workers.tasks.reap_lost_runs", ignore_result=True)
+def reap_lost_runs() -> int:
+    from webapp.runs import services
+
+    return services.runs_mark_lost()
