@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-export DATABASE_URL ?=
-export CELERY_BROKER_URL ?=
+# The suite runs on real PostgreSQL and Redis (override either in the environment).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/orlab
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
 .PHONY: install demo test lint format bench clean-demo
 
@@ -24,8 +25,12 @@ demo: install
 	$(BIN)/python -m webapp.demo
 
 test: install
-	$(BIN)/python -m tests.preflight
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
+		$(BIN)/python -m tests.preflight
+	DATABASE_URL=$${DATABASE_URL:-$(TEST_DATABASE_URL)} CELERY_BROKER_URL=$${CELERY_BROKER_URL:-$(TEST_BROKER_URL)} \
+		$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -96,7 +96,9 @@ class JsonlSink:
     This is the stable interface of ``python -m trainers.<kind> --config cfg.json``. NaN and infinities
     are written as null, so every line is strict JSON."""
 
-    def __init__(self, stream: IO[str] | None = None, workdir: Path | None = None, resume_from: Path | None = None):
+    def __init__(
+        self, stream: IO[str] | None = None, workdir: Path | None = None, resume_from: Path | None = None
+    ):
         self.stream = stream or sys.stdout
         self.workdir = Path(workdir) if workdir else Path("runs") / "standalone"
         self.resume_from = resume_from
@@ -191,7 +193,7 @@ def _discover() -> None:
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    for name in ("tabular",):
+    for name in ("tabular", "synthetic"):
         importlib.import_module(f"trainers.{name}.spec")
 
 

@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "webapp.timing.ServerTimingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -125,6 +126,9 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every start without it
+# A metric batch may hold 100,000 points (~6 MB of JSON); everything else is far smaller.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 32 * 1024 * 1024
 STATICFILES_DIRS = [BASE_DIR / "webapp" / "ui" / "static"]
 # plotly.js comes from the plotly package itself, never from a CDN: webapp.ui.finders serves that one file.
 STATICFILES_FINDERS = [

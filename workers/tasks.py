@@ -40,7 +40,9 @@ def execute_run(run_id: int, attempt: int) -> None:
             sink.close()
         except Exception:
             log.exception("could not flush the metrics of failed run %s", run_id)
-        services.run_fail(run_id, attempt, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        services.run_fail(
+            run_id, attempt, error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()
+        )
         return
     if sink.lost:
         return  # the run was taken from us (marked lost); its state is no longer ours to set

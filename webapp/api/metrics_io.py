@@ -37,7 +37,9 @@ def parse_metric_batch(body: bytes) -> tuple[dict[str, Columns], int]:
     if not isinstance(data, list):
         raise BatchError("invalid batch", {"__all__": ["expected a list of {key, step, value, wall_time?}"]})
     if len(data) > MAX_POINTS:
-        raise BatchError("batch too large", {"__all__": [f"{len(data)} points; at most {MAX_POINTS} per request"]})
+        raise BatchError(
+            "batch too large", {"__all__": [f"{len(data)} points; at most {MAX_POINTS} per request"]}
+        )
 
     now = time.time()
     errors: dict[str, list[str]] = {}

@@ -31,11 +31,16 @@ class RunCreateSerializer(serializers.Serializer):
     kind = serializers.CharField(max_length=64, help_text="a trainer kind from /api/trainers/, or 'external'")
     config = serializers.JSONField(required=False, default=dict)
     preset = serializers.CharField(
-        required=False, allow_blank=True, default="", help_text="start from this preset; config keys override it"
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="start from this preset; config keys override it",
     )
     group = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
-    queue = serializers.ChoiceField(choices=["cpu", "gpu"], required=False, help_text="default: the trainer's queue")
+    queue = serializers.ChoiceField(
+        choices=["cpu", "gpu"], required=False, help_text="default: the trainer's queue"
+    )
 
 
 class SweepCreateSerializer(RunCreateSerializer):
@@ -86,13 +91,35 @@ class CheckpointSerializer(serializers.ModelSerializer):
 class SampleSerializer(serializers.ModelSerializer):
     class Meta:
         model = Sample
-        fields = ["id", "step", "prompt", "completion", "reward", "advantage", "verdict", "length", "truncated", "extra"]
+        fields = [
+            "id",
+            "step",
+            "prompt",
+            "completion",
+            "reward",
+            "advantage",
+            "verdict",
+            "length",
+            "truncated",
+            "extra",
+        ]
 
 
 class EvaluationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Evaluation
-        fields = ["id", "run", "checkpoint", "benchmark", "step", "k", "status", "metrics", "protocol", "created_at"]
+        fields = [
+            "id",
+            "run",
+            "checkpoint",
+            "benchmark",
+            "step",
+            "k",
+            "status",
+            "metrics",
+            "protocol",
+            "created_at",
+        ]
 
 
 class DatasetSerializer(serializers.ModelSerializer):

@@ -138,7 +138,12 @@ class RunListApi(generics.ListAPIView):
     serializer_class = s.RunSerializer
     ordering_fields = ["created_at", "name", "status", "kind", "started_at", "finished_at", "group"]
     ordering = ["-created_at"]
-    filterset_fields = {"project": ["exact"], "kind": ["exact"], "status": ["exact", "in"], "group": ["exact"]}
+    filterset_fields = {
+        "project": ["exact"],
+        "kind": ["exact"],
+        "status": ["exact", "in"],
+        "group": ["exact"],
+    }
 
     def get_queryset(self):
         qs = selectors.run_list(user=self.request.user)
@@ -176,7 +181,14 @@ class RunListApi(generics.ListAPIView):
                         "method": "softmax_npg",
                         "step_size": 1.0,
                         "iterations": 200,
-                        "mdp": {"kind": "garnet", "states": 20, "actions": 5, "branching": 3, "seed": 0, "gamma": 0.9},
+                        "mdp": {
+                            "kind": "garnet",
+                            "states": 20,
+                            "actions": 5,
+                            "branching": 3,
+                            "seed": 0,
+                            "gamma": 0.9,
+                        },
                     },
                 },
                 request_only=True,
@@ -254,7 +266,10 @@ class RunCloneApi(APIView):
         if "config" in ser.validated_data and not isinstance(ser.validated_data["config"], dict):
             return bad_request("invalid input", {"config": ["must be an object"]})
         run = services.run_clone(
-            source, user=request.user, name=ser.validated_data.get("name"), config=ser.validated_data.get("config")
+            source,
+            user=request.user,
+            name=ser.validated_data.get("name"),
+            config=ser.validated_data.get("config"),
         )
         return Response(run_to_dict(run), status=status.HTTP_201_CREATED)
 
@@ -293,7 +308,9 @@ class RunMetricsApi(APIView):
     @extend_schema(
         parameters=[
             OpenApiParameter("keys", str, description="comma-separated keys (default: all)"),
-            OpenApiParameter("max_points", int, description="downsample each series to at most N points (M4)"),
+            OpenApiParameter(
+                "max_points", int, description="downsample each series to at most N points (M4)"
+            ),
             OpenApiParameter("since_step", int, description="only points with step > since_step"),
             OpenApiParameter("with_wall", bool, description="also return wall_times (unix seconds)"),
         ],
@@ -316,7 +333,9 @@ class RunMetricsApi(APIView):
         responses={200: OpenApiTypes.OBJECT},
         description="Store a batch of at most 100,000 points atomically. Idempotent per (run, key, step): "
         "points already stored are skipped. null values are stored as NaN.",
-        examples=[OpenApiExample("two points", value=[{"key": "loss", "step": 0, "value": 1.5}], request_only=True)],
+        examples=[
+            OpenApiExample("two points", value=[{"key": "loss", "step": 0, "value": 1.5}], request_only=True)
+        ],
     )
     def post(self, request: Request, pk: int) -> Response:
         run = selectors.run_get(user=request.user, pk=pk)
@@ -358,7 +377,9 @@ class CompareMetricsApi(APIView):
             max_points=_int_param(request, "max_points", 4, 1_000_000),
             with_wall=request.query_params.get("with_wall") in ("1", "true"),
         )
-        return HttpResponse(render_series({str(k): v for k, v in data.items()}), content_type="application/json")
+        return HttpResponse(
+            render_series({str(k): v for k, v in data.items()}), content_type="application/json"
+        )
 
 
 class RunSamplesApi(generics.ListAPIView):

@@ -1,0 +1,159 @@
+"""`make demo`: migrate, create a demo login, seed demo runs, start the web server and one worker.
+
+With DATABASE_URL / CELERY_BROKER_URL unset this uses the embedded default (SQLite under var/ and a
+filesystem broker): nothing else needs to be running. Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+USERNAME, PASSWORD = "demo", "demo-orlab"
+
+
+def _django():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    import django
+
+    django.setup()
+
+
+def seed() -> tuple[int, str]:
+    """Idempotent: the demo user, project, and (once) the demo runs. Returns (project id, token)."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from webapp.projects.models import Project
+    from webapp.projects.services import project_add_member, project_create
+    from webapp.runs import services
+
+    User = get_user_model()
+    user, created = User.objects.get_or_create(username=USERNAME)
+    if created:
+        user.set_password(PASSWORD)
+        user.save()
+    project = Project.objects.filter(name="demo").first() or project_create(user=user, name="demo")
+    project_add_member(project=project, user=user)
+    token, _ = Token.objects.get_or_create(user=user)
+    if project.runs.exists():
+        return project.id, token.key
+
+    garnet = {"kind": "garnet", "states": 20, "actions": 5, "branching": 3, "seed": 0, "gamma": 0.9}
+    for method, step in [("projected_pg", 1.0), ("softmax_pg", 1.0), ("softmax_npg", 1.0)]:
+        services.run_create(
+            user=user,
+            project=project,
+            name=f"{method} eta={step}",
+            kind="tabular",
+            config={"method": method, "step_size": step, "iterations": 400, "mdp": garnet},
+            group="pg-methods",
+            tags=["demo"],
+        )
+    services.run_create(
+        user=user,
+        project=project,
+        name="entropy-regularised NPG tau=0.1",
+        kind="tabular",
+        config={
+            "method": "entropy_softmax_npg",
+            "step_size": 1.0,
+            "tau": 0.1,
+            "iterations": 300,
+            "mdp": garnet,
+        },
+        group="pg-methods",
+        tags=["demo"],
+    )
+    services.sweep_create(
+        user=user,
+        project=project,
+        name="npg step sizes",
+        kind="tabular",
+        config={"method": "softmax_npg", "step_size": 1.0, "iterations": 300, "mdp": garnet},
+        grid={"step_size": [0.1, 1.0, 10.0], "mdp.seed": [0, 1]},
+        tags=["demo", "sweep"],
+    )
+    services.run_create(
+        user=user,
+        project=project,
+        name="synthetic live curves",
+        kind="synthetic",
+        config={"steps": 20_000, "keys": 4, "sleep_per_step": 0.01, "checkpoint_every": 1000},
+        tags=["demo"],
+    )
+    return project.id, token.key
+
+
+def main() -> int:
+    os.chdir(ROOT)
+    port = os.environ.get("ORLAB_PORT", "8000")
+    py = sys.executable
+    subprocess.run([py, "manage.py", "migrate", "--no-input", "-v", "0"], check=True)
+    _django()
+    from django.conf import settings
+
+    # The worker must be ready to take tasks before runs are queued on the filesystem broker.
+    procs = [
+        subprocess.Popen(
+            [py, "-m", "celery", "-A", "workers", "worker", "-B", "-Q", "cpu,gpu", "--concurrency=2",
+             "--loglevel=WARNING", "-n", "demo@%h"],
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [py, "-m", "gunicorn", "webapp.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--threads", "4",
+             "--log-level", "warning"],
+            start_new_session=True,
+        ),
+    ]  # fmt: skip
+
+    def stop(*_):
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        sys.exit(0)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    url = f"http://127.0.0.1:{port}/"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    project_id, token = seed()
+    backend = (
+        "PostgreSQL + " if settings.DATABASES["default"]["ENGINE"].endswith("postgresql") else "SQLite + "
+    )
+    backend += (
+        "filesystem broker"
+        if settings.CELERY_BROKER_URL.startswith("filesystem")
+        else settings.CELERY_BROKER_URL
+    )
+    print(
+        f"\norlab is running ({backend}).\n"
+        f"  open      {url}projects/{project_id}/\n"
+        f"  login     {USERNAME} / {PASSWORD}\n"
+        f"  API token {token}   (curl -H 'Authorization: Token {token}' {url}api/runs/)\n"
+        "Ctrl-C stops the web server and the worker.\n",
+        flush=True,
+    )
+    while all(p.poll() is None for p in procs):
+        time.sleep(1)
+    stop()
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

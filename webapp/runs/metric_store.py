@@ -1,0 +1,217 @@
+"""Writing and reading metric points (see MetricChunk for the storage layout).
+
+Writes are idempotent per (run, key, step): a point whose step is already stored for that key is
+skipped, so a retried API batch, a redelivered task or a resumed run never stores a point twice.
+A batch is written in one transaction: all of it or none of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import transaction
+
+from webapp.runs.downsample import m4
+from webapp.runs.models import MetricChunk, MetricSeries
+
+STEP = np.dtype("<i8")
+FLOAT = np.dtype("<f8")
+
+
+@dataclass
+class Columns:
+    """Points of one key, column-wise."""
+
+    steps: np.ndarray
+    values: np.ndarray
+    walls: np.ndarray
+
+    @classmethod
+    def of(cls, steps, values, walls) -> Columns:
+        return cls(
+            np.asarray(steps, dtype=STEP), np.asarray(values, dtype=FLOAT), np.asarray(walls, dtype=FLOAT)
+        )
+
+    def take(self, index) -> Columns:
+        return Columns(self.steps[index], self.values[index], self.walls[index])
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def _decode(raw, dtype) -> np.ndarray:
+    return np.frombuffer(bytes(raw) if isinstance(raw, memoryview) else raw, dtype=dtype)
+
+
+def _chunk_fields(cols: Columns) -> dict:
+    return {
+        "step_lo": int(cols.steps[0]),
+        "step_hi": int(cols.steps[-1]),
+        "n": len(cols),
+        "steps": cols.steps.astype(STEP, copy=False).tobytes(),
+        "values": cols.values.astype(FLOAT, copy=False).tobytes(),
+        "walls": cols.walls.astype(FLOAT, copy=False).tobytes(),
+    }
+
+
+def _lock_series(run_id: int, keys: list[str]) -> dict[str, MetricSeries]:
+    """Get-or-create and row-lock the series of ``keys``, always in id order so that concurrent
+    writers of overlapping key sets cannot deadlock."""
+
+    def locked() -> dict[str, MetricSeries]:
+        rows = (
+            MetricSeries.objects.select_related("tail_chunk")
+            .select_for_update(of=("self",))
+            .filter(run_id=run_id, key__in=keys)
+            .order_by("id")
+        )
+        return {s.key: s for s in rows}
+
+    found = locked()
+    missing = [k for k in keys if k not in found]
+    if missing:
+        MetricSeries.objects.bulk_create([MetricSeries(run_id=run_id, key=k) for k in missing], ignore_conflicts=True)
+        found = locked()
+    return found
+
+
+def _existing_steps(series: MetricSeries, lo: int, hi: int) -> np.ndarray:
+    rows = MetricChunk.objects.filter(series=series, step_hi__gte=lo, step_lo__lte=hi).values_list("steps", flat=True)
+    parts = [_decode(r, STEP) for r in rows]
+    return np.concatenate(parts) if parts else np.empty(0, STEP)
+
+
+def _write_series(series: MetricSeries, cols: Columns, new_chunks: list[MetricChunk]) -> int:
+    order = np.argsort(cols.steps, kind="stable")
+    cols = cols.take(order)
+    first_of_step = np.r_[True, cols.steps[1:] != cols.steps[:-1]]  # a batch repeating a step keeps the first
+    cols = cols.take(first_of_step)
+
+    last = series.last_step
+    if last is None:
+        tail, late = cols, None
+    else:
+        is_new = cols.steps > last
+        tail, late = cols.take(is_new), cols.take(~is_new)
+        if len(late):
+            known = _existing_steps(series, int(late.steps[0]), int(late.steps[-1]))
+            late = late.take(~np.isin(late.steps, known))
+            # Points that arrived out of order get chunks of their own; readers sort when chunks overlap.
+            for start in range(0, len(late), MetricChunk.CHUNK_POINTS):
+                part = late.take(slice(start, start + MetricChunk.CHUNK_POINTS))
+                new_chunks.append(MetricChunk(series=series, **_chunk_fields(part)))
+
+    written = len(tail) + (len(late) if late is not None else 0)
+    if written == 0:
+        return 0
+
+    if len(tail):
+        start = 0
+        chunk = series.tail_chunk if series.tail_chunk_id else None
+        if chunk is not None and chunk.n < MetricChunk.CHUNK_POINTS:
+            room = MetricChunk.CHUNK_POINTS - chunk.n
+            head = tail.take(slice(0, room))
+            merged = Columns(
+                np.concatenate([_decode(chunk.steps, STEP), head.steps]),
+                np.concatenate([_decode(chunk.values, FLOAT), head.values]),
+                np.concatenate([_decode(chunk.walls, FLOAT), head.walls]),
+            )
+            MetricChunk.objects.filter(pk=chunk.pk).update(**_chunk_fields(merged))
+            start = len(head)
+        tail_parts = [
+            MetricChunk(series=series, **_chunk_fields(tail.take(slice(i, i + MetricChunk.CHUNK_POINTS))))
+            for i in range(start, len(tail), MetricChunk.CHUNK_POINTS)
+        ]
+        if tail_parts:
+            new_chunks.extend(tail_parts)
+            series._new_tail = tail_parts[-1]  # its id is known only after bulk_create
+        series.last_step = int(tail.steps[-1])
+        series.last_value = float(tail.values[-1])
+
+    written_values = np.concatenate([tail.values] + ([late.values] if late is not None and len(late) else []))
+    finite = written_values[np.isfinite(written_values)]
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        series.min_value = lo if series.min_value is None else min(series.min_value, lo)
+        series.max_value = hi if series.max_value is None else max(series.max_value, hi)
+    series.count += written
+    return written
+
+
+def metrics_record(run_id: int, batch: Mapping[str, Columns]) -> int:
+    """Store ``batch`` (key -> points) for a run atomically. Returns the number of points written
+    (points already stored are skipped, not counted)."""
+    batch = {k: c for k, c in batch.items() if len(c)}
+    if not batch:
+        return 0
+    with transaction.atomic():
+        series_by_key = _lock_series(run_id, sorted(batch))
+        new_chunks: list[MetricChunk] = []
+        touched: list[MetricSeries] = []
+        written = 0
+        for key, cols in batch.items():
+            series = series_by_key[key]
+            n = _write_series(series, cols, new_chunks)
+            if n:
+                written += n
+                touched.append(series)
+        if new_chunks:
+            MetricChunk.objects.bulk_create(new_chunks)
+        for series in touched:
+            new_tail = getattr(series, "_new_tail", None)
+            if new_tail is not None:
+                series.tail_chunk_id = new_tail.pk
+        if touched:
+            MetricSeries.objects.bulk_update(
+                touched, ["count", "last_step", "last_value", "min_value", "max_value", "tail_chunk"]
+            )
+    return written
+
+
+def series_read(
+    run_ids: Iterable[int],
+    keys: Iterable[str] | None = None,
+    *,
+    since_step: int | None = None,
+    max_points: int | None = None,
+    with_wall: bool = False,
+) -> dict[int, dict[str, dict[str, np.ndarray]]]:
+    """``{run_id: {key: {"steps": int64[], "values": float64[] (, "walls")}}}`` in step order.
+
+    ``since_step`` returns only points after it (the live-chart cursor); ``max_points`` downsamples
+    each series with M4 so spikes stay visible."""
+    run_ids = list(run_ids)
+    series = MetricSeries.objects.filter(run_id__in=run_ids)
+    if keys is not None:
+        series = series.filter(key__in=list(keys))
+    chunks = MetricChunk.objects.filter(series__in=series)
+    if since_step is not None:
+        chunks = chunks.filter(step_hi__gt=since_step)
+    fields = ["series__run_id", "series__key", "step_lo", "steps", "values"] + (["walls"] if with_wall else [])
+    grouped: dict[tuple[int, str], list[tuple]] = {}
+    for row in chunks.order_by("series_id", "step_lo").values_list(*fields):
+        grouped.setdefault((row[0], row[1]), []).append(row[2:])
+
+    out: dict[int, dict[str, dict[str, np.ndarray]]] = {rid: {} for rid in run_ids}
+    for (run_id, key), parts in grouped.items():
+        steps = np.concatenate([_decode(p[1], STEP) for p in parts])
+        values = np.concatenate([_decode(p[2], FLOAT) for p in parts])
+        walls = np.concatenate([_decode(p[3], FLOAT) for p in parts]) if with_wall else None
+        if len(steps) > 1 and np.any(steps[1:] <= steps[:-1]):  # out-of-order chunks interleave
+            order = np.argsort(steps, kind="stable")
+            steps, values = steps[order], values[order]
+            walls = walls[order] if walls is not None else None
+        if since_step is not None:
+            keep = steps > since_step
+            steps, values = steps[keep], values[keep]
+            walls = walls[keep] if walls is not None else None
+        if max_points is not None and len(steps) > max_points:
+            idx = m4(steps, values, max_points)
+            steps, values = steps[idx], values[idx]
+            walls = walls[idx] if walls is not None else None
+        entry = {"steps": steps, "values": values}
+        if walls is not None:
+            entry["walls"] = walls
+        out[run_id][key] = entry
+    return out

@@ -1,0 +1,176 @@
+from django.conf import settings
+from django.db import models
+
+from webapp.datasets.models import Dataset
+from webapp.projects.models import Project
+
+
+class Run(models.Model):
+    """One training (or evaluation) job.
+
+    Status transitions, made only through webapp.runs.services:
+        queued -> running -> succeeded | failed | cancelled | lost
+        queued -> cancelled                    (cancelled before a worker claimed it)
+        failed | cancelled | lost -> queued    (resume: attempt += 1, continues from the newest checkpoint)
+    A run of kind ``external`` trains elsewhere and only logs through the API: it is created running
+    and finished by its client; no worker ever claims it.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+        LOST = "lost"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+    RESUMABLE = (Status.FAILED, Status.CANCELLED, Status.LOST)
+    EXTERNAL = "external"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=64)
+    config = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    queue = models.CharField(max_length=64, default="cpu")
+    group = models.CharField(max_length=200, blank=True)
+    tags = models.JSONField(default=list, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    attempt = models.PositiveIntegerField(default=1)
+    cancel_requested = models.BooleanField(default=False)
+    worker_host = models.CharField(max_length=255, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    code_version = models.CharField(max_length=64, blank=True)
+    datasets = models.ManyToManyField(Dataset, blank=True, related_name="runs")
+    dataset_versions = models.JSONField(default=dict, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["project", "-created_at"], name="run_project_created"),
+            models.Index(fields=["status", "heartbeat_at"], name="run_status_heartbeat"),
+            models.Index(fields=["project", "group"], name="run_project_group"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.kind}, {self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def duration(self):
+        if not self.started_at:
+            return None
+        from django.utils import timezone
+
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class MetricSeries(models.Model):
+    """One metric key of one run. Points live in MetricChunk rows; this row keeps the running
+    aggregates (count, last, min, max) so lists and tables never touch the points, and it is the
+    row writers lock to keep (run, key, step) unique."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="series")
+    key = models.CharField(max_length=255)
+    count = models.BigIntegerField(default=0)
+    last_step = models.BigIntegerField(null=True)
+    last_value = models.FloatField(null=True)
+    min_value = models.FloatField(null=True)
+    max_value = models.FloatField(null=True)
+    tail_chunk = models.ForeignKey("MetricChunk", null=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "key"], name="series_run_key_unique")]
+
+
+class MetricChunk(models.Model):
+    """Up to CHUNK_POINTS consecutive points of a series, stored column-wise as little-endian arrays
+    (int64 steps, float64 values, float64 unix wall times).
+
+    Why chunks and not a row per point: a 1,000,000-point series is ~250 rows instead of 10^6, so
+    reading it for a chart is a few MB of bytea decoded by numpy in milliseconds, and ingestion is
+    one row write per key per batch. Steps inside a chunk are strictly increasing; chunks of one
+    series may interleave only if points arrived out of order (readers then sort)."""
+
+    CHUNK_POINTS = 4096
+
+    series = models.ForeignKey(MetricSeries, on_delete=models.CASCADE, related_name="chunks")
+    step_lo = models.BigIntegerField()
+    step_hi = models.BigIntegerField()
+    n = models.PositiveIntegerField()
+    steps = models.BinaryField()
+    values = models.BinaryField()
+    walls = models.BinaryField()
+
+    class Meta:
+        indexes = [models.Index(fields=["series", "step_hi"], name="chunk_series_step_hi")]
+
+
+class Checkpoint(models.Model):
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.BigIntegerField()
+    path = models.CharField(max_length=1024)
+    attempt = models.PositiveIntegerField(default=1)
+    metrics = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "-step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="checkpoint_run_step_unique")]
+
+
+class Evaluation(models.Model):
+    """avg@k / pass@k of one checkpoint on one benchmark, with the protocol that produced them."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="evaluations")
+    checkpoint = models.ForeignKey(Checkpoint, null=True, on_delete=models.SET_NULL, related_name="evaluations")
+    benchmark = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="evaluations")
+    step = models.BigIntegerField()
+    k = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    metrics = models.JSONField(default=dict, blank=True)
+    protocol = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step"]
+        indexes = [models.Index(fields=["run", "benchmark", "step"], name="eval_run_bench_step")]
+
+
+class Sample(models.Model):
+    """One rollout: what the policy wrote for a prompt and how it was judged."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
+    step = models.BigIntegerField()
+    prompt = models.TextField()
+    completion = models.TextField()
+    reward = models.FloatField(null=True)
+    advantage = models.FloatField(null=True)
+    verdict = models.CharField(max_length=32, blank=True)
+    length = models.PositiveIntegerField(default=0)
+    truncated = models.BooleanField(default=False)
+    extra = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["run", "step", "id"]
+        indexes = [
+            models.Index(fields=["run", "step"], name="sample_run_step"),
+            models.Index(fields=["run", "verdict", "step"], name="sample_run_verdict"),
+        ]

@@ -1,0 +1,350 @@
+"""Every write to a Run goes through here: the API, the HTML views and the worker all call these.
+
+State changes are compare-and-set UPDATEs (``filter(status=...).update(...)``), so a double click,
+a redelivered task or a race between a worker and a cancel can never move a run backwards."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from pydantic import ValidationError
+
+from trainers.base import get_spec
+from webapp.projects.models import Project
+from webapp.runs.models import Checkpoint, Run
+
+Status = Run.Status
+
+
+class RunError(Exception):
+    """A request that cannot be carried out; ``field_errors`` maps field paths to messages."""
+
+    def __init__(self, message: str, field_errors: Mapping[str, list[str]] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field_errors = dict(field_errors or {})
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit the platform runs (recorded on every run), or ORLAB_CODE_VERSION."""
+    from webapp.settings import env_str
+
+    if env_str("ORLAB_CODE_VERSION"):
+        return env_str("ORLAB_CODE_VERSION")
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=settings.BASE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def pydantic_field_errors(exc: ValidationError, prefix: str = "config") -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+        path = f"{prefix}.{loc}" if loc else prefix
+        msg = err["msg"].removeprefix("Value error, ")
+        errors.setdefault(path, []).append(msg)
+    return errors
+
+
+def config_validate(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated, fully-defaulted config of a run of ``kind`` (what the trainer will see)."""
+    if kind == Run.EXTERNAL:
+        if not isinstance(config, Mapping):
+            raise RunError("invalid config", {"config": ["must be an object"]})
+        return dict(config)
+    try:
+        spec = get_spec(kind)
+    except KeyError as exc:
+        raise RunError("unknown kind", {"kind": [str(exc.args[0])]}) from None
+    if not isinstance(config, Mapping):
+        raise RunError("invalid config", {"config": ["must be an object"]})
+    try:
+        model = spec.validate(config)
+    except ValidationError as exc:
+        raise RunError("invalid config", pydantic_field_errors(exc)) from None
+    return model.model_dump(mode="json")
+
+
+def _enqueue(run: Run) -> None:
+    """Send the run's task once the transaction that queued it has committed (a worker must never
+    see a run that is not in the database yet)."""
+    from workers.celery import app
+
+    run_id, attempt, queue = run.id, run.attempt, run.queue
+    transaction.on_commit(
+        lambda: app.send_task("workers.tasks.execute_run", args=[run_id, attempt], queue=queue)
+    )
+
+
+@transaction.atomic
+def run_create(
+    *,
+    user,
+    project: Project,
+    name: str,
+    kind: str,
+    config: Mapping[str, Any],
+    group: str = "",
+    tags: Sequence[str] = (),
+    queue: str | None = None,
+    parent: Run | None = None,
+) -> Run:
+    config = config_validate(kind, config)
+    external = kind == Run.EXTERNAL
+    if queue is None:
+        queue = "" if external else get_spec(kind).queue
+    run = Run.objects.create(
+        project=project,
+        name=name or kind,
+        kind=kind,
+        config=config,
+        group=group,
+        tags=list(tags),
+        queue=queue,
+        parent=parent,
+        created_by=user,
+        code_version=code_version(),
+        status=Status.RUNNING if external else Status.QUEUED,
+        started_at=timezone.now() if external else None,
+    )
+    if not external:
+        _enqueue(run)
+    return run
+
+
+def sweep_create(
+    *,
+    user,
+    project: Project,
+    name: str,
+    kind: str,
+    config: Mapping[str, Any],
+    grid: Mapping[str, Sequence[Any]],
+    group: str = "",
+    tags: Sequence[str] = (),
+) -> list[Run]:
+    """One run per point of the Cartesian product of ``grid`` (dotted config paths -> values), all
+    in one group. Every config is validated before any run is created: all or nothing."""
+    if not grid:
+        raise RunError("invalid sweep", {"grid": ["give at least one field with a list of values"]})
+    errors: dict[str, list[str]] = {}
+    for path, values in grid.items():
+        if not isinstance(values, list | tuple) or not values:
+            errors[f"grid.{path}"] = ["must be a non-empty list of values"]
+    if errors:
+        raise RunError("invalid sweep", errors)
+    combos = list(itertools.product(*grid.values()))
+    if len(combos) > 1000:
+        raise RunError("invalid sweep", {"grid": [f"{len(combos)} runs; at most 1000 in one sweep"]})
+    group = group or f"{name or kind}-sweep-{timezone.now():%Y%m%d-%H%M%S}"
+    planned = []
+    for combo in combos:
+        cfg = _deep_copy(config)
+        for path, value in zip(grid.keys(), combo, strict=True):
+            _set_path(cfg, path, value)
+        label = ",".join(f"{p.split('.')[-1]}={v}" for p, v in zip(grid.keys(), combo, strict=True))
+        try:
+            validated = config_validate(kind, cfg)
+        except RunError as exc:
+            raise RunError("invalid sweep", {f"[{label}] {k}": v for k, v in exc.field_errors.items()}) from None
+        planned.append((f"{name or kind} {label}", validated))
+    with transaction.atomic():
+        return [
+            run_create(user=user, project=project, name=n, kind=kind, config=c, group=group, tags=tags)
+            for n, c in planned
+        ]
+
+
+def _deep_copy(value):
+    import copy
+
+    return copy.deepcopy(dict(value))
+
+
+def _set_path(cfg: dict, path: str, value: Any) -> None:
+    parts = path.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RunError("invalid sweep", {f"grid.{path}": [f"{part} is not an object in the config"]})
+    node[parts[-1]] = value
+
+
+def run_request_cancel(run: Run) -> Run:
+    """A queued run is cancelled at once; a running one is asked to stop and its trainer stops at
+    its next step (the worker marks it cancelled)."""
+    now = timezone.now()
+    if Run.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+        status=Status.CANCELLED, cancel_requested=True, finished_at=now
+    ):
+        pass
+    elif run.kind == Run.EXTERNAL:
+        Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+            status=Status.CANCELLED, cancel_requested=True, finished_at=now
+        )
+    elif not Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(cancel_requested=True):
+        run.refresh_from_db()
+        raise RunError(f"a {run.status} run cannot be cancelled", {"status": [run.status]})
+    run.refresh_from_db()
+    return run
+
+
+@transaction.atomic
+def run_resume(run: Run) -> Run:
+    """Queue a failed, cancelled or lost run again as a new attempt; the trainer continues from the
+    newest checkpoint, and metric writes are idempotent per step, so no point is lost or doubled."""
+    if run.kind == Run.EXTERNAL:
+        raise RunError("an external run is resumed by its own client", {"kind": [run.kind]})
+    updated = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
+        status=Status.QUEUED,
+        attempt=run.attempt + 1,
+        cancel_requested=False,
+        error="",
+        traceback="",
+        finished_at=None,
+        heartbeat_at=None,
+        worker_host="",
+    )
+    run.refresh_from_db()
+    if not updated:
+        raise RunError(f"a {run.status} run cannot be resumed", {"status": [run.status]})
+    _enqueue(run)
+    return run
+
+
+def run_clone(run: Run, *, user, name: str | None = None, config: Mapping[str, Any] | None = None) -> Run:
+    """A new run with the same kind, project, group and tags, and the given (or the same) config."""
+    base = dict(run.config)
+    if config:
+        base = _merge(base, config)
+    return run_create(
+        user=user,
+        project=run.project,
+        name=name or f"{run.name} (clone)",
+        kind=run.kind,
+        config=base,
+        group=run.group,
+        tags=run.tags,
+        queue=run.queue or None,
+        parent=run,
+    )
+
+
+def _merge(base: dict, override: Mapping[str, Any]) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def run_finish_external(run: Run, *, status: str, error: str = "", summary: Mapping | None = None) -> Run:
+    """An external run's client reports the end of training."""
+    if run.kind != Run.EXTERNAL:
+        raise RunError("only external runs are finished through the API", {"kind": [run.kind]})
+    if status not in (Status.SUCCEEDED, Status.FAILED):
+        raise RunError("invalid status", {"status": ["must be succeeded or failed"]})
+    updated = Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+        status=status, error=error, finished_at=timezone.now(), summary=dict(summary or {})
+    )
+    run.refresh_from_db()
+    if not updated:
+        raise RunError(f"a {run.status} run cannot be finished", {"status": [run.status]})
+    return run
+
+
+# --- worker side ------------------------------------------------------------------------------
+
+
+def run_claim(run_id: int, attempt: int, worker_host: str) -> bool:
+    """The worker's compare-and-set claim: only one worker ever runs an attempt."""
+    now = timezone.now()
+    return bool(
+        Run.objects.filter(pk=run_id, status=Status.QUEUED, attempt=attempt).update(
+            status=Status.RUNNING, worker_host=worker_host, heartbeat_at=now, started_at=now
+        )
+    )
+
+
+def run_heartbeat(run_id: int, attempt: int) -> tuple[bool, bool]:
+    """Returns (still ours, cancel requested). 'Not ours' means the run was marked lost or moved on
+    to another attempt: the trainer must stop."""
+    updated = Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
+        heartbeat_at=timezone.now()
+    )
+    if not updated:
+        return False, True
+    cancel = Run.objects.filter(pk=run_id).values_list("cancel_requested", flat=True).first()
+    return True, bool(cancel)
+
+
+def run_finish(run_id: int, attempt: int, *, cancelled: bool, summary: Mapping[str, Any]) -> None:
+    Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
+        status=Status.CANCELLED if cancelled else Status.SUCCEEDED,
+        finished_at=timezone.now(),
+        summary=_jsonable(summary),
+    )
+
+
+def run_fail(run_id: int, attempt: int, *, error: str, traceback: str) -> None:
+    Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
+        status=Status.FAILED, finished_at=timezone.now(), error=error[:10000], traceback=traceback
+    )
+
+
+def runs_mark_lost(*, timeout: float | None = None) -> int:
+    """Running runs whose worker stopped heartbeating are lost. Cheap (one indexed UPDATE), so the
+    beat task and the pages both call it."""
+    timeout = settings.ORLAB_HEARTBEAT_TIMEOUT if timeout is None else timeout
+    cutoff = timezone.now() - timedelta(seconds=timeout)
+    return (
+        Run.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff)
+        .exclude(kind=Run.EXTERNAL)
+        .update(
+            status=Status.LOST,
+            finished_at=timezone.now(),
+            error=f"worker stopped heartbeating for more than {timeout:.0f} s",
+        )
+    )
+
+
+def checkpoint_record(run_id: int, attempt: int, step: int, path: str, metrics: Mapping[str, float]) -> Checkpoint:
+    checkpoint, _ = Checkpoint.objects.update_or_create(
+        run_id=run_id, step=step, defaults={"path": path, "attempt": attempt, "metrics": _jsonable(metrics)}
+    )
+    return checkpoint
+
+
+def newest_checkpoint(run: Run) -> Checkpoint | None:
+    return Checkpoint.objects.filter(run=run).order_by("-step").first()
+
+
+def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
+    import math
+
+    out = {}
+    for key, value in dict(data).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out
