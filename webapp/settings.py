@@ -106,8 +106,14 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": VAR_DIR / "orlab.sqlite3",
-            # The worker and the web server write concurrently: WAL and a generous lock timeout.
-            "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"},
+            # The worker and the web server write concurrently: WAL, a generous lock timeout, and
+            # BEGIN IMMEDIATE so a transaction that reads then writes waits for the lock instead of
+            # failing with SQLITE_BUSY when another writer got in between.
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
         }
     }
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):

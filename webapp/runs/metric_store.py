@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from django.db import transaction
+from django.db import connection, transaction
 
 from webapp.runs.downsample import m4
 from webapp.runs.models import MetricChunk, MetricSeries
@@ -169,6 +169,20 @@ def metrics_record(run_id: int, batch: Mapping[str, Columns]) -> int:
     return written
 
 
+def _fetch_rows(queryset) -> list[tuple]:
+    """Rows of a values_list queryset. On PostgreSQL the chunk payloads are fetched in binary: text
+    format would ship bytea hex-encoded (twice the bytes, plus decoding), ~3x slower for 1M points."""
+    if connection.vendor != "postgresql":
+        return list(queryset)
+    import psycopg
+
+    sql, params = queryset.query.sql_with_params()
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, binary=True)
+        return cursor.fetchall()
+
+
 def series_read(
     run_ids: Iterable[int],
     keys: Iterable[str] | None = None,
@@ -190,7 +204,7 @@ def series_read(
         chunks = chunks.filter(step_hi__gt=since_step)
     fields = ["series__run_id", "series__key", "step_lo", "steps", "values"] + (["walls"] if with_wall else [])
     grouped: dict[tuple[int, str], list[tuple]] = {}
-    for row in chunks.order_by("series_id", "step_lo").values_list(*fields):
+    for row in _fetch_rows(chunks.order_by("series_id", "step_lo").values_list(*fields)):
         grouped.setdefault((row[0], row[1]), []).append(row[2:])
 
     out: dict[int, dict[str, dict[str, np.ndarray]]] = {rid: {} for rid in run_ids}
