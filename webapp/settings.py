@@ -67,7 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "webapp.timing.ServerTimingMiddleware",
+    "webapp.middleware.ServerTimingMiddleware",
+    "webapp.middleware.RejectNulMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -169,6 +170,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Runs, metrics, checkpoints, datasets and evaluations of RL experiments on reasoning LMs.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

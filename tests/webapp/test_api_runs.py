@@ -162,3 +162,13 @@ def test_session_auth_enforces_csrf(alice, project):
         "/api/runs/", {"project": project.id, "kind": "tabular", "config": NPG_CONFIG}, format="json"
     )
     assert resp.status_code == 403
+
+
+def test_schema_needs_a_login_too():
+    assert APIClient().get("/api/schema/").status_code == 401
+
+
+def test_nul_characters_are_a_400_not_a_database_error(api, project):
+    assert api.get("/api/runs/?search=a%00b").status_code == 400
+    resp = launch(api, project, kind="external", config={"note": "a\x00b"})
+    assert resp.status_code == 400 and "config.note" in resp.json()["errors"]

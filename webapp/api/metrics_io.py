@@ -57,8 +57,8 @@ def parse_metric_batch(body: bytes) -> tuple[dict[str, Columns], int]:
                 break
             continue
         # type() checks, not isinstance: bool is an int subclass and must not pass as a number.
-        if type(key) is not str or not key or len(key) > 255:
-            errors[f"[{i}].key"] = ["must be a non-empty string of at most 255 characters"]
+        if type(key) is not str or not key or len(key) > 255 or "\x00" in key:
+            errors[f"[{i}].key"] = ["must be a non-empty string of at most 255 characters, without NUL"]
         elif type(step) is not int or step < 0 or step > MAX_STEP:
             errors[f"[{i}].step"] = ["must be a non-negative integer"]
         elif value is not None and type(value) is not float and type(value) is not int:

@@ -28,6 +28,7 @@ from webapp.runs.models import Evaluation, Run, Sample
 
 class ProjectListApi(generics.ListCreateAPIView):
     serializer_class = s.ProjectSerializer
+    queryset = Project.objects.none()  # for the schema generator; requests use get_queryset()
     ordering_fields = ["name", "created_at"]
 
     def get_queryset(self):
@@ -136,6 +137,7 @@ class RunListApi(generics.ListAPIView):
     ?ordering= (created_at, name, status, kind, started_at, finished_at; prefix - for descending)."""
 
     serializer_class = s.RunSerializer
+    queryset = Run.objects.none()  # for the schema generator; requests use get_queryset()
     ordering_fields = ["created_at", "name", "status", "kind", "started_at", "finished_at", "group"]
     ordering = ["-created_at"]
     filterset_fields = {
@@ -422,6 +424,7 @@ class RunEvaluationsApi(generics.ListAPIView):
 
 class DatasetListApi(generics.ListAPIView):
     serializer_class = s.DatasetSerializer
+    queryset = Dataset.objects.none()  # for the schema generator; requests use get_queryset()
     filterset_fields = ["project", "kind", "name"]
     ordering_fields = ["created_at", "name", "version"]
 

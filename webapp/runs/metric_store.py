@@ -71,13 +71,17 @@ def _lock_series(run_id: int, keys: list[str]) -> dict[str, MetricSeries]:
     found = locked()
     missing = [k for k in keys if k not in found]
     if missing:
-        MetricSeries.objects.bulk_create([MetricSeries(run_id=run_id, key=k) for k in missing], ignore_conflicts=True)
+        MetricSeries.objects.bulk_create(
+            [MetricSeries(run_id=run_id, key=k) for k in missing], ignore_conflicts=True
+        )
         found = locked()
     return found
 
 
 def _existing_steps(series: MetricSeries, lo: int, hi: int) -> np.ndarray:
-    rows = MetricChunk.objects.filter(series=series, step_hi__gte=lo, step_lo__lte=hi).values_list("steps", flat=True)
+    rows = MetricChunk.objects.filter(series=series, step_hi__gte=lo, step_lo__lte=hi).values_list(
+        "steps", flat=True
+    )
     parts = [_decode(r, STEP) for r in rows]
     return np.concatenate(parts) if parts else np.empty(0, STEP)
 
@@ -202,7 +206,9 @@ def series_read(
     chunks = MetricChunk.objects.filter(series__in=series)
     if since_step is not None:
         chunks = chunks.filter(step_hi__gt=since_step)
-    fields = ["series__run_id", "series__key", "step_lo", "steps", "values"] + (["walls"] if with_wall else [])
+    fields = ["series__run_id", "series__key", "step_lo", "steps", "values"] + (
+        ["walls"] if with_wall else []
+    )
     grouped: dict[tuple[int, str], list[tuple]] = {}
     for row in _fetch_rows(chunks.order_by("series_id", "step_lo").values_list(*fields)):
         grouped.setdefault((row[0], row[1]), []).append(row[2:])

@@ -36,7 +36,9 @@ class Run(models.Model):
     queue = models.CharField(max_length=64, default="cpu")
     group = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
     attempt = models.PositiveIntegerField(default=1)
     cancel_requested = models.BooleanField(default=False)
     worker_host = models.CharField(max_length=255, blank=True)
@@ -140,7 +142,9 @@ class Evaluation(models.Model):
         FAILED = "failed"
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="evaluations")
-    checkpoint = models.ForeignKey(Checkpoint, null=True, on_delete=models.SET_NULL, related_name="evaluations")
+    checkpoint = models.ForeignKey(
+        Checkpoint, null=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
     benchmark = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="evaluations")
     step = models.BigIntegerField()
     k = models.PositiveIntegerField()

@@ -63,8 +63,25 @@ def pydantic_field_errors(exc: ValidationError, prefix: str = "config") -> dict[
     return errors
 
 
+def _nul_paths(value: Any, path: str = "config") -> list[str]:
+    """Paths of strings holding NUL, which PostgreSQL's jsonb cannot store."""
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, Mapping):
+        return [
+            p
+            for k, v in value.items()
+            for p in ([f"{path}.{k}"] if "\x00" in str(k) else _nul_paths(v, f"{path}.{k}"))
+        ]
+    if isinstance(value, list | tuple):
+        return [p for i, v in enumerate(value) for p in _nul_paths(v, f"{path}[{i}]")]
+    return []
+
+
 def config_validate(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The validated, fully-defaulted config of a run of ``kind`` (what the trainer will see)."""
+    if bad := _nul_paths(config):
+        raise RunError("invalid config", {p: ["NUL characters are not allowed"] for p in bad})
     if kind == Run.EXTERNAL:
         if not isinstance(config, Mapping):
             raise RunError("invalid config", {"config": ["must be an object"]})
@@ -163,7 +180,9 @@ def sweep_create(
         try:
             validated = config_validate(kind, cfg)
         except RunError as exc:
-            raise RunError("invalid sweep", {f"[{label}] {k}": v for k, v in exc.field_errors.items()}) from None
+            raise RunError(
+                "invalid sweep", {f"[{label}] {k}": v for k, v in exc.field_errors.items()}
+            ) from None
         planned.append((f"{name or kind} {label}", validated))
     with transaction.atomic():
         return [
@@ -328,7 +347,9 @@ def runs_mark_lost(*, timeout: float | None = None) -> int:
     )
 
 
-def checkpoint_record(run_id: int, attempt: int, step: int, path: str, metrics: Mapping[str, float]) -> Checkpoint:
+def checkpoint_record(
+    run_id: int, attempt: int, step: int, path: str, metrics: Mapping[str, float]
+) -> Checkpoint:
     checkpoint, _ = Checkpoint.objects.update_or_create(
         run_id=run_id, step=step, defaults={"path": path, "attempt": attempt, "metrics": _jsonable(metrics)}
     )
