@@ -12,11 +12,11 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml client/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	# torch is pinned to the CPU build that pip's configuration finds on disk; never let a CUDA torch in.
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -e ./client
 	@if $(BIN)/python -m pip list 2>/dev/null | grep -qiE '^(nvidia-|triton)'; then \
 		echo "error: a CUDA package (nvidia-*/triton) got installed; the CPU venv must not have it" >&2; exit 1; fi
 	@touch $(STAMP)

@@ -82,6 +82,36 @@ class MetricPointSerializer(serializers.Serializer):
     wall_time = serializers.FloatField(required=False, help_text="unix seconds; default: time of receipt")
 
 
+class SampleInSerializer(serializers.Serializer):
+    step = serializers.IntegerField(min_value=0)
+    prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    completion = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    reward = serializers.FloatField(required=False, allow_null=True, default=None)
+    advantage = serializers.FloatField(required=False, allow_null=True, default=None)
+    verdict = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    length = serializers.IntegerField(min_value=0, required=False)
+    truncated = serializers.BooleanField(required=False, default=False)
+    extra = serializers.DictField(required=False, default=dict)
+    client_key = serializers.CharField(
+        max_length=100, required=False, allow_null=True, default=None,
+        help_text="unique per run: a re-sent sample with the same key is stored once",
+    )  # fmt: skip
+
+
+class SampleBatchSerializer(serializers.Serializer):
+    samples = SampleInSerializer(many=True, max_length=10_000, allow_empty=False)
+
+
+class CheckpointInSerializer(serializers.Serializer):
+    step = serializers.IntegerField(min_value=0)
+    path = serializers.CharField(
+        max_length=1024, help_text="where the checkpoint lives (any URI the team uses)"
+    )
+    metrics = serializers.DictField(
+        child=serializers.FloatField(allow_null=True), required=False, default=dict
+    )
+
+
 class CheckpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Checkpoint

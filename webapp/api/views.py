@@ -388,6 +388,19 @@ class RunSamplesApi(generics.ListAPIView):
     serializer_class = s.SampleSerializer
     filter_backends = []
 
+    @extend_schema(
+        request=s.SampleBatchSerializer,
+        responses={200: OpenApiTypes.OBJECT},
+        description="Store up to 10,000 samples atomically; samples with a client_key already stored are skipped.",
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        run = selectors.run_get(user=request.user, pk=pk)
+        ser = s.SampleBatchSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        samples = ser.validated_data["samples"]
+        written = services.samples_record(run, samples)
+        return Response({"received": len(samples), "written": written, "skipped": len(samples) - written})
+
     @extend_schema(parameters=[OpenApiParameter("step", int), OpenApiParameter("verdict", str)])
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
@@ -405,6 +418,18 @@ class RunSamplesApi(generics.ListAPIView):
 class RunCheckpointsApi(generics.ListAPIView):
     serializer_class = s.CheckpointSerializer
     filter_backends = []
+
+    @extend_schema(request=s.CheckpointInSerializer, responses={201: s.CheckpointSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        """Record a checkpoint's metadata (idempotent per step: a re-sent record updates it)."""
+        run = selectors.run_get(user=request.user, pk=pk)
+        ser = s.CheckpointInSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        checkpoint = services.checkpoint_record(
+            run.id, run.attempt, data["step"], data["path"], data["metrics"]
+        )
+        return Response(s.CheckpointSerializer(checkpoint).data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         return selectors.checkpoint_list(selectors.run_get(user=self.request.user, pk=self.kwargs["pk"]))

@@ -171,9 +171,12 @@ class Sample(models.Model):
     length = models.PositiveIntegerField(default=0)
     truncated = models.BooleanField(default=False)
     extra = models.JSONField(default=dict, blank=True)
+    # Set by API clients so that a re-sent batch (retry, offline sync) is stored once.
+    client_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 (NULLs never collide)
 
     class Meta:
         ordering = ["run", "step", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "client_key"], name="sample_client_key_unique")]
         indexes = [
             models.Index(fields=["run", "step"], name="sample_run_step"),
             models.Index(fields=["run", "verdict", "step"], name="sample_run_verdict"),

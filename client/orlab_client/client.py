@@ -1,0 +1,261 @@
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import requests
+
+log = logging.getLogger("orlab_client")
+
+DEFAULT_SPOOL = Path(os.environ.get("ORLAB_SPOOL_DIR", Path.home() / ".orlab" / "spool"))
+MAX_POINTS_PER_REQUEST = 50_000
+
+
+class OrlabError(Exception):
+    """The server refused a request (4xx): retrying will not help. ``errors`` has its field errors."""
+
+    def __init__(self, status: int, body: Any):
+        self.status = status
+        self.body = body
+        self.errors = body.get("errors", {}) if isinstance(body, dict) else {}
+        super().__init__(f"HTTP {status}: {body}")
+
+
+class Unreachable(Exception):
+    """The server could not be reached (connection error, timeout or 5xx) after every retry."""
+
+
+class Client:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        spool_dir: str | os.PathLike | None = None,
+        timeout: float = 10.0,
+        retries: int = 4,
+        backoff: float = 0.5,
+    ):
+        self.url = (url or os.environ.get("ORLAB_URL", "http://127.0.0.1:8000")).rstrip("/")
+        token = token or os.environ.get("ORLAB_TOKEN")
+        if not token:
+            raise ValueError("an API token is needed: Client(url, token=...) or ORLAB_TOKEN")
+        self.spool_dir = Path(spool_dir) if spool_dir else DEFAULT_SPOOL
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self._session = requests.Session()
+        self._session.headers.update({"Authorization": f"Token {token}", "Content-Type": "application/json"})
+
+    # --- HTTP with retries -----------------------------------------------------------------------
+    def request(self, method: str, path: str, body: Any = None, *, retries: int | None = None) -> Any:
+        """JSON request with exponential backoff on connection errors, timeouts and 5xx.
+        Raises OrlabError on 4xx, Unreachable when every try failed."""
+        retries = self.retries if retries is None else retries
+        data = None if body is None else json.dumps(body, allow_nan=False)
+        last: Exception | None = None
+        for attempt in range(retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                resp = self._session.request(method, self.url + path, data=data, timeout=self.timeout)
+            except requests.RequestException as exc:
+                last = exc
+                continue
+            if resp.status_code >= 500:
+                last = Unreachable(f"HTTP {resp.status_code} from {path}")
+                continue
+            body_out = resp.json() if resp.content else None
+            if resp.status_code >= 400:
+                raise OrlabError(resp.status_code, body_out)
+            return body_out
+        raise Unreachable(f"{method} {path}: {last}") from last
+
+    # --- runs --------------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        project: int,
+        name: str,
+        config: dict | None = None,
+        group: str = "",
+        tags: list[str] | None = None,
+        flush_interval: float = 1.0,
+    ) -> Run:
+        """Create a run of kind ``external`` (it trains here, orlab only records it)."""
+        body = {"project": project, "name": name, "kind": "external", "config": config or {}, "group": group}
+        body["tags"] = tags or []
+        data = self.request("POST", "/api/runs/", body)
+        return Run(self, data["id"], flush_interval=flush_interval)
+
+    def run(self, run_id: int, *, flush_interval: float = 1.0) -> Run:
+        """Attach to an existing run (e.g. a restarted training process)."""
+        return Run(self, run_id, flush_interval=flush_interval)
+
+    # --- the offline spool -------------------------------------------------------------------------
+    def spool_path(self, run_id: int) -> Path:
+        host = self.url.split("://", 1)[-1].replace("/", "_").replace(":", "_")
+        return self.spool_dir / host / f"run-{run_id}.jsonl"
+
+    def spooled_files(self) -> list[Path]:
+        host = self.url.split("://", 1)[-1].replace("/", "_").replace(":", "_")
+        return sorted((self.spool_dir / host).glob("run-*.jsonl"))
+
+    def sync(self) -> dict[str, int]:
+        """Send every spooled record in order. A file is deleted only once all of it was accepted;
+        re-sending is harmless (the server skips what it already has)."""
+        sent = files = 0
+        for path in self.spooled_files():
+            records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            for record in records:
+                self._send_record(record)
+                sent += 1
+            path.unlink()
+            files += 1
+        return {"files": files, "records": sent}
+
+    def _send_record(self, record: dict) -> None:
+        run_id, kind, body = record["run"], record["type"], record["body"]
+        paths = {"metrics": "metrics", "samples": "samples", "checkpoint": "checkpoints", "finish": "finish"}
+        try:
+            self.request("POST", f"/api/runs/{run_id}/{paths[kind]}/", body)
+        except OrlabError as exc:
+            if kind == "finish" and exc.status == 400 and "status" in exc.errors:
+                return  # already finished: the record did its job earlier
+            raise
+
+
+class Run:
+    """A run being logged. ``log`` only appends to memory; a background thread sends batches."""
+
+    def __init__(self, client: Client, run_id: int, *, flush_interval: float = 1.0):
+        self.client = client
+        self.id = run_id
+        self.flush_interval = flush_interval
+        self._lock = threading.Lock()
+        self._points: list[dict] = []
+        self._records: list[tuple[str, Any]] = []  # samples / checkpoints, in order
+        self._offline = False
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"orlab-run-{run_id}", daemon=True)
+        self._thread.start()
+
+    # --- logging API -------------------------------------------------------------------------------
+    def log(self, step: int, metrics: dict[str, float], wall_time: float | None = None) -> None:
+        wall = time.time() if wall_time is None else wall_time
+        points = [
+            {"key": k, "step": int(step), "value": _json_number(v), "wall_time": wall}
+            for k, v in metrics.items()
+        ]
+        with self._lock:
+            self._points.extend(points)
+
+    def log_samples(self, step: int, samples: list[dict]) -> None:
+        batch = uuid.uuid4().hex
+        body = {
+            "samples": [{"step": int(step), "client_key": f"{batch}:{i}", **s} for i, s in enumerate(samples)]
+        }
+        with self._lock:
+            self._records.append(("samples", body))
+
+    def log_checkpoint(self, step: int, path: str, metrics: dict[str, float] | None = None) -> None:
+        body = {
+            "step": int(step),
+            "path": str(path),
+            "metrics": {k: _json_number(v) for k, v in (metrics or {}).items()},
+        }
+        with self._lock:
+            self._records.append(("checkpoint", body))
+
+    def flush(self) -> None:
+        """Send (or spool) everything logged so far, from the calling thread."""
+        with self._lock:
+            points, records = self._points, self._records
+            self._points, self._records = [], []
+        for i in range(0, len(points), MAX_POINTS_PER_REQUEST):
+            self._deliver("metrics", points[i : i + MAX_POINTS_PER_REQUEST])
+        for kind, body in records:
+            self._deliver(kind, body)
+
+    def finish(self) -> None:
+        self._end({"status": "succeeded"})
+
+    def fail(self, error: str = "") -> None:
+        self._end({"status": "failed", "error": error})
+
+    @property
+    def offline(self) -> bool:
+        """True once something had to be spooled (run ``orlab-client sync`` later, or call sync())."""
+        return self._offline
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.finish()
+        else:
+            self.fail(f"{exc_type.__name__}: {exc}")
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _end(self, body: dict) -> None:
+        self._closed.set()
+        self._thread.join(timeout=60)
+        self.flush()
+        self._deliver("finish", body)
+
+    def _deliver(self, kind: str, body: Any) -> None:
+        record = {"run": self.id, "type": kind, "body": body}
+        if not self._offline:
+            try:
+                self.client._send_record(record)
+                return
+            except Unreachable as exc:
+                log.warning("orlab unreachable (%s); spooling to %s", exc, self.client.spool_path(self.id))
+                self._offline = True
+        self._spool(record)
+
+    def _spool(self, record: dict) -> None:
+        path = self.client.spool_path(self.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(record, allow_nan=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self.flush_interval):
+            try:
+                self.flush()
+                if self._offline:
+                    self._try_recover()
+            except OrlabError:
+                log.exception("orlab refused a batch of run %s", self.id)
+            except Exception:
+                log.exception("orlab client background flush failed")
+
+    def _try_recover(self) -> None:
+        """Back online? Send the spool (in order), then go on sending directly."""
+        try:
+            self.client.request("GET", f"/api/runs/{self.id}/", retries=0)
+        except Unreachable:
+            return
+        path = self.client.spool_path(self.id)
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    self.client._send_record(json.loads(line))
+            path.unlink()
+        self._offline = False
+
+
+def _json_number(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
