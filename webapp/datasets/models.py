@@ -21,7 +21,9 @@ class Dataset(models.Model):
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=16, choices=Kind.choices)
     version = models.PositiveIntegerField(default=1)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.IMPORTING)
     sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     row_count = models.PositiveIntegerField(default=0)
@@ -50,14 +52,23 @@ class PreferencePair(models.Model):
     prompt = models.TextField()
     chosen = models.JSONField()
     rejected = models.JSONField()
-    source = models.CharField(max_length=200, blank=True, db_index=True)
+    source = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # Text of the final chosen/rejected responses (for search, diffs and length filters).
+    chosen_text = models.TextField(default="")
+    rejected_text = models.TextField(default="")
+    chosen_len = models.PositiveIntegerField(default=0)
+    rejected_len = models.PositiveIntegerField(default=0)
     kept = models.BooleanField(default=True)
     drop_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["dataset", "row"]
         constraints = [models.UniqueConstraint(fields=["dataset", "row"], name="pair_row_unique")]
+        indexes = [
+            models.Index(fields=["dataset", "source"], name="pair_dataset_source"),
+            models.Index(fields=["dataset", "kept", "drop_reason"], name="pair_dataset_kept"),
+        ]
 
 
 class Problem(models.Model):
