@@ -64,6 +64,9 @@ class RunSerializer(serializers.ModelSerializer):
     """The output shape of a run (documentation; rendering is done by views.run_to_dict)."""
 
     last = serializers.DictField(help_text="key -> {step, value}: last values of the primary metrics")
+    keys = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="every metric key logged (detail view only)"
+    )
     duration_s = serializers.FloatField(allow_null=True)
 
     class Meta:
@@ -71,7 +74,7 @@ class RunSerializer(serializers.ModelSerializer):
         fields = [
             "id", "project", "name", "kind", "status", "queue", "group", "tags", "config", "parent", "attempt",
             "cancel_requested", "worker_host", "heartbeat_at", "created_at", "started_at", "finished_at",
-            "duration_s", "error", "traceback", "code_version", "dataset_versions", "summary", "last",
+            "duration_s", "error", "traceback", "code_version", "dataset_versions", "summary", "last", "keys",
         ]  # fmt: skip
 
 

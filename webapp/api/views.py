@@ -233,6 +233,7 @@ class SweepCreateApi(APIView):
             grid=data["grid"],
             group=data["group"],
             tags=data["tags"],
+            queue=data.get("queue"),
         )
         return Response({"group": runs[0].group, "runs": [run_to_dict(r) for r in runs]}, status=201)
 
@@ -242,7 +243,9 @@ class RunDetailApi(APIView):
     def get(self, request: Request, pk: int) -> Response:
         services.runs_mark_lost()
         run = selectors.run_get(user=request.user, pk=pk)
-        return Response(run_to_dict(run, selectors.last_values([run])[run.id]))
+        data = run_to_dict(run, selectors.last_values([run])[run.id])
+        data["keys"] = selectors.metric_keys(run)
+        return Response(data)
 
 
 class RunCancelApi(APIView):

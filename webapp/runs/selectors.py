@@ -51,5 +51,10 @@ def metric_keys(run: Run) -> list[str]:
     return sorted(MetricSeries.objects.filter(run=run).values_list("key", flat=True))
 
 
+def metric_keys_union(runs: Iterable[Run]) -> list[str]:
+    """The keys logged by any of ``runs``, in one query."""
+    return sorted(set(MetricSeries.objects.filter(run__in=list(runs)).values_list("key", flat=True)))
+
+
 def checkpoint_list(run: Run) -> QuerySet[Checkpoint]:
     return Checkpoint.objects.filter(run=run).order_by("step")

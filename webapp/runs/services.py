@@ -156,6 +156,7 @@ def sweep_create(
     grid: Mapping[str, Sequence[Any]],
     group: str = "",
     tags: Sequence[str] = (),
+    queue: str | None = None,
 ) -> list[Run]:
     """One run per point of the Cartesian product of ``grid`` (dotted config paths -> values), all
     in one group. Every config is validated before any run is created: all or nothing."""
@@ -186,7 +187,9 @@ def sweep_create(
         planned.append((f"{name or kind} {label}", validated))
     with transaction.atomic():
         return [
-            run_create(user=user, project=project, name=n, kind=kind, config=c, group=group, tags=tags)
+            run_create(
+                user=user, project=project, name=n, kind=kind, config=c, group=group, tags=tags, queue=queue
+            )
             for n, c in planned
         ]
 

@@ -343,7 +343,7 @@ def _launch(request: HttpRequest, project, spec, form: LaunchForm, clone_of: Run
         "tags": form.tags,
     }
     if form.grid:
-        runs = services.sweep_create(grid=form.grid, **common)
+        runs = services.sweep_create(grid=form.grid, queue=form.meta["queue"] or None, **common)
         messages.success(request, f"Launched a sweep of {len(runs)} runs in group {runs[0].group}.")
         return redirect(reverse("project", args=[project.pk]) + _query({"group": runs[0].group}))
     run = services.run_create(queue=form.meta["queue"] or None, parent=clone_of, **common)
@@ -447,12 +447,7 @@ def compare(request: HttpRequest) -> HttpResponse:
     if len(found) != len(ids):
         raise Http404("no such run")
     runs = [found[i] for i in ids]
-    keys: list[str] = []
-    for run in runs:
-        for key in selectors.metric_keys(run):
-            if key not in keys:
-                keys.append(key)
-    keys.sort()
+    keys = selectors.metric_keys_union(runs)
     key = request.GET.get("key", "")
     if key not in keys:
         primary = [k for run in runs for k in selectors.primary_metrics(run.kind) if k in keys]

@@ -213,6 +213,9 @@
     try {
       const [, run] = await Promise.all([pollMetrics(), o.getJSON(data.run_api)]);
       applyRun(run);
+      // A key whose first points are older than what the charts have seen: load it in full.
+      const unseen = (run.keys || []).filter((k) => !charts.has(k));
+      if (unseen.length) await load(unseen);
       if (!isActive(run.status)) {
         // Finished: the worker flushed everything before it said so; one last read, then stop.
         await pollMetrics();
