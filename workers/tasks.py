@@ -54,3 +54,22 @@ def reap_lost_runs() -> int:
     from webapp.runs import services
 
     return services.runs_mark_lost()
+
+
+@app.task(name="workers.tasks.import_dataset", ignore_result=True)
+def import_dataset(dataset_id: int, path: str) -> None:
+    """Background import of a large file; the outcome (ready, or failed with row errors) is on the
+    dataset row."""
+    from pathlib import Path as _Path
+
+    from webapp.datasets import services
+    from webapp.datasets.models import Dataset
+
+    dataset = Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.IMPORTING).first()
+    try:
+        if dataset is not None:
+            services.dataset_import(dataset, _Path(path))
+    except services.ImportRejected:
+        pass  # recorded on the dataset
+    finally:
+        _Path(path).unlink(missing_ok=True)

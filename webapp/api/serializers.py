@@ -3,7 +3,7 @@ their JSON directly from these shapes without DRF's per-field machinery (see vie
 
 from rest_framework import serializers
 
-from webapp.datasets.models import Dataset
+from webapp.datasets.models import Dataset, PreferencePair, Problem
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
 
@@ -162,3 +162,25 @@ class DatasetSerializer(serializers.ModelSerializer):
             "id", "project", "name", "kind", "version", "parent", "status", "sha256", "row_count", "progress",
             "error", "meta", "created_at",
         ]  # fmt: skip
+
+
+class DatasetUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="JSONL, JSON (one array), CSV or Parquet")
+    name = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=["preference", "problems"])
+    project = serializers.IntegerField()
+
+
+class PreferencePairSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = PreferencePair
+        fields = [
+            "id", "row", "prompt", "chosen", "rejected", "source", "metadata", "chosen_len", "rejected_len",
+            "kept", "drop_reason",
+        ]  # fmt: skip
+
+
+class ProblemSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Problem
+        fields = ["id", "row", "domain", "prompt", "answer", "tests", "metadata"]

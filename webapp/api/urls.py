@@ -22,4 +22,6 @@ urlpatterns = [
     path("compare/", v.CompareMetricsApi.as_view(), name="api-compare"),
     path("datasets/", v.DatasetListApi.as_view(), name="api-datasets"),
     path("datasets/<int:pk>/", v.DatasetDetailApi.as_view(), name="api-dataset"),
+    path("datasets/<int:pk>/pairs/", v.DatasetPairsApi.as_view(), name="api-dataset-pairs"),
+    path("datasets/<int:pk>/problems/", v.DatasetProblemsApi.as_view(), name="api-dataset-problems"),
 ]

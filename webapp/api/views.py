@@ -7,6 +7,7 @@ from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import generics, status
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,7 +16,8 @@ from trainers.base import all_specs, get_spec
 from webapp.api import serializers as s
 from webapp.api.errors import bad_request
 from webapp.api.metrics_io import BatchError, parse_metric_batch, render_series
-from webapp.datasets.models import Dataset
+from webapp.datasets import services as dataset_services
+from webapp.datasets.models import Dataset, Problem
 from webapp.projects import services as project_services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
@@ -453,11 +455,34 @@ class RunEvaluationsApi(generics.ListAPIView):
 class DatasetListApi(generics.ListAPIView):
     serializer_class = s.DatasetSerializer
     queryset = Dataset.objects.none()  # for the schema generator; requests use get_queryset()
-    filterset_fields = ["project", "kind", "name"]
+    filterset_fields = ["project", "kind", "name", "status"]
     ordering_fields = ["created_at", "name", "version"]
+    parser_classes = [MultiPartParser, FormParser]
 
     def get_queryset(self):
         return Dataset.objects.filter(project__in=project_list(user=self.request.user))
+
+    @extend_schema(
+        request={"multipart/form-data": s.DatasetUploadSerializer},
+        responses={201: s.DatasetSerializer, 202: s.DatasetSerializer},
+        description="Import a file of preference pairs or problems. Every row is validated; a file with a "
+        "bad row is rejected with the line numbers and reasons of the first errors, and nothing is stored. "
+        f"Files up to {dataset_services.SYNC_IMPORT_BYTES // 2**20} MB are imported in the request (201 or "
+        "400); larger ones in the background (202: poll the dataset for status, progress and row errors).",
+    )
+    def post(self, request: Request) -> Response:
+        ser = s.DatasetUploadSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        project = _resolve_project(request.user, data["project"])
+        try:
+            dataset, background = dataset_services.dataset_upload(
+                user=request.user, project=project, name=data["name"], kind=data["kind"], upload=data["file"]
+            )
+        except dataset_services.ImportRejected as exc:
+            return bad_request(exc.detail, exc.errors)
+        code = status.HTTP_202_ACCEPTED if background else status.HTTP_201_CREATED
+        return Response(s.DatasetSerializer(dataset).data, status=code)
 
 
 class DatasetDetailApi(generics.RetrieveAPIView):
@@ -465,6 +490,62 @@ class DatasetDetailApi(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return Dataset.objects.filter(project__in=project_list(user=self.request.user))
+
+
+def _dataset_for(request, pk) -> Dataset:
+    try:
+        return Dataset.objects.filter(project__in=project_list(user=request.user)).get(pk=pk)
+    except Dataset.DoesNotExist:
+        raise Http404("no such dataset") from None
+
+
+class DatasetPairsApi(generics.ListAPIView):
+    """Pairs of a preference dataset: ?search= (full text over prompt and chosen response) &source=
+    &kept=true|false &drop_reason= &min_len= &max_len= &ordering=row|-row|chosen_len|..."""
+
+    serializer_class = s.PreferencePairSerializer
+    filter_backends = []
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("search", str),
+            OpenApiParameter("source", str),
+            OpenApiParameter("kept", bool),
+            OpenApiParameter("drop_reason", str),
+            OpenApiParameter("ordering", str),
+        ]
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        from webapp.datasets.selectors import pair_list
+
+        dataset = _dataset_for(self.request, self.kwargs["pk"])
+        p = self.request.query_params
+        try:
+            return pair_list(
+                dataset,
+                search=p.get("search", ""),
+                source=p.get("source", ""),
+                kept=p.get("kept", ""),
+                drop_reason=p.get("drop_reason", ""),
+                ordering=p.get("ordering", "row"),
+            )
+        except ValueError as exc:
+            raise services.RunError("invalid query", {"ordering": [str(exc)]}) from None
+
+
+class DatasetProblemsApi(generics.ListAPIView):
+    serializer_class = s.ProblemSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        dataset = _dataset_for(self.request, self.kwargs["pk"])
+        qs = Problem.objects.filter(dataset=dataset).order_by("row")
+        if domain := self.request.query_params.get("domain"):
+            qs = qs.filter(domain=domain)
+        return qs
 
 
 def _is_postgres() -> bool:

@@ -219,3 +219,50 @@ def _reject(dataset: Dataset, errors: list[tuple[int, str]]):
         "the file has bad rows; nothing was imported",
         {(f"{unit} {row}" if row else "file"): [msg] for row, msg in errors},
     )
+
+
+# Files up to this size are imported inside the upload request (immediate 201/400); larger ones go
+# to a worker and report progress on the dataset.
+SYNC_IMPORT_BYTES = 8 * 2**20
+
+
+def dataset_upload(*, user, project, name: str, kind: str, upload) -> tuple[Dataset, bool]:
+    """Store the uploaded file in the artifact store and import it: in this request when small,
+    else in a worker. Returns (dataset, imported in the background?)."""
+    import shutil
+    import uuid
+
+    from django.conf import settings
+
+    uploads = Path(settings.ORLAB_ARTIFACTS) / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    path = uploads / f"{uuid.uuid4().hex}-{Path(upload.name).name}"
+    with open(path, "wb") as out:
+        if hasattr(upload, "temporary_file_path"):
+            with open(upload.temporary_file_path(), "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+        else:
+            for chunk in upload.chunks():
+                out.write(chunk)
+    try:
+        dataset = dataset_create_for_import(
+            user=user, project=project, name=name, kind=kind, path=path, filename=upload.name
+        )
+    except ImportRejected:
+        path.unlink(missing_ok=True)
+        raise
+    if path.stat().st_size > SYNC_IMPORT_BYTES:
+        from workers.celery import app
+
+        transaction.on_commit(
+            lambda: app.send_task("workers.tasks.import_dataset", args=[dataset.id, str(path)], queue="cpu")
+        )
+        return dataset, True
+    try:
+        dataset_import(dataset, path)
+    except ImportRejected:
+        dataset.delete()  # answered in this request: nothing of the file stays behind
+        raise
+    finally:
+        path.unlink(missing_ok=True)
+    return dataset, False
