@@ -89,3 +89,18 @@ class Problem(models.Model):
     class Meta:
         ordering = ["dataset", "row"]
         constraints = [models.UniqueConstraint(fields=["dataset", "row"], name="problem_row_unique")]
+
+
+class PairScore(models.Model):
+    """A reward model's scores for one pair: what the pair browser shows and what the margin and
+    consistency filters of curation use. ``scorer`` names the reward model (run and checkpoint)."""
+
+    pair = models.ForeignKey(PreferencePair, on_delete=models.CASCADE, related_name="scores")
+    checkpoint = models.ForeignKey("runs.Checkpoint", on_delete=models.CASCADE, related_name="pair_scores")
+    chosen = models.FloatField()
+    rejected = models.FloatField()
+    margin = models.FloatField()  # chosen - rejected
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["checkpoint", "pair"], name="pairscore_unique")]
+        indexes = [models.Index(fields=["checkpoint", "margin"], name="pairscore_ckpt_margin")]
