@@ -21,6 +21,18 @@ from typing import IO, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
+#: A dataset a trainer reads: an orlab dataset id (the worker exports that version to a JSONL file
+#: and hands the trainer its path) or, when a trainer runs standalone, the path of a JSONL file.
+DatasetRef = int | str
+
+
+def dataset_field(kind: str, description: str, **kwargs: Any) -> Any:
+    """A config field holding a DatasetRef of ``kind`` ("preference" or "problems"); the launch form
+    shows a picker of the project's datasets of that kind."""
+    from pydantic import Field
+
+    return Field(description=description, json_schema_extra={"x-orlab-dataset": kind}, **kwargs)
+
 
 class TrainerConfig(BaseModel):
     """Base of every trainer config: strict (unknown keys are errors) and JSON round-trippable."""
@@ -144,6 +156,7 @@ class TrainerSpec:
     entry: str
     queue: str = "cpu"  # the Celery queue a run of this kind goes to unless the launch says otherwise
     primary_metrics: tuple[str, ...] = ()  # shown as columns on the runs list
+    dataset_fields: tuple[str, ...] = ()  # config fields that are DatasetRefs (top level)
     log_scale_metrics: tuple[str, ...] = ()  # charted on a log axis by default
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 

@@ -33,7 +33,8 @@ def execute_run(run_id: int, attempt: int) -> None:
     sink = DbSink(run_id, attempt, resume_from=Path(checkpoint.path) if checkpoint else None)
     try:
         spec = get_spec(run.kind)
-        summary = spec.train_fn()(spec.validate(run.config), sink) or {}
+        config = services.run_materialize_datasets(run)
+        summary = spec.train_fn()(spec.validate(config), sink) or {}
         sink.close()
     except Exception as exc:
         try:

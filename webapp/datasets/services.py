@@ -266,3 +266,29 @@ def dataset_upload(*, user, project, name: str, kind: str, upload) -> tuple[Data
     finally:
         path.unlink(missing_ok=True)
     return dataset, False
+
+
+def dataset_export_jsonl(dataset: Dataset) -> Path:
+    """The rows of a ready dataset version as a JSONL file in the artifact store, written once
+    (atomically) and reused: what a trainer reads. Preference sets export only kept pairs."""
+    import os
+
+    from django.conf import settings
+
+    directory = Path(settings.ORLAB_ARTIFACTS) / "datasets"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{dataset.id}-v{dataset.version}-{(dataset.sha256 or 'x')[:12]}.jsonl"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        if dataset.kind == Dataset.Kind.PREFERENCE:
+            rows = PreferencePair.objects.filter(dataset=dataset, kept=True).order_by("row")
+            fields = ["id", "prompt", "chosen", "rejected", "chosen_text", "rejected_text", "source"]
+        else:
+            rows = Problem.objects.filter(dataset=dataset).order_by("row")
+            fields = ["id", "domain", "prompt", "answer", "tests"]
+        for row in rows.values(*fields).iterator(chunk_size=5000):
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+    return path

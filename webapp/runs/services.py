@@ -110,6 +110,28 @@ def _enqueue(run: Run) -> None:
     )
 
 
+def _check_dataset_refs(kind: str, config: Mapping[str, Any], project: Project) -> None:
+    """Dataset ids in a config must name ready datasets of the right kind in the run's project."""
+    from webapp.datasets.models import Dataset
+
+    spec = get_spec(kind)
+    errors = {}
+    for name in spec.dataset_fields:
+        ref = config.get(name)
+        if not isinstance(ref, int):
+            continue  # a path (standalone-style) or unset: the trainer validates those
+        wanted = spec.config_model().model_json_schema()["properties"][name].get("x-orlab-dataset")
+        ds = Dataset.objects.filter(pk=ref, project=project).first()
+        if ds is None:
+            errors[f"config.{name}"] = [f"no dataset {ref} in project {project.name}"]
+        elif ds.status != Dataset.Status.READY:
+            errors[f"config.{name}"] = [f"dataset {ds.name} v{ds.version} is {ds.status}, not ready"]
+        elif wanted and ds.kind != wanted:
+            errors[f"config.{name}"] = [f"dataset {ds.name} holds {ds.kind}, this field needs {wanted}"]
+    if errors:
+        raise RunError("invalid config", errors)
+
+
 @transaction.atomic
 def run_create(
     *,
@@ -125,6 +147,8 @@ def run_create(
 ) -> Run:
     config = config_validate(kind, config)
     external = kind == Run.EXTERNAL
+    if not external:
+        _check_dataset_refs(kind, config, project)
     if queue is None:
         queue = "" if external else get_spec(kind).queue
     run = Run.objects.create(
@@ -399,3 +423,23 @@ def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
             value = None
         out[key] = value
     return out
+
+
+def run_materialize_datasets(run: Run) -> dict[str, Any]:
+    """The config the trainer gets: dataset ids replaced by exported JSONL paths. Records which
+    dataset versions the run used (on the run, for reproducibility)."""
+    from webapp.datasets.models import Dataset
+    from webapp.datasets.services import dataset_export_jsonl
+
+    config = dict(run.config)
+    used = {}
+    for name in get_spec(run.kind).dataset_fields:
+        ref = config.get(name)
+        if isinstance(ref, int):
+            ds = Dataset.objects.get(pk=ref, project=run.project)
+            config[name] = str(dataset_export_jsonl(ds))
+            used[name] = {"id": ds.id, "name": ds.name, "version": ds.version, "sha256": ds.sha256}
+            run.datasets.add(ds)
+    if used:
+        Run.objects.filter(pk=run.pk).update(dataset_versions=used)
+    return config
