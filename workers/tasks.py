@@ -74,3 +74,20 @@ def import_dataset(dataset_id: int, path: str) -> None:
         pass  # recorded on the dataset
     finally:
         _Path(path).unlink(missing_ok=True)
+
+
+@app.task(name="workers.tasks.curate_dataset", ignore_result=True)
+def curate_dataset(dataset_id: int) -> None:
+    """Curate a dataset version created by dataset_curate; the outcome (ready with its curation
+    stats, or failed with the error and no rows) is on the dataset row."""
+    from webapp.datasets.curation import service
+    from webapp.datasets.models import Dataset
+
+    dataset = Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.IMPORTING).first()
+    if dataset is None:
+        log.info("dataset %s is not waiting for curation", dataset_id)
+        return
+    try:
+        service.curation_run(dataset)
+    except Exception:
+        log.info("curation of dataset %s failed (the error is on the dataset)", dataset_id)
