@@ -46,12 +46,21 @@ class Sink(Protocol):
 
     #: Directory of the checkpoint to continue from, or None for a fresh start.
     resume_from: Path | None
+    #: Scratch directory of this run (e.g. where a generated model is built); checkpoints go
+    #: through checkpoint_dir() instead.
+    workdir: Path
 
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
         """Scalar metrics, many keys per step. Non-finite values are kept as NaN (shown as gaps)."""
 
     def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
         """Rollouts: prompt, completion, reward, advantage, verdict, length, truncated."""
+
+    def log_evaluation(
+        self, step: int, benchmark: str, metrics: Mapping[str, float], protocol: Mapping[str, Any]
+    ) -> None:
+        """A benchmark result (avg@k, pass@k, ...) with the protocol that produced it (k, temperature,
+        top_p, max length, verifier version), stored together so a number is never read without it."""
 
     def checkpoint_dir(self, step: int) -> Path:
         """A fresh, empty directory in which the trainer writes checkpoint ``step``."""
@@ -72,6 +81,7 @@ class MemorySink:
         self.resume_from = resume_from
         self.metrics: dict[str, dict[int, float]] = {}
         self.samples: list[tuple[int, dict[str, Any]]] = []
+        self.evaluations: list[tuple[int, str, dict[str, float], dict[str, Any]]] = []
         self.checkpoints: list[tuple[int, Path, dict[str, float]]] = []
         self.stop_after_step: int | None = None
         self._last_step = -1
@@ -83,6 +93,9 @@ class MemorySink:
 
     def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
         self.samples.extend((step, dict(s)) for s in samples)
+
+    def log_evaluation(self, step, benchmark, metrics, protocol) -> None:
+        self.evaluations.append((step, benchmark, dict(metrics), dict(protocol)))
 
     def checkpoint_dir(self, step: int) -> Path:
         if self.workdir is None:
@@ -126,6 +139,10 @@ class JsonlSink:
     def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
         for sample in samples:
             self.stream.write(json.dumps({"step": step, "sample": dict(sample)}, default=str) + "\n")
+
+    def log_evaluation(self, step, benchmark, metrics, protocol) -> None:
+        row = {"step": step, "evaluation": benchmark, "metrics": dict(metrics), "protocol": dict(protocol)}
+        self.stream.write(json.dumps(row, default=str) + "\n")
 
     def checkpoint_dir(self, step: int) -> Path:
         path = self.workdir / f"checkpoint-{step:08d}"
@@ -206,7 +223,7 @@ def _discover() -> None:
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    for name in ("tabular", "synthetic"):
+    for name in ("tabular", "synthetic", "sft", "reward", "rl"):
         importlib.import_module(f"trainers.{name}.spec")
 
 

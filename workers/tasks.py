@@ -91,3 +91,44 @@ def curate_dataset(dataset_id: int) -> None:
         service.curation_run(dataset)
     except Exception:
         log.info("curation of dataset %s failed (the error is on the dataset)", dataset_id)
+
+
+@app.task(name="workers.tasks.score_dataset", ignore_result=True)
+def score_dataset(job_id: int) -> None:
+    """A reward-model checkpoint scores every pair of a dataset; scores land in PairScore in batches
+    and the job row carries the progress."""
+    from django.utils import timezone
+
+    from trainers.reward.score import load_reward_model, score_pairs
+    from webapp.datasets import services
+    from webapp.datasets.models import ScoringJob
+
+    claimed = ScoringJob.objects.filter(pk=job_id, status=ScoringJob.Status.QUEUED).update(
+        status=ScoringJob.Status.RUNNING
+    )
+    if not claimed:
+        return
+    job = ScoringJob.objects.select_related("dataset", "checkpoint").get(pk=job_id)
+    total = max(1, job.dataset.row_count)
+    try:
+        model = load_reward_model(job.checkpoint.path)
+        batch, done = [], 0
+        for pid, chosen, rejected in score_pairs(
+            model, services.pair_rows_for_scoring(job.dataset), batch_size=32
+        ):
+            batch.append((pid, chosen, rejected))
+            if len(batch) >= 512:
+                services.pair_scores_record(job.checkpoint_id, batch)
+                done += len(batch)
+                batch = []
+                ScoringJob.objects.filter(pk=job_id).update(scored=done, progress=done / total)
+        services.pair_scores_record(job.checkpoint_id, batch)
+        done += len(batch)
+        ScoringJob.objects.filter(pk=job_id).update(
+            status=ScoringJob.Status.SUCCEEDED, scored=done, progress=1.0, finished_at=timezone.now()
+        )
+    except Exception as exc:
+        log.exception("scoring job %s failed", job_id)
+        ScoringJob.objects.filter(pk=job_id).update(
+            status=ScoringJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
+        )

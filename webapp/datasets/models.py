@@ -104,3 +104,26 @@ class PairScore(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["checkpoint", "pair"], name="pairscore_unique")]
         indexes = [models.Index(fields=["checkpoint", "margin"], name="pairscore_ckpt_margin")]
+
+
+class ScoringJob(models.Model):
+    """A reward-model checkpoint scoring every pair of a dataset version (a background task)."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="scoring_jobs")
+    checkpoint = models.ForeignKey("runs.Checkpoint", on_delete=models.CASCADE, related_name="scoring_jobs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    scored = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]

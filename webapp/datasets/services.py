@@ -18,7 +18,7 @@ from django.db import connection, connections, transaction
 from django.db.models import Max
 
 from webapp.datasets import readers
-from webapp.datasets.models import Dataset, PreferencePair, Problem
+from webapp.datasets.models import Dataset, PairScore, PreferencePair, Problem, ScoringJob
 from webapp.datasets.validation import RowError, validate_pair, validate_problem
 
 log = logging.getLogger(__name__)
@@ -292,3 +292,43 @@ def dataset_export_jsonl(dataset: Dataset) -> Path:
             f.write(json.dumps(row) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def scoring_job_create(*, user, dataset: Dataset, checkpoint) -> ScoringJob:
+    """Queue a reward-model checkpoint to score every pair of ``dataset`` (both must be the user's;
+    the caller checked). Runs on the gpu queue: a real reward model wants one."""
+    from workers.celery import app
+
+    if dataset.kind != Dataset.Kind.PREFERENCE:
+        raise ImportRejected("invalid input", {"dataset": ["only preference datasets can be scored"]})
+    if dataset.status != Dataset.Status.READY:
+        raise ImportRejected("invalid input", {"dataset": [f"dataset is {dataset.status}, not ready"]})
+    if checkpoint.run.kind != "reward":
+        raise ImportRejected("invalid input", {"checkpoint": ["not a checkpoint of a reward-model run"]})
+    job = ScoringJob.objects.create(dataset=dataset, checkpoint=checkpoint, created_by=user)
+    queue = checkpoint.run.queue or "gpu"
+    transaction.on_commit(lambda: app.send_task("workers.tasks.score_dataset", args=[job.id], queue=queue))
+    return job
+
+
+def pair_rows_for_scoring(dataset: Dataset):
+    """Every pair (kept or not: the margin filter may run on any version), as the trainers' rows."""
+    fields = ["id", "prompt", "chosen", "rejected", "source"]
+    return (
+        PreferencePair.objects.filter(dataset=dataset)
+        .order_by("row")
+        .values(*fields)
+        .iterator(chunk_size=2000)
+    )
+
+
+def pair_scores_record(checkpoint_id: int, scores: list[tuple[int, float, float]]) -> None:
+    """Store scores, replacing earlier ones of the same checkpoint (a re-run after a crash)."""
+    rows = [
+        PairScore(pair_id=int(pid), checkpoint_id=checkpoint_id, chosen=c, rejected=r, margin=c - r)
+        for pid, c, r in scores
+    ]
+    PairScore.objects.bulk_create(
+        rows, batch_size=2000, update_conflicts=True, unique_fields=["checkpoint", "pair"],
+        update_fields=["chosen", "rejected", "margin"],
+    )  # fmt: skip

@@ -1,0 +1,1 @@
+"""Benchmark evaluation: k samples per problem, avg@k and unbiased pass@k."""

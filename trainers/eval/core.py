@@ -1,0 +1,76 @@
+"""avg@k / pass@k of a policy on a set of verifiable problems (seeds-spec 1.7, 6).
+
+avg@k is the mean of 1[correct] over all k x problems samples (the paper's avg@32); pass@1 counts the
+first sample only; pass@k is the unbiased estimator of Chen et al. from the k samples. The protocol
+that produced the numbers is returned with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trainers.common.rewards import RewardPool
+from trainers.rl.core import pass_at_k
+
+VERIFIER_VERSION = "orlab-verifiers-1 (math-verify, sandboxed tests)"
+
+
+@dataclass(frozen=True)
+class Problem:
+    prompt: str
+    domain: str  # "math" | "code"
+    reference: object  # answer text, or the tests
+
+
+def evaluate(
+    engine,
+    problems: list[Problem],
+    pool: RewardPool,
+    *,
+    k: int,
+    temperature: float,
+    top_p: float = 1.0,
+    max_new_tokens: int,
+    seed: int = 0,
+) -> tuple[dict[str, float], dict]:
+    """Returns (metrics, protocol). metrics: avg@k, pass@1, pass@k, no_answer_rate, truncation_rate."""
+    groups = engine.generate(
+        [p.prompt for p in problems],
+        n=k,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+    items = [
+        (p.domain, c.completion_text, p.reference)
+        for p, group in zip(problems, groups, strict=True)
+        for c in group
+    ]
+    verdicts = pool.score_batch(items)
+    correct, first, passk, no_answer, truncated = 0, 0, 0.0, 0, 0
+    for i, group in enumerate(groups):
+        v = verdicts[i * k : (i + 1) * k]
+        c = sum(x.reward >= 1.0 for x in v)
+        correct += c
+        first += v[0].reward >= 1.0
+        passk += pass_at_k(k, c, k)
+        no_answer += sum(x.verdict == "no_answer" for x in v)
+        truncated += sum(comp.truncated for comp in group)
+    n = max(1, len(problems))
+    metrics = {
+        f"avg@{k}": correct / (n * k),
+        "pass@1": first / n,
+        f"pass@{k}": passk / n,
+        "no_answer_rate": no_answer / (n * k),
+        "truncation_rate": truncated / (n * k),
+    }
+    protocol = {
+        "k": k,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_new_tokens": max_new_tokens,
+        "problems": len(problems),
+        "seed": seed,
+        "verifier": VERIFIER_VERSION,
+    }
+    return metrics, protocol

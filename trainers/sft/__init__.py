@@ -1,0 +1,1 @@
+"""Supervised fine-tuning on problem/solution pairs: the warm start of the RL demo."""

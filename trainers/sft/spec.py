@@ -1,0 +1,24 @@
+from trainers.base import TrainerSpec, register
+
+SPEC = register(
+    TrainerSpec(
+        kind="sft",
+        title="SFT warm start",
+        description="Supervised fine-tuning on problem/solution pairs (loss on the solution tokens), "
+        "with greedy held-out accuracy through the math verifier.",
+        config="trainers.sft.config:SFTConfig",
+        entry="trainers.sft.train:train",
+        queue="gpu",
+        primary_metrics=("train/loss", "eval/accuracy"),
+        dataset_fields=("train_dataset", "eval_dataset"),
+        presets={
+            "tiny-cpu-demo": {
+                "model_path": "tiny",
+                "steps": 600,
+                "batch_size": 32,
+                "lr": 2e-3,
+                "eval_every": 100,
+            },
+        },
+    )
+)
