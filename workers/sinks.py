@@ -34,6 +34,7 @@ class DbSink:
         self.attempt = attempt
         self.resume_from = resume_from
         self.artifact_dir = Path(settings.ORLAB_ARTIFACTS) / "runs" / str(run_id)
+        self.workdir = self.artifact_dir / f"attempt-{attempt}"
         self.cancelled = False  # set when a user asked to stop (vs. the run being taken away)
         self.lost = False
         self._stop = False
@@ -69,7 +70,7 @@ class DbSink:
             self._samples.extend(rows)
 
     def checkpoint_dir(self, step: int) -> Path:
-        path = self.artifact_dir / f"attempt-{self.attempt}" / f"checkpoint-{step:08d}"
+        path = self.workdir / f"checkpoint-{step:08d}"
         path.mkdir(parents=True, exist_ok=True)
         return path
 
