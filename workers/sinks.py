@@ -69,6 +69,13 @@ class DbSink:
         with self._lock:
             self._samples.extend(rows)
 
+    def log_evaluation(
+        self, step: int, benchmark: str, metrics: Mapping[str, float], protocol: Mapping[str, Any]
+    ):
+        """Stored at once (evaluations are rare and people wait for them). ``benchmark`` is a config
+        field naming a dataset (e.g. "eval_dataset") or the name of a generated benchmark."""
+        services.evaluation_record(self.run_id, step, benchmark, metrics, protocol)
+
     def checkpoint_dir(self, step: int) -> Path:
         path = self.workdir / f"checkpoint-{step:08d}"
         path.mkdir(parents=True, exist_ok=True)

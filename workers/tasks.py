@@ -132,3 +132,34 @@ def score_dataset(job_id: int) -> None:
         ScoringJob.objects.filter(pk=job_id).update(
             status=ScoringJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now()
         )
+
+
+@app.task(name="workers.tasks.evaluate_checkpoint", ignore_result=True)
+def evaluate_checkpoint(evaluation_id: int) -> None:
+    """avg@k / pass@k of a checkpoint on a benchmark; the result and its protocol go on the row."""
+    from trainers.eval.run import evaluate_checkpoint as run_eval
+    from webapp.datasets.services import dataset_export_jsonl
+    from webapp.runs.models import Evaluation
+
+    if not Evaluation.objects.filter(pk=evaluation_id, status=Evaluation.Status.QUEUED).update(
+        status=Evaluation.Status.RUNNING
+    ):
+        return
+    ev = Evaluation.objects.select_related("checkpoint", "benchmark").get(pk=evaluation_id)
+    try:
+        p = ev.protocol
+        metrics, protocol = run_eval(
+            ev.checkpoint.path,
+            dataset_export_jsonl(ev.benchmark),
+            k=ev.k,
+            temperature=float(p.get("temperature", 0.6)),
+            max_new_tokens=int(p.get("max_new_tokens", 512)),
+        )
+        Evaluation.objects.filter(pk=evaluation_id).update(
+            status=Evaluation.Status.SUCCEEDED, metrics=metrics, protocol=protocol
+        )
+    except Exception as exc:
+        log.exception("evaluation %s failed", evaluation_id)
+        Evaluation.objects.filter(pk=evaluation_id).update(
+            status=Evaluation.Status.FAILED, error=f"{type(exc).__name__}: {exc}"
+        )

@@ -115,6 +115,28 @@ class CheckpointInSerializer(serializers.Serializer):
     )
 
 
+class EvaluateRequestSerializer(serializers.Serializer):
+    benchmark = serializers.IntegerField(help_text="id of a problems dataset")
+    k = serializers.IntegerField(min_value=1, max_value=1024, default=8, help_text="samples per problem")
+    temperature = serializers.FloatField(min_value=0.0, max_value=5.0, default=0.6)
+    max_new_tokens = serializers.IntegerField(min_value=1, max_value=131072, default=512)
+
+
+class ScoreRequestSerializer(serializers.Serializer):
+    dataset = serializers.IntegerField(help_text="id of a preference dataset to score with this reward model")
+
+
+class ScoringJobSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    dataset = serializers.IntegerField(source="dataset_id")
+    checkpoint = serializers.IntegerField(source="checkpoint_id")
+    status = serializers.CharField()
+    progress = serializers.FloatField()
+    scored = serializers.IntegerField()
+    error = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
 class CheckpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Checkpoint
@@ -146,11 +168,13 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "run",
             "checkpoint",
             "benchmark",
+            "benchmark_name",
             "step",
             "k",
             "status",
             "metrics",
             "protocol",
+            "error",
             "created_at",
         ]
 

@@ -17,13 +17,13 @@ from webapp.api import serializers as s
 from webapp.api.errors import bad_request
 from webapp.api.metrics_io import BatchError, parse_metric_batch, render_series
 from webapp.datasets import services as dataset_services
-from webapp.datasets.models import Dataset, Problem
+from webapp.datasets.models import Dataset, Problem, ScoringJob
 from webapp.projects import services as project_services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
 from webapp.runs import selectors, services
 from webapp.runs.metric_store import metrics_record, series_read
-from webapp.runs.models import Evaluation, Run, Sample
+from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
 
 # --- projects ---------------------------------------------------------------------------------
 
@@ -552,3 +552,68 @@ def _is_postgres() -> bool:
     from django.db import connection
 
     return connection.vendor == "postgresql"
+
+
+# --- checkpoints: on-demand evaluation and reward-model scoring ------------------------------------
+
+
+def _checkpoint_for(request, pk) -> Checkpoint:
+    try:
+        return Checkpoint.objects.select_related("run").get(
+            pk=pk, run__project__in=project_list(user=request.user)
+        )
+    except Checkpoint.DoesNotExist:
+        raise Http404("no such checkpoint") from None
+
+
+class CheckpointEvaluateApi(APIView):
+    """Evaluate a policy checkpoint on a benchmark (problems dataset): k samples per problem, avg@k and
+    pass@k, stored with the protocol. Runs in a worker; poll GET /api/runs/{run}/evaluations/."""
+
+    @extend_schema(request=s.EvaluateRequestSerializer, responses={202: s.EvaluationSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        checkpoint = _checkpoint_for(request, pk)
+        ser = s.EvaluateRequestSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        try:
+            benchmark = Dataset.objects.get(pk=data["benchmark"], project__in=project_list(user=request.user))
+        except Dataset.DoesNotExist:
+            return bad_request("invalid input", {"benchmark": ["no such dataset among yours"]})
+        ev = services.evaluation_request(
+            checkpoint=checkpoint, benchmark=benchmark, k=data["k"], temperature=data["temperature"],
+            max_new_tokens=data["max_new_tokens"],
+        )  # fmt: skip
+        return Response(s.EvaluationSerializer(ev).data, status=status.HTTP_202_ACCEPTED)
+
+
+class CheckpointScoreApi(APIView):
+    """Score every pair of a preference dataset with this reward-model checkpoint (a worker task);
+    the scores appear in the pair browser and feed the margin/consistency curation steps."""
+
+    @extend_schema(request=s.ScoreRequestSerializer, responses={202: s.ScoringJobSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        checkpoint = _checkpoint_for(request, pk)
+        ser = s.ScoreRequestSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        try:
+            dataset = _dataset_for(request, ser.validated_data["dataset"])
+        except Http404:
+            return bad_request("invalid input", {"dataset": ["no such dataset among yours"]})
+        try:
+            job = dataset_services.scoring_job_create(
+                user=request.user, dataset=dataset, checkpoint=checkpoint
+            )
+        except dataset_services.ImportRejected as exc:
+            return bad_request(exc.detail, exc.errors)
+        return Response(s.ScoringJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetScoringJobsApi(generics.ListAPIView):
+    serializer_class = s.ScoringJobSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        return ScoringJob.objects.filter(dataset=_dataset_for(self.request, self.kwargs["pk"])).order_by(
+            "-id"
+        )

@@ -13,8 +13,8 @@ PAIR_ORDERINGS = {
     "source",
     "-source",
 }
-# Must stay the expression of the pair_search_gin index (datasets migration 0003) to use it.
-SEARCH_SQL = "to_tsvector('english', prompt || ' ' || chosen_text) @@ websearch_to_tsquery('english', %s)"
+# "search" is a stored tsvector of prompt and chosen response with a GIN index (datasets migration 0006).
+SEARCH_SQL = "search @@ websearch_to_tsquery('english', %s)"
 
 
 def pair_list(

@@ -145,12 +145,17 @@ class Evaluation(models.Model):
     checkpoint = models.ForeignKey(
         Checkpoint, null=True, on_delete=models.SET_NULL, related_name="evaluations"
     )
-    benchmark = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="evaluations")
+    # A benchmark dataset, or null for a generated one (benchmark_name then says which).
+    benchmark = models.ForeignKey(
+        Dataset, null=True, blank=True, on_delete=models.PROTECT, related_name="evaluations"
+    )
+    benchmark_name = models.CharField(max_length=200, blank=True)
     step = models.BigIntegerField()
     k = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     metrics = models.JSONField(default=dict, blank=True)
     protocol = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -181,3 +186,24 @@ class Sample(models.Model):
             models.Index(fields=["run", "step"], name="sample_run_step"),
             models.Index(fields=["run", "verdict", "step"], name="sample_run_verdict"),
         ]
+
+
+class SavedView(models.Model):
+    """A named runs-table view of a project: the table's query string (filters, config filters,
+    columns, ordering, page size), saved by one user and applied from the table."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="saved_views")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_views")
+    name = models.CharField(max_length=100)
+    query = models.TextField(blank=True, help_text="the runs table's query string, without the leading ?")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "user", "name"], name="savedview_project_user_name")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

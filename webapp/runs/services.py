@@ -443,3 +443,54 @@ def run_materialize_datasets(run: Run) -> dict[str, Any]:
     if used:
         Run.objects.filter(pk=run.pk).update(dataset_versions=used)
     return config
+
+
+def evaluation_record(
+    run_id: int, step: int, benchmark: str, metrics: Mapping[str, float], protocol: Mapping
+):
+    """An evaluation a trainer ran during training (e.g. every 20 steps). ``benchmark`` is a config
+    field that named a dataset (resolved through the run's dataset_versions) or a generated set's name."""
+    from webapp.runs.models import Evaluation
+
+    run = Run.objects.only("dataset_versions").get(pk=run_id)
+    ref = (run.dataset_versions or {}).get(benchmark)
+    name = f"{ref['name']} v{ref['version']}" if ref else benchmark
+    return Evaluation.objects.create(
+        run_id=run_id,
+        step=step,
+        benchmark_id=ref["id"] if ref else None,
+        benchmark_name=name,
+        k=int(protocol.get("k", 1)),
+        status=Evaluation.Status.SUCCEEDED,
+        metrics=_jsonable(metrics),
+        protocol=dict(protocol),
+        checkpoint=Checkpoint.objects.filter(run_id=run_id, step=step).first(),
+    )
+
+
+def evaluation_request(*, checkpoint: Checkpoint, benchmark, k: int, temperature: float, max_new_tokens: int):
+    """On-demand evaluation of a policy checkpoint on a problems dataset, run by a worker."""
+    from webapp.datasets.models import Dataset
+    from webapp.runs.models import Evaluation
+    from workers.celery import app
+
+    if benchmark.kind != Dataset.Kind.PROBLEMS or benchmark.status != Dataset.Status.READY:
+        raise RunError("invalid benchmark", {"benchmark": ["must be a ready problems dataset"]})
+    if checkpoint.run.kind not in ("sft", "rl", "dapo"):
+        raise RunError(
+            "invalid checkpoint", {"checkpoint": ["not a policy checkpoint (sft, rl or dapo run)"]}
+        )
+    evaluation = Evaluation.objects.create(
+        run=checkpoint.run,
+        checkpoint=checkpoint,
+        benchmark=benchmark,
+        benchmark_name=f"{benchmark.name} v{benchmark.version}",
+        step=checkpoint.step,
+        k=k,
+        protocol={"k": k, "temperature": temperature, "max_new_tokens": max_new_tokens},
+    )
+    queue = checkpoint.run.queue or "gpu"
+    transaction.on_commit(
+        lambda: app.send_task("workers.tasks.evaluate_checkpoint", args=[evaluation.id], queue=queue)
+    )
+    return evaluation

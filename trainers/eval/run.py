@@ -1,0 +1,71 @@
+"""Evaluate one policy checkpoint on one benchmark file (what the platform's on-demand evaluation runs).
+
+python -m trainers.eval --checkpoint DIR --benchmark problems.jsonl --k 32 --temperature 0.6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from trainers.common.models import load_policy
+from trainers.common.rewards import RewardPool
+from trainers.eval.core import evaluate
+from trainers.rl.train import load_problems, make_engine
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    benchmark: str | Path,
+    *,
+    k: int,
+    temperature: float = 0.6,
+    top_p: float = 1.0,
+    max_new_tokens: int = 512,
+    max_problems: int = 0,
+    seed: int = 0,
+    processes: int = 2,
+) -> tuple[dict[str, float], dict]:
+    model, tokenizer = load_policy(checkpoint)
+    model.eval()
+    engine = make_engine("auto", model, tokenizer, Path(checkpoint))
+    problems = load_problems(str(benchmark), 0, seed, eval_split=True)
+    if max_problems:
+        problems = problems[:max_problems]
+    with RewardPool(processes) as pool:
+        metrics, protocol = evaluate(
+            engine,
+            problems,
+            pool,
+            k=k,
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
+    protocol["checkpoint"] = str(checkpoint)
+    return metrics, protocol
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m trainers.eval")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--benchmark", required=True, help="problems JSONL: {prompt, answer} or {prompt, tests}")
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--temperature", type=float, default=0.6)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-problems", type=int, default=0)
+    a = p.parse_args(argv)
+    for path in (a.checkpoint, a.benchmark):
+        if not Path(path).exists():
+            print(f"error: {path} does not exist", file=sys.stderr)
+            return 2
+    metrics, protocol = evaluate_checkpoint(
+        a.checkpoint, a.benchmark, k=a.k, temperature=a.temperature, top_p=a.top_p,
+        max_new_tokens=a.max_new_tokens, max_problems=a.max_problems,
+    )  # fmt: skip
+    print(json.dumps({"metrics": metrics, "protocol": protocol}))
+    return 0
