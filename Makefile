@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	@touch $(STAMP)
 
 demo: install
-	$(BIN)/python -m webapp.demo
+	$(BIN)/python -m workers.demo
 
 test: install
 	$(BIN)/ruff check .

@@ -2,14 +2,14 @@ from trainers.base import TrainerSpec, register
 
 _TINY = {
     "model_path": "tiny",
-    "steps": 60,
+    "steps": 40,
     "rollout": {
         "n": 8,
-        "prompts_per_step": 16,
+        "prompts_per_step": 32,
         "temperature": 1.0,
         "stages": [{"until_step": 1000000000, "max_response": 40}],
     },
-    "optim": {"lr": 3e-4, "weight_decay": 0.0},
+    "optim": {"lr": 5e-5, "weight_decay": 0.0},
     "eval": {"every": 10, "k": 4, "temperature": 0.6, "max_problems": 100},
     "checkpoint_every": 20,
     "reward_processes": 1,

@@ -287,7 +287,7 @@ def dataset_export_jsonl(dataset: Dataset) -> Path:
             fields = ["id", "prompt", "chosen", "rejected", "chosen_text", "rejected_text", "source"]
         else:
             rows = Problem.objects.filter(dataset=dataset).order_by("row")
-            fields = ["id", "domain", "prompt", "answer", "tests"]
+            fields = ["id", "domain", "prompt", "answer", "tests", "metadata"]
         for row in rows.values(*fields).iterator(chunk_size=5000):
             f.write(json.dumps(row) + "\n")
     os.replace(tmp, path)

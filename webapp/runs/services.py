@@ -110,12 +110,25 @@ def _enqueue(run: Run) -> None:
     )
 
 
+POLICY_KINDS = ("sft", "rl", "dapo")
+
+
 def _check_dataset_refs(kind: str, config: Mapping[str, Any], project: Project) -> None:
-    """Dataset ids in a config must name ready datasets of the right kind in the run's project."""
+    """Dataset ids in a config must name ready datasets of the right kind in the run's project, and
+    ``init_from_run`` a policy run of the same project."""
     from webapp.datasets.models import Dataset
 
     spec = get_spec(kind)
     errors = {}
+    parent = config.get("init_from_run")
+    if parent is not None:
+        source = Run.objects.filter(pk=parent, project=project).first()
+        if source is None:
+            errors["config.init_from_run"] = [f"no run {parent} in project {project.name}"]
+        elif source.kind not in POLICY_KINDS:
+            errors["config.init_from_run"] = [
+                f"run {parent} is a {source.kind} run, not a policy (sft, rl, dapo)"
+            ]
     for name in spec.dataset_fields:
         ref = config.get(name)
         if not isinstance(ref, int):
@@ -425,13 +438,37 @@ def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _wait_for_warm_start(run: Run, parent_id: int, timeout_s: float = 6 * 3600) -> str:
+    """The newest checkpoint of the run this one starts from, waiting for that run to finish (a demo
+    or a script may queue SFT and RL at once)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        parent = Run.objects.get(pk=parent_id)
+        if parent.status == Status.SUCCEEDED:
+            checkpoint = newest_checkpoint(parent)
+            if checkpoint is None:
+                raise RuntimeError(f"run {parent_id} finished without a checkpoint to start from")
+            return checkpoint.path
+        if parent.status not in Run.ACTIVE:
+            raise RuntimeError(f"init_from_run {parent_id} is {parent.status}; nothing to start from")
+        if Run.objects.filter(pk=run.pk, cancel_requested=True).exists() or time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for init_from_run {parent_id} to finish")
+        Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+        time.sleep(2)
+
+
 def run_materialize_datasets(run: Run) -> dict[str, Any]:
-    """The config the trainer gets: dataset ids replaced by exported JSONL paths. Records which
-    dataset versions the run used (on the run, for reproducibility)."""
+    """The config the trainer gets: dataset ids replaced by exported JSONL paths, and init_from_run by
+    that run's newest checkpoint (as model_path). Records which dataset versions the run used (on the
+    run, for reproducibility)."""
     from webapp.datasets.models import Dataset
     from webapp.datasets.services import dataset_export_jsonl
 
     config = dict(run.config)
+    if config.get("init_from_run") is not None:
+        config["model_path"] = _wait_for_warm_start(run, int(config["init_from_run"]))
     used = {}
     for name in get_spec(run.kind).dataset_fields:
         ref = config.get(name)

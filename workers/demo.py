@@ -17,6 +17,70 @@ ROOT = Path(__file__).resolve().parent.parent
 USERNAME, PASSWORD = "demo", "demo-orlab"
 
 
+def _import_file(user, project, name: str, kind: str, path: Path):
+    from webapp.datasets import services as ds
+
+    dataset = ds.dataset_create_for_import(
+        user=user, project=project, name=name, kind=kind, path=path, filename=path.name
+    )
+    return ds.dataset_import(dataset, path)
+
+
+def seed_llm_demo(user, project) -> None:
+    """The LM side of the demo: a generated preference set and a tiny Bradley-Terry reward model
+    trained on it; generated arithmetic problems, an SFT warm start, and two RL runs from it (with
+    and without adaptive entropy control) so the entropy charts differ."""
+    import json
+
+    from django.conf import settings
+
+    from trainers.base import get_spec
+    from trainers.common import arith
+    from trainers.reward.demo_data import write_demo_datasets
+    from webapp.runs import services
+
+    work = Path(settings.VAR_DIR) / "demo-data"
+    work.mkdir(parents=True, exist_ok=True)
+    train_path, eval_path = write_demo_datasets(work, n_train=2048, n_eval=350, seed=0)
+    prefs = _import_file(user, project, "demo-preferences", "preference", train_path)
+    held_out = _import_file(user, project, "demo-preferences-heldout", "preference", eval_path)
+    train, test = arith.disjoint_splits(3000, 150, seed=0)
+    problems = _import_file(
+        user, project, "arith-train", "problems", arith.write_problems(work / "arith-train.jsonl", train)
+    )
+    bench = _import_file(
+        user,
+        project,
+        "arith-bench",
+        "problems",
+        arith.write_problems(work / "arith-bench.jsonl", test, with_solution=False),
+    )
+    services.run_create(
+        user=user, project=project, name="tiny reward model", kind="reward",
+        config={**get_spec("reward").presets["tiny-cpu-demo"], "train_dataset": prefs.id,
+                "eval_dataset": held_out.id},
+        queue="cpu", tags=["demo"],
+    )  # fmt: skip
+    sft = services.run_create(
+        user=user, project=project, name="SFT warm start", kind="sft",
+        config={**get_spec("sft").presets["tiny-cpu-demo"], "steps": 400, "train_dataset": problems.id,
+                "eval_dataset": bench.id},
+        queue="cpu", tags=["demo"], group="arith",
+    )  # fmt: skip
+    rl_preset = get_spec("rl").presets
+    for name, preset in (
+        ("RL (MAGIC, adaptive entropy)", "tiny-cpu-demo"),
+        ("RL (no entropy control)", "tiny-cpu-demo-no-aec"),
+    ):
+        services.run_create(
+            user=user, project=project, name=name, kind="rl",
+            config={**rl_preset[preset], "init_from_run": sft.id, "train_dataset": problems.id,
+                    "eval_dataset": bench.id},
+            queue="cpu", tags=["demo"], group="arith",
+        )  # fmt: skip
+    (work / "seeded.json").write_text(json.dumps({"preference": prefs.id, "problems": problems.id}))
+
+
 def _django():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     import django
@@ -79,6 +143,7 @@ def seed() -> tuple[int, str]:
         grid={"step_size": [0.1, 1.0, 10.0], "mdp.seed": [0, 1]},
         tags=["demo", "sweep"],
     )
+    seed_llm_demo(user, project)
     services.run_create(
         user=user,
         project=project,
