@@ -143,15 +143,15 @@ def seed() -> tuple[int, str]:
         grid={"step_size": [0.1, 1.0, 10.0], "mdp.seed": [0, 1]},
         tags=["demo", "sweep"],
     )
-    seed_llm_demo(user, project)
     services.run_create(
         user=user,
         project=project,
         name="synthetic live curves",
         kind="synthetic",
-        config={"steps": 20_000, "keys": 4, "sleep_per_step": 0.01, "checkpoint_every": 1000},
+        config={"steps": 6000, "keys": 4, "sleep_per_step": 0.01, "checkpoint_every": 1000},
         tags=["demo"],
     )
+    seed_llm_demo(user, project)
     return project.id, token.key
 
 

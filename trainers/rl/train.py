@@ -115,6 +115,7 @@ class Trainer:
         )
         self.rng = random.Random(cfg.seed)
         self.start = 0
+        self.last_checkpoint: int | None = None
         if resume is not None and (resume / "rl_state.pt").exists():
             self._load_state(resume / "rl_state.pt")
 
@@ -141,6 +142,9 @@ class Trainer:
         self.start = state["step"] + 1
 
     def checkpoint(self, step: int, metrics: dict) -> None:
+        if step == self.last_checkpoint:
+            return  # a stop right after a periodic checkpoint: nothing new to save
+        self.last_checkpoint = step
         directory = save_policy(self.sink, step, self.model, self.tokenizer, self.char_tokenizer)
         torch.save(self._state(step), directory / "rl_state.pt")
         (directory / "orlab.json").write_text(json.dumps({"kind": "rl", "step": step}))

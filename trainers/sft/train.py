@@ -142,7 +142,8 @@ def train(cfg: SFTConfig, sink: Sink) -> dict:
     step = start
     for step in range(start, cfg.steps):
         if sink.should_stop():
-            _save(sink, step - 1, model, tokenizer, optimizer, {}, char_tok)
+            if not cfg.checkpoint_every or step % cfg.checkpoint_every != 0:  # else just saved
+                _save(sink, step - 1, model, tokenizer, optimizer, {}, char_tok)
             return {"stopped": True, "step": step - 1}
         tic = time.perf_counter()
         idx, order = _next_batch(order, rng, len(encoded), cfg.batch_size)
