@@ -1,0 +1,1 @@
+"""Speed benchmarks of orlab (`make bench` = `python -m bench.run_all`). See bench/RESULTS.md."""
