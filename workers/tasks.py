@@ -17,6 +17,17 @@ from workers.celery import app
 log = logging.getLogger(__name__)
 
 
+def _allow_child_processes() -> None:
+    """Celery's prefork pool marks its children daemonic, and the standard library refuses to start
+    processes from a daemonic one; trainers run their reward scoring in a process pool (and close it
+    when they finish), so the task lifts that flag for its own process."""
+    import multiprocessing
+    import os
+
+    multiprocessing.current_process()._config["daemon"] = False
+    os.environ["ORLAB_REWARD_MP_CONTEXT"] = "fork"
+
+
 @app.task(name="workers.tasks.execute_run", ignore_result=True)
 def execute_run(run_id: int, attempt: int) -> None:
     from trainers.base import get_spec
@@ -25,6 +36,7 @@ def execute_run(run_id: int, attempt: int) -> None:
     from workers.sinks import DbSink
 
     host = f"{socket.gethostname()}"
+    _allow_child_processes()
     if not services.run_claim(run_id, attempt, host):
         log.info("run %s attempt %s not claimable (cancelled, done or claimed elsewhere)", run_id, attempt)
         return
@@ -141,6 +153,7 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
     from webapp.datasets.services import dataset_export_jsonl
     from webapp.runs.models import Evaluation
 
+    _allow_child_processes()
     if not Evaluation.objects.filter(pk=evaluation_id, status=Evaluation.Status.QUEUED).update(
         status=Evaluation.Status.RUNNING
     ):

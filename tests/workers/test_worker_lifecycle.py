@@ -81,3 +81,24 @@ def test_worker_killed_run_is_lost_then_resumes_without_lost_or_doubled_points(
     assert logged_before_kill > 1000
     attempts = set(Checkpoint.objects.filter(run_id=run_id).values_list("attempt", flat=True))
     assert attempts == {1, 2}
+
+
+def test_an_rl_run_scores_rewards_in_a_process_pool_inside_the_worker(worker, api, project):
+    # Celery's prefork children are daemonic; the RL trainer's reward pool must still start there.
+    config = {
+        "steps": 1,
+        "rollout": {"n": 2, "prompts_per_step": 2, "stages": [{"until_step": 10**9, "max_response": 8}]},
+        "eval": {"every": 0, "k": 1, "max_problems": 2},
+        "data": {"generated_train": 20, "generated_eval": 2},
+        "reward_processes": 1,
+        "samples_per_step": 2,
+    }
+    run_id = launch(api, project, "rl", config)
+    wait_for(lambda: status(api, run_id) in ("succeeded", "failed"), 180, message="rl run")
+    run = Run.objects.get(pk=run_id)
+    assert run.status == "succeeded", run.traceback
+    samples = api.get(f"/api/runs/{run_id}/samples/").json()["results"]
+    verdicts = [(s["verdict"], s["extra"]) for s in samples]
+    assert samples and all(s["verdict"] in ("correct", "wrong", "no_answer") for s in samples), verdicts
+    evals = api.get(f"/api/runs/{run_id}/evaluations/").json()["results"]
+    assert [e["step"] for e in evals] == [0, 1] and evals[0]["benchmark_name"] == "eval"

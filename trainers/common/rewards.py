@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Callable, Sequence
@@ -85,8 +86,12 @@ class RewardPool:
         *,
         item_timeout_s: float = 330.0,
         scorer: Callable[[str, str, Any], Verdict] = score,
-        context: str = "forkserver",
+        context: str | None = None,
     ):
+        # forkserver by default (no fork of a threaded trainer); a Celery prefork child cannot use it
+        # (its process object carries billiard's auth key, which multiprocessing refuses to pickle),
+        # so the worker sets ORLAB_REWARD_MP_CONTEXT=fork there.
+        context = context or os.environ.get("ORLAB_REWARD_MP_CONTEXT", "forkserver")
         if processes < 1:
             raise ValueError("processes must be >= 1")
         self.processes = processes
@@ -172,6 +177,8 @@ class RewardPool:
                     )
                     continue
                 in_flight[fut] = (idx, time.monotonic() + self.item_timeout_s)
+            if not in_flight:
+                continue  # every pending item failed to submit (and has its error verdict)
             next_deadline = min(deadline for _, deadline in in_flight.values())
             done, _ = wait(
                 list(in_flight),

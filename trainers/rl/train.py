@@ -348,7 +348,7 @@ class Trainer:
                 {
                     "prompt": problems[gi].prompt, "completion": text, "reward": v.reward,
                     "advantage": float(advantages[j]), "verdict": v.verdict, "length": len(c.completion_ids),
-                    "truncated": c.truncated, "group": gi,
+                    "truncated": c.truncated, "group": gi, "detail": v.detail[:300],
                     "reflection_words": sum(text.lower().count(w) for w in SELF_REFLECTION),
                 }
             )  # fmt: skip
