@@ -449,7 +449,7 @@ def test_a_worker_curates_the_new_version(worker, api, project):
 # --- scale ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.scale
 @pytest.mark.timeout(900)
 def test_scale_200k_pairs_exact_and_near_dedup(project, alice, tmp_path):
     """200,000 pairs: every 10th prompt repeats an earlier one (case changed), every 10th+3 is an

@@ -1,7 +1,9 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
+from webapp.api import table_views as tv
 from webapp.api import views as v
+from webapp.api.curation_views import urlpatterns as curation_urls
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -10,6 +12,10 @@ urlpatterns = [
     path("trainers/", v.TrainerListApi.as_view(), name="api-trainers"),
     path("runs/", v.RunListApi.as_view(), name="api-runs"),
     path("runs/sweep/", v.SweepCreateApi.as_view(), name="api-sweep"),
+    path("runs/table/", tv.RunTableApi.as_view(), name="api-run-table"),
+    path("runs/fields/", tv.RunFieldsApi.as_view(), name="api-run-fields"),
+    path("views/", tv.SavedViewListApi.as_view(), name="api-views"),
+    path("views/<int:pk>/", tv.SavedViewDetailApi.as_view(), name="api-view"),
     path("runs/<int:pk>/", v.RunDetailApi.as_view(), name="api-run"),
     path("runs/<int:pk>/cancel/", v.RunCancelApi.as_view(), name="api-run-cancel"),
     path("runs/<int:pk>/resume/", v.RunResumeApi.as_view(), name="api-run-resume"),
@@ -20,8 +26,14 @@ urlpatterns = [
     path("runs/<int:pk>/checkpoints/", v.RunCheckpointsApi.as_view(), name="api-run-checkpoints"),
     path("runs/<int:pk>/evaluations/", v.RunEvaluationsApi.as_view(), name="api-run-evaluations"),
     path("compare/", v.CompareMetricsApi.as_view(), name="api-compare"),
+    path("compare/evaluations/", tv.CompareEvaluationsApi.as_view(), name="api-compare-evaluations"),
+    path("compare/series/", tv.CompareSeriesApi.as_view(), name="api-compare-series"),
     path("datasets/", v.DatasetListApi.as_view(), name="api-datasets"),
     path("datasets/<int:pk>/", v.DatasetDetailApi.as_view(), name="api-dataset"),
     path("datasets/<int:pk>/pairs/", v.DatasetPairsApi.as_view(), name="api-dataset-pairs"),
     path("datasets/<int:pk>/problems/", v.DatasetProblemsApi.as_view(), name="api-dataset-problems"),
+    path("datasets/<int:pk>/scoring/", v.DatasetScoringJobsApi.as_view(), name="api-dataset-scoring"),
+    path("checkpoints/<int:pk>/evaluate/", v.CheckpointEvaluateApi.as_view(), name="api-checkpoint-evaluate"),
+    path("checkpoints/<int:pk>/score/", v.CheckpointScoreApi.as_view(), name="api-checkpoint-score"),
 ]
+urlpatterns += curation_urls

@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+import webapp.ui.dataset_views as dataset_views
 from webapp.ui import views
 
 urlpatterns = [
@@ -20,4 +21,10 @@ urlpatterns = [
     path("runs/<int:pk>/resume/", views.run_resume, name="run-resume"),
     path("runs/<int:pk>/clone/", views.run_clone, name="run-clone"),
     path("compare/", views.compare, name="compare"),
+    path("settings/token/", views.api_token, name="api-token"),
+    path("projects/<int:pk>/datasets/", dataset_views.dataset_list, name="datasets"),
+    path("datasets/<int:pk>/", dataset_views.dataset_detail, name="dataset"),
+    path("datasets/<int:pk>/pairs/", dataset_views.pair_browser, name="dataset-pairs"),
+    path("datasets/<int:pk>/pairs/<int:row>/", dataset_views.pair_detail, name="dataset-pair"),
+    path("datasets/<int:pk>/curate/", dataset_views.curate, name="dataset-curate"),
 ]

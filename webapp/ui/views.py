@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db import IntegrityError, connection
-from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db import IntegrityError
+from django.db.models import Count, F, OuterRef, Subquery
 from django.db.models.functions import Coalesce, Now
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -23,8 +23,8 @@ from pydantic import ValidationError
 from trainers.base import all_specs, get_spec
 from webapp.projects import services as project_services
 from webapp.projects.selectors import project_list
-from webapp.runs import selectors, services
-from webapp.runs.models import Run
+from webapp.runs import collapse, selectors, services, table
+from webapp.runs.models import Run, SavedView
 from webapp.runs.services import RunError
 from webapp.ui.forms import LaunchForm, ProjectCreateForm, preset_fill
 
@@ -127,29 +127,26 @@ def project_index(request: HttpRequest) -> HttpResponse:
 
 
 # --- runs list ----------------------------------------------------------------------------------
+#
+# The runs table (webapp.runs.table): filters (status, kind, group, tag, search and config values:
+# ?config.lr__gt=1e-6), columns (?col=metric:<key>:<agg> / ?col=config:<path>; without any, the last
+# value of each kind's primary metrics), sorting by any column (?ordering=[-]<name or column>),
+# saved views (POST action=save-view / delete-view) and the entropy-collapse flag.
+
+# Builder inputs of the filters form: turned into canonical parameters by a redirect.
+BUILDER_FIELDS = ("cf_path", "cf_op", "cf_value", "add_col", "add_col_key", "add_col_agg", "add_col_n")
+CF_OPS = (("exact", "="), ("ne", "≠"), ("gt", ">"), ("gte", "≥"), ("lt", "<"), ("lte", "≤"), ("in", "in"),
+          ("exists", "exists"))  # fmt: skip
+COL_AGGS = (("last", "last"), ("best_min", "min"), ("best_max", "max"), ("mean_last", "mean of last N"))
 
 
-def _filtered_runs(request: HttpRequest, project):
-    params = request.GET
-    filters = {k: params.get(k, "").strip() for k in ("status", "kind", "group", "tag", "q")}
+def _filtered_runs(request: HttpRequest, project, errors: list[str] | None = None):
     qs = selectors.run_list(user=request.user).filter(project=project)
-    if filters["status"] in Run.Status.values:
-        qs = qs.filter(status=filters["status"])
-    else:
-        filters["status"] = ""
-    if filters["kind"]:
-        qs = qs.filter(kind=filters["kind"])
-    if filters["group"]:
-        qs = qs.filter(group=filters["group"])
-    if tag := filters["tag"]:
-        qs = (
-            qs.filter(tags__contains=[tag])
-            if connection.vendor == "postgresql"
-            else qs.filter(tags__icontains=f'"{tag}"')
-        )
-    if q := filters["q"]:
-        qs = qs.filter(Q(name__icontains=q) | Q(group__icontains=q))
-    return qs, filters
+    params = request.GET.copy()
+    params.pop("project", None)  # the page's project, always
+    qs, filters, config_filters = table.filter_runs(qs, params, errors=errors if errors is not None else [])
+    filters.pop("project", None)
+    return qs, filters, config_filters
 
 
 def _ordering(raw: str) -> tuple[str, list]:
@@ -162,43 +159,189 @@ def _ordering(raw: str) -> tuple[str, list]:
     return raw, [expr, F("id").desc() if desc else F("id").asc()]
 
 
+def _table_params(
+    filters: dict, config_filters, cols, page_size: int, ordering: str
+) -> list[tuple[str, str]]:
+    """The table's canonical query, in a stable order (links, saved views, redirects)."""
+    items = [(k, v) for k, v in filters.items() if v]
+    items += [(f.param, f.raw) for f in config_filters]
+    items += [("col", c.spec) for c in cols]
+    if page_size != 50:
+        items.append(("page_size", str(page_size)))
+    if ordering and ordering != "-created":
+        items.append(("ordering", ordering))
+    return items
+
+
+def _qs(items: list[tuple[str, str]]) -> str:
+    return "?" + urlencode(items) if items else "?"
+
+
+def _default_columns(kinds) -> list:
+    keys: list[str] = []
+    for kind in kinds:
+        for key in selectors.primary_metrics(kind):
+            if key not in keys:
+                keys.append(key)
+    return [table.parse_column(f"metric:{k}:last") for k in keys]
+
+
+def _builder_redirect(request: HttpRequest, project) -> HttpResponse:
+    """The filters form's "add a config filter" and "add a column" inputs -> canonical parameters."""
+    params = request.GET
+    items = [
+        (k, v)
+        for k in params
+        for v in params.getlist(k)
+        if k not in BUILDER_FIELDS and k != "page" and (v.strip() or k.startswith(table.CONFIG_PREFIX))
+    ]
+    for path, op, value in zip(
+        params.getlist("cf_path"), params.getlist("cf_op"), params.getlist("cf_value"), strict=False
+    ):
+        path = path.strip().removeprefix("config.")
+        if path:
+            name = f"config.{path}" + (f"__{op}" if op and op != "exact" else "")
+            items.append((name, value.strip() if op != "exists" else (value.strip() or "true")))
+    key = params.get("add_col_key", "").strip()
+    if key:
+        if not any(k == "col" for k, _ in items):  # keep the default columns in view
+            qs, _, _ = _filtered_runs(request, project)
+            kinds = qs.order_by().values_list("kind", flat=True).distinct()
+            items += [("col", c.spec) for c in _default_columns(sorted(kinds))]
+        if params.get("add_col") == "config":
+            spec = f"config:{key.removeprefix('config.')}"
+        else:
+            agg = params.get("add_col_agg", "last")
+            if agg == "mean_last":
+                agg = f"mean_last_{params.get('add_col_n', '').strip() or 50}"
+            spec = f"metric:{key}:{agg}"
+        if ("col", spec) not in items:
+            items.append(("col", spec))
+    return redirect(reverse("project", args=[project.pk]) + _qs(items))
+
+
+def _saved_view_post(request: HttpRequest, project) -> HttpResponse:
+    action = request.POST.get("action")
+    query = request.POST.get("query", "").lstrip("?").replace("\x00", "")  # PostgreSQL text holds no NUL
+    if action == "save-view":
+        name = request.POST.get("name", "").replace("\x00", "").strip()[:100]
+        if not name:
+            messages.error(request, "Give the view a name.")
+        else:
+            SavedView.objects.update_or_create(
+                project=project, user=request.user, name=name, defaults={"query": query[:4000]}
+            )
+            messages.success(request, f"Saved view “{name}”.")
+    elif action == "delete-view":
+        deleted, _ = SavedView.objects.filter(
+            project=project, user=request.user, pk=request.POST.get("view") or 0
+        ).delete()
+        if deleted:
+            messages.success(request, "View deleted.")
+    return redirect(reverse("project", args=[project.pk]) + ("?" + query if query else ""))
+
+
+@require_http_methods(["GET", "POST"])
 def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
     project = _project(request, pk)
+    if request.method == "POST":
+        return _saved_view_post(request, project)
+    if any(k in request.GET for k in BUILDER_FIELDS):
+        return _builder_redirect(request, project)
     services.runs_mark_lost()
-    qs, filters = _filtered_runs(request, project)
-    ordering, order_by = _ordering(request.GET.get("ordering", ""))
-    if ordering.lstrip("-") == "duration":
-        qs = qs.annotate(duration_db=Coalesce(F("finished_at"), Now()) - F("started_at"))
-    qs = qs.order_by(*order_by).defer("config", "traceback", "summary", "dataset_versions", "error")
+    errors: list[str] = []
+    qs, filters, config_filters = _filtered_runs(request, project, errors)
+    explicit_cols, col_errors = table.parse_columns(request.GET.getlist("col"), strict=False)
+    errors += col_errors
     try:
         page_size = min(max(int(request.GET.get("page_size", 50)), 1), MAX_PAGE_SIZE)
     except ValueError:
         page_size = 50
-    page = Paginator(qs, page_size).get_page(request.GET.get("page"))
-    runs = list(page.object_list)
-    last = selectors.last_values(runs)
 
-    metric_columns: list[str] = []
+    raw_ordering = request.GET.get("ordering", "")
+    sort_col = None
+    if raw_ordering.lstrip("-") not in ORDERINGS and ":" in raw_ordering:
+        try:
+            sort_col = table.parse_column(raw_ordering.lstrip("-"))
+        except ValueError as exc:
+            errors.append(f"ordering: {exc}")
+    descending = raw_ordering.startswith("-")
+    ordering, order_by = _ordering(raw_ordering)
+    if sort_col is not None:
+        ordering = raw_ordering
+    if ordering.lstrip("-") == "duration":
+        qs = qs.annotate(duration_db=Coalesce(F("finished_at"), Now()) - F("started_at"))
+    deferred = ("traceback", "summary", "dataset_versions", "error")
+    if not any(c.kind == "config" for c in explicit_cols):
+        deferred += ("config",)
+
+    sort_note = ""
+    if sort_col is not None and sort_col.db_sortable:
+        qs = table.order_by_column(qs, sort_col, descending).defer(*deferred)
+        page = Paginator(qs, page_size).get_page(request.GET.get("page"))
+        runs = list(page.object_list)
+    elif sort_col is not None:
+        # mean_last_N: computed for every filtered run, sorted here (see webapp.runs.table)
+        ids = table.sorted_ids(qs, sort_col, descending, order_by)
+        if ids is not None:
+            page = Paginator(ids, page_size).get_page(request.GET.get("page"))
+            found = qs.defer(*deferred).in_bulk(list(page.object_list))
+            runs = [found[i] for i in page.object_list if i in found]
+        else:
+            page = Paginator(qs.order_by(*order_by).defer(*deferred), page_size).get_page(
+                request.GET.get("page")
+            )
+            runs = list(page.object_list)
+            sort_note = (
+                f"More than {table.PYTHON_SORT_LIMIT:,} runs match: sorted by {sort_col.label} "
+                "within this page only."
+            )
+    else:
+        qs = qs.order_by(*order_by).defer(*deferred)
+        page = Paginator(qs, page_size).get_page(request.GET.get("page"))
+        runs = list(page.object_list)
+
+    implicit = not explicit_cols
+    columns_shown = explicit_cols or _default_columns(dict.fromkeys(r.kind for r in runs))
+    rule = collapse.Rule.from_settings()
+    metric_keys = {c.key for c in columns_shown if c.kind == "metric"}
+    series = table.series_rows([r.id for r in runs], metric_keys | set(rule.keys))
+    values = table.column_values(runs, columns_shown, series=series)
+    if sort_note:  # too many runs to sort them all in Python: sort the page
+        runs = table.python_sort(runs, table.column_values(runs, [sort_col]), sort_col, descending)
+    flags = {
+        rid: v for rid, v in collapse.verdicts([r.id for r in runs], rule, series=series).items() if v.flagged
+    }
+
+    rows = []
     for run in runs:
-        for key in selectors.primary_metrics(run.kind):
-            if key not in metric_columns:
-                metric_columns.append(key)
-    rows = [
-        {
-            "run": run,
-            "duration": format_duration(run.duration),
-            "metrics": [
-                (
-                    format_value(last[run.id][k]["value"]) if k in last[run.id] else "",
-                    last[run.id].get(k, {}).get("step"),
-                )
-                for k in metric_columns
-            ],
-        }
-        for run in runs
-    ]
+        cells = []
+        for col in columns_shown:
+            cell = values[run.id][col.spec]
+            title = f"step {cell.step}" if cell.step is not None else ""
+            cells.append((cell.text, title, col.kind))
+        verdict = flags.get(run.id)
+        rows.append(
+            {
+                "run": run,
+                "duration": format_duration(run.duration),
+                "cells": cells,
+                "collapse": verdict.message if verdict else "",
+            }
+        )
 
-    base = {**filters, "page_size": page_size if page_size != 50 else ""}
+    def link(items_ordering: str) -> str:
+        return _qs(_table_params(filters, config_filters, explicit_cols, page_size, items_ordering))
+
+    def sort_link(name: str, first_desc: bool = False) -> tuple[str, str]:
+        current = ordering.lstrip("-") == name
+        if current:
+            next_order = name if ordering.startswith("-") else f"-{name}"
+        else:
+            next_order = f"-{name}" if first_desc else name
+        arrow = ("▼" if ordering.startswith("-") else "▲") if current else ""
+        return link(next_order), arrow
+
     columns = []
     for label, name in (
         ("Status", "status"),
@@ -212,48 +355,84 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
         if name is None:
             columns.append({"label": label})
             continue
-        current = ordering.lstrip("-") == name
-        descending = ordering.startswith("-")
-        next_order = name if current and descending else f"-{name}" if current else name
-        if not current and name in ("started", "duration"):
-            next_order = f"-{name}"  # newest / longest first on the first click
-        columns.append(
+        url, arrow = sort_link(name, first_desc=name in ("started", "duration"))
+        columns.append({"label": label, "name": name, "url": url, "arrow": arrow, "num": name == "duration"})
+
+    extra_columns = []
+    for col in columns_shown:
+        url, arrow = sort_link(col.spec, first_desc=col.kind == "metric" and col.agg in ("max", "last"))
+        remaining = [c for c in explicit_cols if c.spec != col.spec]
+        extra_columns.append(
             {
-                "label": label,
-                "name": name,
-                "url": _query({**base, "ordering": next_order}),
-                "arrow": ("▼" if descending else "▲") if current else "",
-                "num": name == "duration",
+                "spec": col.spec,
+                "label": col.key if implicit else col.label,
+                "kind": col.kind,
+                "url": url,
+                "arrow": arrow,
+                "remove_url": ""
+                if implicit
+                else _qs(_table_params(filters, config_filters, remaining, page_size, ordering)),
             }
         )
-    page_params = {**base, "ordering": ordering if ordering != "-created" else ""}
-    project_runs_qs = selectors.run_list(user=request.user).filter(project=project)
+
+    base_items = _table_params(filters, config_filters, explicit_cols, page_size, ordering)
+    chips = []
+    for f in config_filters:
+        others = [g for g in config_filters if g is not f]
+        chips.append(
+            {
+                "text": f.describe(),
+                "url": _qs(_table_params(filters, others, explicit_cols, page_size, ordering)),
+            }
+        )
+    current_query = urlencode(base_items)
+    saved = [
+        {
+            "id": v.id,
+            "name": v.name,
+            "url": "?" + v.query if v.query else "?",
+            "active": v.query == current_query,
+        }
+        for v in SavedView.objects.filter(project=project, user=request.user)
+    ]
+    kinds_groups = list(
+        selectors.run_list(user=request.user).filter(project=project)
+        .order_by().values_list("kind", "group").distinct()[:2000]
+    )  # fmt: skip
     context = {
         "project": project,
         "rows": rows,
         "page": page,
         "columns": columns,
-        "metric_columns": metric_columns,
+        "extra_columns": extra_columns,
+        "implicit_columns": implicit,
+        "explicit_cols": explicit_cols,
         "filters": filters,
+        "config_filters": config_filters,
+        "config_chips": chips,
+        "errors": errors,
+        "sort_note": sort_note,
         "ordering": ordering,
         "page_size": page_size,
         "page_sizes": PAGE_SIZES,
         "statuses": Run.Status.values,
-        "kinds": sorted(
-            set(project_runs_qs.order_by().values_list("kind", flat=True).distinct())
-            | {s.kind for s in all_specs()}
-        ),
-        "groups": list(
-            project_runs_qs.exclude(group="")
-            .order_by("group")
-            .values_list("group", flat=True)
-            .distinct()[:500]
-        ),
-        "prev_url": _query({**page_params, "page": page.previous_page_number()})
+        "kinds": sorted({k for k, _ in kinds_groups} | {s.kind for s in all_specs()}),
+        "groups": sorted({g for _, g in kinds_groups if g})[:500],
+        "cf_ops": CF_OPS,
+        "col_aggs": COL_AGGS,
+        "saved_views": saved,
+        "current_query": current_query,
+        "collapse_rule": rule.describe(),
+        "flagged_count": len(flags),
+        "prev_url": _qs(base_items + [("page", str(page.previous_page_number()))])
         if page.has_previous()
         else "",
-        "next_url": _query({**page_params, "page": page.next_page_number()}) if page.has_next() else "",
-        "filtered": any(filters.values()),
+        "next_url": _qs(base_items + [("page", str(page.next_page_number()))]) if page.has_next() else "",
+        "filtered": any(filters.values()) or bool(config_filters),
+        "table_data": {
+            "fields_api": reverse("api-run-fields") + f"?project={project.pk}",
+            "columns": [{"spec": c["spec"], "url": c["url"], "arrow": c["arrow"]} for c in extra_columns],
+        },
     }
     return render(request, "ui/runs.html", context)
 
@@ -426,9 +605,26 @@ def run_clone(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 # --- compare --------------------------------------------------------------------------------------
+#
+# The page state lives in the URL (so a view can be shared): ?runs=1,2,3 &key=<metric> (repeated)
+# &smooth=<0..0.999> &x=step|wall|rel|key &xkey=<counter key> &log=1|0 &logx=1 &group=<config path>
+# | ~<path> (every differing field but that one, e.g. ~seed: mean over seeds) | @group (the runs'
+# group) &band=minmax|std|none &legend=config|name &all=1 (whole config diff) &evals=avg|pass|both
+# &hide=<run ids>. The server renders the controls and the config diff; compare.js fetches the
+# series (GET /api/compare/, downsampled with M4 to MAX_POINTS per series), smooths (debiased EMA),
+# aligns and groups them, draws, exports, and keeps running runs live.
+
+COMPARE_MAX_POINTS = 1500
+DEFAULT_SMOOTH = 0.6
+MAX_DEFAULT_KEYS = 6
+X_MODES = ("step", "wall", "rel", "key")
+BANDS = ("minmax", "std", "none")
+LEGENDS = ("config", "name")
+EVAL_METRICS = ("both", "avg", "pass")
+MAX_LABEL_FIELDS = 3
 
 
-def compare(request: HttpRequest) -> HttpResponse:
+def _compare_runs(request: HttpRequest) -> list[Run]:
     raw = [
         part
         for value in request.GET.getlist("runs") + request.GET.getlist("run")
@@ -441,35 +637,225 @@ def compare(request: HttpRequest) -> HttpResponse:
     if len(ids) > MAX_COMPARE:
         messages.warning(request, f"Showing the first {MAX_COMPARE} runs.")
         ids = ids[:MAX_COMPARE]
+    if any(not 0 < i < 2**63 for i in ids):
+        raise Http404("no such run")
     found = {
         r.id: r for r in selectors.run_list(user=request.user).filter(pk__in=ids).select_related("project")
     }
     if len(found) != len(ids):
         raise Http404("no such run")
-    runs = [found[i] for i in ids]
+    return [found[i] for i in ids]
+
+
+def _compare_state(params, keys: list[str], default_keys: list[str]) -> dict:
+    def choice(name: str, options: tuple, default: str) -> str:
+        value = params.get(name, default)
+        return value if value in options else default
+
+    try:
+        smooth = float(params.get("smooth", DEFAULT_SMOOTH))
+    except ValueError:
+        smooth = DEFAULT_SMOOTH
+    smooth = min(max(smooth, 0.0), 0.999) if math.isfinite(smooth) else DEFAULT_SMOOTH
+    chosen = [k for k in dict.fromkeys(params.getlist("key")) if k in keys]
+    x = choice("x", X_MODES, "step")
+    xkey = params.get("xkey", "")
+    if x == "key" and xkey not in keys:
+        x, xkey = "step", ""
+    log = params.get("log")
+    hide = []
+    for part in params.get("hide", "").split(","):
+        if part.strip().isdigit():
+            hide.append(int(part))
+    return {
+        "keys": chosen or default_keys,
+        "smooth": round(smooth, 3),
+        "x": x,
+        "xkey": xkey if x == "key" else "",
+        "log": True if log == "1" else False if log == "0" else None,
+        "logx": params.get("logx") == "1",
+        "group": params.get("group", ""),
+        "band": choice("band", BANDS, "minmax"),
+        "legend": choice("legend", LEGENDS, "config"),
+        "all": params.get("all") == "1",
+        "evals": choice("evals", EVAL_METRICS, "both"),
+        "hide": hide,
+    }
+
+
+def _same(values: list) -> bool:
+    encoded = {json.dumps(v, sort_keys=True, default=str) for v in values}
+    return len(encoded) <= 1
+
+
+def config_diff(runs: list[Run]) -> tuple[list[dict], list[str]]:
+    """Rows {path, values (display text per run), differs} over the union of the runs' flattened
+    configs, differing rows first; and the differing paths."""
+    flat = [table.flatten_config(r.config or {}) for r in runs]
+    missing = object()
+    paths = sorted(set().union(*flat)) if flat else []
+    rows, differing = [], []
+    for path in paths:
+        raw = [f.get(path, missing) for f in flat]
+        differs = len(runs) > 1 and not _same([("<missing>" if v is missing else v) for v in raw])
+        if differs:
+            differing.append(path)
+        rows.append(
+            {
+                "path": path,
+                "values": ["—" if v is missing else table.display_value(v) for v in raw],
+                "differs": differs,
+            }
+        )
+    rows.sort(key=lambda r: (not r["differs"], r["path"]))
+    return rows, differing
+
+
+def _short_names(paths: list[str]) -> dict[str, str]:
+    """The last segment of each path, or the whole path where two would read the same."""
+    last = [p.rsplit(".", 1)[-1] for p in paths]
+    return {p: (s if last.count(s) == 1 else p) for p, s in zip(paths, last, strict=True)}
+
+
+def run_labels(runs: list[Run], differing: list[str]) -> dict[int, str]:
+    """Legend names from the config fields that differ (``lr=1e-06, seed=2``); the run name when
+    nothing (or too much) differs; ``#id`` added where two labels would still be equal."""
+    fields = differing[:MAX_LABEL_FIELDS]
+    short = _short_names(fields)
+    labels = {}
+    for run in runs:
+        if not fields or len(differing) > 2 * MAX_LABEL_FIELDS:
+            labels[run.id] = run.name
+            continue
+        parts = []
+        for path in fields:
+            value = table.config_value(run.config or {}, path.split("."), default=None)
+            parts.append(f"{short[path]}={table.display_value(value) if value is not None else '—'}")
+        more = "…" if len(differing) > len(fields) else ""
+        labels[run.id] = ", ".join(parts) + more
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    return {rid: (f"{label} #{rid}" if counts[label] > 1 else label) for rid, label in labels.items()}
+
+
+def compare(request: HttpRequest) -> HttpResponse:
+    runs = _compare_runs(request)
+    ids = [r.id for r in runs]
     keys = selectors.metric_keys_union(runs)
-    key = request.GET.get("key", "")
-    if key not in keys:
-        primary = [k for run in runs for k in selectors.primary_metrics(run.kind) if k in keys]
-        key = primary[0] if primary else (keys[0] if keys else "")
+    primary = [k for run in runs for k in selectors.primary_metrics(run.kind) if k in keys]
+    default_keys = list(dict.fromkeys(primary))[:MAX_DEFAULT_KEYS] or keys[:MAX_DEFAULT_KEYS]
+    state = _compare_state(request.GET, keys, default_keys)
     log_keys = {k for run in runs if (spec := _spec(run.kind)) for k in spec.log_scale_metrics}
+    diff_rows, differing = config_diff(runs)
+    labels = run_labels(runs, differing)
+    rule = collapse.Rule.from_settings()
+    flags = {rid: v for rid, v in collapse.verdicts(ids, rule).items() if v.flagged}
+    evaluations = table.evaluations_of(ids) if runs else []
+
+    short = _short_names(differing)
+    group_options = []
+    if any(r.group for r in runs):
+        group_options.append({"value": "@group", "label": "run group"})
+    for path in differing:
+        group_options.append({"value": path, "label": f"same {short[path]}"})
+    for path in differing:
+        name = short[path]
+        group_options.append({"value": f"~{path}", "label": f"all but {name} (mean over {name})"})
+    if state["group"] and state["group"] not in {o["value"] for o in group_options}:
+        state["group"] = ""
+
     page_data = {
         "runs": [
-            {"id": r.id, "name": r.name, "status": r.status, "url": reverse("run", args=[r.pk])} for r in runs
+            {
+                "id": r.id,
+                "name": r.name,
+                "status": r.status,
+                "url": reverse("run", args=[r.pk]),
+                "label": labels.get(r.id, r.name),
+                "group": r.group,
+                "config": {
+                    p: table.display_value(table.config_value(r.config or {}, p.split(".")))
+                    for p in differing
+                },
+                "collapse": flags[r.id].as_dict() | {"message": flags[r.id].message}
+                if r.id in flags
+                else None,
+            }
+            for r in runs
         ],
-        "key": key,
+        "key": state["keys"][0] if state["keys"] else "",
         "keys": keys,
         "log_keys": sorted(log_keys),
+        "state": state,
+        "defaults": {"smooth": DEFAULT_SMOOTH, "keys": default_keys},
+        "differing": differing,
+        "group_options": group_options,
+        "evaluations": evaluations,
+        "max_points": COMPARE_MAX_POINTS,
         "compare_api": reverse("api-compare"),
+        "series_api": reverse("api-compare-series"),
+        "table_api": reverse("api-run-table"),
+        "evaluations_api": reverse("api-compare-evaluations"),
         "run_api": reverse("api-run", args=[0]),
     }
     projects = {r.project for r in runs}
     context = {
         "runs": runs,
+        "run_rows": [
+            {
+                "run": r,
+                "label": labels.get(r.id, r.name),
+                "collapse": flags[r.id].message if r.id in flags else "",
+            }
+            for r in runs
+        ],
         "keys": keys,
-        "key": key,
+        "chosen": state["keys"],
+        "key": page_data["key"],
+        "state": state,
+        "x_modes": (("step", "step"), ("wall", "wall time"), ("rel", "relative time")),
+        "group_options": group_options,
+        "diff_rows": diff_rows,
+        "differing_count": len(differing),
+        "flags": [(r, flags[r.id]) for r in runs if r.id in flags],
+        "collapse_rule": rule.describe(),
+        "has_evaluations": bool(evaluations),
         "runs_param": ",".join(str(i) for i in ids),
         "page_data": page_data,
         "project": projects.pop() if len(projects) == 1 else None,
     }
     return render(request, "ui/compare.html", context)
+
+
+# --- settings: API token --------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def api_token(request: HttpRequest) -> HttpResponse:
+    """The user's API token (one per user, rest_framework.authtoken): create, regenerate, revoke."""
+    from rest_framework.authtoken.models import Token
+
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action in ("create", "regenerate"):
+            Token.objects.filter(user=request.user).delete()
+            Token.objects.create(user=request.user)
+            messages.success(
+                request,
+                "New API token created; the old one no longer works."
+                if action == "regenerate"
+                else "API token created.",
+            )
+        elif action == "revoke":
+            deleted, _ = Token.objects.filter(user=request.user).delete()
+            if deleted:
+                messages.success(request, "API token revoked: scripts using it now get 401.")
+        return redirect("api-token")
+    token = Token.objects.filter(user=request.user).first()
+    context = {
+        "token": token,
+        "api_url": request.build_absolute_uri("/api/"),
+        "base_url": request.build_absolute_uri("/").rstrip("/"),
+    }
+    return render(request, "ui/api_token.html", context)
