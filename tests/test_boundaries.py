@@ -36,7 +36,8 @@ def test_webapp_uses_only_the_trainer_seam_and_the_celery_app():
         wrong = sorted(
             m
             for m in mods
-            if (m.startswith("trainers") and m != "trainers.base") or (m.startswith("workers") and m != "workers.celery")
+            if (m.startswith("trainers") and m != "trainers.base")
+            or (m.startswith("workers") and m != "workers.celery")
         )
         if wrong:
             bad[str(path.relative_to(ROOT))] = wrong

@@ -216,6 +216,13 @@ ORLAB_HEARTBEAT_INTERVAL = env_float("ORLAB_HEARTBEAT_INTERVAL", 2.0)
 # The worker sink flushes buffered metrics at least this often (seconds): the live-chart latency.
 ORLAB_SINK_FLUSH_INTERVAL = env_float("ORLAB_SINK_FLUSH_INTERVAL", 0.5)
 
+# Entropy-collapse warning (webapp/runs/collapse.py has the rule). The tabular trainer's "entropy"
+# rightly goes to zero as it converges, so it is not among the keys watched.
+ORLAB_ENTROPY_KEYS = ["policy/entropy", "actor/entropy"]
+ORLAB_COLLAPSE_RATIO = env_float("ORLAB_COLLAPSE_RATIO", 0.1)
+ORLAB_COLLAPSE_FLOOR = env_float("ORLAB_COLLAPSE_FLOOR", 0.05)
+ORLAB_COLLAPSE_WINDOW = env_float("ORLAB_COLLAPSE_WINDOW", 0.2)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -147,7 +147,8 @@ def test_collapse_is_flagged_in_the_table(client_alice, project, sweep):
     assert flagged == [str(sweep[3].id)]
     assert "1 with entropy collapse" in html
     assert re.search(
-        r'data-testid="collapse-flag" title="entropy collapse: policy/entropy fell from 1.2 to 0.\d+ \(below 0.12\) by step 1\d"', html
+        r'data-testid="collapse-flag" title="entropy collapse: policy/entropy fell from 1.2 to 0.\d+ \(below 0.12\) by step 1\d"',
+        html,
     )
 
 

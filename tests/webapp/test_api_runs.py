@@ -172,3 +172,12 @@ def test_nul_characters_are_a_400_not_a_database_error(api, project):
     assert api.get("/api/runs/?search=a%00b").status_code == 400
     resp = launch(api, project, kind="external", config={"note": "a\x00b"})
     assert resp.status_code == 400 and "config.note" in resp.json()["errors"]
+
+
+def test_list_filters_by_config_values(api, project):
+    for lr in (1e-6, 1e-5):
+        launch(api, project, kind="external", config={"optim": {"lr": lr}, "seed": 1})
+    assert api.get("/api/runs/?config.optim.lr__gt=2e-6").json()["count"] == 1
+    assert api.get("/api/runs/?config.seed=1").json()["count"] == 2
+    bad = api.get("/api/runs/?config.seed__bogus=1")
+    assert bad.status_code == 400 and "config.seed__bogus" in bad.json()["errors"]

@@ -21,7 +21,7 @@ from webapp.datasets.models import Dataset, Problem, ScoringJob
 from webapp.projects import services as project_services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
-from webapp.runs import selectors, services
+from webapp.runs import selectors, services, table
 from webapp.runs.metric_store import metrics_record, series_read
 from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
 
@@ -156,7 +156,8 @@ class RunListApi(generics.ListAPIView):
             qs = qs.filter(tags__contains=[tag]) if _is_postgres() else qs.filter(tags__icontains=f'"{tag}"')
         if search := params.get("search"):
             qs = qs.filter(Q(name__icontains=search) | Q(group__icontains=search))
-        return qs
+        # config.<path>[__op]=value filters (e.g. config.optim.lr__gt=1e-6); a bad one is a 400
+        return table.apply_config_filters(qs, table.parse_config_filters(params))
 
     @extend_schema(
         parameters=[
