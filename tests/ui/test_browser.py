@@ -11,37 +11,9 @@ import pytest
 
 from tests.conftest import wait_for
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # A garnet MDP big enough that softmax PG takes several seconds in the worker (1-5 ms an iteration).
 ITERATIONS = 5000
 STATES, ACTIONS = 100, 10
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    import os
-
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
-    # Playwright's sync API keeps an event loop in this thread; the test's own ORM reads are safe.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def points(page, key: str) -> int:

@@ -12,7 +12,6 @@ import re
 import pytest
 
 from tests.conftest import wait_for
-from tests.ui.test_browser import CHROMIUM, CHROMIUM_ARGS
 from webapp.datasets.models import Dataset, PairScore, PreferencePair, Problem
 from webapp.runs import services as run_services
 from webapp.runs.models import Checkpoint
@@ -46,23 +45,6 @@ PAIRS = [
     {"prompt": "Name a prime number.", "chosen": "Seven is prime.", "rejected": "Nine is prime.",
      "source": "helpsteer2"},
 ]  # fmt: skip
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    import os
-
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture
