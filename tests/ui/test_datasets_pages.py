@@ -634,7 +634,7 @@ def test_curate_page_offers_example_recipes_and_reports_bad_ones(client_alice, b
 def test_curating_through_the_page_makes_a_new_version_that_shows_its_steps(
     client_alice, browse, monkeypatch, django_capture_on_commit_callbacks
 ):
-    service = pytest.importorskip("webapp.datasets.curation.service")
+    from webapp.datasets.curation import service
     from workers.celery import app
 
     sent = []
@@ -672,7 +672,6 @@ def test_curating_through_the_page_makes_a_new_version_that_shows_its_steps(
 
 
 def test_curation_errors_name_the_recipe_field(client_alice, browse, bob):
-    pytest.importorskip("webapp.datasets.curation.service")
     ds = browse["dataset"]
     other = project_create(user=bob, name="bob-lab")
     run = run_services.run_create(user=bob, project=other, name="b", kind="external", config={})
