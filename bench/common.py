@@ -766,7 +766,7 @@ def profile_get(path: str, *, user=None, token: str | None = None, repeat: int =
 def breakdown_get(path: str, *, user=None, token: str | None = None, repeat: int = 10) -> dict[str, Any]:
     """Where the time of a GET goes, without a profiler's overhead: in-process (django.test.Client),
     median over ``repeat`` requests of the total, the SQL (count and time, via an execute wrapper:
-    queries on a raw psycopg cursor, such as metric_store._fetch_rows, count as "other") and the
+    queries on a raw psycopg cursor, such as metric_store.fetch_rows, count as "other") and the
     template rendering (django.template.backends.django.Template.render)."""
     from django.db import connection
     from django.template.backends import django as django_backend

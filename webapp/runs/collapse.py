@@ -169,7 +169,7 @@ def verdicts(
 ) -> dict[int, Verdict]:
     """{run id: Verdict} for the runs that logged one of the rule's entropy keys. ``series``: rows
     of webapp.runs.table.series_rows already fetched for these runs (with the entropy keys)."""
-    from webapp.runs.metric_store import FLOAT, STEP, _decode, _fetch_rows
+    from webapp.runs.metric_store import FLOAT, STEP, decode, fetch_rows
 
     rule = rule or Rule.from_settings()
     run_ids = list(run_ids)
@@ -222,8 +222,8 @@ def verdicts(
     parts: dict[int, list] = {}
     if wanted:
         qs = MetricChunk.objects.filter(id__in=wanted).values_list("series_id", "steps", "values")
-        for sid, steps, values in _fetch_rows(qs):
-            parts.setdefault(sid, []).append((_decode(steps, STEP), _decode(values, FLOAT)))
+        for sid, steps, values in fetch_rows(qs):
+            parts.setdefault(sid, []).append((decode(steps, STEP), decode(values, FLOAT)))
     to_cache = {}
     for sid, (_, run_id, key, _, _) in todo.items():
         chunks = parts.get(sid)

@@ -40,7 +40,7 @@ class Columns:
         return len(self.steps)
 
 
-def _decode(raw, dtype) -> np.ndarray:
+def decode(raw, dtype) -> np.ndarray:
     return np.frombuffer(bytes(raw) if isinstance(raw, memoryview) else raw, dtype=dtype)
 
 
@@ -82,7 +82,7 @@ def _existing_steps(series: MetricSeries, lo: int, hi: int) -> np.ndarray:
     rows = MetricChunk.objects.filter(series=series, step_hi__gte=lo, step_lo__lte=hi).values_list(
         "steps", flat=True
     )
-    parts = [_decode(r, STEP) for r in rows]
+    parts = [decode(r, STEP) for r in rows]
     return np.concatenate(parts) if parts else np.empty(0, STEP)
 
 
@@ -117,9 +117,9 @@ def _write_series(series: MetricSeries, cols: Columns, new_chunks: list[MetricCh
             room = MetricChunk.CHUNK_POINTS - chunk.n
             head = tail.take(slice(0, room))
             merged = Columns(
-                np.concatenate([_decode(chunk.steps, STEP), head.steps]),
-                np.concatenate([_decode(chunk.values, FLOAT), head.values]),
-                np.concatenate([_decode(chunk.walls, FLOAT), head.walls]),
+                np.concatenate([decode(chunk.steps, STEP), head.steps]),
+                np.concatenate([decode(chunk.values, FLOAT), head.values]),
+                np.concatenate([decode(chunk.walls, FLOAT), head.walls]),
             )
             MetricChunk.objects.filter(pk=chunk.pk).update(**_chunk_fields(merged))
             start = len(head)
@@ -173,7 +173,7 @@ def metrics_record(run_id: int, batch: Mapping[str, Columns]) -> int:
     return written
 
 
-def _fetch_rows(queryset) -> list[tuple]:
+def fetch_rows(queryset) -> list[tuple]:
     """Rows of a values_list queryset. On PostgreSQL the chunk payloads are fetched in binary: text
     format would ship bytea hex-encoded (twice the bytes, plus decoding), ~3x slower for 1M points."""
     if connection.vendor != "postgresql":
@@ -210,28 +210,34 @@ def series_read(
         ["walls"] if with_wall else []
     )
     grouped: dict[tuple[int, str], list[tuple]] = {}
-    for row in _fetch_rows(chunks.order_by("series_id", "step_lo").values_list(*fields)):
+    for row in fetch_rows(chunks.order_by("series_id", "step_lo").values_list(*fields)):
         grouped.setdefault((row[0], row[1]), []).append(row[2:])
 
     out: dict[int, dict[str, dict[str, np.ndarray]]] = {rid: {} for rid in run_ids}
     for (run_id, key), parts in grouped.items():
-        steps = np.concatenate([_decode(p[1], STEP) for p in parts])
-        values = np.concatenate([_decode(p[2], FLOAT) for p in parts])
-        walls = np.concatenate([_decode(p[3], FLOAT) for p in parts]) if with_wall else None
-        if len(steps) > 1 and np.any(steps[1:] <= steps[:-1]):  # out-of-order chunks interleave
-            order = np.argsort(steps, kind="stable")
-            steps, values = steps[order], values[order]
-            walls = walls[order] if walls is not None else None
-        if since_step is not None:
-            keep = steps > since_step
-            steps, values = steps[keep], values[keep]
-            walls = walls[keep] if walls is not None else None
-        if max_points is not None and len(steps) > max_points:
-            idx = m4(steps, values, max_points)
-            steps, values = steps[idx], values[idx]
-            walls = walls[idx] if walls is not None else None
-        entry = {"steps": steps, "values": values}
-        if walls is not None:
-            entry["walls"] = walls
-        out[run_id][key] = entry
+        steps = np.concatenate([decode(p[1], STEP) for p in parts])
+        values = np.concatenate([decode(p[2], FLOAT) for p in parts])
+        walls = np.concatenate([decode(p[3], FLOAT) for p in parts]) if with_wall else None
+        out[run_id][key] = finish_series(steps, values, walls, since_step=since_step, max_points=max_points)
     return out
+
+
+def finish_series(steps, values, walls, *, since_step, max_points, downsample=m4) -> dict[str, np.ndarray]:
+    """Decoded chunk columns of one series -> what readers return: step-sorted (out-of-order chunks
+    interleave), cut after ``since_step``, downsampled to ``max_points``."""
+    if len(steps) > 1 and np.any(steps[1:] <= steps[:-1]):
+        order = np.argsort(steps, kind="stable")
+        steps, values = steps[order], values[order]
+        walls = walls[order] if walls is not None else None
+    if since_step is not None:
+        keep = steps > since_step
+        steps, values = steps[keep], values[keep]
+        walls = walls[keep] if walls is not None else None
+    if max_points is not None and len(steps) > max_points:
+        idx = downsample(steps, values, max_points)
+        steps, values = steps[idx], values[idx]
+        walls = walls[idx] if walls is not None else None
+    entry = {"steps": steps, "values": values}
+    if walls is not None:
+        entry["walls"] = walls
+    return entry

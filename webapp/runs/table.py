@@ -470,7 +470,7 @@ def tail_values(series_n: dict[int, int]) -> dict[int, np.ndarray]:
     may be missed (rare: only late points do that)."""
     if not series_n:
         return {}
-    from webapp.runs.metric_store import FLOAT, STEP, _decode, _fetch_rows
+    from webapp.runs.metric_store import FLOAT, STEP, decode, fetch_rows
 
     n_max = max(series_n.values())
     before = Window(
@@ -486,8 +486,8 @@ def tail_values(series_n: dict[int, int]) -> dict[int, np.ndarray]:
         .values_list("series_id", "steps", "values")
     )
     parts: dict[int, list] = {}
-    for sid, steps, values in _fetch_rows(qs):
-        parts.setdefault(sid, []).append((_decode(steps, STEP), _decode(values, FLOAT)))
+    for sid, steps, values in fetch_rows(qs):
+        parts.setdefault(sid, []).append((decode(steps, STEP), decode(values, FLOAT)))
     out: dict[int, np.ndarray] = {}
     for sid, n in series_n.items():
         chunks = parts.get(sid)
@@ -690,7 +690,7 @@ def compare_series(
     the savings above."""
     from django.db.models import BinaryField, Case, When
 
-    from webapp.runs.metric_store import FLOAT, STEP, _decode, _fetch_rows
+    from webapp.runs.metric_store import FLOAT, STEP, decode, fetch_rows, finish_series
 
     run_ids = list(run_ids)
     series = MetricSeries.objects.filter(run_id__in=run_ids)
@@ -727,7 +727,7 @@ def compare_series(
     fields = ["series__run_id", "series__key", "step_lo", "n", "_steps", "values"] + (
         ["walls"] if with_wall else []
     )
-    rows = _fetch_rows(
+    rows = fetch_rows(
         chunks.annotate(_steps=steps_or_null).order_by("series_id", "step_lo").values_list(*fields)
     )
     grouped: dict[tuple[int, str], list[tuple]] = {}
@@ -743,27 +743,15 @@ def compare_series(
         else:
             steps = np.concatenate(
                 [
-                    np.arange(p[0], p[0] + p[1], dtype=STEP) if p[2] is None else _decode(p[2], STEP)
+                    np.arange(p[0], p[0] + p[1], dtype=STEP) if p[2] is None else decode(p[2], STEP)
                     for p in parts
                 ]
             )
-        values = np.concatenate([_decode(p[3], FLOAT) for p in parts])
-        walls = np.concatenate([_decode(p[4], FLOAT) for p in parts]) if with_wall else None
-        if len(steps) > 1 and np.any(steps[1:] <= steps[:-1]):  # out-of-order chunks interleave
-            order = np.argsort(steps, kind="stable")
-            steps, values = steps[order], values[order]
-            walls = walls[order] if walls is not None else None
-        if since_step is not None:
-            keep = steps > since_step
-            steps, values = steps[keep], values[keep]
-            walls = walls[keep] if walls is not None else None
-        if max_points is not None and len(steps) > max_points:
-            idx = m4_fast(steps, values, max_points)
-            steps, values = steps[idx], values[idx]
-            walls = walls[idx] if walls is not None else None
-        entry = {"steps": steps, "values": values}
-        if walls is not None:
-            entry["walls"] = walls
+        values = np.concatenate([decode(p[3], FLOAT) for p in parts])
+        walls = np.concatenate([decode(p[4], FLOAT) for p in parts]) if with_wall else None
+        entry = finish_series(
+            steps, values, walls, since_step=since_step, max_points=max_points, downsample=m4_fast
+        )
         out[run_id][key] = entry
         if (run_id, key) in cache_keys:
             fresh[cache_keys[(run_id, key)]] = entry
