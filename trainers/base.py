@@ -72,6 +72,10 @@ class Sink(Protocol):
     def should_stop(self) -> bool:
         """Cooperative cancellation, polled between steps (cheap: implementations rate-limit)."""
 
+    def publish_dataset(self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None) -> None:
+        """A dataset the run produced (a JSONL file of ``kind`` rows, e.g. DAPO's "step_values"); the
+        platform stores it as a new dataset version linked to the run, browsable like imported ones."""
+
 
 class MemorySink:
     """Keeps everything in memory; for tests and notebooks."""
@@ -83,6 +87,7 @@ class MemorySink:
         self.samples: list[tuple[int, dict[str, Any]]] = []
         self.evaluations: list[tuple[int, str, dict[str, float], dict[str, Any]]] = []
         self.checkpoints: list[tuple[int, Path, dict[str, float]]] = []
+        self.datasets: list[tuple[str, str, Path, dict[str, Any]]] = []
         self.stop_after_step: int | None = None
         self._last_step = -1
 
@@ -109,6 +114,9 @@ class MemorySink:
 
     def should_stop(self) -> bool:
         return self.stop_after_step is not None and self._last_step >= self.stop_after_step
+
+    def publish_dataset(self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None) -> None:
+        self.datasets.append((kind, name, Path(path), dict(meta or {})))
 
     def series(self, key: str) -> list[float]:
         """Values of ``key`` ordered by step."""
@@ -154,6 +162,10 @@ class JsonlSink:
 
     def should_stop(self) -> bool:
         return False
+
+    def publish_dataset(self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None) -> None:
+        row = {"dataset": {"kind": kind, "name": name, "path": str(path), "meta": dict(meta or {})}}
+        self.stream.write(json.dumps(row, default=str) + "\n")
 
 
 def _load(dotted: str) -> Any:
