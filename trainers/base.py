@@ -72,7 +72,9 @@ class Sink(Protocol):
     def should_stop(self) -> bool:
         """Cooperative cancellation, polled between steps (cheap: implementations rate-limit)."""
 
-    def publish_dataset(self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None) -> None:
+    def publish_dataset(
+        self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None
+    ) -> None:
         """A dataset the run produced (a JSONL file of ``kind`` rows, e.g. DAPO's "step_values"); the
         platform stores it as a new dataset version linked to the run, browsable like imported ones."""
 
@@ -115,7 +117,9 @@ class MemorySink:
     def should_stop(self) -> bool:
         return self.stop_after_step is not None and self._last_step >= self.stop_after_step
 
-    def publish_dataset(self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None) -> None:
+    def publish_dataset(
+        self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None
+    ) -> None:
         self.datasets.append((kind, name, Path(path), dict(meta or {})))
 
     def series(self, key: str) -> list[float]:
@@ -163,7 +167,9 @@ class JsonlSink:
     def should_stop(self) -> bool:
         return False
 
-    def publish_dataset(self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None) -> None:
+    def publish_dataset(
+        self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None
+    ) -> None:
         row = {"dataset": {"kind": kind, "name": name, "path": str(path), "meta": dict(meta or {})}}
         self.stream.write(json.dumps(row, default=str) + "\n")
 
@@ -188,6 +194,8 @@ class TrainerSpec:
     dataset_fields: tuple[str, ...] = ()  # config fields that are DatasetRefs (top level)
     log_scale_metrics: tuple[str, ...] = ()  # charted on a log axis by default
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Named sweeps offered at launch: {"name": {"preset": <a key of presets>, "grid": {dotted.path: [values]}}}.
+    sweep_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def config_model(self) -> type[TrainerConfig]:
         return _load(self.config)
