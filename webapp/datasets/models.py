@@ -11,6 +11,7 @@ class Dataset(models.Model):
     class Kind(models.TextChoices):
         PREFERENCE = "preference"
         PROBLEMS = "problems"
+        STEP_VALUES = "step_values"  # produced by a run (DAPO's Monte-Carlo step values), not imported
 
     class Status(models.TextChoices):
         IMPORTING = "importing"
@@ -30,6 +31,10 @@ class Dataset(models.Model):
     progress = models.FloatField(default=0.0)
     error = models.TextField(blank=True)
     meta = models.JSONField(default=dict, blank=True)
+    # The run that produced this dataset (None for imports and curation results).
+    source_run = models.ForeignKey(
+        "runs.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_datasets"
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -89,6 +94,27 @@ class Problem(models.Model):
     class Meta:
         ordering = ["dataset", "row"]
         constraints = [models.UniqueConstraint(fields=["dataset", "row"], name="problem_row_unique")]
+
+
+class StepSolution(models.Model):
+    """A sampled solution split into reasoning steps, with the Monte-Carlo value of every prefix:
+    ``values[t]`` = fraction of rollouts from (prompt + first t steps) that ended correct, so
+    ``len(values) == len(steps) + 1`` and the last value is the solution's own verifier reward."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="step_solutions")
+    row = models.PositiveIntegerField()
+    prompt = models.TextField()
+    answer = models.TextField(blank=True)
+    solution = models.TextField()
+    steps = models.JSONField(default=list)
+    values = models.JSONField(default=list)
+    correct = models.BooleanField(default=False)
+    verdict = models.CharField(max_length=32, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["dataset", "row"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "row"], name="stepsolution_row_unique")]
 
 
 class PairScore(models.Model):
