@@ -7,6 +7,7 @@ database, and a chart sees a point at most about one flush interval after it was
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -89,6 +90,21 @@ class DbSink:
 
     def should_stop(self) -> bool:
         return self._stop
+
+    def publish_dataset(
+        self, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        """Stored at once, in one transaction (a rare, large write the trainer's next stage may be
+        waiting to show); a bad file fails the run with the row errors."""
+        from webapp.datasets.services import ImportRejected
+        from webapp.datasets.step_values import step_values_publish
+        from webapp.runs.models import Run
+
+        run = Run.objects.select_related("project").get(pk=self.run_id)
+        try:
+            step_values_publish(run, kind=kind, name=name, path=Path(path), meta=meta)
+        except ImportRejected as exc:  # the run's error message should say which rows and why
+            raise ValueError(f"{exc.detail}: {json.dumps(exc.errors)}") from None
 
     # --- lifecycle ------------------------------------------------------------------------------
     def flush(self) -> None:
