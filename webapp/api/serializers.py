@@ -105,6 +105,38 @@ class SampleBatchSerializer(serializers.Serializer):
     samples = SampleInSerializer(many=True, max_length=10_000, allow_empty=False)
 
 
+# The verifiers' verdicts (trainers.common.verifiers.verdict.VERDICTS). webapp may import only
+# trainers.base, so they are repeated here; tests/webapp/test_api_samples.py checks the two agree.
+SAMPLE_VERDICTS = ("correct", "wrong", "no_answer", "timeout", "error")
+
+
+class SampleFilterSerializer(serializers.Serializer):
+    """The query of GET /api/runs/{id}/samples/ (the run page's samples browser)."""
+
+    step = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
+    step_min = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
+    step_max = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
+    verdict = serializers.CharField(
+        required=False, help_text=f"one or more (comma-separated) of {', '.join(SAMPLE_VERDICTS)}"
+    )
+    truncated = serializers.ChoiceField(choices=["true", "false"], required=False)
+
+    def validate_verdict(self, value: str) -> list[str]:
+        verdicts = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [v for v in verdicts if v not in SAMPLE_VERDICTS]
+        if unknown:
+            raise serializers.ValidationError(
+                f"unknown verdict {unknown[0]!r}; one of {', '.join(SAMPLE_VERDICTS)}"
+            )
+        return verdicts
+
+    def validate(self, attrs):
+        lo, hi = attrs.get("step_min"), attrs.get("step_max")
+        if lo is not None and hi is not None and lo > hi:
+            raise serializers.ValidationError({"step_max": ["must be at least step_min"]})
+        return attrs
+
+
 class CheckpointInSerializer(serializers.Serializer):
     step = serializers.IntegerField(min_value=0)
     path = serializers.CharField(
@@ -122,6 +154,25 @@ class EvaluateRequestSerializer(serializers.Serializer):
     max_new_tokens = serializers.IntegerField(min_value=1, max_value=131072, default=512)
 
 
+class EvaluationInSerializer(serializers.Serializer):
+    """An evaluation a client ran itself (an external run), as trainers log them through the sink."""
+
+    step = serializers.IntegerField(min_value=0, max_value=2**62)
+    benchmark = serializers.CharField(max_length=200, help_text="the benchmark's name")
+    metrics = serializers.DictField(
+        child=serializers.FloatField(allow_null=True), allow_empty=False, help_text="e.g. avg@4, pass@1"
+    )
+    protocol = serializers.DictField(
+        required=False, default=dict, help_text="k, temperature, top_p, max_new_tokens, verifier, ..."
+    )
+
+    def validate_protocol(self, value: dict) -> dict:
+        k = value.get("k", 1)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise serializers.ValidationError("k must be a positive integer")
+        return value
+
+
 class ScoreRequestSerializer(serializers.Serializer):
     dataset = serializers.IntegerField(help_text="id of a preference dataset to score with this reward model")
 
@@ -129,12 +180,16 @@ class ScoreRequestSerializer(serializers.Serializer):
 class ScoringJobSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     dataset = serializers.IntegerField(source="dataset_id")
+    dataset_name = serializers.CharField(source="dataset.name")
+    dataset_version = serializers.IntegerField(source="dataset.version")
     checkpoint = serializers.IntegerField(source="checkpoint_id")
+    checkpoint_step = serializers.IntegerField(source="checkpoint.step")
     status = serializers.CharField()
     progress = serializers.FloatField()
     scored = serializers.IntegerField()
     error = serializers.CharField()
     created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 class CheckpointSerializer(serializers.ModelSerializer):

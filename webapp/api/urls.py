@@ -25,6 +25,7 @@ urlpatterns = [
     path("runs/<int:pk>/samples/", v.RunSamplesApi.as_view(), name="api-run-samples"),
     path("runs/<int:pk>/checkpoints/", v.RunCheckpointsApi.as_view(), name="api-run-checkpoints"),
     path("runs/<int:pk>/evaluations/", v.RunEvaluationsApi.as_view(), name="api-run-evaluations"),
+    path("runs/<int:pk>/scoring/", v.RunScoringJobsApi.as_view(), name="api-run-scoring"),
     path("compare/", v.CompareMetricsApi.as_view(), name="api-compare"),
     path("compare/evaluations/", tv.CompareEvaluationsApi.as_view(), name="api-compare-evaluations"),
     path("compare/series/", tv.CompareSeriesApi.as_view(), name="api-compare-series"),

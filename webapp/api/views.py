@@ -407,17 +407,38 @@ class RunSamplesApi(generics.ListAPIView):
         written = services.samples_record(run, samples)
         return Response({"received": len(samples), "written": written, "skipped": len(samples) - written})
 
-    @extend_schema(parameters=[OpenApiParameter("step", int), OpenApiParameter("verdict", str)])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("step", int, description="one step"),
+            OpenApiParameter("step_min", int, description="steps >= step_min"),
+            OpenApiParameter("step_max", int, description="steps <= step_max"),
+            OpenApiParameter(
+                "verdict", str, description=f"comma-separated, of {', '.join(s.SAMPLE_VERDICTS)}"
+            ),
+            OpenApiParameter("truncated", str, enum=["true", "false"]),
+        ],
+        description="Samples in step order. A bad filter value is a 400 naming the parameter.",
+    )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         run = selectors.run_get(user=self.request.user, pk=self.kwargs["pk"])
+        # a plain dict: DRF reads a missing boolean of a QueryDict as False
+        ser = s.SampleFilterSerializer(data=self.request.query_params.dict())
+        ser.is_valid(raise_exception=True)
+        f = ser.validated_data
         qs = Sample.objects.filter(run=run)
-        if (step := _int_param(self.request, "step", 0, 2**62)) is not None:
-            qs = qs.filter(step=step)
-        if verdict := self.request.query_params.get("verdict"):
-            qs = qs.filter(verdict=verdict)
+        if "step" in f:
+            qs = qs.filter(step=f["step"])
+        if "step_min" in f:
+            qs = qs.filter(step__gte=f["step_min"])
+        if "step_max" in f:
+            qs = qs.filter(step__lte=f["step_max"])
+        if f.get("verdict"):
+            qs = qs.filter(verdict__in=f["verdict"])
+        if "truncated" in f:
+            qs = qs.filter(truncated=f["truncated"] == "true")
         return qs.order_by("step", "id")
 
 
@@ -442,8 +463,22 @@ class RunCheckpointsApi(generics.ListAPIView):
 
 
 class RunEvaluationsApi(generics.ListAPIView):
+    """Evaluations of a run in step order (each with its protocol and, if it failed, the error)."""
+
     serializer_class = s.EvaluationSerializer
     filter_backends = []
+
+    @extend_schema(request=s.EvaluationInSerializer, responses={201: s.EvaluationSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        """Record an evaluation the client ran (what a trainer's sink.log_evaluation stores)."""
+        run = selectors.run_get(user=request.user, pk=pk)
+        ser = s.EvaluationInSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        ev = services.evaluation_record(
+            run.id, data["step"], data["benchmark"], data["metrics"], data["protocol"]
+        )
+        return Response(s.EvaluationSerializer(ev).data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         run = selectors.run_get(user=self.request.user, pk=self.kwargs["pk"])
@@ -615,6 +650,22 @@ class DatasetScoringJobsApi(generics.ListAPIView):
     filter_backends = []
 
     def get_queryset(self):
-        return ScoringJob.objects.filter(dataset=_dataset_for(self.request, self.kwargs["pk"])).order_by(
-            "-id"
+        dataset = _dataset_for(self.request, self.kwargs["pk"])
+        return (
+            ScoringJob.objects.filter(dataset=dataset).select_related("dataset", "checkpoint").order_by("-id")
+        )
+
+
+class RunScoringJobsApi(generics.ListAPIView):
+    """Scoring jobs of a reward-model run's checkpoints, newest first (the run page polls them)."""
+
+    serializer_class = s.ScoringJobSerializer
+    filter_backends = []
+
+    def get_queryset(self):
+        run = selectors.run_get(user=self.request.user, pk=self.kwargs["pk"])
+        return (
+            ScoringJob.objects.filter(checkpoint__run=run)
+            .select_related("dataset", "checkpoint")
+            .order_by("-id")
         )
