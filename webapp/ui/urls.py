@@ -2,7 +2,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 import webapp.ui.dataset_views as dataset_views
-from webapp.ui import views
+import webapp.ui.step_values_views as step_values_views
+from webapp.ui import run_panels, views
 
 urlpatterns = [
     path(
@@ -20,6 +21,7 @@ urlpatterns = [
     path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
     path("runs/<int:pk>/resume/", views.run_resume, name="run-resume"),
     path("runs/<int:pk>/clone/", views.run_clone, name="run-clone"),
+    path("runs/<int:pk>/checkpoints/<int:checkpoint_pk>/score/", run_panels.run_score, name="run-score"),
     path("compare/", views.compare, name="compare"),
     path("settings/token/", views.api_token, name="api-token"),
     path("projects/<int:pk>/datasets/", dataset_views.dataset_list, name="datasets"),
@@ -27,4 +29,5 @@ urlpatterns = [
     path("datasets/<int:pk>/pairs/", dataset_views.pair_browser, name="dataset-pairs"),
     path("datasets/<int:pk>/pairs/<int:row>/", dataset_views.pair_detail, name="dataset-pair"),
     path("datasets/<int:pk>/curate/", dataset_views.curate, name="dataset-curate"),
+    path("datasets/<int:pk>/solutions/", step_values_views.step_solutions, name="dataset-solutions"),
 ]
