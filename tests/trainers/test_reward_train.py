@@ -98,6 +98,12 @@ def test_the_model_learns_held_out_preferences(learned):
         "eval/section/chat_hard", "eval/section/safety", "eval/section/reasoning"
     }  # fmt: skip
     assert "eval/overall" not in sink.metrics
+    # the same numbers as benchmark results with their protocol (the evaluation charts read these)
+    evals = {step: (name, m, p) for step, name, m, p in sink.evaluations}
+    assert sorted(evals) == [0, 20, 40] and {e[0] for e in evals.values()} == {"eval_dataset"}
+    name, m, protocol = evals[LEARN_STEPS]
+    assert m["accuracy"] == accuracy[LEARN_STEPS] and "section/safety" in m and "loss" not in m
+    assert protocol["pairs"] > 0 and "pairwise accuracy" in protocol["metric"]
 
 
 def test_every_step_logs_the_promised_metrics(learned):

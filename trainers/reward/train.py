@@ -267,6 +267,15 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
         rc, rr = score_encoded(forward, eval_enc, eval_batch, pad_id, device, autocast)
         metrics = eval_metrics(rc, rr, eval_enc.sources, config.margin)
         sink.log(step, metrics)
+        # Also as a benchmark result with its protocol, so the run page's and the compare page's
+        # evaluation charts show reward models beside policies (accuracy, sections, overall).
+        sink.log_evaluation(
+            step,
+            "eval_dataset",
+            {k.removeprefix("eval/"): v for k, v in metrics.items() if k != "eval/loss"},
+            {"k": 1, "metric": "pairwise accuracy (r_chosen > r_rejected)", "pairs": len(eval_enc),
+             "max_length": config.max_length, "sections": "RewardBench (seeds-spec 3.3)"},
+        )  # fmt: skip
         last["eval"] = (step, metrics["eval/accuracy"])
         model.train()
         if engine is not None:
