@@ -82,3 +82,16 @@ def test_browser_shows_the_chart_and_expands_a_solution(browser, live_server, st
     page.keyboard.press("Enter")
     assert steps.is_visible() and steps.locator("[data-testid=step-row]").count() == 3
     assert "0.25" in steps.inner_text()  # V rises 0.50 -> 0.75 on the first step of a correct solution
+
+
+def test_api_lists_solutions_with_values_and_rejects_bad_filters(api, bob_api, step_dataset, project):
+    url = f"/api/datasets/{step_dataset.pk}/solutions/"
+    body = api.get(url + "?correct=true").json()
+    assert body["count"] == 40
+    first = body["results"][0]
+    assert first["row"] == 0 and first["values"] == [0.5, 0.75, 1.0, 1.0] and len(first["steps"]) == 3
+    bad = api.get(url + "?correct=maybe")
+    assert bad.status_code == 400 and "correct" in bad.json()["errors"]
+    assert bob_api.get(url).status_code == 404
+    other = Dataset.objects.create(project=project, name="prefs", kind="preference", status="ready")
+    assert api.get(f"/api/datasets/{other.pk}/solutions/").status_code == 400

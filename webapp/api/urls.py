@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView
 from webapp.api import table_views as tv
 from webapp.api import views as v
 from webapp.api.curation_views import urlpatterns as curation_urls
+from webapp.api.step_values_views import urlpatterns as step_values_urls
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
@@ -38,3 +39,4 @@ urlpatterns = [
     path("checkpoints/<int:pk>/score/", v.CheckpointScoreApi.as_view(), name="api-checkpoint-score"),
 ]
 urlpatterns += curation_urls
+urlpatterns += step_values_urls
