@@ -28,6 +28,7 @@ from webapp.projects.selectors import project_list
 from webapp.runs import collapse, selectors, services, table
 from webapp.runs.models import Run, SavedView
 from webapp.runs.services import RunError
+from webapp.ui import run_panels
 from webapp.ui.forms import LaunchForm, ProjectCreateForm, preset_fill
 
 PAGE_SIZES = (50, 100, 200, 500, 1000)
@@ -546,7 +547,10 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "metrics_api": reverse("api-run-metrics", args=[run.pk]),
         "checkpoints_api": reverse("api-run-checkpoints", args=[run.pk]),
     }
+    panels, panels_data = run_panels.panels_context(request, run)
+    page_data.update(panels_data)
     context = {
+        **panels,
         "run": run,
         "project": run.project,
         "spec": spec,

@@ -5,7 +5,10 @@
    Plotly.extendTraces, and GET the run to update the status badge and buttons. Keys whose last step
    lags (logged less often) are polled in their own request with ?keys=, so a rarely-logged key
    never makes the others re-read their history. A key the page has not seen yet is loaded in full
-   when it shows up. */
+   when it shows up.
+
+   The page's other panels (run-evaluations.js, run-samples.js, run-scoring.js) follow the run
+   through the "orlab:run" event this script sends after each poll: detail {run, ticks, active}. */
 (function () {
   "use strict";
   const o = window.orlab;
@@ -178,14 +181,28 @@
     }
   }
 
+  /* A reward run's checkpoints carry a "Score a dataset" form: cloned from the page's template. */
+  function scoreCell(checkpoint) {
+    const template = document.getElementById("score-form-template");
+    if (!template) return null;
+    const td = document.createElement("td");
+    td.append(template.content.cloneNode(true));
+    td.querySelector("form").action = data.score_url.replace(/\/0\/score\/$/, `/${checkpoint.id}/score/`);
+    return td;
+  }
+
   async function refreshCheckpoints() {
     const page = await o.getJSON(`${data.checkpoints_api}?page_size=1000`);
     const rows = page.results || page;
     const body = document.getElementById("checkpoints-body");
-    if (!rows.length) return;
+    // unchanged steps: keep the rows (and whatever the user has open in a score form)
+    const shown = [...body.querySelectorAll("tr[data-step]")].map((tr) => tr.dataset.step).join();
+    if (!rows.length || shown === rows.map((c) => c.step).join()) return;
     body.replaceChildren(
       ...rows.map((c) => {
         const tr = document.createElement("tr");
+        tr.dataset.testid = "checkpoint-row";
+        tr.dataset.step = c.step;
         const metrics = Object.entries(c.metrics || {})
           .map(([k, v]) => `${k}=${typeof v === "number" ? Number(v.toPrecision(4)) : v}`)
           .join(" ");
@@ -203,9 +220,15 @@
           if (cls.includes("path")) td.title = text;
           tr.append(td);
         }
+        const score = scoreCell(c);
+        if (score) tr.append(score);
         return tr;
       })
     );
+  }
+
+  function announce(run) {
+    document.dispatchEvent(new CustomEvent("orlab:run", { detail: { run, ticks, active: isActive(run.status) } }));
   }
 
   async function tick() {
@@ -213,6 +236,7 @@
     try {
       const [, run] = await Promise.all([pollMetrics(), o.getJSON(data.run_api)]);
       applyRun(run);
+      announce(run);
       // A key whose first points are older than what the charts have seen: load it in full.
       const unseen = (run.keys || []).filter((k) => !charts.has(k));
       if (unseen.length) await load(unseen);
