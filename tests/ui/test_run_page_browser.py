@@ -19,7 +19,14 @@ import pytest
 from tests.conftest import wait_for
 from trainers.common.verifiers.verdict import VERDICTS
 
-PROTOCOL = {"k": 4, "temperature": 0.6, "top_p": 0.95, "max_new_tokens": 512, "verifier": "orlab-verifiers-1"}
+PROTOCOL = {
+    "k": 4,
+    "temperature": 0.6,
+    "top_p": 0.95,
+    "max_new_tokens": 512,
+    "verifier": "orlab-verifiers-1",
+    "problems": 30,
+}
 N_SAMPLES = 60
 
 
@@ -114,7 +121,7 @@ def test_evaluations_chart_with_protocol_on_hover_live_and_on_compare(live_serve
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     wait_for(lambda: "verifier" in page.text_content("#eval-chart .hoverlayer"), timeout=5, message="hover")
     hover = page.text_content("#eval-chart .hoverlayer")
-    for text in ("k=4", "T=0.6", "top_p=0.95", "max length=512", "verifier=orlab-verifiers-1"):
+    for text in ("k=4", "T=0.6", "top_p=0.95", "max length=512", "verifier=orlab-verifiers-1", "problems=30"):
         assert text in hover, hover
 
     # the table lists every evaluation, the failed one with its error

@@ -1,6 +1,7 @@
 /* Run page: benchmark evaluations. One chart, accuracy against step, with a line per benchmark x
-   metric (avg@k, pass@k, ...; rates such as no_answer_rate start hidden in the legend); hovering a
-   point shows the protocol that produced it (k, temperature, top_p, max length, verifier). Below it,
+   metric (avg@k, pass@k, a reward model's pairwise accuracy ...; diagnostics such as no_answer_rate
+   or margin_mean start hidden in the legend); hovering a point shows the protocol that produced it
+   (k, temperature, top_p, max length, verifier, then any other field). Below it,
    every evaluation with its protocol and, for a failed one, its error.
 
    Reloaded (GET /api/runs/{id}/evaluations/) every few polls of run.js while the run is live, once
@@ -21,13 +22,15 @@
     ["temperature", "T"],
     ["top_p", "top_p"],
     ["max_new_tokens", "max length"],
+    ["max_length", "max length"],
     ["verifier", "verifier"],
   ];
   let seen = ""; // what the page last drew: redraw only on a change
   let pendingTimer = null;
 
   const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
-  const isAccuracy = (metric) => /@\d+$/.test(metric);
+  // not accuracies: other scales, so off the chart until asked for
+  const isDiagnostic = (metric) => /(_rate$|margin|loss)/.test(metric);
 
   function fmt(v) {
     return isNumber(v) ? String(Number(v.toPrecision(4))) : v === null || v === undefined ? "—" : String(v);
@@ -43,10 +46,11 @@
     return { known, rest };
   }
 
-  /* The hover text: the fields the brief of an evaluation needs, one line each (escaped). */
+  /* The hover text: the protocol, one field a line (escaped), the usual fields first. */
   function protocolHover(protocol) {
-    const { known } = protocolParts(protocol);
-    return known.length ? known.map(o.plotText).join("<br>") : "no protocol recorded";
+    const { known, rest } = protocolParts(protocol);
+    const lines = [...known, ...rest];
+    return lines.length ? lines.map(o.plotText).join("<br>") : "no protocol recorded";
   }
 
   /* One trace per (benchmark, metric), points in step order. */
@@ -65,7 +69,7 @@
       }
     }
     return [...lines.values()]
-      .sort((a, b) => Number(isAccuracy(b.metric)) - Number(isAccuracy(a.metric)) || a.name.localeCompare(b.name))
+      .sort((a, b) => Number(isDiagnostic(a.metric)) - Number(isDiagnostic(b.metric)) || a.name.localeCompare(b.name))
       .map((line) => ({
         type: "scatter",
         mode: "lines+markers",
@@ -74,7 +78,7 @@
         y: line.y,
         customdata: line.customdata,
         meta: { metric: line.metric },
-        visible: isAccuracy(line.metric) ? true : "legendonly",
+        visible: isDiagnostic(line.metric) ? "legendonly" : true,
         marker: { size: 6 },
         hovertemplate: `<b>${o.plotText(line.name)}</b><br>step %{x}: %{y:.4g}<br>%{customdata}<extra></extra>`,
       }));
