@@ -292,7 +292,8 @@ def test_samples_browser_pages_filters_in_the_url_and_opens_rows(live_server, sa
 @pytest.fixture
 def reward_run(live_server, alice, project, api, tmp_path):
     """A tiny Bradley-Terry reward model trained in-process (as tests/workers/test_checkpoint_jobs.py
-    does), recorded as the checkpoint of a finished reward run; a 24-pair preference set uploaded."""
+    does), recorded as the checkpoint of a reward run that is still running (its page is live); a
+    24-pair preference set uploaded."""
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from trainers.base import MemorySink, get_spec
@@ -314,9 +315,15 @@ def reward_run(live_server, alice, project, api, tmp_path):
     )
     step, path = sink.checkpoints[-1][:2]
     assert Path(path).exists()
-    run = Run.objects.create(project=project, name="tiny-rm", kind="reward", status="succeeded", queue="cpu")
+    run = Run.objects.create(project=project, name="tiny-rm", kind="reward", status="running", queue="cpu")
     ckpt = Checkpoint.objects.create(run=run, step=step, path=str(path))
-    return {"run": run, "ckpt": ckpt, "dataset": resp.json()["id"], "pairs": len(rows)}
+    return {
+        "run": run,
+        "ckpt": ckpt,
+        "dataset": resp.json()["id"],
+        "pairs": len(rows),
+        "token": token_for(alice),
+    }
 
 
 @pytest.mark.slow
@@ -326,15 +333,27 @@ def test_score_a_dataset_from_a_checkpoint_row_and_open_its_scores(live_server, 
     page = new_page(browser, errors)
     login(page, live_server.url, f"/runs/{run.pk}/")
     assert "No scoring job yet" in page.inner_text('[data-testid="scoring-table"]')
+    assert page.locator('[data-testid="checkpoint-row"] [data-testid="score-control"]').count() == 1
 
-    row = page.locator(f'[data-testid="checkpoint-row"][data-step="{ckpt.step}"]')
+    # the trainer records a newer checkpoint: its row shows up live, with its own score form
+    headers = {"Authorization": f"Token {reward_run['token']}", "Content-Type": "application/json"}
+    step = ckpt.step + 1
+    resp = page.request.post(
+        f"{live_server.url}/api/runs/{run.pk}/checkpoints/",
+        data=json.dumps({"step": step, "path": ckpt.path}),
+        headers=headers,
+    )
+    assert resp.status == 201, resp.text()
+    newest = resp.json()["id"]
+    row = page.locator(f'[data-testid="checkpoint-row"][data-step="{step}"]')
+    wait_for(lambda: row.count() == 1, timeout=20, message="the new checkpoint's row")
+    assert row.locator("form").get_attribute("action") == f"/runs/{run.pk}/checkpoints/{newest}/score/"
+
     row.locator('[data-testid="score-control"] summary').click()
     row.locator('[data-testid="score-dataset"]').select_option(str(ds))
     row.locator('[data-testid="score-submit"]').click()
     page.wait_for_url(re.compile(rf"/runs/{run.pk}/#scoring$"))
-    assert f"Scoring prefs v1 with the step-{ckpt.step} checkpoint" in page.inner_text(
-        '[data-testid="messages"]'
-    )
+    assert f"Scoring prefs v1 with the step-{step} checkpoint" in page.inner_text('[data-testid="messages"]')
     job = page.locator('[data-testid="scoring-row"]')
     assert job.count() == 1 and "prefs v1" in job.inner_text()
 
@@ -352,8 +371,8 @@ def test_score_a_dataset_from_a_checkpoint_row_and_open_its_scores(live_server, 
 
     # the link opens the pair browser with this model's margins, lowest first
     page.click('[data-testid="scores-link"]')
-    page.wait_for_url(re.compile(rf"/datasets/{ds}/pairs/\?rm={ckpt.pk}&ordering=margin$"))
-    assert "tiny-rm" in page.inner_text("main")
+    page.wait_for_url(re.compile(rf"/datasets/{ds}/pairs/\?rm={newest}&ordering=margin$"))
+    assert re.search(rf"score of tiny-rm\s+at step {step}", page.inner_text("main"))
     margins = [float(t) for t in page.locator('[data-testid="margin"]').all_inner_texts()]
     assert len(margins) == reward_run["pairs"] and margins == sorted(margins)
     assert len(set(margins)) > 1  # real scores, not a constant
