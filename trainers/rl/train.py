@@ -10,7 +10,14 @@ bonus (one update = on-policy, the recipe), then update the entropy controller w
 entropy of the filtered batch. Departures from the original code (README has the list): the entropy
 controller's state is saved in checkpoints; the loss is the exact global token mean unless
 ``algo.loss_agg = verl_compat``; the online filter drops prompts solved n/n in the previous stage at
-each stage switch (the paper's rule; not in the repo)."""
+each stage switch (the paper's rule; not in the repo).
+
+Training engines: ``engine: torch`` steps a torch AdamW; ``engine: deepspeed`` wraps the same AdamW in
+DeepSpeed ZeRO (``zero_stage``; one process, gloo on the CPU, NCCL on a GPU; trainers.common.deepspeed_glue)
+with the clip in DeepSpeed's config, so both compute the same update. Under ZeRO-3 the parameters are
+partitioned: checkpoints gather them first, and the torch sampler samples from a dense copy that each
+weight sync refreshes (as vLLM's copy is refreshed). A DeepSpeed checkpoint keeps DeepSpeed's own optimizer
+state under ``deepspeed/`` beside the loadable model; resume it with the same engine and stage."""
 
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from pathlib import Path
 import torch
 
 from trainers.base import Sink
+from trainers.common import deepspeed_glue
 from trainers.common.models import load_policy, seed_everything
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import TorchSampler
@@ -42,6 +50,8 @@ SELF_REFLECTION = (
     "check again",
     "let's check",
 )
+DEEPSPEED_DIR = "deepspeed"
+DEEPSPEED_TAG = "state"
 
 
 def load_problems(path: str | None, generated: int, seed: int, *, eval_split: bool) -> list[Problem]:
@@ -100,7 +110,24 @@ class Trainer:
             betas=cfg.optim.betas,
             weight_decay=cfg.optim.weight_decay,
         )
-        self.engine = make_engine(cfg.rollout.engine, self.model, self.tokenizer, self.model_dir)
+        # what the rollout engine samples from: the policy itself, except under ZeRO-3 (a dense copy)
+        rollout_model = self.model
+        self.ds = None
+        self.zero_stage = 0
+        if cfg.engine == "deepspeed":
+            if deepspeed_glue.world_size() != 1:
+                raise ValueError("engine=deepspeed runs in one process for now (WORLD_SIZE must be 1)")
+            if cfg.zero_stage == 3:
+                rollout_model, _ = load_policy(self.model_dir)
+                rollout_model.requires_grad_(False)
+            self.ds = deepspeed_glue.initialize(
+                self.model, self.optimizer, device=next(self.model.parameters()).device,
+                micro_batch=1, grad_accum=1, zero_stage=cfg.zero_stage, grad_clip=cfg.optim.grad_clip,
+            )  # fmt: skip
+            self.zero_stage = cfg.zero_stage
+        # the callable the losses run through (DeepSpeed's engine runs ZeRO-3's gathering hooks)
+        self.policy = self.ds if self.ds is not None else self.model
+        self.engine = make_engine(cfg.rollout.engine, rollout_model, self.tokenizer, self.model_dir)
         self.pool = RewardPool(cfg.reward_processes)
         self.train_set = load_problems(
             cfg.train_dataset, cfg.data.generated_train, cfg.seed, eval_split=False
@@ -123,7 +150,10 @@ class Trainer:
     def _state(self, step: int) -> dict:
         return {
             "step": step,
-            "optimizer": self.optimizer.state_dict(),
+            "engine": self.cfg.engine,
+            "zero_stage": self.zero_stage,
+            # DeepSpeed saves its (partitioned) optimizer state itself, under DEEPSPEED_DIR
+            "optimizer": self.optimizer.state_dict() if self.ds is None else None,
             "controller": self.controller.state_dict(),
             "rng": self.rng.getstate(),
             "torch_rng": torch.get_rng_state(),
@@ -133,7 +163,16 @@ class Trainer:
 
     def _load_state(self, path: Path) -> None:
         state = torch.load(path, weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved = (state.get("engine", "torch"), state.get("zero_stage", 0))
+        if saved != (self.cfg.engine, self.zero_stage):
+            raise ValueError(
+                f"checkpoint {path.parent} was trained with engine={saved[0]} zero_stage={saved[1]}, "
+                f"this config has engine={self.cfg.engine} zero_stage={self.zero_stage}"
+            )
+        if self.ds is not None:
+            self.ds.load_checkpoint(str(path.parent / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.controller = EntropyController.from_state(state["controller"])
         self.rng.setstate(state["rng"])
         torch.set_rng_state(state["torch_rng"])
@@ -145,10 +184,28 @@ class Trainer:
         if step == self.last_checkpoint:
             return  # a stop right after a periodic checkpoint: nothing new to save
         self.last_checkpoint = step
-        directory = save_policy(self.sink, step, self.model, self.tokenizer, self.char_tokenizer)
+        with deepspeed_glue.full_parameters(self.model, self.zero_stage):
+            directory = save_policy(self.sink, step, self.model, self.tokenizer, self.char_tokenizer)
+        if self.ds is not None:
+            self.ds.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
         torch.save(self._state(step), directory / "rl_state.pt")
         (directory / "orlab.json").write_text(json.dumps({"kind": "rl", "step": step}))
         self.sink.save_checkpoint(step, directory, metrics)
+
+    def sync_rollout_weights(self) -> None:
+        """Hand the rollout engine the current policy. Under ZeRO-3 the parameters are gathered first;
+        the torch sampler then samples from its dense copy, which gets them copied in."""
+        self.model.eval()
+        if self.zero_stage < 3:
+            self.engine.sync_weights(self.model)
+            return
+        with deepspeed_glue.full_parameters(self.model, 3), torch.no_grad():
+            if isinstance(self.engine, TorchSampler):
+                full = dict(self.model.named_parameters())
+                for name, p in self.engine.model.named_parameters():
+                    p.copy_(full[name])
+            else:
+                self.engine.sync_weights(self.model)
 
     # --- data filters -----------------------------------------------------------------------------
     def offline_difficulty_filter(self) -> dict[str, float]:
@@ -197,8 +254,7 @@ class Trainer:
         problems = [self.train_set[i] for i in chosen]
 
         t0 = time.perf_counter()
-        self.model.eval()
-        self.engine.sync_weights(self.model)
+        self.sync_rollout_weights()
         groups = self.engine.generate(
             [p.prompt for p in problems], n=cfg.rollout.n, temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p, top_k=max(0, cfg.rollout.top_k), max_new_tokens=max_response,
@@ -276,7 +332,9 @@ class Trainer:
         t2 = time.perf_counter()
         self.model.train()
         with torch.no_grad():
-            old_logp, _ = logprobs_and_entropy(self.model, batch, cfg.rollout.temperature, with_entropy=False)
+            old_logp, _ = logprobs_and_entropy(
+                self.policy, batch, cfg.rollout.temperature, with_entropy=False
+            )
             ref_logp = (
                 logprobs_and_entropy(self.ref, batch, cfg.rollout.temperature, with_entropy=False)[0]
                 if self.ref is not None
@@ -294,17 +352,22 @@ class Trainer:
             for start in range(0, B, mb):
                 sel = perm[start : start + mb]
                 sub = batch.select(sel)
-                logp, ent = logprobs_and_entropy(self.model, sub, cfg.rollout.temperature)
+                logp, ent = logprobs_and_entropy(self.policy, sub, cfg.rollout.temperature)
                 out = policy_loss(
                     logp, old_logp[sel], advantages[sel], sub.response_mask,
                     clip_low=cfg.algo.clip_low, clip_high=cfg.algo.clip_high, entropy=ent, entropy_coef=coef,
                     ref_logp=ref_logp[sel] if ref_logp is not None else None, kl_coef=cfg.algo.kl_coef,
                     aggregation=cfg.algo.loss_agg, micro_batch_seqs=max(1, len(sel) // 2),
                 )  # fmt: skip
-                self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-                self.optimizer.step()
+                if self.ds is not None:
+                    self.ds.backward(out.loss)
+                    self.ds.step()  # clips (DeepSpeed config), steps, zeroes the gradients
+                    grad_norm = deepspeed_glue.global_grad_norm(self.ds)
+                else:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    out.loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+                    self.optimizer.step()
                 for name in ("pg_loss", "entropy", "clipfrac", "approx_kl", "kl_loss"):
                     stats[name].append(float(getattr(out, name)))
                 stats["loss"].append(out.loss.item())
@@ -356,8 +419,7 @@ class Trainer:
 
     def evaluate(self, step: int) -> dict[str, float]:
         cfg = self.cfg
-        self.model.eval()
-        self.engine.sync_weights(self.model)
+        self.sync_rollout_weights()
         metrics, protocol = evaluate(
             self.engine, self.eval_set, self.pool, k=cfg.eval.k, temperature=cfg.eval.temperature,
             top_p=cfg.eval.top_p, max_new_tokens=stage_at(cfg, step)[1], seed=cfg.seed,
