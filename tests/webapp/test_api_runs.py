@@ -128,6 +128,27 @@ def test_sweep_launches_the_product_in_one_group(api, project):
     assert {r.config["mdp"]["seed"] for r in runs} == {0, 1, 2}
 
 
+def test_a_named_sweep_preset_launches_its_grid_and_a_grid_overrides_it(api, project):
+    trainers = api.get("/api/trainers/").json()["results"]
+    named = next(t for t in trainers if t["kind"] == "tabular")["sweep_presets"]["methods-x-step-size"]
+    body = {"project": project.id, "kind": "tabular", "sweep_preset": "methods-x-step-size"}
+    resp = api.post("/api/runs/sweep/", body, format="json")
+    assert resp.status_code == 201, resp.content
+    runs = Run.objects.filter(group=resp.json()["group"])
+    assert runs.count() == 3 * 2 * 3 == len(named["grid"]["method"]) * 6
+    assert {r.config["iterations"] for r in runs} == {200}  # the sweep preset's base preset (npg-garnet)
+    resp = api.post("/api/runs/sweep/", {**body, "grid": {"step_size": [0.5]}, "config": {"iterations": 7}},
+                    format="json")  # fmt: skip
+    runs = Run.objects.filter(group=resp.json()["group"])
+    assert runs.count() == 9 and {(r.config["step_size"], r.config["iterations"]) for r in runs} == {(0.5, 7)}
+    bad = api.post("/api/runs/sweep/", {**body, "sweep_preset": "nope"}, format="json")
+    assert bad.status_code == 400 and "sweep_preset" in bad.json()["errors"]
+    assert (
+        api.post("/api/runs/sweep/", {"project": project.id, "kind": "tabular"}, format="json").status_code
+        == 400
+    )
+
+
 def test_sweep_with_one_invalid_point_creates_nothing(api, project):
     body = {
         "project": project.id,

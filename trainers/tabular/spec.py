@@ -52,5 +52,16 @@ SPEC = register(
         primary_metrics=("gap", "entropy"),
         log_scale_metrics=("gap", "gap_inf", "dist_to_opt"),
         presets=PRESETS,
+        sweep_presets={
+            # The rates papers' comparison: each method at a small and a large step size, 3 MDP seeds.
+            "methods-x-step-size": {
+                "preset": "npg-garnet",
+                "grid": {
+                    "method": ["projected_pg", "softmax_pg", "softmax_npg"],
+                    "step_size": [0.1, 1.0],
+                    "mdp.seed": [0, 1, 2],
+                },
+            },
+        },
     )
 )

@@ -45,7 +45,16 @@ class RunCreateSerializer(serializers.Serializer):
 
 class SweepCreateSerializer(RunCreateSerializer):
     grid = serializers.DictField(
-        child=serializers.ListField(), help_text='dotted config path -> values, e.g. {"step_size": [0.1, 1]}'
+        child=serializers.ListField(),
+        required=False,
+        default=dict,
+        help_text='dotted config path -> values, e.g. {"step_size": [0.1, 1]}; overrides the sweep preset\'s',
+    )
+    sweep_preset = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="a named sweep of the trainer (GET /api/trainers/: sweep_presets): its preset and grid",
     )
 
 

@@ -61,6 +61,7 @@ def trainer_to_dict(spec) -> dict:
         "queue": spec.queue,
         "config_schema": spec.json_schema(),
         "presets": spec.presets,
+        "sweep_presets": spec.sweep_presets,
         "primary_metrics": list(spec.primary_metrics),
     }
 
@@ -132,6 +133,16 @@ def _launch_config(kind: str, preset: str, config: dict) -> dict:
     if preset not in presets:
         raise services.RunError("unknown preset", {"preset": [f"known presets: {sorted(presets)}"]})
     return services._merge(dict(presets[preset]), config or {})
+
+
+def _sweep_preset(kind: str, name: str) -> dict:
+    try:
+        named = get_spec(kind).sweep_presets
+    except KeyError as exc:
+        raise services.RunError("unknown kind", {"kind": [str(exc.args[0])]}) from None
+    if name not in named:
+        raise services.RunError("unknown sweep preset", {"sweep_preset": [f"known: {sorted(named)}"]})
+    return named[name]
 
 
 class RunListApi(generics.ListAPIView):
@@ -227,13 +238,17 @@ class SweepCreateApi(APIView):
         ser.is_valid(raise_exception=True)
         data = ser.validated_data
         project = _resolve_project(request.user, data["project"])
+        preset, grid = data["preset"], data["grid"]
+        if data["sweep_preset"]:
+            named = _sweep_preset(data["kind"], data["sweep_preset"])
+            preset, grid = preset or named.get("preset", ""), {**named["grid"], **grid}
         runs = services.sweep_create(
             user=request.user,
             project=project,
             name=data["name"],
             kind=data["kind"],
-            config=_launch_config(data["kind"], data["preset"], data["config"]),
-            grid=data["grid"],
+            config=_launch_config(data["kind"], preset, data["config"]),
+            grid=grid,
             group=data["group"],
             tags=data["tags"],
             queue=data.get("queue"),

@@ -6,6 +6,7 @@ a redelivered task or a race between a worker and a cancel can never move a run 
 from __future__ import annotations
 
 import itertools
+import secrets
 import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
@@ -208,7 +209,8 @@ def sweep_create(
     combos = list(itertools.product(*grid.values()))
     if len(combos) > 1000:
         raise RunError("invalid sweep", {"grid": [f"{len(combos)} runs; at most 1000 in one sweep"]})
-    group = group or f"{name or kind}-sweep-{timezone.now():%Y%m%d-%H%M%S}"
+    # the random suffix keeps two sweeps launched in the same second apart
+    group = group or f"{name or kind}-sweep-{timezone.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
     planned = []
     for combo in combos:
         cfg = _deep_copy(config)
