@@ -85,9 +85,12 @@ def _hf_weights(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     must gather full parameters first."""
     out = []
     for name, tensor in model.state_dict().items():
-        for prefix in ("module.", "_orig_mod."):
-            while name.startswith(prefix):
-                name = name[len(prefix) :]
+        # strip in any order and nesting (torch.compile of a DDP model gives "_orig_mod.module.")
+        stripped = None
+        while stripped != name:
+            stripped = name
+            for prefix in ("module.", "_orig_mod."):
+                name = name.removeprefix(prefix)
         out.append((name, tensor.detach()))
     return out
 
