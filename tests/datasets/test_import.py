@@ -171,3 +171,43 @@ def test_other_users_cannot_see_or_upload(api, bob_api, project):
     assert bob_api.get("/api/datasets/").json()["count"] == 0
     resp = upload(bob_api, project, jsonl(pairs(2, source="x")))
     assert resp.status_code == 400 and "project" in resp.json()["errors"]
+
+
+def _stale_search_vectors() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM datasets_preferencepair "
+            "WHERE search IS DISTINCT FROM to_tsvector('english', prompt || ' ' || chosen_text)"
+        )
+        return cur.fetchone()[0]
+
+
+def test_search_vectors_from_the_import_the_orm_and_edits_agree(api, project):
+    # The import computes the vectors on a second connection (more rows than one of its batches,
+    # chat rows among them); every other writer gets them from the table's trigger.
+    def conv(i, answer):
+        return [{"role": "user", "content": f"Tell me fact {i}"}, {"role": "assistant", "content": answer}]
+
+    rows = pairs(1500) + [
+        {"chosen": conv(i, "Whales sing."), "rejected": conv(i, "Fish fly.")} for i in range(3)
+    ]
+    ds = upload(api, project, jsonl(rows)).json()["id"]
+    assert PreferencePair.objects.filter(dataset_id=ds).count() == 1503
+    assert _stale_search_vectors() == 0
+    assert api.get(f"/api/datasets/{ds}/pairs/?search=whales").json()["count"] == 3
+    assert api.get(f"/api/datasets/{ds}/pairs/?search=plus").json()["count"] == 1500
+
+    PreferencePair.objects.create(
+        dataset_id=ds,
+        row=2000,
+        prompt="Name a red planet",
+        chosen="Mars.",
+        rejected="Venus.",
+        chosen_text="Mars.",
+    )
+    PreferencePair.objects.filter(dataset_id=ds, row=0).update(prompt="Describe volcanoes")
+    assert _stale_search_vectors() == 0
+    assert [p["row"] for p in api.get(f"/api/datasets/{ds}/pairs/?search=planet").json()["results"]] == [2000]
+    assert [p["row"] for p in api.get(f"/api/datasets/{ds}/pairs/?search=volcano").json()["results"]] == [0]

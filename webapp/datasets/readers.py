@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+
 FORMATS = ("jsonl", "json", "csv", "parquet")
 
 
@@ -73,18 +75,35 @@ def iter_records(f: io.BufferedReader, fmt: str) -> Iterator[tuple[int, dict | s
 
 
 def _jsonl(f):
+    # orjson parses a valid line straight from its bytes (several times faster than decode + json);
+    # anything it refuses (bad JSON, bad UTF-8, a blank line, NaN...) takes the standard library's
+    # path, which decides, and words the error, exactly as before.
+    fast, refused = orjson.loads, orjson.JSONDecodeError
     for line_no, raw in enumerate(f, start=1):
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield line_no, f"bad encoding: not UTF-8 ({exc.reason} at byte {exc.start})"
-            continue
-        if not line.strip():
-            continue
-        try:
-            yield line_no, json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield line_no, f"invalid JSON: {exc.msg} (column {exc.colno})"
+            record = fast(raw)
+        except refused:
+            record = _jsonl_slow(raw)
+            if record is _BLANK:
+                continue
+        yield line_no, record
+
+
+_BLANK = object()
+
+
+def _jsonl_slow(raw: bytes):
+    """A line orjson refused: the record, an error message, or _BLANK for an empty line."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"bad encoding: not UTF-8 ({exc.reason} at byte {exc.start})"
+    if not line.strip():
+        return _BLANK
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON: {exc.msg} (column {exc.colno})"
 
 
 def _json(f):

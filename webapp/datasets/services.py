@@ -11,20 +11,21 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 from django.db import connection, connections, transaction
 from django.db.models import Max
 
 from webapp.datasets import readers
 from webapp.datasets.models import Dataset, PairScore, PreferencePair, Problem, ScoringJob
+from webapp.datasets.row_writer import row_writer
 from webapp.datasets.validation import RowError, validate_pair, validate_problem
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 20
-BATCH_ROWS = 5000
+PROGRESS_EVERY = 5000  # rows between looks at the clock (progress is written at most twice a second)
 
 
 class ImportRejected(Exception):
@@ -99,10 +100,17 @@ class _Progress:
             self.conn.close()
 
 
+def _json_text(value) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # what orjson cannot write (an integer beyond 64 bits) the standard library can
+        return json.dumps(value)
+
+
 def _pair_columns(ds_id: int, row: int, pair) -> tuple:
     return (
-        ds_id, row, pair.prompt, json.dumps(pair.chosen), json.dumps(pair.rejected), pair.source,
-        json.dumps(pair.metadata), pair.chosen_text, pair.rejected_text, len(pair.chosen_text),
+        ds_id, row, pair.prompt, _json_text(pair.chosen), _json_text(pair.rejected), pair.source,
+        _json_text(pair.metadata), pair.chosen_text, pair.rejected_text, len(pair.chosen_text),
         len(pair.rejected_text), True, "",
     )  # fmt: skip
 
@@ -115,31 +123,7 @@ PROBLEM_FIELDS = ["dataset_id", "row", "domain", "prompt", "answer", "tests", "m
 
 
 def _problem_columns(ds_id: int, row: int, p) -> tuple:
-    return (ds_id, row, p.domain, p.prompt, p.answer, json.dumps(p.tests), json.dumps(p.metadata))
-
-
-def _writer(model, fields: list[str]) -> Callable[[list[tuple]], None]:
-    if connection.vendor == "postgresql":
-        table = model._meta.db_table
-        cols = ", ".join(f'"{f}"' for f in fields)
-
-        def write(rows: list[tuple]) -> None:
-            with connection.cursor() as cur, cur.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-                for r in rows:
-                    copy.write_row(r)
-
-        return write
-
-    json_fields = {"chosen", "rejected", "metadata", "tests"}
-
-    def write_orm(rows: list[tuple]) -> None:
-        objs = []
-        for r in rows:
-            kw = {f: (json.loads(v) if f in json_fields else v) for f, v in zip(fields, r, strict=True)}
-            objs.append(model(**kw))
-        model.objects.bulk_create(objs, batch_size=1000)
-
-    return write_orm
+    return (ds_id, row, p.domain, p.prompt, p.answer, _json_text(p.tests), _json_text(p.metadata))
 
 
 def dataset_import(dataset: Dataset, path: Path) -> Dataset:
@@ -150,7 +134,6 @@ def dataset_import(dataset: Dataset, path: Path) -> Dataset:
         validate, columns, model, fields = validate_pair, _pair_columns, PreferencePair, PAIR_FIELDS
     else:
         validate, columns, model, fields = validate_problem, _problem_columns, Problem, PROBLEM_FIELDS
-    write = _writer(model, fields)
     progress = _Progress(dataset.id)
     errors: list[tuple[int, str]] = []
     n = 0
@@ -158,32 +141,28 @@ def dataset_import(dataset: Dataset, path: Path) -> Dataset:
     try:
         raw, f = readers.open_counting(path)
         with f, transaction.atomic():
-            batch: list[tuple] = []
-            for row_no, record in readers.iter_records(f, fmt):
-                if isinstance(record, str):
-                    errors.append((row_no, record))
-                else:
-                    try:
-                        item = validate(record)
-                    except RowError as exc:
-                        errors.append((row_no, str(exc)))
+            with row_writer(model, fields) as write:
+                for row_no, record in readers.iter_records(f, fmt):
+                    if isinstance(record, str):
+                        errors.append((row_no, record))
                     else:
-                        if not errors:
-                            batch.append(columns(dataset.id, n, item))
-                        n += 1
-                if len(errors) >= MAX_REPORTED_ERRORS:
-                    break
-                if len(batch) >= BATCH_ROWS:
-                    write(batch)
-                    batch = []
-                    progress.update(raw.fraction, n)
-            if errors:
-                raise _Abort()
-            if n == 0:
-                errors.append((0, "the file holds no rows"))
-                raise _Abort()
-            if batch:
-                write(batch)
+                        try:
+                            item = validate(record)
+                        except RowError as exc:
+                            errors.append((row_no, str(exc)))
+                        else:
+                            if not errors:
+                                write(columns(dataset.id, n, item))
+                            n += 1
+                            if not n % PROGRESS_EVERY:
+                                progress.update(raw.fraction, n)
+                    if len(errors) >= MAX_REPORTED_ERRORS:
+                        break
+                if errors:
+                    raise _Abort()
+                if n == 0:
+                    errors.append((0, "the file holds no rows"))
+                    raise _Abort()
             Dataset.objects.filter(pk=dataset.pk).update(
                 status=Dataset.Status.READY, row_count=n, progress=1.0, error=""
             )
