@@ -45,9 +45,12 @@ def seed_llm_demo(user, project) -> None:
     prefs = _import_file(user, project, "demo-preferences", "preference", train_path)
     held_out = _import_file(user, project, "demo-preferences-heldout", "preference", eval_path)
     train, test = arith.disjoint_splits(3000, 150, seed=0)
+    # Half of the "distilled" solutions end with a slip (the boxed answer one too high), as unverified
+    # distillation traces do: the SFT run copies the habit, the RL and DAPO runs remove it.
     problems = _import_file(
-        user, project, "arith-train", "problems", arith.write_problems(work / "arith-train.jsonl", train)
-    )
+        user, project, "arith-train", "problems",
+        arith.write_problems(work / "arith-train.jsonl", train, slip_fraction=0.5, seed=0),
+    )  # fmt: skip
     bench = _import_file(
         user,
         project,

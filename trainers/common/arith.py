@@ -43,6 +43,12 @@ class ArithProblem:
     def solution(self) -> str:
         return STEP_DELIMITER.join(self.steps())
 
+    def slipped_solution(self) -> str:
+        """The solution with a slip in the last line: every step right, the boxed answer one too high.
+        What unverified distillation data contains; SFT copies the habit, a verifier-rewarded RL (or
+        DAPO, whose critic sees the value drop at that step) removes it."""
+        return STEP_DELIMITER.join(self.steps()[:-1] + [f"\\boxed{{{self.answer + 1}}}"])
+
 
 def generate(
     n: int, *, seed: int, max_value: int = 30, terms: tuple[int, int] = (2, 3)
@@ -53,14 +59,29 @@ def generate(
     ]
 
 
-def write_problems(path: str | Path, problems: list[ArithProblem], *, with_solution: bool = True) -> Path:
-    """JSONL in the platform's problem format: {prompt, answer[, solution]}."""
+def slips(n: int, fraction: float, seed: int) -> list[bool]:
+    """Which of n solutions carry the last-line slip (seeded, independent of the problems' seed)."""
+    rng = random.Random(seed + 7919)
+    return [rng.random() < fraction for _ in range(n)]
+
+
+def write_problems(
+    path: str | Path,
+    problems: list[ArithProblem],
+    *,
+    with_solution: bool = True,
+    slip_fraction: float = 0.0,
+    seed: int = 0,
+) -> Path:
+    """JSONL in the platform's problem format: {prompt, answer[, solution]}. ``slip_fraction`` of the
+    solutions end with a wrong boxed answer (``ArithProblem.slipped_solution``); answers stay right."""
     path = Path(path)
+    slipped = slips(len(problems), slip_fraction, seed)
     with open(path, "w") as f:
-        for p in problems:
+        for p, slip in zip(problems, slipped, strict=True):
             row = {"prompt": p.prompt, "answer": str(p.answer), "domain": "math"}
             if with_solution:
-                row["solution"] = p.solution
+                row["solution"] = p.slipped_solution() if slip else p.solution
             f.write(json.dumps(row) + "\n")
     return path
 

@@ -23,6 +23,13 @@ class SFTConfig(TrainerConfig):
         4000, ge=1, description="generated arithmetic problems when no train_dataset"
     )
     generated_eval: int = Field(200, ge=1, description="generated held-out problems when no eval_dataset")
+    generated_slip_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of generated training solutions whose boxed answer is one too high (like "
+        "unverified distillation traces); the RL demo shows a verifier-rewarded policy dropping the habit",
+    )
     steps: int = Field(600, ge=1, le=10_000_000, description="optimizer steps")
     batch_size: int = Field(32, ge=1, description="sequences per step")
     lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW); tiny models need a large one")

@@ -29,7 +29,13 @@ def read_problems(path: str | Path, *, need_solution: bool) -> list[Example]:
     return out
 
 
-def generated(n_train: int, n_eval: int, seed: int) -> tuple[list[Example], list[Example]]:
+def generated(
+    n_train: int, n_eval: int, seed: int, slip_fraction: float = 0.0
+) -> tuple[list[Example], list[Example]]:
     train, test = arith.disjoint_splits(n_train, n_eval, seed=seed)
-    to = lambda ps: [Example(p.prompt, str(p.answer), p.solution) for p in ps]  # noqa: E731
-    return to(train), to(test)
+    slipped = arith.slips(len(train), slip_fraction, seed)
+    examples = [
+        Example(p.prompt, str(p.answer), p.slipped_solution() if slip else p.solution)
+        for p, slip in zip(train, slipped, strict=True)
+    ]
+    return examples, [Example(p.prompt, str(p.answer), p.solution) for p in test]

@@ -116,7 +116,9 @@ def train(cfg: SFTConfig, sink: Sink) -> dict:
     model.train()
 
     if cfg.train_dataset is None:
-        train_set, eval_set = generated(cfg.generated_train, cfg.generated_eval, cfg.seed)
+        train_set, eval_set = generated(
+            cfg.generated_train, cfg.generated_eval, cfg.seed, cfg.generated_slip_fraction
+        )
     else:
         train_set = read_problems(cfg.train_dataset, need_solution=True)
         eval_set = read_problems(cfg.eval_dataset, need_solution=False) if cfg.eval_dataset else []
