@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.db.models import Q
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -16,8 +18,10 @@ from trainers.base import all_specs, get_spec
 from webapp.api import serializers as s
 from webapp.api.errors import bad_request
 from webapp.api.metrics_io import BatchError, parse_metric_batch, render_series
+from webapp.api.pagination import PageNumberPagination
 from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, Problem, ScoringJob
+from webapp.datasets.selectors import CappedPaginator
 from webapp.projects import services as project_services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
@@ -550,12 +554,36 @@ def _dataset_for(request, pk) -> Dataset:
         raise Http404("no such dataset") from None
 
 
+class PairPagination(PageNumberPagination):
+    """Counts stop a little past the requested page (at least datasets.selectors.COUNT_CAP):
+    ``count_capped`` then says ``count`` is a lower bound. An unfiltered list counts exactly (the
+    dataset's row count)."""
+
+    def paginate_queryset(self, queryset, request, view=None):
+        total = getattr(view, "pair_total", None)
+        self.django_paginator_class = functools.partial(CappedPaginator, total=total)
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        response.data["count_capped"] = self.page.paginator.capped
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        out = super().get_paginated_response_schema(schema)
+        out["properties"]["count_capped"] = {"type": "boolean"}
+        return out
+
+
 class DatasetPairsApi(generics.ListAPIView):
     """Pairs of a preference dataset: ?search= (full text over prompt and chosen response) &source=
-    &kept=true|false &drop_reason= &min_len= &max_len= &ordering=row|-row|chosen_len|..."""
+    &kept=true|false &drop_reason= &min_len= &max_len= &ordering=row|-row|chosen_len|...
+    Counts of filtered lists stop at 10,000 (``count_capped``)."""
 
     serializer_class = s.PreferencePairSerializer
     filter_backends = []
+    pagination_class = PairPagination
+    pair_total: int | None = None
 
     @extend_schema(
         parameters=[
@@ -574,6 +602,8 @@ class DatasetPairsApi(generics.ListAPIView):
 
         dataset = _dataset_for(self.request, self.kwargs["pk"])
         p = self.request.query_params
+        filters = ("search", "source", "kept", "drop_reason")
+        self.pair_total = None if any(p.get(f) for f in filters) else dataset.row_count
         try:
             return pair_list(
                 dataset,

@@ -25,6 +25,7 @@ from webapp.datasets.validation import RowError, validate_pair, validate_problem
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 20
+ANALYZE_AFTER_ROWS = 20_000  # a file this large gets the table's statistics refreshed
 PROGRESS_EVERY = 5000  # rows between looks at the clock (progress is written at most twice a second)
 
 
@@ -173,6 +174,8 @@ def dataset_import(dataset: Dataset, path: Path) -> Dataset:
         return _reject(dataset, errors)
     finally:
         progress.close()
+    if n >= ANALYZE_AFTER_ROWS:
+        _refresh_statistics(model)
     dataset.refresh_from_db()
     dataset.meta = {**dataset.meta, "import_seconds": round(time.monotonic() - started, 3)}
     dataset.save(update_fields=["meta"])
@@ -181,6 +184,16 @@ def dataset_import(dataset: Dataset, path: Path) -> Dataset:
 
 class _Abort(Exception):
     pass
+
+
+def _refresh_statistics(model) -> None:
+    """Planner statistics for a table that just grew by a large file, at once (autovacuum may take
+    minutes): they decide whether a pair search walks the row order or asks the GIN index
+    (datasets.selectors.SEARCH_SQL). A second or two for a million rows, and after the commit, so
+    that no lock outlives it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute(f"ANALYZE {model._meta.db_table}")
 
 
 def _reject(dataset: Dataset, errors: list[tuple[int, str]]):

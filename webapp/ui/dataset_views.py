@@ -555,10 +555,9 @@ class PairQuery:
 
     def order_by(self, reverse: bool = False) -> list:
         desc = self.desc != reverse
-        # With a search, "row + 0" keeps PostgreSQL from walking the (dataset, row) index and running
-        # the full-text match on every row until it has a page: it looks the words up in the search
-        # index first, then sorts what matched.
-        row = F("row") + 0 if self.q else F("row")
+        # A plain "row" leaves the plan to PostgreSQL (datasets.selectors.SEARCH_SQL): a common word
+        # walks the (dataset, row) index and stops at the first page, a rare one uses the GIN index.
+        row = F("row")
         if self.key == "row":
             return [row.desc() if desc else row.asc()]
         nulls = {"nulls_first": True} if reverse else {"nulls_last": True}  # no margin: listed last
@@ -609,9 +608,13 @@ def pair_browser(request: HttpRequest, pk: int) -> HttpResponse:
         .only("id", "row", "source", "chosen_len", "rejected_len", "kept", "drop_reason")
         .annotate(excerpt=Substr("prompt", 1, EXCERPT_CHARS))
     )
-    page = Paginator(qs, state.page_size).get_page(request.GET.get("page"))
+    # counts stop at a cap (a common word matches most of a million pairs); unfiltered, the
+    # dataset knows its size
+    total = None if state.filtered else dataset.row_count
+    page = dataset_selectors.CappedPaginator(qs, state.page_size, total=total).get_page(
+        request.GET.get("page")
+    )
     params = state.params
-    pairs = PreferencePair.objects.filter(dataset=dataset).order_by()
     pair_query = _query(params)
     rows = [
         {
@@ -655,13 +658,8 @@ def pair_browser(request: HttpRequest, pk: int) -> HttpResponse:
         "rows": rows,
         "columns": columns,
         "page_sizes": PAIR_PAGE_SIZES,
-        "sources": list(pairs.values_list("source", flat=True).distinct().order_by("source")[:500]),
-        "drop_reasons": list(
-            pairs.filter(kept=False)
-            .values_list("drop_reason", flat=True)
-            .distinct()
-            .order_by("drop_reason")[:200]
-        ),
+        "sources": dataset_selectors.pair_distinct(dataset, "source", limit=500),
+        "drop_reasons": dataset_selectors.pair_distinct(dataset, "drop_reason", limit=200, dropped_only=True),
         "prev_url": _query({**params, "page": page.previous_page_number()}) if page.has_previous() else "",
         "next_url": _query({**params, "page": page.next_page_number()}) if page.has_next() else "",
         "ordering_hidden": params["ordering"],
