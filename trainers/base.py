@@ -243,7 +243,7 @@ def _discover() -> None:
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    for name in ("tabular", "synthetic", "sft", "reward", "rl"):
+    for name in ("tabular", "synthetic", "sft", "reward", "rl", "dapo"):
         importlib.import_module(f"trainers.{name}.spec")
 
 

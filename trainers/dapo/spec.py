@@ -1,0 +1,36 @@
+from trainers.base import TrainerSpec, register
+
+#: The CPU demo: the SFT warm-started tiny policy on generated arithmetic written in steps, one
+#: partial sum per line. A few minutes on 2 cores.
+_TINY = {
+    "model_path": "tiny",
+    "generated_train": 2000,
+    "generated_eval": 200,
+    "steps": {"mode": "delimiter", "delimiter": "\n", "max_steps": 8},
+    "generate": {"prompts": 160, "solutions_per_prompt": 2, "mc_rollouts": 4, "max_new_tokens": 40},
+    "critic": {"lr": 1e-3, "epochs": 2, "batch_size": 16, "max_length": 96, "val_fraction": 0.2,
+               "eval_every": 0, "curves": 4},
+    "actor": {"beta": 1.0, "candidates": 4, "lr": 1e-4, "epochs": 2, "states_per_batch": 16,
+              "max_step_tokens": 24},
+    "eval": {"every": 0, "k": 1, "temperature": 0.0, "max_new_tokens": 40},
+    "reward_processes": 1,
+}  # fmt: skip
+
+SPEC = register(
+    TrainerSpec(
+        kind="dapo",
+        title="DAPO: Direct Advantage Policy Optimization (step-level offline RL)",
+        description="Monte-Carlo step values from the starting policy, a critic trained on them and "
+        "frozen, then the actor regresses log(pi/pi_ref) of K sampled next steps onto A/beta. Stages "
+        "(generate, critic, actor) run in order in one run; iterative DAPO repeats them.",
+        config="trainers.dapo.config:DAPOConfig",
+        entry="trainers.dapo.train:train",
+        queue="gpu",
+        primary_metrics=("critic/ece", "actor/loss", "val/accuracy"),
+        dataset_fields=("train_dataset", "eval_dataset"),
+        presets={"tiny-cpu-demo": _TINY},
+        sweep_presets={
+            "beta-sweep": {"preset": "tiny-cpu-demo", "grid": {"actor.beta": [0.1, 0.5, 1.0, 5.0]}}
+        },
+    )
+)

@@ -1,0 +1,433 @@
+"""DAPO (Direct Advantage Policy Optimization, arXiv 2412.18279): step-level offline RL with an
+independently trained critic (seeds-spec 2).
+
+    python -m trainers.dapo --config cfg.yaml
+
+One run, three stages per iteration, on one global step counter (the metric "stage" says which:
+0 generate, 1 critic, 2 actor):
+
+1. generate: solutions from pi_ref, split into steps, Monte-Carlo values of every prefix state
+   (trainers.dapo.values); written as JSONL and published as a "step_values" dataset;
+2. critic: the policy's backbone with a fresh value head, trained on the MC values, then frozen;
+3. actor: K candidate next steps per state from pi_ref, A = V(s.a) - V(s), the squared regression of
+   log(pi/pi_ref) onto A/beta (trainers.dapo.actor).
+
+``iterations > 1`` is iterative DAPO: the next iteration's pi_ref is this iteration's actor, with new
+data and a new critic. Each iteration ends with a checkpoint: the actor (a policy directory
+load_policy reads) with its critic in ``critic/``. A resumed run starts at the first iteration that
+has not finished, from the checkpoint's actor."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainers.base import Sink
+from trainers.common.models import ValueModel, load_policy, seed_everything
+from trainers.common.rewards import RewardPool
+from trainers.common.rollout import TorchSampler, eos_token_ids
+from trainers.common.tiny import is_char_tokenizer_dir
+from trainers.dapo.actor import dapo_loss, sample_candidates, step_logprobs, step_stop_ids
+from trainers.dapo.config import DAPOConfig
+from trainers.dapo.critic import (
+    critic_loss,
+    encode_row,
+    encode_state,
+    evaluate_critic,
+    prefix_logits,
+    state_values,
+)
+from trainers.dapo.steps import StepSplitter
+from trainers.dapo.values import Timings, generate_step_data
+from trainers.eval.core import evaluate
+from trainers.rl.train import load_problems, make_engine
+from trainers.sft.train import resolve_model_path, save_policy
+
+GENERATE, CRITIC, ACTOR = 0.0, 1.0, 2.0
+STATE_FILE = "dapo_state.json"
+
+
+class Stopped(Exception):
+    """The platform asked the run to stop (polled between steps)."""
+
+
+class Pipeline:
+    def __init__(self, cfg: DAPOConfig, sink: Sink):
+        self.cfg, self.sink = cfg, sink
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        resume = Path(sink.resume_from) if sink.resume_from is not None else None
+        self.first_iteration, self.step = 0, 0
+        if resume is not None and (resume / STATE_FILE).exists():
+            state = json.loads((resume / STATE_FILE).read_text())
+            self.first_iteration = state["iteration"] + (1 if state["complete"] else 0)
+            self.step = state["step"] + 1
+        self.model_dir = resume or resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
+        self.policy, self.tokenizer = load_policy(self.model_dir, device=self.device)
+        self.char_tokenizer = is_char_tokenizer_dir(self.model_dir)
+        self.pad_id = self.tokenizer.pad_token_id
+        self.eos_ids = eos_token_ids(self.policy, self.tokenizer)
+        self.splitter = StepSplitter(
+            cfg.steps.mode, cfg.steps.delimiter, cfg.steps.marker, cfg.steps.max_steps
+        )
+        self.engine = make_engine(cfg.generate.engine, self.policy, self.tokenizer, self.model_dir)
+        extra_stops = step_stop_ids(self.tokenizer, self.splitter)
+        # Candidate steps stop at the delimiter token when the engine is ours and the delimiter is one
+        # token; otherwise they are cut from a longer sample.
+        self.step_engine = (
+            TorchSampler(
+                self.policy, self.tokenizer, batch_size=256, stop_token_ids=self.eos_ids | extra_stops
+            )
+            if isinstance(self.engine, TorchSampler)
+            else self.engine
+        )
+        self.pool = RewardPool(cfg.reward_processes)
+        self.train_set = load_problems(cfg.train_dataset, cfg.generated_train, cfg.seed, eval_split=False)
+        self.eval_set = load_problems(cfg.eval_dataset, cfg.generated_eval, cfg.seed, eval_split=True)
+        if cfg.eval.max_problems:
+            self.eval_set = self.eval_set[: cfg.eval.max_problems]
+        self.rng = random.Random(cfg.seed)
+        self.critic: ValueModel | None = None
+        self.timings: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+        self.last_checkpoint: int | None = None
+
+    # --- plumbing ---------------------------------------------------------------------------------
+    def log(self, stage: float, metrics: dict[str, float]) -> None:
+        self.sink.log(self.step, {**metrics, "stage": stage})
+
+    def advance(self) -> None:
+        """Move to the next global step, stopping cooperatively if the platform asks."""
+        if self.sink.should_stop():
+            raise Stopped
+        self.step += 1
+
+    def add_time(self, key: str, seconds: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def checkpoint(self, iteration: int, complete: bool) -> None:
+        if self.step == self.last_checkpoint:
+            return  # a stop right after an iteration's checkpoint: nothing new to save
+        self.last_checkpoint = self.step
+        directory = save_policy(self.sink, self.step, self.policy, self.tokenizer, self.char_tokenizer)
+        if self.critic is not None:
+            self.critic.save_pretrained(directory / "critic")
+            self.tokenizer.save_pretrained(directory / "critic")
+        (directory / STATE_FILE).write_text(
+            json.dumps({"iteration": iteration, "complete": complete, "step": self.step})
+        )
+        (directory / "orlab.json").write_text(json.dumps({"kind": "dapo", "step": self.step}))
+        self.sink.save_checkpoint(self.step, directory, dict(self.last_val))
+
+    def evaluate(self) -> dict[str, float]:
+        cfg = self.cfg.eval
+        self.policy.eval()
+        self.engine.sync_weights(self.policy)
+        metrics, protocol = evaluate(
+            self.engine, self.eval_set, self.pool, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens, seed=self.cfg.seed,
+        )  # fmt: skip
+        name = "eval" if self.cfg.eval_dataset is None else f"dataset-{self.cfg.eval_dataset}"
+        self.sink.log_evaluation(self.step, name, metrics, protocol)
+        self.last_val = {"val/accuracy": metrics["pass@1"], **{f"val/{k}": v for k, v in metrics.items()}}
+        return self.last_val
+
+    # --- stage 1: step values -----------------------------------------------------------------------
+    def generate(self, iteration: int) -> list[dict[str, Any]]:
+        cfg = self.cfg.generate
+        ids = list(range(len(self.train_set)))
+        if cfg.prompts and cfg.prompts < len(ids):
+            ids = sorted(self.rng.sample(ids, cfg.prompts))
+        self.policy.eval()
+        self.engine.sync_weights(self.policy)
+        timings = Timings()
+        rows = generate_step_data(
+            self.engine, self.pool, [self.train_set[i] for i in ids], self.splitter,
+            solutions_per_prompt=cfg.solutions_per_prompt, mc_rollouts=cfg.mc_rollouts,
+            temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+            seed=self.rng.randrange(2**31), problem_ids=ids, timings=timings,
+        )  # fmt: skip
+        self.add_time("generation_s", timings.generation_s)
+        self.add_time("verification_s", timings.verification_s)
+        self.timings["rollouts"] = self.timings.get("rollouts", 0) + timings.rollouts
+        path = Path(self.sink.workdir) / f"step-values-iter{iteration}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        protocol = {
+            "policy": str(self.model_dir)
+            if iteration == 0
+            else f"dapo actor after iteration {iteration - 1}",
+            "iteration": iteration,
+            "split": self.splitter.mode,
+            "delimiter": self.splitter.delimiter if self.splitter.mode == "delimiter" else None,
+            "marker": self.splitter.marker if self.splitter.mode == "marker" else None,
+            "max_steps": self.splitter.max_steps,
+            "solutions_per_prompt": cfg.solutions_per_prompt,
+            "mc_rollouts": cfg.mc_rollouts,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_new_tokens": cfg.max_new_tokens,
+            "prompts": len(ids),
+            "values": "v(s_t) = fraction of mc_rollouts completions of prompt + steps[:t] judged correct; "
+            "the last value is the solution's own reward",
+        }
+        self.sink.publish_dataset(
+            "step_values", f"{self.cfg.dataset_name}-step-values-iter{iteration}", path, protocol
+        )
+        prefix_values = [v for r in rows for v in r["values"][:-1]]
+        gen_s = max(timings.generation_s, 1e-9)
+        self.log(
+            GENERATE,
+            {
+                "data/solutions": len(rows),
+                "data/accuracy": sum(r["correct"] for r in rows) / max(1, len(rows)),
+                "data/steps_mean": sum(len(r["steps"]) for r in rows) / max(1, len(rows)),
+                "data/prefix_states": len(
+                    {(r["problem_id"], "".join(r["steps"][:t])) for r in rows for t in range(len(r["steps"]))}
+                ),
+                "data/value_mean": sum(prefix_values) / max(1, len(prefix_values)),
+                "data/iteration": iteration,
+                "gen/rollouts": timings.rollouts,
+                "gen/rollouts_per_s": timings.rollouts / gen_s,
+                "gen/tokens_per_s": timings.tokens / gen_s,
+                "timing_s/generation": timings.generation_s,
+                "timing_s/verification": timings.verification_s,
+            },
+        )
+        return rows
+
+    # --- stage 2: critic -----------------------------------------------------------------------------
+    def train_critic(self, rows: list[dict[str, Any]]) -> None:
+        cfg = self.cfg.critic
+        t0 = time.perf_counter()
+        problems = sorted({r["problem_id"] for r in rows})
+        self.rng.shuffle(problems)
+        n_val = max(1, round(cfg.val_fraction * len(problems))) if len(problems) > 1 else 0
+        val_ids = set(problems[:n_val])
+        encoded = [encode_row(self.tokenizer, r, cfg.max_length) for r in rows]
+        train = [s for s, r in zip(encoded, rows, strict=True) if r["problem_id"] not in val_ids]
+        val = [s for s, r in zip(encoded, rows, strict=True) if r["problem_id"] in val_ids] or train
+        self.critic = ValueModel(copy.deepcopy(self.policy.base_model)).to(self.device)
+        self.critic.train()
+        optimizer = torch.optim.AdamW(self.critic.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        def held_out(final: bool) -> dict[str, float]:
+            metrics, table = evaluate_critic(
+                self.critic, val, self.pad_id, loss=cfg.loss, bins=cfg.calibration_bins
+            )
+            out = {f"critic/{k}": v for k, v in metrics.items()}
+            if final:  # the reliability diagram, charted from the last critic step
+                for b, (pred, true, count) in enumerate(table):
+                    out |= {f"critic/calib/bin_{b:02d}_pred": pred, f"critic/calib/bin_{b:02d}_true": true,
+                            f"critic/calib/bin_{b:02d}_count": count}  # fmt: skip
+                self.sink.log_evaluation(
+                    self.step, "critic-calibration",
+                    {**metrics, **{f"bin_{b:02d}_{name}": x for b, row in enumerate(table)
+                                   for name, x in zip(("pred", "true", "count"), row, strict=True)}},
+                    {"bins": cfg.calibration_bins, "labels": "monte-carlo step values", "auc_target": "final verdict",
+                     "held_out_solutions": len(val), "held_out_prefixes": sum(len(s.ends) for s in val)},
+                )  # fmt: skip
+            return out
+
+        self.log(CRITIC, held_out(final=False))
+        per_epoch = math.ceil(len(train) / cfg.batch_size)
+        total = cfg.epochs * per_epoch
+        done = 0
+        for _ in range(cfg.epochs):
+            order = list(range(len(train)))
+            self.rng.shuffle(order)
+            for start in range(0, len(order), cfg.batch_size):
+                batch = [train[i] for i in order[start : start + cfg.batch_size]]
+                labels = torch.tensor([v for s in batch for v in s.labels], device=self.device)
+                loss = critic_loss(prefix_logits(self.critic, batch, self.pad_id), labels, cfg.loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), 1.0)
+                optimizer.step()
+                done += 1
+                self.advance()
+                metrics = {"critic/loss": loss.item(), "critic/grad_norm": float(grad_norm)}
+                if done == total or (cfg.eval_every and done % cfg.eval_every == 0):
+                    metrics |= held_out(final=done == total)
+                self.log(CRITIC, metrics)
+        self.critic.eval().requires_grad_(False)
+        self._log_value_curves(rows, val_ids)
+        self.add_time("critic_s", time.perf_counter() - t0)
+
+    def _log_value_curves(self, rows: list[dict[str, Any]], val_ids: set[int]) -> None:
+        """Per-step value curves (MC and critic) of a few held-out solutions, right and wrong ones."""
+        held = [r for r in rows if r["problem_id"] in val_ids]
+        n = self.cfg.critic.curves
+        right = [r for r in held if r["correct"]][: n // 2]
+        picked = right + [r for r in held if not r["correct"]][: n - len(right)]
+        samples = []
+        for r in picked:
+            states = [
+                encode_state(self.tokenizer, r["prompt"], r["steps"][:t]) for t in range(len(r["steps"]))
+            ]
+            critic_values = state_values(self.critic, states, self.pad_id).tolist()
+            samples.append(
+                {
+                    "prompt": r["prompt"],
+                    "completion": r["solution"],
+                    "steps": r["steps"],
+                    "values_mc": r["values"],
+                    "values_critic": critic_values + [r["values"][-1]],
+                    "verdict": r["verdict"],
+                    "reward": r["values"][-1],
+                }  # fmt: skip
+            )
+        if samples:
+            self.sink.log_samples(self.step, samples)
+
+    # --- stage 3: actor -------------------------------------------------------------------------------
+    def train_actor(self, rows: list[dict[str, Any]]) -> None:
+        cfg = self.cfg.actor
+        assert self.critic is not None
+        t0 = time.perf_counter()
+        by_id = {r["problem_id"]: self.train_set[r["problem_id"]] for r in rows}
+        states = list(
+            dict.fromkeys(
+                (r["problem_id"], tuple(r["steps"][:t])) for r in rows for t in range(len(r["steps"]))
+            )
+        )
+        if cfg.states and cfg.states < len(states):
+            states = self.rng.sample(states, cfg.states)
+        self.policy.eval()
+        self.step_engine.sync_weights(self.policy)
+        candidates = sample_candidates(
+            self.step_engine, [by_id[p].prompt + "".join(steps) for p, steps in states], k=cfg.candidates,
+            temperature=cfg.temperature, max_step_tokens=cfg.max_step_tokens, seed=self.rng.randrange(2**31),
+            tokenizer=self.tokenizer, splitter=self.splitter, eos_ids=self.eos_ids,
+        )  # fmt: skip
+        t_gen = time.perf_counter() - t0
+        contexts = [encode_state(self.tokenizer, by_id[p].prompt, steps) for p, steps in states]
+        flat = [(si, c) for si, group in enumerate(candidates) for c in group]
+        t1 = time.perf_counter()
+        terminal = [(si, c) for si, c in flat if c.terminal]
+        verdicts = self.pool.score_batch(
+            [
+                (by_id[states[si][0]].domain, "".join(states[si][1]) + c.text, by_id[states[si][0]].reference)
+                for si, c in terminal
+            ]
+        )
+        t_verify = time.perf_counter() - t1
+        rewards = iter(v.reward for v in verdicts)
+        v_state = state_values(self.critic, contexts, self.pad_id)
+        nonterminal = [contexts[si] + c.ids for si, c in flat if not c.terminal]
+        v_next = iter(state_values(self.critic, nonterminal, self.pad_id).tolist())
+        q = torch.tensor([next(rewards) if c.terminal else next(v_next) for _, c in flat])
+        K = cfg.candidates
+        adv = (q.view(len(states), K) - v_state[:, None]).to(self.device)
+        with torch.no_grad():
+            ref_logp = torch.cat(
+                [
+                    step_logprobs(
+                        self.policy,
+                        [contexts[si] for si, _ in flat[i : i + 256]],
+                        [c.ids for _, c in flat[i : i + 256]],
+                        self.pad_id,
+                        with_entropy=False,
+                    )[0]
+                    for i in range(0, len(flat), 256)
+                ]  # fmt: skip
+            ).view(len(states), K)
+        self._log_candidates(states, by_id, candidates, adv, q)
+        t_prepare = time.perf_counter() - t0
+        self.add_time("actor_candidates_s", t_gen)
+        self.add_time("verification_s", t_verify)
+        self.log(
+            ACTOR,
+            {"actor/states": len(states), "actor/terminal_share": len(terminal) / max(1, len(flat)),
+             "actor/adv_std": float(adv.std()), "actor/value_state_mean": float(v_state.mean()),
+             "timing_s/actor_candidates": t_gen, "timing_s/actor_prepare": t_prepare},
+        )  # fmt: skip
+
+        t2 = time.perf_counter()
+        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.policy.train()
+        per_epoch = math.ceil(len(states) / cfg.states_per_batch)
+        total, done = cfg.epochs * per_epoch, 0
+        for _ in range(cfg.epochs):
+            order = list(range(len(states)))
+            self.rng.shuffle(order)
+            for start in range(0, len(order), cfg.states_per_batch):
+                sel = order[start : start + cfg.states_per_batch]
+                ctx = [contexts[si] for si in sel for _ in range(K)]
+                acts = [c.ids for si in sel for c in candidates[si]]
+                logp, entropy = step_logprobs(self.policy, ctx, acts, self.pad_id, with_entropy=True)
+                out = dapo_loss(
+                    logp.view(len(sel), K), ref_logp[sel], adv[sel], beta=cfg.beta, center=cfg.center
+                )
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+                optimizer.step()
+                done += 1
+                self.advance()
+                metrics = {
+                    "actor/loss": out.loss.item(), "actor/adv_mean": out.adv_mean,
+                    "actor/abs_log_ratio": out.abs_log_ratio, "actor/corr_log_ratio_adv": out.corr_log_ratio_adv,
+                    "policy/entropy": float(entropy), "actor/grad_norm": float(grad_norm),
+                }  # fmt: skip
+                if done == total or (self.cfg.eval.every and done % self.cfg.eval.every == 0):
+                    t_eval = time.perf_counter()
+                    metrics |= self.evaluate()
+                    self.policy.train()
+                    t2 += time.perf_counter() - t_eval  # evaluation is not actor training time
+                self.log(ACTOR, metrics)
+        self.policy.eval()
+        self.add_time("actor_train_s", time.perf_counter() - t2)
+
+    def _log_candidates(self, states, by_id, candidates, adv, q) -> None:
+        samples = []
+        for si, (pid, steps) in enumerate(states[: self.cfg.samples]):
+            for i, c in enumerate(candidates[si][:2]):
+                samples.append(
+                    {
+                        "prompt": by_id[pid].prompt,
+                        "completion": "".join(steps) + c.text,
+                        "state": "".join(steps),
+                        "step": c.text,
+                        "terminal": c.terminal,
+                        "advantage": float(adv[si, i]),
+                        "value_next": float(q[si * len(candidates[si]) + i]),
+                        "length": len(c.ids),
+                    }  # fmt: skip
+                )
+        if samples:
+            self.sink.log_samples(self.step, samples)
+
+
+def train(cfg: DAPOConfig, sink: Sink) -> dict:
+    p = Pipeline(cfg, sink)
+    iteration = p.first_iteration
+    try:
+        for iteration in range(p.first_iteration, cfg.iterations):
+            if iteration > p.first_iteration:
+                p.advance()
+            rows = p.generate(iteration)
+            if iteration == p.first_iteration:
+                p.log(GENERATE, p.evaluate())  # the starting policy's held-out accuracy
+            p.advance()
+            p.train_critic(rows)
+            p.advance()
+            p.train_actor(rows)
+            p.checkpoint(iteration, complete=True)
+    except Stopped:
+        p.checkpoint(iteration, complete=False)
+        return {"stopped": True, "step": p.step, "iteration": iteration}
+    finally:
+        p.pool.close()
+    return {"stopped": False, "step": p.step, **p.last_val, "timings": p.timings}

@@ -1,0 +1,153 @@
+"""Stage 1 of DAPO: Monte-Carlo step values (seeds-spec 2.2).
+
+Sample solutions from pi_ref, split them into steps, and from every prefix state s_t (prompt + the
+first t steps, t = 0..T-1) roll out ``mc_rollouts`` completions with pi_ref; v(s_t) is the fraction the
+verifier accepts. v(s_T), after the whole solution, is the solution's own reward. Identical prefix
+states of one problem (every solution shares s_0, and often the first steps) are rolled out once and
+share their estimate: the same state, the same estimate, and much less sampling. All rollouts of an
+iteration go to the engine as one batched call (the hot path), then to the reward pool as one batch."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from trainers.common.rewards import RewardPool
+from trainers.common.rollout import RolloutEngine
+from trainers.dapo.steps import StepSplitter
+from trainers.eval.core import Problem
+
+
+@dataclass
+class Timings:
+    """Where the data generation's time went, and how much it sampled."""
+
+    generation_s: float = 0.0
+    verification_s: float = 0.0
+    rollouts: int = 0  # completions sampled (solutions + MC rollouts)
+    tokens: int = 0  # tokens those completions generated
+
+
+@dataclass(frozen=True)
+class State:
+    """A prefix state: problem ``problem`` with ``prefix`` (the steps so far) after its prompt."""
+
+    problem: int
+    prefix: str
+
+
+def _sample(engine: RolloutEngine, prompts: list[str], timings: Timings, **kw):
+    t0 = time.perf_counter()
+    groups = engine.generate(prompts, **kw)
+    timings.generation_s += time.perf_counter() - t0
+    for group in groups:
+        timings.rollouts += len(group)
+        timings.tokens += sum(len(c.completion_ids) for c in group)
+    return groups
+
+
+def _score(pool: RewardPool, items: list[tuple[str, str, Any]], timings: Timings):
+    t0 = time.perf_counter()
+    verdicts = pool.score_batch(items)
+    timings.verification_s += time.perf_counter() - t0
+    return verdicts
+
+
+def mc_values(
+    engine: RolloutEngine,
+    pool: RewardPool,
+    problems: Sequence[Problem],
+    states: Sequence[State],
+    *,
+    mc_rollouts: int,
+    temperature: float,
+    top_p: float = 1.0,
+    max_new_tokens: int,
+    seed: int,
+    timings: Timings | None = None,
+) -> dict[State, float]:
+    """v(s) = the fraction of ``mc_rollouts`` pi_ref completions of s that the verifier accepts, for
+    every distinct state. A completion is scored on the whole response: prefix + continuation."""
+    timings = timings if timings is not None else Timings()
+    unique = list(dict.fromkeys(states))
+    if not unique:
+        return {}
+    groups = _sample(
+        engine, [problems[s.problem].prompt + s.prefix for s in unique], timings,
+        n=mc_rollouts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+    )  # fmt: skip
+    items = [
+        (problems[s.problem].domain, s.prefix + c.completion_text, problems[s.problem].reference)
+        for s, group in zip(unique, groups, strict=True)
+        for c in group
+    ]
+    verdicts = _score(pool, items, timings)
+    return {
+        s: sum(v.reward >= 1 for v in verdicts[i * mc_rollouts : (i + 1) * mc_rollouts]) / mc_rollouts
+        for i, s in enumerate(unique)
+    }
+
+
+def reference_text(reference: Any) -> str:
+    return reference if isinstance(reference, str) else json.dumps(reference)
+
+
+def generate_step_data(
+    engine: RolloutEngine,
+    pool: RewardPool,
+    problems: Sequence[Problem],
+    splitter: StepSplitter,
+    *,
+    solutions_per_prompt: int,
+    mc_rollouts: int,
+    temperature: float,
+    top_p: float = 1.0,
+    max_new_tokens: int,
+    seed: int,
+    problem_ids: Sequence[int] | None = None,
+    timings: Timings | None = None,
+) -> list[dict[str, Any]]:
+    """One row per sampled solution, in the "step_values" dataset format: prompt, answer, solution,
+    steps, values (len(steps) + 1: v(s_0) .. v(s_{T-1}) by Monte Carlo, then the final reward),
+    correct, verdict, problem_id (``problem_ids[i]`` for ``problems[i]``; default i), domain."""
+    problem_ids = list(problem_ids) if problem_ids is not None else list(range(len(problems)))
+    timings = timings if timings is not None else Timings()
+    groups = _sample(
+        engine, [p.prompt for p in problems], timings,
+        n=solutions_per_prompt, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+    )  # fmt: skip
+    solutions = [(pi, c.completion_text) for pi, group in enumerate(groups) for c in group]
+    verdicts = _score(
+        pool, [(problems[pi].domain, text, problems[pi].reference) for pi, text in solutions], timings
+    )
+    split = [splitter.split(text) for _, text in solutions]
+    states = [
+        State(pi, "".join(steps[:t]))
+        for (pi, _), steps in zip(solutions, split, strict=True)
+        for t in range(len(steps))
+    ]
+    values = mc_values(
+        engine, pool, problems, states, mc_rollouts=mc_rollouts, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens, seed=seed + 1, timings=timings,
+    )  # fmt: skip
+    rows = []
+    for (pi, text), steps, verdict in zip(solutions, split, verdicts, strict=True):
+        problem = problems[pi]
+        prefix_values = [values[State(pi, "".join(steps[:t]))] for t in range(len(steps))]
+        rows.append(
+            {
+                "prompt": problem.prompt,
+                "answer": reference_text(problem.reference),
+                "solution": text,
+                "steps": steps,
+                "values": [*prefix_values, float(verdict.reward)],
+                "correct": verdict.correct,
+                "verdict": verdict.verdict,
+                "problem_id": problem_ids[pi],
+                "domain": problem.domain,
+            }
+        )
+    return rows
