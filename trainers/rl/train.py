@@ -331,17 +331,20 @@ class Trainer:
         advantages = adv_all[keep]
         t2 = time.perf_counter()
         self.model.train()
+        # One update on the whole batch (OR1's on-policy setting): the log-probs before the update are
+        # those of that update's own forward, detached; a separate no-grad pass would recompute them.
+        single_update = cfg.algo.ppo_epochs == 1 and cfg.algo.mini_batches == 1
         with torch.no_grad():
-            old_logp, _ = logprobs_and_entropy(
-                self.policy, batch, cfg.rollout.temperature, with_entropy=False
+            old_logp = (
+                None
+                if single_update
+                else logprobs_and_entropy(self.policy, batch, cfg.rollout.temperature, with_entropy=False)[0]
             )
             ref_logp = (
                 logprobs_and_entropy(self.ref, batch, cfg.rollout.temperature, with_entropy=False)[0]
                 if self.ref is not None
                 else None
             )
-        # the controller's signal: Monte-Carlo entropy of the sampling policy on the filtered batch
-        sampled_entropy = float(masked_mean(-old_logp, batch.response_mask))
         coef = self.controller.coef if cfg.entropy.adaptive else cfg.entropy.fixed_coef
 
         B = len(batch)
@@ -353,6 +356,8 @@ class Trainer:
                 sel = perm[start : start + mb]
                 sub = batch.select(sel)
                 logp, ent = logprobs_and_entropy(self.policy, sub, cfg.rollout.temperature)
+                if old_logp is None:
+                    old_logp = logp.detach()
                 out = policy_loss(
                     logp, old_logp[sel], advantages[sel], sub.response_mask,
                     clip_low=cfg.algo.clip_low, clip_high=cfg.algo.clip_high, entropy=ent, entropy_coef=coef,
@@ -373,6 +378,8 @@ class Trainer:
                 stats["loss"].append(out.loss.item())
                 stats["grad_norm"].append(float(grad_norm))
         t_update = time.perf_counter() - t2
+        # the controller's signal: Monte-Carlo entropy of the sampling policy on the filtered batch
+        sampled_entropy = float(masked_mean(-old_logp, batch.response_mask))
         tokens = float(batch.response_mask.sum())
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         metrics.update(
