@@ -31,6 +31,8 @@
   const isNumber = (v) => typeof v === "number" && Number.isFinite(v);
   // not accuracies: other scales, so off the chart until asked for
   const isDiagnostic = (metric) => /(_rate$|margin|loss)/.test(metric);
+  // reliability-diagram bins (a critic's calibration): drawn by run-calibration.js, not as lines here
+  const isBin = (metric) => /^bin_\d+_(pred|true|count)$/.test(metric);
 
   function fmt(v) {
     return isNumber(v) ? String(Number(v.toPrecision(4))) : v === null || v === undefined ? "—" : String(v);
@@ -59,7 +61,7 @@
     for (const e of rows) {
       if (e.status !== "succeeded") continue;
       for (const [metric, value] of Object.entries(e.metrics || {})) {
-        if (!isNumber(value)) continue;
+        if (!isNumber(value) || isBin(metric)) continue;
         const name = `${e.benchmark_name} · ${metric}`;
         if (!lines.has(name)) lines.set(name, { name, metric, x: [], y: [], customdata: [] });
         const line = lines.get(name);
@@ -113,6 +115,7 @@
     o.setBadge(badge, e.status);
     status.append(badge);
     const metrics = Object.entries(e.metrics || {})
+      .filter(([k]) => !isBin(k))
       .map(([k, v]) => `${k}=${fmt(v)}`)
       .join("  ");
     const { known, rest } = protocolParts(e.protocol);
@@ -132,6 +135,7 @@
     if (!rows.length) return;
     body.replaceChildren(...rows.map(row));
     drawChart(rows);
+    document.dispatchEvent(new CustomEvent("orlab:evaluations", { detail: { rows } }));
   }
 
   /* Every evaluation of the run (pages of 1000, followed to the end). */
