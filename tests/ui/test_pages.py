@@ -312,6 +312,21 @@ def test_sweep_creates_the_product_of_runs_in_one_group(client_alice, project):
     assert listing.count('data-testid="run-row"') == 6
 
 
+def test_a_named_sweep_prefills_its_preset_and_grid(client_alice, project):
+    page = client_alice.get(f"/projects/{project.pk}/launch/?kind=tabular").content.decode()
+    assert 'href="?kind=tabular&amp;sweep=methods-x-step-size"' in page
+    html = client_alice.get(
+        f"/projects/{project.pk}/launch/?kind=tabular&sweep=methods-x-step-size"
+    ).content.decode()
+    assert re.search(r'name="config.iterations" value="200"', html)  # its base preset, npg-garnet
+    assert (
+        re.search(r'<option value="method" selected>', html)
+        and 'value="projected_pg, softmax_pg, softmax_npg"' in html
+    )
+    assert re.search(r'<option value="mdp.seed" selected>', html) and 'value="0, 1, 2"' in html
+    assert re.search(r"<details class=\"card\" id=\"sweep\" open", html)  # the sweep section starts open
+
+
 def test_sweep_with_an_invalid_point_creates_nothing(client_alice, project):
     data = {**GARNET_POST, "sweep_field_1": "step_size", "sweep_values_1": "1, -1"}
     response = client_alice.post(f"/projects/{project.pk}/launch/", data)

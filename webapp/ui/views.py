@@ -488,10 +488,16 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         # No ?preset: start from the trainer's first preset; ?preset= (empty) gives the bare defaults.
         preset = request.GET.get("preset", next(iter(spec.presets), ""))
+        named_sweep = spec.sweep_presets.get(request.GET.get("sweep", ""))
+        if named_sweep is not None:  # ?sweep=<name>: its base preset, and its grid in the sweep rows
+            preset = named_sweep.get("preset", "")
         if preset and preset not in spec.presets:
             messages.warning(request, f"Unknown preset {preset!r}; showing the defaults.")
             preset = ""
         form = LaunchForm(schema, initial=_initial_config(spec, preset))
+        if named_sweep is not None:
+            for row, (path, values) in zip(form.sweep, named_sweep["grid"].items(), strict=False):
+                row.path, row.values = path, ", ".join(str(v) for v in values)
 
     presets = {name: preset_fill(form.nodes, _initial_config(spec, name)) for name in spec.presets}
     context = {
@@ -503,6 +509,7 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
         "presets": presets,
         "clone_of": clone_of,
         "sweep_choices": form.sweep_choices(),
+        "sweep_presets": list(spec.sweep_presets),
         "schema_description": schema.get("description", ""),
     }
     return render(request, "ui/launch.html", context)
