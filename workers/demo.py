@@ -81,6 +81,12 @@ def seed_llm_demo(user, project) -> None:
                     "eval_dataset": bench.id},
             queue="cpu", tags=["demo"], group="arith",
         )  # fmt: skip
+    services.run_create(
+        user=user, project=project, name="DAPO (step-level, critic + actor)", kind="dapo",
+        config={**get_spec("dapo").presets["tiny-cpu-demo"], "init_from_run": sft.id,
+                "train_dataset": problems.id, "eval_dataset": bench.id},
+        queue="cpu", tags=["demo"], group="arith",
+    )  # fmt: skip
     (work / "seeded.json").write_text(json.dumps({"preference": prefs.id, "problems": problems.id}))
 
 
