@@ -29,17 +29,33 @@ def dataset(project, alice):
 
 def test_a_count_stops_at_the_cap_and_a_deep_page_raises_it(dataset):
     qs = pair_list(dataset, search="explain")  # rows not divisible by 3: 20 of 30
-    page = CappedPaginator(qs, 5, cap=8).get_page(1)
+    page = CappedPaginator(qs, 5, cap=8, search=True).get_page(1)
     assert page.paginator.capped and page.paginator.shown_count == 8 and page.paginator.count == 9
     assert [p.row for p in page] == [1, 2, 4, 5, 7] and page.has_next()
     # page 3 needs rows 10..14: the cap follows (15), still short of the 20 matches
-    page = CappedPaginator(qs, 5, cap=8).get_page(3)
+    page = CappedPaginator(qs, 5, cap=8, search=True).get_page(3)
     assert page.paginator.capped and page.paginator.shown_count == 15 and page.has_next()
     assert [p.row for p in page] == [16, 17, 19, 20, 22]
     # the last page: the count is exact again
-    page = CappedPaginator(qs, 5, cap=8).get_page(4)
+    page = CappedPaginator(qs, 5, cap=8, search=True).get_page(4)
     assert not page.paginator.capped and page.paginator.count == 20 and not page.has_next()
     assert CappedPaginator(qs, 5, cap=100).count == 20
+
+
+@pytest.mark.parametrize("cap", [3, 100])  # many matches (the row walk) or few (the search index)
+@pytest.mark.parametrize("ordering", ["row", "-row", "chosen_len"])
+def test_both_search_plans_list_the_same_pairs_and_leave_the_session_as_it_was(dataset, cap, ordering):
+    from django.db import connection
+
+    qs = pair_list(dataset, search="explain", source="helpsteer2", ordering=ordering)
+    expected = [p.row for p in pair_list(dataset, search="explain", source="helpsteer2", ordering=ordering)]
+    assert len(expected) == 8
+    paginator = CappedPaginator(qs, 5, cap=cap, search=True, by_row=ordering != "chosen_len")
+    got = [p.row for n in (1, 2) for p in paginator.page(n)]
+    assert got == expected
+    with connection.cursor() as cur:
+        cur.execute("SELECT current_setting('enable_seqscan'), current_setting('enable_bitmapscan')")
+        assert cur.fetchone() == ("on", "on")
 
 
 def test_an_unfiltered_list_past_the_cap_counts_the_dataset_rows(dataset):

@@ -560,8 +560,13 @@ class PairPagination(PageNumberPagination):
     dataset's row count)."""
 
     def paginate_queryset(self, queryset, request, view=None):
-        total = getattr(view, "pair_total", None)
-        self.django_paginator_class = functools.partial(CappedPaginator, total=total)
+        p = request.query_params
+        self.django_paginator_class = functools.partial(
+            CappedPaginator,
+            total=getattr(view, "pair_total", None),
+            search=bool(p.get("search")),
+            by_row=p.get("ordering", "row").lstrip("-") == "row",
+        )
         return super().paginate_queryset(queryset, request, view)
 
     def get_paginated_response(self, data):

@@ -1,7 +1,8 @@
 import contextlib
+from collections.abc import Iterator
 
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils.functional import cached_property
 
@@ -18,9 +19,7 @@ PAIR_ORDERINGS = {
     "-source",
 }
 # "search" is a stored tsvector of prompt and chosen response with a GIN index (datasets migrations
-# 0006 and 0008). With fresh statistics (the import analyzes the table after a large file) the
-# planner picks per query: a common word walks the (dataset, row) index, tests the stored vector
-# and stops at the first page; a rare one looks its few rows up in the GIN index and sorts them.
+# 0006 and 0008). How a page of a search is planned: CappedPaginator.
 SEARCH_SQL = "search @@ websearch_to_tsquery('english', %s)"
 # Counting stops here: an exact count of a common word's matches in a million pairs reads all of
 # them, while the page itself needs only the first few.
@@ -53,27 +52,81 @@ def pair_list(
     return qs.order_by(ordering, "row") if ordering.lstrip("-") != "row" else qs.order_by(ordering)
 
 
+# What a search's plan may use (session settings, for one query). Bitmap: look the words up in the
+# GIN index, then sort what matched; cheap while the matches are few, and the only bounded way to
+# count them. Walk: go down the (dataset, row) index, test each row's stored vector, stop at the end
+# of the page; cheap when matches are many. The planner's own choice rests on an estimate of the
+# matches, which can miss by 100x (and a short last page, LIMIT 7, tips it towards the walk, which
+# for a word in 7 rows of a million reads them all); the count tells which case it is.
+# (work_mem: a common word's bitmap over a million rows stays exact, not lossy pages to recheck)
+_BITMAP = {
+    "enable_seqscan": "off",
+    "enable_indexscan": "off",
+    "enable_indexonlyscan": "off",
+    "work_mem": "32MB",
+}
+_WALK = {"enable_seqscan": "off", "enable_bitmapscan": "off"}
+
+
+@contextlib.contextmanager
+def _planner(settings: dict[str, str]) -> Iterator[None]:
+    if connection.vendor != "postgresql":
+        yield
+        return
+    names = list(settings)
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(names)),
+            [x for name in names for x in (name, settings[name])],
+        )
+        yield
+        # back to the session's values (an outer transaction goes on)
+        cur.execute("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY(%s)", [names])
+
+
 class CappedPaginator(Paginator):
     """A Paginator whose count stops a little past what the requested page needs (at least
     ``cap``): ``capped`` then says there are more, ``shown_count`` is the number to print with a
     "+". ``total``, when given, is the exact size of an unfiltered list (the dataset's row count),
-    used once the count reaches the cap."""
+    used once the count reaches the cap.
 
-    def __init__(self, object_list, per_page, *, cap: int = COUNT_CAP, total: int | None = None, **kwargs):
+    ``search``: the list is a full-text search, so the count and the page are planned from the
+    count (see _BITMAP and _WALK); ``by_row``: it is listed by row (the walk can serve it)."""
+
+    def __init__(
+        self,
+        object_list,
+        per_page,
+        *,
+        cap: int = COUNT_CAP,
+        total: int | None = None,
+        search: bool = False,
+        by_row: bool = True,
+        **kwargs,
+    ):
         super().__init__(object_list, per_page, **kwargs)
         self.cap = cap
         self.total = total
+        self.search = search
+        self.by_row = by_row
         self.capped = False
 
     def validate_number(self, number):
-        # a page deep in the list raises the cap before anything is counted
+        # a page deep in the list raises the cap (and a count that stopped short is taken again)
         with contextlib.suppress(TypeError, ValueError, OverflowError):
-            self.cap = max(self.cap, int(number) * self.per_page)
+            wanted = int(number) * self.per_page
+            if wanted > self.cap:
+                self.cap = wanted
+                if self.capped:
+                    self.capped = False
+                    self.__dict__.pop("count", None)
+                    self.__dict__.pop("num_pages", None)
         return super().validate_number(number)
 
     @cached_property
     def count(self) -> int:
-        n = self.object_list.order_by()[: self.cap + 1].count()
+        with _planner(_BITMAP) if self.search else contextlib.nullcontext():
+            n = self.object_list.order_by()[: self.cap + 1].count()
         if n <= self.cap:
             return n
         if self.total is not None and self.total > self.cap:
@@ -84,6 +137,14 @@ class CappedPaginator(Paginator):
     @property
     def shown_count(self) -> int:
         return self.count - 1 if self.capped else self.count
+
+    def page(self, number):
+        page = super().page(number)
+        if self.search:
+            many = self.capped and self.by_row
+            with _planner(_WALK if many else _BITMAP):
+                page.object_list = list(page.object_list)
+        return page
 
 
 def pair_distinct(dataset: Dataset, column: str, *, limit: int, dropped_only: bool = False) -> list[str]:

@@ -611,9 +611,10 @@ def pair_browser(request: HttpRequest, pk: int) -> HttpResponse:
     # counts stop at a cap (a common word matches most of a million pairs); unfiltered, the
     # dataset knows its size
     total = None if state.filtered else dataset.row_count
-    page = dataset_selectors.CappedPaginator(qs, state.page_size, total=total).get_page(
-        request.GET.get("page")
+    paginator = dataset_selectors.CappedPaginator(
+        qs, state.page_size, total=total, search=bool(state.q), by_row=state.key == "row"
     )
+    page = paginator.get_page(request.GET.get("page"))
     params = state.params
     pair_query = _query(params)
     rows = [
