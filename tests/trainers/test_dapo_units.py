@@ -166,3 +166,24 @@ def test_calibration_error_and_auc_by_hand():
     assert roc_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)
     assert roc_auc(torch.tensor([0.5, 0.5]), torch.tensor([0, 1])) == pytest.approx(0.5)  # a tie
     assert math.isnan(roc_auc(torch.tensor([0.1, 0.2]), torch.tensor([1, 1])))
+
+
+# --- config -------------------------------------------------------------------------------------
+
+
+def test_presets_validate_and_bad_values_name_their_field():
+    from pydantic import ValidationError
+
+    from trainers.base import get_spec
+
+    spec = get_spec("dapo")
+    assert spec.queue == "gpu" and "val/accuracy" in spec.primary_metrics
+    tiny = spec.validate(spec.presets["tiny-cpu-demo"])
+    assert tiny.steps.delimiter == "\n" and tiny.actor.center
+    sweep = spec.sweep_presets["beta-sweep"]
+    assert sweep["preset"] in spec.presets and sweep["grid"] == {"actor.beta": [0.1, 0.5, 1.0, 5.0]}
+    for bad, field in (({"actor": {"beta": 0}}, "actor.beta"), ({"actor": {"candidates": 1}}, "actor.candidates"),
+                       ({"steps": {"mode": "words"}}, "steps.mode"), ({"critic": {"loss": "l1"}}, "critic.loss")):  # fmt: skip
+        with pytest.raises(ValidationError) as err:
+            spec.validate(bad)
+        assert field in {".".join(map(str, e["loc"])) for e in err.value.errors()}

@@ -61,9 +61,10 @@ class ActorConfig(_Section):
     )
     candidates: int = Field(4, ge=2, description="K candidate next steps per state from pi_ref [U]")
     center: bool = Field(
-        False,
-        description="subtract the per-state mean of log-ratio and A/beta (removes log Z(s); an "
-        "engineering choice, the paper's stated loss is uncentered)",
+        True,
+        description="subtract the per-state mean of log-ratio and A/beta, which removes log Z(s) (an "
+        "engineering choice; the paper's stated loss is uncentered). Off, a step pi_ref already takes "
+        "with probability ~1 and A > 0 gets an unreachable target log-ratio > 0",
     )
     states: int = Field(0, ge=0, description="states sampled from pi_ref's solutions (0: all prefixes)")
     temperature: float = Field(1.0, gt=0, description="temperature of the candidate steps (pi_ref)")
@@ -79,8 +80,8 @@ class EvalConfig(_Section):
     every: int = Field(
         0, ge=0, description="evaluate every N actor steps (0: before training and at the end)"
     )
-    k: int = Field(1, ge=1, description="samples per problem (pass@1 is the first one)")
-    temperature: float = Field(0.0, ge=0, description="0: greedy decoding")
+    k: int = Field(4, ge=1, description="samples per problem; val/accuracy is their mean accuracy (avg@k)")
+    temperature: float = Field(1.0, ge=0, description="pi_ref's sampling temperature (0: greedy, with k = 1)")
     top_p: float = Field(1.0, gt=0, le=1, description="evaluation nucleus")
     max_new_tokens: int = Field(4096, ge=1, description="token budget of an evaluation answer")
     max_problems: int = Field(0, ge=0, description="evaluate on at most this many problems (0: all)")

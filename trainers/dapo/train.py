@@ -138,7 +138,10 @@ class Pipeline:
         )  # fmt: skip
         name = "eval" if self.cfg.eval_dataset is None else f"dataset-{self.cfg.eval_dataset}"
         self.sink.log_evaluation(self.step, name, metrics, protocol)
-        self.last_val = {"val/accuracy": metrics["pass@1"], **{f"val/{k}": v for k, v in metrics.items()}}
+        # accuracy = the mean over all k samples (avg@k): pass@1 with less variance; with k = 1 at
+        # temperature 0 it is the greedy accuracy
+        accuracy = metrics[f"avg@{cfg.k}"]
+        self.last_val = {"val/accuracy": accuracy, **{f"val/{k}": v for k, v in metrics.items()}}
         return self.last_val
 
     # --- stage 1: step values -----------------------------------------------------------------------
@@ -379,7 +382,7 @@ class Pipeline:
                 metrics = {
                     "actor/loss": out.loss.item(), "actor/adv_mean": out.adv_mean,
                     "actor/abs_log_ratio": out.abs_log_ratio, "actor/corr_log_ratio_adv": out.corr_log_ratio_adv,
-                    "policy/entropy": float(entropy), "actor/grad_norm": float(grad_norm),
+                    "policy/entropy": float(entropy.detach()), "actor/grad_norm": float(grad_norm),
                 }  # fmt: skip
                 if done == total or (self.cfg.eval.every and done % self.cfg.eval.every == 0):
                     t_eval = time.perf_counter()

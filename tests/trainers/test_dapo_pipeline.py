@@ -1,0 +1,115 @@
+"""The whole DAPO pipeline on tiny data (CPU): from an SFT warm start of the tiny model, one run
+generates Monte-Carlo step values, trains a critic whose calibration improves, then the actor; the
+final checkpoint is a loadable policy with its critic beside it.
+
+Not asserted: that the actor raises held-out accuracy. On this demo it does not yet (avg@4 0.124 ->
+0.111 with the preset, 0.065 with a 4x larger actor lr; see bench/RESULTS.md), so a test of it
+would fail; it stays an open item rather than a test that passes by construction."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from trainers.base import MemorySink, get_spec
+from trainers.common.models import load_policy, load_value_model
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+#: The critic's expected calibration error on held-out prompts must fall by at least this (measured
+#: with the preset: 0.379 -> 0.027; with 160 prompts 0.377 -> 0.062): a fresh head predicts about 0.5
+#: everywhere, the MC values average about 0.1.
+ECE_DROP = 0.2
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # steadier on a shared 2-core box; results do not depend on it
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dapo_run(tmp_path_factory):
+    torch.set_num_threads(1)
+    sft = get_spec("sft")
+    sft_sink = MemorySink(workdir=tmp_path_factory.mktemp("sft"))
+    sft.train_fn()(
+        sft.validate({"steps": 200, "eval_every": 0, "generated_train": 2000, "seed": 0}), sft_sink
+    )
+    policy = sft_sink.checkpoints[-1][1]
+    spec = get_spec("dapo")
+    preset = spec.presets["tiny-cpu-demo"]
+    cfg = spec.validate(
+        {**preset, "model_path": str(policy), "generate": {**preset["generate"], "prompts": 240},
+         "actor": {**preset["actor"], "states": 200, "epochs": 1}, "eval": {**preset["eval"], "max_problems": 100}}
+    )  # fmt: skip
+    sink = MemorySink(workdir=tmp_path_factory.mktemp("dapo"))
+    summary = spec.train_fn()(cfg, sink)
+    return cfg, sink, summary
+
+
+def test_stages_run_in_order_on_one_step_counter(dapo_run):
+    _, sink, summary = dapo_run
+    stage = sink.metrics["stage"]
+    steps = sorted(stage)
+    assert steps == list(range(steps[-1] + 1)) and summary["step"] == steps[-1] and not summary["stopped"]
+    assert [stage[s] for s in steps] == sorted(stage[s] for s in steps)  # 0s, then 1s, then 2s
+    assert {0.0, 1.0, 2.0} == set(stage.values())
+    for key in ("critic/loss", "critic/ece", "critic/auc"):
+        assert all(stage[s] == 1.0 for s in sink.metrics[key]), key
+    for key in (
+        "actor/loss",
+        "actor/adv_mean",
+        "actor/abs_log_ratio",
+        "actor/corr_log_ratio_adv",
+        "policy/entropy",
+    ):
+        assert sink.metrics[key] and all(stage[s] == 2.0 for s in sink.metrics[key]), key
+
+
+def test_step_values_are_published_in_the_dataset_format(dapo_run):
+    cfg, sink, _ = dapo_run
+    [(kind, name, path, meta)] = sink.datasets
+    assert kind == "step_values" and name == "dapo-step-values-iter0"
+    assert meta["mc_rollouts"] == cfg.generate.mc_rollouts and meta["delimiter"] == "\n"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == cfg.generate.prompts * cfg.generate.solutions_per_prompt
+    for row in rows:
+        assert "".join(row["steps"]) == row["solution"] and len(row["values"]) == len(row["steps"]) + 1
+        assert all(0 <= v <= 1 for v in row["values"]) and row["values"][-1] == float(row["correct"])
+    # values carry information: after a wrong solution's steps they are lower than after a right one's
+    right = [r["values"][-2] for r in rows if r["correct"]]
+    wrong = [r["values"][-2] for r in rows if not r["correct"]]
+    assert right and wrong and sum(right) / len(right) > sum(wrong) / len(wrong) + 0.2
+
+
+def test_the_critic_learns_calibrated_values(dapo_run):
+    _, sink, _ = dapo_run
+    ece = sink.series("critic/ece")
+    assert ece[-1] <= ece[0] - ECE_DROP, ece
+    # AUC is logged but not asserted: 0.78 with the preset's 300 prompts, 0.54 with this test's 240
+    assert 0 <= sink.series("critic/auc")[-1] <= 1
+    [calib] = [e for e in sink.evaluations if e[1] == "critic-calibration"]
+    assert calib[2]["ece"] == pytest.approx(ece[-1])
+    last = max(sink.metrics["critic/ece"])
+    assert sum(sink.metrics[f"critic/calib/bin_{b:02d}_count"][last] for b in range(10)) > 0
+    curves = [s for _, s in sink.samples if "values_critic" in s]
+    assert curves and all(len(c["values_critic"]) == len(c["values_mc"]) for c in curves)
+
+
+def test_the_actor_is_evaluated_and_saved_as_a_loadable_policy(dapo_run, tmp_path):
+    _, sink, summary = dapo_run
+    accuracy = sink.series("val/accuracy")
+    assert len(accuracy) == 2 and all(0 <= a <= 1 for a in accuracy)
+    assert [e[0] for e in sink.evaluations if e[1] == "eval"] == [0, summary["step"]]
+    assert max(sink.series("actor/abs_log_ratio")) > 0  # the policy moved away from pi_ref
+    step, directory, metrics = sink.checkpoints[-1]
+    assert step == summary["step"] and metrics["val/accuracy"] == accuracy[-1]
+    model, tokenizer = load_policy(directory)
+    critic = load_value_model(directory / "critic")
+    ids = torch.tensor([tokenizer.encode("17+25+9=")])
+    assert model(ids).logits.shape[-1] == len(tokenizer) and critic(ids).shape == ids.shape
