@@ -40,12 +40,18 @@ def build_batch(sequences: list[tuple[list[int], list[int]]], pad_id: int) -> Ro
     return RolloutBatch(ids, attn, resp[:, 1:], ids[:, 1:])
 
 
-def logprobs_and_entropy(model, batch: RolloutBatch, temperature: float, with_entropy: bool = True):
+def logprobs_and_entropy(
+    model, batch: RolloutBatch, temperature: float, with_entropy: bool = True, entropy_grad: bool = True
+):
     """Per-position log pi(target) and full-vocabulary entropy, both at ``temperature`` (the sampling
-    distribution), shape (B, L-1)."""
+    distribution), shape (B, L-1). ``entropy_grad=False`` computes the entropy outside the autograd
+    graph: for metrics only (an entropy bonus of 0), backward then skips its vocabulary-wide terms."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
     logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     logp = logp_all.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
     return logp, entropy

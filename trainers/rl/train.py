@@ -355,7 +355,9 @@ class Trainer:
             for start in range(0, B, mb):
                 sel = perm[start : start + mb]
                 sub = batch.select(sel)
-                logp, ent = logprobs_and_entropy(self.policy, sub, cfg.rollout.temperature)
+                logp, ent = logprobs_and_entropy(
+                    self.policy, sub, cfg.rollout.temperature, entropy_grad=coef != 0
+                )
                 if old_logp is None:
                     old_logp = logp.detach()
                 out = policy_loss(
