@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.common import PY, ROOT, fmt_goal, fmt_pass, fmt_value, machine_info, print_machine, print_table
 
-SCRIPTS = ["bench_ingest_api", "bench_ingest_sink", "bench_read_metrics", "bench_runs_list"]
+SCRIPTS = ["bench_ingest_api", "bench_ingest_sink", "bench_read_metrics", "bench_runs_list", "bench_rl_step"]
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
