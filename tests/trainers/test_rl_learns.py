@@ -50,6 +50,9 @@ def test_rl_raises_held_out_accuracy_of_a_warm_started_policy(tmp_path):
             "rollout": {"n": 8, "prompts_per_step": 16, "temperature": 1.0,
                         "stages": [{"until_step": 10**9, "max_response": 40}]},
             "eval": {"every": 0, "k": 4, "temperature": 0.6, "max_problems": 150},
+            # on-policy with the paper's entropy control, whatever the demo preset says
+            "algo": {"mini_batches": 1, "ppo_epochs": 1},
+            "entropy": {"adaptive": True, "target": 0.2, "delta": 1e-4, "max": 5e-3},
             "checkpoint_every": 0,
             "samples_per_step": 0,
         }

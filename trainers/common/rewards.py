@@ -25,6 +25,7 @@ __all__ = ["DOMAINS", "RewardPool", "Verdict", "score"]
 
 DOMAINS = ("math", "code")
 Item = tuple[str, str, Any]  # (domain, completion, reference)
+PREFETCH = 2  # items in flight per worker process
 
 
 def score(domain: str, completion: str, reference: Any) -> Verdict:
@@ -76,9 +77,9 @@ def _preload_forkserver(ctx) -> None:
 class RewardPool:
     """Score batches of (domain, completion, reference) in `processes` worker processes.
 
-    `item_timeout_s` bounds one item from the moment it is handed to a free worker (at most `processes` items
-    are in flight, so that is when it starts); by default it covers the code verifier's global limit (300 s)
-    plus slack. `scorer` must be a module-level function (it is pickled by reference)."""
+    `item_timeout_s` bounds one item's scoring; with PREFETCH items in flight per worker, an item queued
+    behind another gets one more `item_timeout_s` for its wait. By default it covers the code verifier's
+    global limit (300 s) plus slack. `scorer` must be a module-level function (it is pickled by reference)."""
 
     def __init__(
         self,
@@ -151,7 +152,9 @@ class RewardPool:
             if isolate:
                 batch, limit = [isolate.pop(0)], 1
             else:
-                batch, limit = queue, self.processes
+                # Two items per worker in flight: the next one is already queued when a worker
+                # finishes, so the ~1 ms hand-off per item does not serialise a batch of fast items.
+                batch, limit = queue, self.processes * PREFETCH
             self._run(items, batch, limit, results, isolate, suspects)
         return [r if r is not None else Verdict.fail("error", "not scored") for r in results]
 
@@ -176,7 +179,9 @@ class RewardPool:
                         "error", f"could not submit the item: {type(e).__name__}: {e}"
                     )
                     continue
-                in_flight[fut] = (idx, time.monotonic() + self.item_timeout_s)
+                # an item queued behind `depth` others per worker may wait for them before it starts
+                depth = len(in_flight) // self.processes
+                in_flight[fut] = (idx, time.monotonic() + self.item_timeout_s * (1 + depth))
             if not in_flight:
                 continue  # every pending item failed to submit (and has its error verdict)
             next_deadline = min(deadline for _, deadline in in_flight.values())
