@@ -26,6 +26,11 @@ BATCH_ROWS = 5000  # bulk_create batches (SQLite)
 VECTOR_BATCH = 1000  # pairs per round trip of the vector connection
 VECTORS_AHEAD = 2  # batches in flight: the COPY never waits, and memory stays bounded
 
+# New GIN entries wait in the index's pending list and are merged in when it is full, sorted, in
+# memory of work_mem: with the defaults (4MB each) a million pairs made hundreds of small merges.
+# Larger batches: a tenth less work for the inserting backend. For this transaction only.
+GIN_BATCHES = "SET LOCAL gin_pending_list_limit = '64MB'; SET LOCAL work_mem = '64MB'"
+
 # The same expression as the trigger of migration 0008 (prompt || ' ' || chosen_text).
 VECTORS_SQL = (
     "SELECT to_tsvector('english', t)::text FROM unnest(%s::text[]) WITH ORDINALITY AS u(t, i) ORDER BY i"
@@ -96,16 +101,21 @@ def row_writer(model, fields: list[str]) -> Iterator[Callable[[tuple], None]]:
     table = model._meta.db_table
     search = model._meta.model_name == "preferencepair"
     cols = ", ".join(f'"{f}"' for f in fields + (["search"] if search else []))
-    with connection.cursor() as cur, cur.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
-        if not search:
-            yield copy.write_row
-            return
-        vectors = _SearchVectors(copy.write_row, fields.index("prompt"), fields.index("chosen_text"))
-        try:
-            yield vectors.add
-            vectors.finish()
-        finally:
-            vectors.close()
+    with connection.cursor() as cur:
+        if search:
+            cur.execute(GIN_BATCHES)
+        with cur.cursor.copy(f"COPY {table} ({cols}) FROM STDIN") as copy:
+            if not search:
+                yield copy.write_row
+                return
+            vectors = _SearchVectors(copy.write_row, fields.index("prompt"), fields.index("chosen_text"))
+            try:
+                yield vectors.add
+                vectors.finish()
+            finally:
+                vectors.close()
+        if search:  # what is still pending goes into the index now, not into every search's scan
+            cur.execute("SELECT gin_clean_pending_list('pair_search_gin'::regclass)")
 
 
 def _orm_writer(model, fields: list[str]) -> Iterator[Callable[[tuple], None]]:
