@@ -2,7 +2,10 @@
 linked to the run, the critic's calibration and the actor's accuracy are stored as evaluations, and
 the final checkpoint is a policy another run can start from."""
 
+import json
+
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from tests.conftest import wait_for
 from webapp.datasets.models import Dataset, StepSolution
@@ -24,7 +27,14 @@ CONFIG = {
 
 
 def test_a_dapo_run_publishes_step_values_and_a_policy(worker, api, project, client, alice):
-    resp = api.post("/api/runs/", {"project": project.id, "name": "dapo", "kind": "dapo", "config": CONFIG},
+    rows = "".join(json.dumps({"prompt": f"{i}+2=", "answer": str(i + 2)}) + "\n" for i in range(4))
+    upload = SimpleUploadedFile("heldout.jsonl", rows.encode())
+    held_out = api.post(
+        "/api/datasets/", {"file": upload, "name": "heldout", "kind": "problems", "project": project.id}
+    )
+    assert held_out.status_code == 201, held_out.content
+    config = {**CONFIG, "eval_dataset": held_out.json()["id"]}
+    resp = api.post("/api/runs/", {"project": project.id, "name": "dapo", "kind": "dapo", "config": config},
                     format="json")  # fmt: skip
     assert resp.status_code == 201, resp.content
     run_id = resp.json()["id"]
@@ -45,7 +55,7 @@ def test_a_dapo_run_publishes_step_values_and_a_policy(worker, api, project, cli
     assert listed["count"] == 12
 
     names = set(Evaluation.objects.filter(run=run).values_list("benchmark_name", flat=True))
-    assert "critic-calibration" in names and len(names) >= 2, names
+    assert names == {"critic-calibration", "heldout v1"}, names  # the eval dataset by its name and version
     keys = set(api.get(f"/api/runs/{run_id}/").json()["keys"])
     assert {"critic/ece", "critic/auc", "actor/loss", "stage"} <= keys, keys
 

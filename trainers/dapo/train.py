@@ -136,7 +136,8 @@ class Pipeline:
             self.engine, self.eval_set, self.pool, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens, seed=self.cfg.seed,
         )  # fmt: skip
-        name = "eval" if self.cfg.eval_dataset is None else f"dataset-{self.cfg.eval_dataset}"
+        # the config field: the platform names the dataset version it held ("arith-bench v1")
+        name = "eval" if self.cfg.eval_dataset is None else "eval_dataset"
         self.sink.log_evaluation(self.step, name, metrics, protocol)
         # accuracy = the mean over all k samples (avg@k): pass@1 with less variance; with k = 1 at
         # temperature 0 it is the greedy accuracy

@@ -433,7 +433,8 @@ class Trainer:
             self.engine, self.eval_set, self.pool, k=cfg.eval.k, temperature=cfg.eval.temperature,
             top_p=cfg.eval.top_p, max_new_tokens=stage_at(cfg, step)[1], seed=cfg.seed,
         )  # fmt: skip
-        name = "eval" if cfg.eval_dataset is None else f"dataset-{cfg.eval_dataset}"
+        # the config field: the platform names the dataset version it held ("arith-bench v1")
+        name = "eval" if cfg.eval_dataset is None else "eval_dataset"
         self.sink.log_evaluation(step, name, metrics, protocol)
         return {f"val/{k}": v for k, v in metrics.items()}
 
