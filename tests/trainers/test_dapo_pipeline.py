@@ -1,10 +1,11 @@
 """The whole DAPO pipeline on tiny data (CPU): from an SFT warm start of the tiny model, one run
-generates Monte-Carlo step values, trains a critic whose calibration improves, then the actor; the
-final checkpoint is a loadable policy with its critic beside it.
+generates Monte-Carlo step values, trains a critic whose calibration improves, then the actor, which
+raises held-out accuracy; the final checkpoint is a loadable policy with its critic beside it.
 
-Not asserted: that the actor raises held-out accuracy. On this demo it does not yet (avg@4 0.124 ->
-0.111 with the preset, 0.065 with a 4x larger actor lr; see bench/RESULTS.md), so a test of it
-would fail; it stays an open item rather than a test that passes by construction."""
+The warm start is the shared slipped-distillation SFT (tests/trainers/conftest.py): half its traces end
+with a boxed answer one too high, so the critic sees the value fall at that step and the actor has a
+step-level advantage to learn from. On clean SFT data the tiny model's errors are arithmetic it cannot
+learn from ~1,000 states, and the actor's accuracy does not move (measured: avg@4 0.124 -> 0.111)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from trainers.common.models import load_policy, load_value_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-#: The critic's expected calibration error on held-out prompts must fall by at least this (measured
-#: with the preset: 0.379 -> 0.027; with 160 prompts 0.377 -> 0.062): a fresh head predicts about 0.5
-#: everywhere, the MC values average about 0.1.
-ECE_DROP = 0.2
+#: The critic's expected calibration error on held-out prompts must end at most this fraction of the
+#: fresh head's (measured from this warm start: 0.151 -> 0.072; from a clean 200-step SFT, whose MC
+#: values average about 0.1, 0.379 -> 0.027).
+ECE_RATIO = 0.6
 
 
 @pytest.fixture(autouse=True)
@@ -32,20 +33,18 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+#: Held-out avg@4 (temperature 1, 150 problems x 4) must rise by at least this. Measured with the
+#: preset from this warm start: 0.311 -> 0.414 (beta 0.1, 3 epochs); 0.367 with beta 0.5, 2 epochs.
+MIN_GAIN = 0.04
+
+
 @pytest.fixture(scope="module")
-def dapo_run(tmp_path_factory):
+def dapo_run(slipped_warm_start, tmp_path_factory):
     torch.set_num_threads(1)
-    sft = get_spec("sft")
-    sft_sink = MemorySink(workdir=tmp_path_factory.mktemp("sft"))
-    sft.train_fn()(
-        sft.validate({"steps": 200, "eval_every": 0, "generated_train": 2000, "seed": 0}), sft_sink
-    )
-    policy = sft_sink.checkpoints[-1][1]
     spec = get_spec("dapo")
-    preset = spec.presets["tiny-cpu-demo"]
     cfg = spec.validate(
-        {**preset, "model_path": str(policy), "generate": {**preset["generate"], "prompts": 240},
-         "actor": {**preset["actor"], "states": 200, "epochs": 1}, "eval": {**preset["eval"], "max_problems": 100}}
+        {**spec.presets["tiny-cpu-demo"], "model_path": str(slipped_warm_start.policy),
+         "train_dataset": str(slipped_warm_start.train), "eval_dataset": str(slipped_warm_start.held_out)}
     )  # fmt: skip
     sink = MemorySink(workdir=tmp_path_factory.mktemp("dapo"))
     summary = spec.train_fn()(cfg, sink)
@@ -90,7 +89,7 @@ def test_step_values_are_published_in_the_dataset_format(dapo_run):
 def test_the_critic_learns_calibrated_values(dapo_run):
     _, sink, _ = dapo_run
     ece = sink.series("critic/ece")
-    assert ece[-1] <= ece[0] - ECE_DROP, ece
+    assert ece[-1] <= ECE_RATIO * ece[0], ece
     # AUC is logged but not asserted: 0.78 with the preset's 300 prompts, 0.54 with this test's 240
     assert 0 <= sink.series("critic/auc")[-1] <= 1
     [calib] = [e for e in sink.evaluations if e[1] == "critic-calibration"]
@@ -105,7 +104,7 @@ def test_the_actor_is_evaluated_and_saved_as_a_loadable_policy(dapo_run, tmp_pat
     _, sink, summary = dapo_run
     accuracy = sink.series("val/accuracy")
     assert len(accuracy) == 2 and all(0 <= a <= 1 for a in accuracy)
-    assert [e[0] for e in sink.evaluations if e[1] == "eval"] == [0, summary["step"]]
+    assert [e[0] for e in sink.evaluations if e[1] == "eval_dataset"] == [0, summary["step"]]
     assert max(sink.series("actor/abs_log_ratio")) > 0  # the policy moved away from pi_ref
     step, directory, metrics = sink.checkpoints[-1]
     assert step == summary["step"] and metrics["val/accuracy"] == accuracy[-1]
@@ -113,3 +112,14 @@ def test_the_actor_is_evaluated_and_saved_as_a_loadable_policy(dapo_run, tmp_pat
     critic = load_value_model(directory / "critic")
     ids = torch.tensor([tokenizer.encode("17+25+9=")])
     assert model(ids).logits.shape[-1] == len(tokenizer) and critic(ids).shape == ids.shape
+
+
+def test_the_actor_raises_held_out_accuracy(dapo_run):
+    _, sink, summary = dapo_run
+    (s0, _, before, protocol), (s1, _, after, _) = [e for e in sink.evaluations if e[1] == "eval_dataset"]
+    assert (s0, s1) == (0, summary["step"]) and protocol["k"] == 4
+    print(f"DAPO held-out avg@4 {before['avg@4']:.3f} -> {after['avg@4']:.3f}")
+    assert after["avg@4"] >= before["avg@4"] + MIN_GAIN, (before, after)
+    # the actor learned what the critic says: its log-ratios follow the advantages
+    corr = sink.series("actor/corr_log_ratio_adv")
+    assert sum(corr[-10:]) / 10 > 0.1, corr[-10:]

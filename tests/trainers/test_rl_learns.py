@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from trainers.base import MemorySink, get_spec
-from trainers.common import arith
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -26,19 +25,12 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def test_rl_raises_held_out_accuracy_of_a_warm_started_policy(tmp_path):
-    train, test = arith.disjoint_splits(2000, 150, seed=0)
-    distilled = arith.write_problems(tmp_path / "distilled.jsonl", train, slip_fraction=0.5, seed=0)
-    problems = arith.write_problems(tmp_path / "train.jsonl", train, with_solution=False)
-    held_out = arith.write_problems(tmp_path / "held_out.jsonl", test, with_solution=False)
-
-    sft = get_spec("sft")
-    sft_sink = MemorySink(workdir=tmp_path)
-    sft.train_fn()(
-        sft.validate({"steps": 300, "eval_every": 0, "train_dataset": str(distilled), "seed": 0}), sft_sink
+def test_rl_raises_held_out_accuracy_of_a_warm_started_policy(slipped_warm_start, tmp_path):
+    policy, problems, held_out = (
+        slipped_warm_start.policy,
+        slipped_warm_start.train,
+        slipped_warm_start.held_out,
     )
-    policy = sft_sink.checkpoints[-1][1]
-
     rl = get_spec("rl")
     cfg = rl.validate(
         {

@@ -1,0 +1,44 @@
+"""A warm start shared by the tests that check RL and DAPO learn (built once per session: ~1 min)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainers.base import MemorySink, get_spec
+from trainers.common import arith
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    policy: Path  # the SFT checkpoint
+    train: Path  # the same problems, answers only (what RL and DAPO train on)
+    held_out: Path  # problems disjoint from train
+
+
+@pytest.fixture(scope="session")
+def slipped_warm_start(tmp_path_factory) -> WarmStart:
+    """300 SFT steps on 'distilled' arithmetic traces of which half end with a slip (every step right,
+    the boxed answer one too high): the policy copies the habit, which verifier-rewarded RL and DAPO's
+    step-level advantages can remove (README, "What the CPU demo shows")."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        work = tmp_path_factory.mktemp("slipped-sft")
+        train, test = arith.disjoint_splits(2000, 150, seed=0)
+        distilled = arith.write_problems(work / "distilled.jsonl", train, slip_fraction=0.5, seed=0)
+        sft = get_spec("sft")
+        sink = MemorySink(workdir=work)
+        sft.train_fn()(
+            sft.validate({"steps": 300, "eval_every": 0, "train_dataset": str(distilled), "seed": 0}), sink
+        )
+        return WarmStart(
+            policy=sink.checkpoints[-1][1],
+            train=arith.write_problems(work / "train.jsonl", train, with_solution=False),
+            held_out=arith.write_problems(work / "held_out.jsonl", test, with_solution=False),
+        )
+    finally:
+        torch.set_num_threads(before)
