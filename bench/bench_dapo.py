@@ -1,10 +1,10 @@
 """DAPO on the CPU: rollouts per second of the step-value generation, and where a run's time goes.
 
-    python -m bench.bench_dapo [--sft-steps 200] [--policy DIR] [--threads 1]
+    python -m bench.bench_dapo [--sft-steps 300] [--policy DIR] [--threads 1]
 
 The workload is the "tiny-cpu-demo" preset of the dapo trainer: the tiny char-level Qwen2 model
-warm-started by SFT on generated arithmetic (``--sft-steps`` steps, or an existing policy directory
-with ``--policy``), 160 training prompts x 2 solutions, 4 Monte-Carlo rollouts per distinct step
+warm-started by SFT on generated arithmetic whose traces slip half the time (``--sft-steps`` steps,
+or an existing policy directory with ``--policy``), 300 training prompts x 2 solutions, 4 Monte-Carlo rollouts per distinct step
 prefix, at most 40 new tokens, the KV-cache sampler, one reward process. Reported: rollouts/s and
 tokens/s of the generation (solutions + MC rollouts), and the wall time of generation, verification
 (the reward pool), critic training and actor training (candidate sampling shown apart). Results go
@@ -34,7 +34,17 @@ def warm_start(workdir: Path, steps: int) -> Path:
     spec = get_spec("sft")
     sink = MemorySink(workdir=workdir)
     spec.train_fn()(
-        spec.validate({"steps": steps, "eval_every": 0, "generated_train": 2000, "seed": 0}), sink
+        # the demo's warm start: half the distilled traces end with a slipped boxed answer
+        spec.validate(
+            {
+                "steps": steps,
+                "eval_every": 0,
+                "generated_train": 2000,
+                "generated_slip_fraction": 0.5,
+                "seed": 0,
+            }
+        ),
+        sink,
     )
     return sink.checkpoints[-1][1]
 
@@ -87,7 +97,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_dapo")
-    parser.add_argument("--sft-steps", type=int, default=200, help="SFT warm-start steps (without --policy)")
+    parser.add_argument("--sft-steps", type=int, default=300, help="SFT warm-start steps (without --policy)")
     parser.add_argument("--policy", help="an existing policy directory to start from instead")
     parser.add_argument("--threads", type=int, default=1)
     result = run(parser.parse_args(argv))
