@@ -1,6 +1,6 @@
-"""The run page's reliability diagram: an evaluation holding calibration bins (DAPO's critic on
-held-out step values) is drawn as predicted-vs-observed with its ECE, and its bins stay out of the
-accuracy chart and the evaluations table."""
+"""The run page's DAPO views: an evaluation holding calibration bins (the critic on held-out step
+values) is drawn as a reliability diagram with its ECE, its bins staying out of the accuracy chart and
+the evaluations table; samples carrying value curves are drawn as MC vs critic V(s_t)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,14 @@ def calibrated(alice, project):
         run.id, 30, "critic-calibration", {"ece": 0.055, "auc": 0.8, **bins}, {"bins": 3}
     )
     services.evaluation_record(run.id, 30, "held-out", {"accuracy": 0.4}, {"k": 1})
+    curves = [
+        {"step": 30, "prompt": "1+2+3=", "completion": "1+2=3\n3+3=6\n\\boxed{6}", "verdict": "correct",
+         "reward": 1.0, "extra": {"values_mc": [0.5, 0.75, 1.0, 1.0], "values_critic": [0.45, 0.7, 0.9, 1.0]}},
+        {"step": 30, "prompt": "4+5=", "completion": "4+5=9\n\\boxed{10}", "verdict": "wrong", "reward": 0.0,
+         "extra": {"values_mc": [0.5, 0.5, 0.0], "values_critic": [0.55, 0.4, 0.0]}},
+        {"step": 40, "prompt": "p", "completion": "c", "verdict": "wrong"},
+    ]  # fmt: skip
+    services.samples_record(run, curves)
     return run
 
 
@@ -43,4 +51,10 @@ def test_reliability_diagram_is_drawn_and_bins_stay_off_the_accuracy_chart(live_
     assert names and not any("bin_" in n for n in names), names
     assert any("ece" in n for n in names) and any("accuracy" in n for n in names)
     assert "bin_00" not in page.inner_text("[data-testid=evaluations-table]")
+    # the critic's per-step value curves of the samples that carry them (two solutions: MC + critic each)
+    page.wait_for_selector("[data-testid=value-curves-chart][data-curves='2']")
+    traces = page.evaluate(
+        "() => document.getElementById('value-curves-chart').data.map((t) => [t.name, t.y])"
+    )
+    assert len(traces) == 4 and traces[1][1] == [0.45, 0.7, 0.9, 1.0] and "critic" in traces[1][0]
     assert not errors, errors
