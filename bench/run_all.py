@@ -19,7 +19,10 @@ from pathlib import Path
 
 from bench.common import PY, ROOT, fmt_goal, fmt_pass, fmt_value, machine_info, print_machine, print_table
 
-SCRIPTS = ["bench_ingest_api", "bench_ingest_sink", "bench_read_metrics", "bench_runs_list", "bench_rl_step"]
+SCRIPTS = [
+    "bench_ingest_api", "bench_ingest_sink", "bench_read_metrics", "bench_runs_list", "bench_rl_step",
+    "bench_import", "bench_pair_search",
+]  # fmt: skip
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
