@@ -195,6 +195,25 @@ def test_curating_a_curated_version_keeps_earlier_drops(api, project):
     assert_stats_match_rows(v3, v2)
 
 
+def test_a_curated_version_is_searchable_like_its_source(api, project):
+    src_id = upload(api, project, E2E_PAIRS)
+    v2 = curate_and_run(api, src_id, [{"step": "exact_dedup"}])
+    from django.db import connection
+
+    def vectors(ds_id):
+        with connection.cursor() as cur:
+            cur.execute(
+                'SELECT search::text FROM datasets_preferencepair WHERE dataset_id = %s ORDER BY "row"',
+                [ds_id],
+            )
+            return [r[0] for r in cur.fetchall()]
+
+    # the search vectors were copied from the source rows
+    assert vectors(v2.id) == vectors(src_id) and all(vectors(v2.id))
+    word = PreferencePair.objects.get(dataset_id=src_id, row=0).prompt.split()[-1]
+    assert api.get(f"/api/datasets/{v2.id}/pairs/?search={word}").json()["count"] >= 1
+
+
 def test_contamination_against_a_problems_dataset_and_a_preference_benchmark(api, project):
     problems = [
         {"prompt": "Alice has three apples and buys five more at the market on Sunday morning. How many does she have?", "answer": "8"},

@@ -329,9 +329,11 @@ def _write(new: Dataset, src: _Source, reasons: dict[int, str]) -> None:
             with cur.cursor.copy(f'COPY {temp} ("row", "reason") FROM STDIN') as copy:
                 for item in drops:
                     copy.write_row(item)
+            # the search vector is copied, not recomputed by the insert trigger (it would be the same)
             cur.execute(
-                f'INSERT INTO {table} ("dataset_id", "row", {cols}, "kept", "drop_reason") '
-                f'SELECT %s, p."row", {p_cols}, p."kept" AND d."row" IS NULL, COALESCE(d."reason", p."drop_reason") '
+                f'INSERT INTO {table} ("dataset_id", "row", {cols}, "search", "kept", "drop_reason") '
+                f'SELECT %s, p."row", {p_cols}, p."search", p."kept" AND d."row" IS NULL, '
+                f'COALESCE(d."reason", p."drop_reason") '
                 f'FROM {table} p LEFT JOIN {temp} d ON d."row" = p."row" WHERE p."dataset_id" = %s',
                 [new.id, src.dataset.id],
             )
