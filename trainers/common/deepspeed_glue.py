@@ -71,9 +71,13 @@ def init_distributed(device: torch.device) -> None:
 
 
 def destroy_process_group() -> None:
-    """Tear down the process group (tests: leave the process as it was; a later init starts anew)."""
+    """Tear down the process group (tests: leave the process as it was; a later init starts anew).
+    Through deepspeed.comm, which also drops DeepSpeed's cached groups: torch's own teardown leaves
+    them pointing at the dead world group and the next engine fails to broadcast."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+        import deepspeed.comm
+
+        deepspeed.comm.destroy_process_group()
 
 
 def ds_config(
