@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from trainers.common.rewards import score_batch
 from trainers.common.verifiers.code import extract_code, normalize_tests, verify_code
 from trainers.common.verifiers.math import Verdict, extract_answer, verify_math
 
@@ -105,12 +106,14 @@ def test_math_verdicts():
 
 
 @pytest.mark.slow
-def test_math_verify_timeout_is_a_verdict():
+def test_a_pathological_answer_is_a_timeout_verdict():
+    """math_verify's own SIGALRM timeout can be swallowed (it fired inside a weakref finalizer in a full
+    suite run and sympy went on expanding for minutes), so the guarantee is the reward pool's: the
+    verifier's timeout when it works, the pool killing the worker when it does not."""
     t0 = time.monotonic()
-    v = verify_math(r"\boxed{(x+1)^{100000}}", "2", timeout_s=1)
-    assert v.verdict == "timeout", v
-    assert v.reward == 0.0
-    assert time.monotonic() - t0 < 10
+    [v] = score_batch([("math", r"\boxed{(x+1)^{100000}}", "2")], processes=1, item_timeout_s=8)
+    assert v.verdict == "timeout" and v.reward == 0.0, v
+    assert time.monotonic() - t0 < 30
 
 
 def test_verdict_reward_follows_the_verdict():
