@@ -9,7 +9,7 @@ _TINY = {
     "steps": {"mode": "delimiter", "delimiter": "\n", "max_steps": 8},
     "generate": {"prompts": 300, "solutions_per_prompt": 2, "mc_rollouts": 4, "max_new_tokens": 40},
     "critic": {"lr": 1e-3, "epochs": 4, "batch_size": 16, "max_length": 96, "val_fraction": 0.2,
-               "eval_every": 0, "curves": 4},
+               "eval_every": 20, "curves": 4},
     "actor": {"beta": 0.1, "candidates": 4, "center": True, "lr": 5e-5, "epochs": 3, "states_per_batch": 16,
               "max_step_tokens": 24},
     "eval": {"every": 0, "k": 4, "temperature": 1.0, "max_new_tokens": 40},

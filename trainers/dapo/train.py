@@ -231,10 +231,7 @@ class Pipeline:
                 self.critic, val, self.pad_id, loss=cfg.loss, bins=cfg.calibration_bins
             )
             out = {f"critic/{k}": v for k, v in metrics.items()}
-            if final:  # the reliability diagram, charted from the last critic step
-                for b, (pred, true, count) in enumerate(table):
-                    out |= {f"critic/calib/bin_{b:02d}_pred": pred, f"critic/calib/bin_{b:02d}_true": true,
-                            f"critic/calib/bin_{b:02d}_count": count}  # fmt: skip
+            if final:  # the reliability diagram: an evaluation (the run page draws its bins), not metrics
                 self.sink.log_evaluation(
                     self.step, "critic-calibration",
                     {**metrics, **{f"bin_{b:02d}_{name}": x for b, row in enumerate(table)
