@@ -2,6 +2,7 @@
 chart, row expansion in Chromium, and other users kept out."""
 
 import json
+import re
 
 import pytest
 
@@ -52,6 +53,8 @@ def test_solution_list_filters_pages_and_escapes(alice_client, step_dataset):
     assert "120 solutions" in page and page.count('data-testid="solution-row"') == 50
     assert "&lt;b&gt;" in page and "<b>" not in page.split("<main", 1)[1]  # prompts are escaped
     assert "values 0.50 0.75 1.00 1.00" in page  # the sparkline's label carries the curve
+    badges = re.findall(r'<span class="badge status-(\w+)">(\w+)</span>', page)
+    assert badges[:3] == [("succeeded", "correct"), ("failed", "wrong"), ("failed", "wrong")], badges[:3]
     correct = alice_client.get(url + "?outcome=correct").content.decode()
     assert "40 solutions" in correct and "values 0.50 0.25" not in correct
     wrong = alice_client.get(url + "?outcome=wrong&page=1").content.decode()
