@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import wait_for
 
 # A garnet MDP big enough that softmax PG takes several seconds in the worker (1-5 ms an iteration).
-ITERATIONS = 5000
+ITERATIONS = 40_000  # long enough (~10 s on a quiet box) for the page to see the run grow
 STATES, ACTIONS = 100, 10
 
 
