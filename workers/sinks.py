@@ -40,6 +40,9 @@ class DbSink:
         self.lost = False
         self._stop = False
         self._lock = threading.Lock()
+        # One write at a time: a checkpoint's flush must not be recorded while the background thread
+        # is still committing earlier points (a kill then would leave a hole before the checkpoint).
+        self._write_lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
         self._buffer: dict[str, tuple[list, list, list]] = {}
         self._samples: list[Sample] = []
@@ -108,8 +111,9 @@ class DbSink:
 
     # --- lifecycle ------------------------------------------------------------------------------
     def flush(self) -> None:
-        """Write everything buffered so far (from the calling thread)."""
-        self._write(self._swap())
+        """Write everything buffered so far (from the calling thread), after any write in flight."""
+        with self._write_lock:
+            self._write(self._swap())
         self._raise_if_failed()
 
     def close(self) -> None:
@@ -144,7 +148,8 @@ class DbSink:
         try:
             while not self._closing:
                 time.sleep(interval)
-                self._write(self._swap())
+                with self._write_lock:
+                    self._write(self._swap())
                 if time.monotonic() >= next_beat:
                     ours, cancel = services.run_heartbeat(self.run_id, self.attempt)
                     self.lost = not ours

@@ -106,3 +106,40 @@ def test_reading_several_runs_at_once(run, project, alice):
     metrics_record(other.id, {"loss": cols([0, 1, 2])})
     got = series_read([run.id, other.id], ["loss"])
     assert len(got[run.id]["loss"]["steps"]) == 2 and len(got[other.id]["loss"]["steps"]) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_waiting_for_the_series_lock_does_not_drop_the_other_writers_points(run):
+    """Two writers of the same series (the sink's flusher and a checkpoint's flush, or two API clients):
+    the second waits for the first's lock, then must merge into the tail chunk as the first left it."""
+    import threading
+    import time
+
+    from django.db import connection, transaction
+
+    metrics_record(run.id, {"loss": cols(range(10))})  # a tail chunk with room left
+    first_holds_lock = threading.Event()
+
+    def first():
+        try:
+            with transaction.atomic():  # keeps the lock until the outer commit, after a pause
+                metrics_record(run.id, {"loss": cols(range(10, 20))})
+                first_holds_lock.set()
+                time.sleep(0.5)
+        finally:
+            connection.close()
+
+    def second():
+        try:
+            first_holds_lock.wait(5)
+            metrics_record(run.id, {"loss": cols(range(20, 30))})  # blocks on the lock, then merges
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert read(run, "loss")["steps"].tolist() == list(range(30))
+    assert MetricSeries.objects.get(run=run, key="loss").count == 30

@@ -60,12 +60,7 @@ def _lock_series(run_id: int, keys: list[str]) -> dict[str, MetricSeries]:
     writers of overlapping key sets cannot deadlock."""
 
     def locked() -> dict[str, MetricSeries]:
-        rows = (
-            MetricSeries.objects.select_related("tail_chunk")
-            .select_for_update(of=("self",))
-            .filter(run_id=run_id, key__in=keys)
-            .order_by("id")
-        )
+        rows = MetricSeries.objects.select_for_update().filter(run_id=run_id, key__in=keys).order_by("id")
         return {s.key: s for s in rows}
 
     found = locked()
@@ -75,6 +70,13 @@ def _lock_series(run_id: int, keys: list[str]) -> dict[str, MetricSeries]:
             [MetricSeries(run_id=run_id, key=k) for k in missing], ignore_conflicts=True
         )
         found = locked()
+    # The tail chunks are read only now, holding the series locks. Joined into the locking query they
+    # could come from before a concurrent writer's commit (PostgreSQL re-checks a row it waited for,
+    # not the rows joined to it), and merging into that stale tail would drop that writer's points.
+    tails = MetricChunk.objects.in_bulk([s.tail_chunk_id for s in found.values() if s.tail_chunk_id])
+    for s in found.values():
+        if s.tail_chunk_id:
+            s.tail_chunk = tails[s.tail_chunk_id]
     return found
 
 
