@@ -1,4 +1,5 @@
-"""A warm start shared by the tests that check RL and DAPO learn (built once per session: ~1 min)."""
+"""Shared by the trainer tests: one torch thread, and the warm start of the tests that check RL and
+DAPO learn (built once per session: ~1 min)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import torch
 
 from trainers.base import MemorySink, get_spec
 from trainers.common import arith
+
+
+@pytest.fixture
+def one_thread():
+    """Steadier timings on a shared 2-core box; no result depends on it. Opt in per module with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,11 @@ previous iteration's actor as pi_ref, publishes its own dataset and ends with it
 resumed run starts at the first unfinished iteration."""
 
 import pytest
-import torch
 
 from trainers.base import MemorySink, get_spec
 from trainers.common.models import load_policy
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.timeout(600)]
 
 TINY = {
     "generated_train": 40,
@@ -28,14 +27,6 @@ TINY = {
     "reward_processes": 1,
     "iterations": 2,
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def stage_runs(sink) -> list[int]:

@@ -17,20 +17,12 @@ import torch
 from trainers.base import MemorySink, get_spec
 from trainers.common.models import load_policy, load_value_model
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.timeout(900)]
 
 #: The critic's expected calibration error on held-out prompts must end at most this fraction of the
 #: fresh head's (measured from this warm start: 0.151 -> 0.072; from a clean 200-step SFT, whose MC
 #: values average about 0.1, 0.379 -> 0.027).
 ECE_RATIO = 0.6
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # steadier on a shared 2-core box; results do not depend on it
-    yield
-    torch.set_num_threads(before)
 
 
 #: Held-out avg@4 (temperature 1, 150 problems x 4) must rise by at least this. Measured with the

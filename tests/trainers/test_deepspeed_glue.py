@@ -20,13 +20,7 @@ from trainers.common.tiny import build_tiny_model
 from trainers.reward.config import RewardConfig
 from trainers.reward.demo_data import generate_pairs, write_jsonl
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -25,19 +25,13 @@ from trainers.reward.model import build_reward_model
 from trainers.reward.score import load_reward_model, score_pairs
 from trainers.reward.train import Schedule, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # Four demo sources whose rules a 2-layer model finds within ~40 steps (math-prm, the hardest,
 # is left out to keep the test short; the demo preset trains on all seven).
 SOURCES = ("refusals-dangerous", "xstest-should-respond", "hep-python", "llmbar-natural")
 LEARN_STEPS = 40
 MIN_ACCURACY = 0.85  # measured: 0.99 at step 40 (0.55 at step 0)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

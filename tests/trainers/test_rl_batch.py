@@ -11,13 +11,7 @@ from trainers.common.tiny import build_tiny_model
 from trainers.rl.batch import build_batch, logprobs_and_entropy
 from trainers.rl.core import policy_loss
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_entropy_outside_the_graph_changes_no_gradient(tmp_path):

@@ -28,16 +28,10 @@ from trainers.common.tiny import build_tiny_model, mark_char_tokenizer
 from trainers.rl.config import RLConfig
 from trainers.rl.train import Trainer, train
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROBLEMS = [("1+1=", "2"), ("0+1=", "1"), ("2+1=", "3"), ("1+2=", "3")]
 COMPARED = ("actor/total_loss", "actor/pg_loss", "actor/grad_norm", "policy/entropy", "reward/mean")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,21 +8,12 @@ RL with the math verifier's 0/1 reward then removes it on problems it never saw:
 monotone; this test stops at step 20 and asks for a third of that gain."""
 
 import pytest
-import torch
 
 from trainers.base import MemorySink, get_spec
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow, pytest.mark.timeout(900)]
 
 MIN_GAIN = 0.05  # absolute avg@4 on 150 held-out problems x 4 samples
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_rl_raises_held_out_accuracy_of_a_warm_started_policy(slipped_warm_start, tmp_path):
