@@ -21,6 +21,7 @@ from webapp.datasets.services import ImportRejected, file_sha256
 # Enough for any CPU demo and far beyond; a GPU run publishing millions of prefixes should stream.
 MAX_ROWS = 1_000_000
 MAX_ERRORS = 20
+SUMMARY_KEY = "value_summary"  # in Dataset.meta
 
 
 def parse_step_row(raw: Any) -> StepSolution:
@@ -101,7 +102,7 @@ def step_values_publish(run, *, kind: str, name: str, path: Path, meta: Mapping[
             sha256=sha,
             row_count=len(rows),
             progress=1.0,
-            meta={**dict(meta or {}), "source_run": run.pk},
+            meta={**dict(meta or {}), "source_run": run.pk, SUMMARY_KEY: summarise_values(rows)},
             source_run=run,
             created_by=run.created_by,
         )
@@ -112,21 +113,22 @@ def step_values_publish(run, *, kind: str, name: str, path: Path, meta: Mapping[
     return dataset
 
 
-def value_summary(dataset: Dataset, max_steps: int = 32) -> dict[str, list]:
+def summarise_values(rows: list[StepSolution], max_steps: int = 32) -> dict[str, list]:
     """Mean MC value after step t, for solutions that ended correct and those that did not: the chart
-    at the top of the solution browser (a good critic's targets separate the two curves early)."""
-    sums: dict[bool, list[float]] = {True: [0.0] * (max_steps + 1), False: [0.0] * (max_steps + 1)}
-    counts: dict[bool, list[int]] = {True: [0] * (max_steps + 1), False: [0] * (max_steps + 1)}
-    for correct, values in (
-        StepSolution.objects.filter(dataset=dataset)
-        .values_list("correct", "values")
-        .iterator(chunk_size=2000)
-    ):
-        for t, v in enumerate(values[: max_steps + 1]):
-            sums[correct][t] += v
-            counts[correct][t] += 1
+    at the top of the solution browser (a good critic's targets separate the two curves early).
+    Computed once, when the dataset is published, and kept in its meta."""
+    sums = {True: [0.0] * (max_steps + 1), False: [0.0] * (max_steps + 1)}
+    counts = {True: [0] * (max_steps + 1), False: [0] * (max_steps + 1)}
+    for row in rows:
+        for t, v in enumerate(row.values[: max_steps + 1]):
+            sums[row.correct][t] += v
+            counts[row.correct][t] += 1
     out: dict[str, list] = {}
     for correct, label in ((True, "correct"), (False, "wrong")):
         steps = [t for t in range(max_steps + 1) if counts[correct][t]]
         out[label] = [[t, sums[correct][t] / counts[correct][t], counts[correct][t]] for t in steps]
     return out
+
+
+def value_summary(dataset: Dataset) -> dict[str, list]:
+    return (dataset.meta or {}).get(SUMMARY_KEY) or {"correct": [], "wrong": []}

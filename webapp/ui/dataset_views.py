@@ -59,7 +59,7 @@ def _datasets(user):
 
 def _dataset(request: HttpRequest, pk: int, *, kind: str | None = None) -> Dataset:
     dataset = get_object_or_404(
-        _datasets(request.user).select_related("project", "parent", "created_by"), pk=pk
+        _datasets(request.user).select_related("project", "parent", "created_by", "source_run"), pk=pk
     )
     if kind is not None and dataset.kind != kind:
         raise Http404(f"dataset {dataset.pk} holds {dataset.kind}, not {kind}")

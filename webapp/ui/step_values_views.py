@@ -6,30 +6,22 @@ from __future__ import annotations
 
 from django.core.paginator import Paginator
 from django.db.models.functions import Substr
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from webapp.datasets.models import Dataset, StepSolution
-from webapp.datasets.step_values import value_summary
-from webapp.projects.selectors import project_list
+from webapp.datasets.step_values import SUMMARY_KEY, value_summary
+from webapp.ui import dataset_views
 
 PAGE_SIZE = 50
 SPARK_W, SPARK_H = 120, 28
 
 
 def _dataset(request: HttpRequest, pk: int) -> Dataset:
-    dataset = get_object_or_404(
-        Dataset.objects.filter(project__in=project_list(user=request.user)).select_related(
-            "project", "source_run"
-        ),
-        pk=pk,
-    )
-    if dataset.kind != Dataset.Kind.STEP_VALUES:
-        raise Http404(f"dataset {dataset.pk} holds {dataset.kind}, not step values")
-    return dataset
+    return dataset_views._dataset(request, pk, kind=Dataset.Kind.STEP_VALUES)
 
 
 def sparkline(values: list[float]) -> SafeString:
@@ -88,6 +80,7 @@ def step_solutions(request: HttpRequest, pk: int) -> HttpResponse:
             "state": state,
             "query": query,
             "summary": value_summary(dataset),
+            "facts": {k: v for k, v in (dataset.meta or {}).items() if k not in ("source_run", SUMMARY_KEY)},
             "api_url": reverse("api-dataset", args=[dataset.pk]),
         },
     )
