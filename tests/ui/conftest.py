@@ -31,3 +31,20 @@ def browser(monkeypatch):
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture
+def client_alice(client, alice):
+    """Django's test client, logged in as alice (who owns the ``project`` fixture)."""
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def client_bob(bob):
+    """A second client, logged in as bob (a member of none of alice's projects)."""
+    from django.test import Client
+
+    c = Client()
+    c.force_login(bob)
+    return c

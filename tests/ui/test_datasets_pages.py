@@ -40,19 +40,6 @@ def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture
-def client_alice(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
-def client_bob(bob):
-    c = Client()
-    c.force_login(bob)
-    return c
-
-
 def make_dataset(project, user, name="prefs", kind="preference", **fields) -> Dataset:
     fields.setdefault("status", Dataset.Status.READY)
     fields.setdefault("sha256", "ab" * 32)

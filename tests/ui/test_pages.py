@@ -38,19 +38,6 @@ GARNET_POST = {
 }
 
 
-@pytest.fixture
-def client_alice(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
-def client_bob(bob):
-    c = Client()
-    c.force_login(bob)
-    return c
-
-
 def make_run(project, user, name="r", **fields) -> Run:
     run = services.run_create(user=user, project=project, name=name, kind="tabular", config=NPG_CONFIG)
     if fields:

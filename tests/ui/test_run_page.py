@@ -24,19 +24,6 @@ def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@pytest.fixture
-def client_alice(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
-def client_bob(bob):
-    c = Client()
-    c.force_login(bob)
-    return c
-
-
 def dataset(project, name, kind="preference", status="ready", version=1) -> Dataset:
     return Dataset.objects.create(
         project=project, name=name, kind=kind, status=status, version=version, row_count=3

@@ -16,12 +16,6 @@ from webapp.runs.models import Run, SavedView
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def client_alice(client, alice):
-    client.force_login(alice)
-    return client
-
-
 def make(project, user, name, config, **fields) -> Run:
     return Run.objects.create(
         project=project, name=name, kind="external", config=config, created_by=user, **fields

@@ -14,21 +14,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def alice_client(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
-def bob_client(bob):
-    from django.test import Client
-
-    c = Client()
-    c.force_login(bob)
-    return c
-
-
-@pytest.fixture
 def step_dataset(project, alice, tmp_path):
     run = Run.objects.create(
         project=project, name="dapo run", kind="synthetic", status="running", created_by=alice
@@ -47,26 +32,26 @@ def step_dataset(project, alice, tmp_path):
     )
 
 
-def test_solution_list_filters_pages_and_escapes(alice_client, step_dataset):
+def test_solution_list_filters_pages_and_escapes(client_alice, step_dataset):
     url = f"/datasets/{step_dataset.pk}/solutions/"
-    page = alice_client.get(url).content.decode()
+    page = client_alice.get(url).content.decode()
     assert "120 solutions" in page and page.count('data-testid="solution-row"') == 50
     assert "&lt;b&gt;" in page and "<b>" not in page.split("<main", 1)[1]  # prompts are escaped
     assert "values 0.50 0.75 1.00 1.00" in page  # the sparkline's label carries the curve
     badges = re.findall(r'<span class="badge status-(\w+)">(\w+)</span>', page)
     assert badges[:3] == [("succeeded", "correct"), ("failed", "wrong"), ("failed", "wrong")], badges[:3]
-    correct = alice_client.get(url + "?outcome=correct").content.decode()
+    correct = client_alice.get(url + "?outcome=correct").content.decode()
     assert "40 solutions" in correct and "values 0.50 0.25" not in correct
-    wrong = alice_client.get(url + "?outcome=wrong&page=1").content.decode()
+    wrong = client_alice.get(url + "?outcome=wrong&page=1").content.decode()
     assert "80 solutions" in wrong and "outcome=wrong&page=2" in wrong  # the filter survives paging
-    detail = alice_client.get(f"/datasets/{step_dataset.pk}/").content.decode()
+    detail = client_alice.get(f"/datasets/{step_dataset.pk}/").content.decode()
     assert f'href="/datasets/{step_dataset.pk}/solutions/"' in detail and "dapo run" in detail
 
 
-def test_other_users_and_other_kinds_get_404(bob_client, alice_client, step_dataset, project):
-    assert bob_client.get(f"/datasets/{step_dataset.pk}/solutions/").status_code == 404
+def test_other_users_and_other_kinds_get_404(client_bob, client_alice, step_dataset, project):
+    assert client_bob.get(f"/datasets/{step_dataset.pk}/solutions/").status_code == 404
     other = Dataset.objects.create(project=project, name="prefs", kind="preference", status="ready")
-    assert alice_client.get(f"/datasets/{other.pk}/solutions/").status_code == 404
+    assert client_alice.get(f"/datasets/{other.pk}/solutions/").status_code == 404
 
 
 @pytest.mark.slow
