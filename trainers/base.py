@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 #: A dataset a trainer reads: an orlab dataset id (the worker exports that version to a JSONL file
 #: and hands the trainer its path) or, when a trainer runs standalone, the path of a JSONL file.
@@ -38,6 +38,15 @@ class TrainerConfig(BaseModel):
     """Base of every trainer config: strict (unknown keys are errors) and JSON round-trippable."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """One ``field.path: message`` line per error (the CLI's bad-config output)."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(part) for part in err["loc"]) or "config"
+        lines.append(f"{loc}: {err['msg']}")
+    return lines
 
 
 @runtime_checkable

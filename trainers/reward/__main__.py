@@ -19,45 +19,12 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
-import yaml
-from pydantic import ValidationError
-
-from trainers.base import JsonlSink
+from trainers.cli import BadInput, main
 from trainers.common.data import DataError, read_preference_jsonl
-from trainers.reward.config import RewardConfig, format_errors
-
-EXIT_BAD_INPUT = 2
-
-
-class BadInput(Exception):
-    """A problem with the user's files or arguments: reported on stderr, exit status 2."""
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read config file {path}: {exc}") from None
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".json":
-            raw = json.loads(text)
-        elif suffix in (".yaml", ".yml"):
-            raw = yaml.safe_load(text)
-        else:  # JSON is YAML, but JSON's error messages are better for JSON-looking files
-            raw = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise BadInput(f"cannot parse config file {path}: {exc}") from None
-    if not isinstance(raw, dict):
-        raise BadInput(f"config file {path} must hold a mapping of fields, got {type(raw).__name__}")
-    return raw
+from trainers.reward.config import RewardConfig
 
 
 def check_files(config: RewardConfig, resume: Path | None) -> None:
@@ -79,49 +46,5 @@ def check_files(config: RewardConfig, resume: Path | None) -> None:
         raise BadInput(f"--resume {resume}: not a reward-model checkpoint folder (no trainer_state.json)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trainers.reward", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path, help="config file (JSON or YAML)")
-    parser.add_argument("--workdir", type=Path, help="folder for checkpoints (default: a temporary folder)")
-    parser.add_argument("--resume", type=Path, help="checkpoint folder to continue from")
-    args = parser.parse_args(argv)
-    try:
-        raw = read_config(args.config)
-        try:
-            config = RewardConfig.model_validate(raw)
-        except ValidationError as exc:
-            raise BadInput(
-                "invalid config:\n" + "\n".join("  " + line for line in format_errors(exc))
-            ) from None
-        check_files(config, args.resume)
-    except BadInput as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-
-    workdir = args.workdir
-    if workdir is None:
-        workdir = Path(tempfile.mkdtemp(prefix="orlab-reward-"))
-        print(f"checkpoints in {workdir}", file=sys.stderr)
-
-    # Libraries print to stdout (DeepSpeed's logger, for one); only our JSON lines may go there.
-    stdout, sys.stdout = sys.stdout, sys.stderr
-    try:
-        from trainers.reward.train import train  # torch only once the config is known to be good
-
-        sink = JsonlSink(stream=stdout, workdir=workdir, resume_from=args.resume)
-        try:
-            summary = train(config, sink)
-        except DataError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        except BrokenPipeError:  # e.g. piped into `head`: the reader has all it wanted
-            sys.stderr.close()
-            return 0
-    finally:
-        sys.stdout = stdout
-    print(f"done: {json.dumps(summary)}", file=sys.stderr)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("reward", sys.argv[1:], check=check_files, input_errors=(DataError,)))

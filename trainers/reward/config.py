@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
 
@@ -141,12 +141,3 @@ class RewardConfig(TrainerConfig):
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
-
-
-def format_errors(exc: ValidationError) -> list[str]:
-    """One ``field.path: message`` line per error (for the CLI)."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in err["loc"]) or "config"
-        lines.append(f"{loc}: {err['msg']}")
-    return lines

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from trainers.base import TrainerConfig
+from trainers.base import TrainerConfig, format_errors  # noqa: F401 (the CLI's error lines, re-exported)
 
 Method = Literal[
     "projected_pg",
@@ -243,12 +243,3 @@ class TabularConfig(TrainerConfig):
     @property
     def regularised(self) -> bool:
         return self.method in REGULARISED_METHODS
-
-
-def format_errors(exc: ValidationError) -> list[str]:
-    """One ``field.path: message`` line per error (for the CLI)."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(part) for part in err["loc"]) or "config"
-        lines.append(f"{loc}: {err['msg']}")
-    return lines
