@@ -1,0 +1,128 @@
+"""Token-budget micro-batching and memory-lean log-probabilities.
+
+Why: a long-CoT batch (hundreds of sequences of up to 32k tokens) cannot go through one forward, and
+full-vocabulary float32 logits are the largest tensor of the update (one 10k-token sequence at a 152k
+vocabulary is 6 GB per copy; log_softmax, its exp and the gradient each make another). So:
+
+* :func:`split_by_token_budget` groups sequences of similar length into micro-batches whose padded size
+  (rows x longest row) fits a token budget, as verl's dynamic batch size and TRL's padding-free
+  batches do. The trainer accumulates gradients over them, weighting each micro-batch's loss so the
+  sum equals the un-split loss (see each trainer's loss for its weighting).
+* :func:`token_logprobs` runs the decoder once, keeps the hidden states of response positions only,
+  and projects them through the LM head in chunks of rows. Each chunk is wrapped in activation
+  checkpointing, so backward recomputes that chunk's logits instead of keeping every chunk's fp32
+  copy alive: the peak is one chunk's logits, whatever the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+#: bytes of float32 logits one chunk may hold (plus the few same-size temporaries of log_softmax)
+CHUNK_LOGIT_BYTES = 256 * 2**20
+
+
+def split_by_token_budget(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into micro-batches with ``rows x max(length) <= budget``.
+
+    Sequences are taken longest first, so each micro-batch holds similar lengths (little padding); a
+    sequence longer than the budget gets a micro-batch of its own. Within a micro-batch the indices are
+    in ascending order. Deterministic for equal inputs."""
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1, got {budget}")
+    order = sorted(range(len(lengths)), key=lambda i: (-int(lengths[i]), i))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    widest = 0
+    for i in order:
+        length = max(1, int(lengths[i]))
+        if current and max(widest, length) * (len(current) + 1) > budget:
+            groups.append(sorted(current))
+            current, widest = [], 0
+        current.append(i)
+        widest = max(widest, length)
+    if current:
+        groups.append(sorted(current))
+    return groups
+
+
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The transformer body (returns final-normed hidden states) and the LM head of a Hugging Face
+    causal LM, also when wrapped (DeepSpeed's engine keeps it in ``.module``, DDP too)."""
+    inner = model
+    while not hasattr(inner, "get_output_embeddings") and hasattr(inner, "module"):
+        inner = inner.module
+    head = inner.get_output_embeddings()
+    body = inner.get_decoder() if hasattr(inner, "get_decoder") else inner.model
+    if head is None or body is None:
+        raise TypeError(f"{type(inner).__name__} has no decoder/LM head pair")
+    return body, head
+
+
+def _chunk_rows(vocab: int) -> int:
+    return max(1, CHUNK_LOGIT_BYTES // (4 * max(1, vocab)))
+
+
+def _chunk_fn(temperature: float, with_entropy: bool, entropy_grad: bool):
+    def fn(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor):
+        logits = torch.nn.functional.linear(hidden, weight, bias).float() / temperature
+        logp_all = torch.log_softmax(logits, dim=-1)
+        logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
+        if not with_entropy:
+            return logp, torch.zeros_like(logp)
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy
+
+    return fn
+
+
+def token_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = True,
+    entropy_grad: bool = True,
+    chunk_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``log pi(x_{t+1} | x_{<=t}) `` and the full-vocabulary entropy at ``temperature``, shape (B, L-1),
+    computed only where ``response_mask`` (B, L-1) is set; zero elsewhere.
+
+    Equal (up to float rounding of the matmul order) to slicing ``model(...).logits`` and taking
+    ``log_softmax``, without materialising (B, L, V) logits."""
+    body, head = decoder_and_head(model)
+    positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    hidden = body(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=False
+    ).last_hidden_state[:, :-1]
+    mask = response_mask.bool()
+    selected = hidden[mask]  # (N, H): response positions only
+    targets = input_ids[:, 1:][mask]
+    rows = chunk_rows or _chunk_rows(head.weight.shape[0])
+    fn = _chunk_fn(temperature, with_entropy, entropy_grad)
+    logps, ents = [], []
+    for start in range(0, selected.shape[0], rows):
+        args = (selected[start : start + rows], head.weight, head.bias, targets[start : start + rows])
+        if torch.is_grad_enabled():
+            lp, en = checkpoint(fn, *args, use_reentrant=False)
+        else:
+            lp, en = fn(*args)
+        logps.append(lp)
+        ents.append(en)
+    flat_logp = torch.cat(logps) if logps else hidden.new_zeros(0, dtype=torch.float32)
+    out_logp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(
+        mask, flat_logp
+    )
+    out_ent = None
+    if with_entropy:
+        flat_ent = torch.cat(ents) if ents else flat_logp
+        out_ent = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(
+            mask, flat_ent
+        )
+    return out_logp, out_ent
