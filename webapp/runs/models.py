@@ -52,6 +52,9 @@ class Run(models.Model):
     datasets = models.ManyToManyField(Dataset, blank=True, related_name="runs")
     dataset_versions = models.JSONField(default=dict, blank=True)
     summary = models.JSONField(default=dict, blank=True)
+    # Per-GPU memory estimate computed at launch (trainers.common.memory_estimate), shown next to the
+    # measured peak on the run page; empty when the model's shape was not known at launch.
+    memory_estimate = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
 
     class Meta:
@@ -126,6 +129,10 @@ class Checkpoint(models.Model):
     attempt = models.PositiveIntegerField(default=1)
     metrics = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Bytes on disk when recorded (directory walk); null for rows recorded before sizes were kept.
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    # Set when the retention policy removed the files: the row stays so charts and links can say so.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "-step"]
