@@ -55,6 +55,9 @@ class Run(models.Model):
     # Per-GPU memory estimate computed at launch (trainers.common.memory_estimate), shown next to the
     # measured peak on the run page; empty when the model's shape was not known at launch.
     memory_estimate = models.JSONField(default=dict, blank=True)
+    # host:port of the c10d rendezvous of the current attempt of a multi-node run, chosen by node 0
+    # when it claims (RunNode) and read by the other nodes' tasks; blank for a one-host run.
+    rendezvous_endpoint = models.CharField(max_length=300, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
 
     class Meta:
@@ -79,6 +82,25 @@ class Run(models.Model):
         from django.utils import timezone
 
         return (self.finished_at or timezone.now()) - self.started_at
+
+
+class RunNode(models.Model):
+    """One host's part of an attempt of a multi-process run. A run with ``nodes: N`` queues N node
+    tasks; each claims the next free node rank (0, 1, ...) when it starts, so a task redelivered or
+    beyond N finds none. Node 0 coordinates: it moves the run to running, records the rendezvous
+    endpoint and beats the heartbeat until the ranks' own sink takes over."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="nodes")
+    attempt = models.PositiveIntegerField()
+    node_rank = models.PositiveIntegerField()
+    host = models.CharField(max_length=255)
+    claimed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "attempt", "node_rank"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "attempt", "node_rank"], name="runnode_run_attempt_rank")
+        ]
 
 
 class MetricSeries(models.Model):
