@@ -1,18 +1,13 @@
-"""TorchSampler against the no-cache reference and a full-forward recomputation; the vLLM adapter's
-pure parts with fakes (vLLM itself needs a GPU). No database, CPU only."""
+"""TorchSampler against the no-cache reference and a full-forward recomputation (the vLLM engine has its
+own tests: test_vllm_engine.py). No database, CPU only."""
 
 from __future__ import annotations
 
 import math
-import os
-import sys
-import types
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from trainers.common import vllm_engine
 from trainers.common.models import load_policy
 from trainers.common.rollout import (
     Completion,
@@ -274,119 +269,3 @@ def test_empty_prompt_is_rejected(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="empty"):
         TorchSampler(model, tok).generate(["1", ""], n=1, max_new_tokens=2)
-
-
-# --- vLLM adapter (no GPU here: fakes stand in for vllm) -----------------------------------------
-
-
-def test_vllm_is_unavailable_without_cuda_and_the_engine_says_why(tmp_path):
-    if torch.cuda.is_available():
-        pytest.skip("a CUDA device is present")
-    assert vllm_engine.available() is False
-    with pytest.raises(RuntimeError, match="CUDA"):
-        vllm_engine.VllmEngine(tmp_path)
-
-
-def test_sampling_params_follow_our_conventions():
-    cfg = SamplingConfig(n=16, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8192)
-    kw = vllm_engine.sampling_params_kwargs(cfg, 7, {2, 5})
-    assert kw == {
-        "n": 16, "temperature": 1.0, "top_p": 1.0, "top_k": -1, "max_tokens": 8192, "logprobs": 0,
-        "seed": 7, "stop_token_ids": [2, 5], "detokenize": False,
-    }  # fmt: skip
-    assert vllm_engine.sampling_params_kwargs(SamplingConfig(top_k=20), None, {2})["top_k"] == 20
-
-
-def _fake_sample(index, tokens, finish, lp=-0.5):
-    return SimpleNamespace(
-        index=index,
-        token_ids=tokens,
-        finish_reason=finish,
-        logprobs=[{t: SimpleNamespace(logprob=lp - i)} for i, t in enumerate(tokens)],
-    )
-
-
-def test_vllm_outputs_become_grouped_completions(tiny):
-    _, tok = tiny
-    eos = tok.eos_token_id
-    a, b = tok.encode("12"), tok.encode("x")
-    outputs = [
-        SimpleNamespace(outputs=[_fake_sample(1, [*a, eos], "length"), _fake_sample(0, a, "length")]),
-        SimpleNamespace(outputs=[_fake_sample(0, [*b, eos], "stop"), _fake_sample(1, b + b, "stop")]),
-    ]
-    groups = vllm_engine.completions_from_outputs(outputs, [[4], [5, 6]], tok, {eos}, n=2)
-    first, second = groups
-    assert [c.completion_ids for c in first] == [a, [*a, eos]]  # sorted by sample index
-    assert first[0].truncated and first[0].finish_reason == "length"
-    # vLLM says "length" when EOS lands on the last allowed token; we call that a stop.
-    assert not first[1].truncated and first[1].finish_reason == "stop"
-    assert first[1].completion_text == "12" and first[1].logprobs == [-0.5, -1.5, -2.5]
-    assert all(c.prompt_ids == [5, 6] for c in second)
-    assert not second[1].truncated and second[1].finish_reason == "stop"  # other stop conditions
-    with pytest.raises(RuntimeError):
-        vllm_engine.completions_from_outputs(outputs, [[4], [5, 6]], tok, {eos}, n=3)
-
-
-def test_vllm_engine_generate_and_sync_weights_with_a_fake_vllm(tiny, tmp_path, monkeypatch):
-    """The calls VllmEngine makes into vLLM, checked against a stand-in module: engine arguments,
-    per-prompt seeds, token prompts, and weight sync through apply_model + reset_prefix_cache."""
-    model, tok = tiny
-    directory = build_tiny_model(tmp_path / "tiny", seed=0)
-    calls: dict[str, list] = {"generate": [], "loaded": [], "reset": []}
-
-    class FakeVllmModel:
-        def load_weights(self, weights):
-            calls["loaded"].append(dict(weights))
-
-    class FakeLLM:
-        def __init__(self, **kwargs):
-            calls["init"] = kwargs
-
-        def generate(self, prompts, params, use_tqdm=True):
-            calls["generate"].append((prompts, params))
-            return [
-                SimpleNamespace(
-                    outputs=[_fake_sample(j, [4 + j, tok.eos_token_id], "stop") for j in range(p["n"])]
-                )
-                for p in params
-            ]
-
-        def apply_model(self, func):
-            return [func(FakeVllmModel())]
-
-        def reset_prefix_cache(self):
-            calls["reset"].append(True)
-
-    fake = types.ModuleType("vllm")
-    fake.LLM = FakeLLM
-    fake.SamplingParams = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
-
-    engine = vllm_engine.VllmEngine(directory, gpu_memory_utilization=0.3)
-    assert isinstance(engine, RolloutEngine)
-    init = calls["init"]
-    assert init["model"] == str(directory) and init["skip_tokenizer_init"] is True
-    assert init["logprobs_mode"] == "processed_logprobs" and init["gpu_memory_utilization"] == 0.3
-    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
-
-    groups = engine.generate(["1+1=", "ab"], n=3, temperature=1.0, max_new_tokens=9, seed=100)
-    prompts, params = calls["generate"][0]
-    assert prompts == [{"prompt_token_ids": tok.encode("1+1=")}, {"prompt_token_ids": tok.encode("ab")}]
-    assert [p["seed"] for p in params] == [100, 103]  # vLLM adds the child index: all 6 distinct
-    assert params[0]["stop_token_ids"] == [tok.eos_token_id] and params[0]["max_tokens"] == 9
-    assert [len(g) for g in groups] == [3, 3] and groups[1][2].completion_ids == [6, tok.eos_token_id]
-
-    engine.sync_weights(model)
-    (loaded,) = calls["loaded"]
-    state = model.state_dict()
-    assert set(loaded) == set(state) and "model.layers.0.self_attn.q_proj.weight" in loaded
-    assert all(torch.equal(loaded[k], state[k]) for k in state)
-    assert calls["reset"] == [True]
-
-    # An engine core in another process cannot receive the closure: refuse instead of failing late.
-    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
-    with pytest.raises(RuntimeError, match="in this process"):
-        vllm_engine.VllmEngine(directory).sync_weights(model)
-    assert len(calls["loaded"]) == 1
