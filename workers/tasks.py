@@ -166,10 +166,11 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
             dataset_export_jsonl(ev.benchmark),
             k=ev.k,
             temperature=float(p.get("temperature", 0.6)),
+            top_p=float(p.get("top_p", 1.0)),
             max_new_tokens=int(p.get("max_new_tokens", 512)),
         )
         Evaluation.objects.filter(pk=evaluation_id).update(
-            status=Evaluation.Status.SUCCEEDED, metrics=metrics, protocol=protocol
+            status=Evaluation.Status.SUCCEEDED, metrics=metrics, protocol={**p, **protocol}
         )
     except Exception as exc:
         log.exception("evaluation %s failed", evaluation_id)

@@ -158,9 +158,12 @@ class CheckpointInSerializer(serializers.Serializer):
 
 class EvaluateRequestSerializer(serializers.Serializer):
     benchmark = serializers.IntegerField(help_text="id of a problems dataset")
-    k = serializers.IntegerField(min_value=1, max_value=1024, default=8, help_text="samples per problem")
-    temperature = serializers.FloatField(min_value=0.0, max_value=5.0, default=0.6)
-    max_new_tokens = serializers.IntegerField(min_value=1, max_value=131072, default=512)
+    # Unset: the run's own generation settings (its eval section, the stage's response limit, its chat
+    # template: webapp.runs.services.evaluation_settings).
+    k = serializers.IntegerField(min_value=1, max_value=1024, required=False, help_text="samples per problem")
+    temperature = serializers.FloatField(min_value=0.0, max_value=5.0, required=False)
+    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, required=False)
+    max_new_tokens = serializers.IntegerField(min_value=1, max_value=131072, required=False)
 
 
 class EvaluationInSerializer(serializers.Serializer):

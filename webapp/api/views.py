@@ -666,10 +666,9 @@ class CheckpointEvaluateApi(APIView):
             benchmark = Dataset.objects.get(pk=data["benchmark"], project__in=project_list(user=request.user))
         except Dataset.DoesNotExist:
             return bad_request("invalid input", {"benchmark": ["no such dataset among yours"]})
-        ev = services.evaluation_request(
-            checkpoint=checkpoint, benchmark=benchmark, k=data["k"], temperature=data["temperature"],
-            max_new_tokens=data["max_new_tokens"],
-        )  # fmt: skip
+        # settings left out are the run's own (services.evaluation_settings); a RunError is a 400
+        given = {key: data[key] for key in ("k", "temperature", "top_p", "max_new_tokens") if key in data}
+        ev = services.evaluation_request(checkpoint=checkpoint, benchmark=benchmark, **given)
         return Response(s.EvaluationSerializer(ev).data, status=status.HTTP_202_ACCEPTED)
 
 

@@ -297,7 +297,12 @@ def scoring_job_create(*, user, dataset: Dataset, checkpoint) -> ScoringJob:
         raise ImportRejected("invalid input", {"dataset": [f"dataset is {dataset.status}, not ready"]})
     if checkpoint.run.kind != "reward":
         raise ImportRejected("invalid input", {"checkpoint": ["not a checkpoint of a reward-model run"]})
-    job = ScoringJob.objects.create(dataset=dataset, checkpoint=checkpoint, created_by=user)
+    with transaction.atomic():
+        # the row lock orders this with retention (webapp.runs.retention): deleted first, or protected
+        if type(checkpoint).objects.select_for_update().get(pk=checkpoint.pk).deleted_at is not None:
+            deleted = f"the step-{checkpoint.step} checkpoint was deleted by the retention policy"
+            raise ImportRejected("invalid input", {"checkpoint": [deleted]})
+        job = ScoringJob.objects.create(dataset=dataset, checkpoint=checkpoint, created_by=user)
     queue = checkpoint.run.queue or "gpu"
     transaction.on_commit(lambda: app.send_task("workers.tasks.score_dataset", args=[job.id], queue=queue))
     return job

@@ -392,9 +392,17 @@ def runs_mark_lost(*, timeout: float | None = None) -> int:
 def checkpoint_record(
     run_id: int, attempt: int, step: int, path: str, metrics: Mapping[str, float]
 ) -> Checkpoint:
+    """Record (or re-record) a checkpoint, store its size, then apply the run's retention policy."""
+    from webapp.runs import retention
+
     checkpoint, _ = Checkpoint.objects.update_or_create(
-        run_id=run_id, step=step, defaults={"path": path, "attempt": attempt, "metrics": _jsonable(metrics)}
+        run_id=run_id,
+        step=step,
+        defaults={"path": path, "attempt": attempt, "metrics": _jsonable(metrics), "deleted_at": None},
     )
+    retention.record_size(checkpoint)
+    if retention.apply_retention(run_id):
+        checkpoint.refresh_from_db(fields=["deleted_at"])
     return checkpoint
 
 
@@ -507,8 +515,51 @@ def evaluation_record(
     )
 
 
-def evaluation_request(*, checkpoint: Checkpoint, benchmark, k: int, temperature: float, max_new_tokens: int):
-    """On-demand evaluation of a policy checkpoint on a problems dataset, run by a worker."""
+#: what an on-demand evaluation uses when neither the request nor the run's config says
+EVALUATION_FALLBACK = {
+    "k": 8,
+    "temperature": 0.6,
+    "top_p": 1.0,
+    "max_new_tokens": 512,
+    "chat_template": "auto",
+}
+
+
+def evaluation_settings(run: Run, step: int) -> dict[str, Any]:
+    """The generation settings a run evaluates with at ``step``, from its config: RL the eval section
+    and the response limit of the stage ``step`` is in (trainers.rl.train.stage_at's rule), DAPO its
+    eval section, SFT its greedy evaluation (k 1, temperature 0, its max_new_tokens); every kind its
+    chat_template. What the config does not say comes from EVALUATION_FALLBACK."""
+    config = run.config or {}
+    section = config.get("eval") if isinstance(config.get("eval"), Mapping) else {}
+    found: dict[str, Any] = {key: section[key] for key in ("k", "temperature", "top_p") if key in section}
+    if run.kind == "rl":
+        stages = (config.get("rollout") or {}).get("stages") or []
+        current = next((s for s in stages if step < s.get("until_step", 0)), stages[-1] if stages else None)
+        if current and "max_response" in current:
+            found["max_new_tokens"] = current["max_response"]
+    elif run.kind == "dapo" and "max_new_tokens" in section:
+        found["max_new_tokens"] = section["max_new_tokens"]
+    elif run.kind == "sft":
+        found.update(k=1, temperature=0.0, top_p=1.0)
+        if "max_new_tokens" in config:
+            found["max_new_tokens"] = config["max_new_tokens"]
+    if isinstance(config.get("chat_template"), str):
+        found["chat_template"] = config["chat_template"]
+    return {**EVALUATION_FALLBACK, **found}
+
+
+def evaluation_request(
+    *,
+    checkpoint: Checkpoint,
+    benchmark,
+    k: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+):
+    """On-demand evaluation of a policy checkpoint on a problems dataset, run by a worker. Settings not
+    given are the run's own (:func:`evaluation_settings`)."""
     from webapp.datasets.models import Dataset
     from webapp.runs.models import Evaluation
     from workers.celery import app
@@ -519,15 +570,29 @@ def evaluation_request(*, checkpoint: Checkpoint, benchmark, k: int, temperature
         raise RunError(
             "invalid checkpoint", {"checkpoint": ["not a policy checkpoint (sft, rl or dapo run)"]}
         )
-    evaluation = Evaluation.objects.create(
-        run=checkpoint.run,
-        checkpoint=checkpoint,
-        benchmark=benchmark,
-        benchmark_name=f"{benchmark.name} v{benchmark.version}",
-        step=checkpoint.step,
-        k=k,
-        protocol={"k": k, "temperature": temperature, "max_new_tokens": max_new_tokens},
-    )
+    given = {"k": k, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
+    protocol = {
+        **evaluation_settings(checkpoint.run, checkpoint.step),
+        **{key: value for key, value in given.items() if value is not None},
+    }
+    with transaction.atomic():
+        # the row lock orders this request with retention (webapp.runs.retention): a checkpoint is
+        # either deleted first (refused here) or protected by this queued evaluation
+        locked = Checkpoint.objects.select_for_update().get(pk=checkpoint.pk)
+        if locked.deleted_at is not None:
+            raise RunError(
+                "invalid checkpoint",
+                {"checkpoint": [f"the step-{locked.step} checkpoint was deleted by the retention policy"]},
+            )
+        evaluation = Evaluation.objects.create(
+            run=checkpoint.run,
+            checkpoint=checkpoint,
+            benchmark=benchmark,
+            benchmark_name=f"{benchmark.name} v{benchmark.version}",
+            step=checkpoint.step,
+            k=protocol["k"],
+            protocol=protocol,
+        )
     queue = checkpoint.run.queue or "gpu"
     transaction.on_commit(
         lambda: app.send_task("workers.tasks.evaluate_checkpoint", args=[evaluation.id], queue=queue)

@@ -1,0 +1,217 @@
+"""Checkpoint sizes and the retention policy (config ``retention``: keep_last, keep_every, best_metric).
+
+Why: a 7B run writes ~15 GB (bf16 weights) plus ~60 GB (optimizer state) per checkpoint; keeping all
+of them fills the artifact store within a day. After each checkpoint is recorded, the checkpoints no
+rule keeps are deleted from disk. The row stays, marked ``deleted_at``, so charts, evaluations and
+links still say which step it was and that its files are gone.
+
+Never deleted: the newest checkpoint (resume and init_from_run start from it), one with a queued or
+running evaluation, one a queued or running scoring job reads. The check and the marking happen under
+row locks on the run's checkpoints, and evaluation_request / scoring_job_create lock the checkpoint
+row and refuse a deleted one, so a request and a deletion can never cross.
+
+Only directories the platform wrote are measured or deleted: ``<ORLAB_ARTIFACTS>/runs/<run id>/
+attempt-<n>/checkpoint-<step>`` (what the worker's sink creates), never a symlink, never a path an API
+client recorded for an external run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from pydantic import ValidationError
+
+from trainers.common.compute_config import RetentionConfig
+from webapp.runs.models import Checkpoint, Evaluation, Run
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_DIR = re.compile(r"attempt-\d+")
+CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
+PENDING_EVALUATION = (Evaluation.Status.QUEUED, Evaluation.Status.RUNNING)
+
+
+def run_artifact_dir(run_id: int) -> Path:
+    """Where the worker's sink writes a run's files (workers.sinks.DbSink.artifact_dir)."""
+    return Path(settings.ORLAB_ARTIFACTS) / "runs" / str(run_id)
+
+
+def owned_directory(run_id: int, path: str) -> Path | None:
+    """``path`` when it is a checkpoint directory the platform wrote for run ``run_id`` (see the module
+    doc), resolved; None otherwise."""
+    if not path:
+        return None
+    candidate = Path(path)
+    if not candidate.is_absolute() or candidate.is_symlink():
+        return None
+    try:
+        resolved = candidate.resolve(strict=True)
+        root = run_artifact_dir(run_id).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if resolved.parent.parent != root or not resolved.is_dir():
+        return None
+    if not (ATTEMPT_DIR.fullmatch(resolved.parent.name) and CHECKPOINT_DIR.fullmatch(resolved.name)):
+        return None
+    return resolved
+
+
+def directory_size(directory: Path) -> int:
+    """Bytes of the regular files under ``directory`` (symlinks neither followed nor counted)."""
+    total = 0
+    for parent, _dirs, files in os.walk(directory, followlinks=False):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(parent, name))
+            except OSError:
+                continue  # removed while walking
+            if not os.path.islink(os.path.join(parent, name)):
+                total += st.st_size
+    return total
+
+
+def record_size(checkpoint: Checkpoint) -> None:
+    """Store the size of a platform-written checkpoint directory on its row (None for other paths)."""
+    directory = owned_directory(checkpoint.run_id, checkpoint.path)
+    size = directory_size(directory) if directory is not None else None
+    if size != checkpoint.size_bytes:
+        checkpoint.size_bytes = size
+        Checkpoint.objects.filter(pk=checkpoint.pk).update(size_bytes=size)
+
+
+# --- the policy -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A live checkpoint as the policy sees it: its step, its best_metric value (None: unknown) and
+    whether something pending protects it."""
+
+    step: int
+    value: float | None = None
+    protected: bool = False
+
+
+def policy_of(config: Mapping[str, Any] | None) -> RetentionConfig | None:
+    """The run's retention policy, or None when it keeps everything (no rule set, or an external run's
+    free-form config that is not a valid policy)."""
+    raw = (config or {}).get("retention") if isinstance(config, Mapping) else None
+    if not isinstance(raw, Mapping):
+        return None
+    try:
+        policy = RetentionConfig.model_validate(raw)
+    except ValidationError:
+        return None
+    if not (policy.keep_last or policy.keep_every or policy.best_metric):
+        return None
+    return policy
+
+
+def steps_to_keep(policy: RetentionConfig, candidates: Iterable[Candidate]) -> set[int]:
+    """Steps a checkpoint is kept at: the newest, the protected, the newest ``keep_last``, every
+    ``keep_every``-th step, and the best so far by ``best_metric`` (the earliest of equals)."""
+    items = sorted(candidates, key=lambda c: c.step)
+    if not items:
+        return set()
+    keep = {items[-1].step}
+    keep.update(c.step for c in items if c.protected)
+    if policy.keep_last:
+        keep.update(c.step for c in items[-policy.keep_last :])
+    if policy.keep_every:
+        keep.update(c.step for c in items if c.step % policy.keep_every == 0)
+    if policy.best_metric:
+        scored = [c for c in items if c.value is not None and math.isfinite(c.value)]
+        if scored:
+            sign = 1 if policy.best_mode == "max" else -1
+            best = max(scored, key=lambda c: (sign * c.value, -c.step))
+            keep.add(best.step)
+    return keep
+
+
+def _metric_values(run: Run, checkpoints: list[Checkpoint], key: str) -> dict[int, float | None]:
+    """``key`` at each checkpoint: the metrics recorded with it, else the run's metric logged at that
+    step, else a finished evaluation of it that reports the key."""
+    from webapp.runs.metric_store import series_read
+
+    values: dict[int, float | None] = {}
+    for c in checkpoints:
+        v = (c.metrics or {}).get(key)
+        values[c.step] = float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+    missing = {step for step, v in values.items() if v is None}
+    if missing:
+        series = series_read([run.id], [key]).get(run.id, {}).get(key)
+        if series is not None:
+            for step, value in zip(series["steps"].tolist(), series["values"].tolist(), strict=True):
+                if step in missing and math.isfinite(value):
+                    values[step] = value
+                    missing.discard(step)
+    if missing:
+        done = Evaluation.objects.filter(
+            checkpoint__in=[c for c in checkpoints if c.step in missing], status=Evaluation.Status.SUCCEEDED
+        ).values_list("checkpoint__step", "metrics")
+        for step, metrics in done:
+            v = (metrics or {}).get(key)
+            if values.get(step) is None and isinstance(v, int | float) and not isinstance(v, bool):
+                values[step] = float(v) if math.isfinite(v) else None
+    return values
+
+
+def _protected_ids(checkpoints: list[Checkpoint]) -> set[int]:
+    from webapp.datasets.models import ScoringJob
+
+    ids = [c.pk for c in checkpoints]
+    pending = set(
+        Evaluation.objects.filter(checkpoint_id__in=ids, status__in=PENDING_EVALUATION).values_list(
+            "checkpoint_id", flat=True
+        )
+    )
+    pending.update(
+        ScoringJob.objects.filter(
+            checkpoint_id__in=ids, status__in=(ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING)
+        ).values_list("checkpoint_id", flat=True)
+    )
+    return pending
+
+
+def apply_retention(run_id: int) -> list[Checkpoint]:
+    """Delete the checkpoints of ``run_id`` that its policy does not keep; returns them (marked).
+
+    Rows are marked under lock in one transaction; the files are removed after it commits (a crash in
+    between leaves files on disk, never a live row without files)."""
+    run = Run.objects.only("id", "config").get(pk=run_id)
+    policy = policy_of(run.config)
+    if policy is None:
+        return []
+    with transaction.atomic():
+        live = list(
+            Checkpoint.objects.select_for_update()
+            .filter(run_id=run_id, deleted_at__isnull=True)
+            .order_by("step")
+        )
+        protected = _protected_ids(live)
+        values = _metric_values(run, live, policy.best_metric) if policy.best_metric else {}
+        keep = steps_to_keep(policy, [Candidate(c.step, values.get(c.step), c.pk in protected) for c in live])
+        doomed = [c for c in live if c.step not in keep and owned_directory(run_id, c.path) is not None]
+        now = timezone.now()
+        Checkpoint.objects.filter(pk__in=[c.pk for c in doomed]).update(deleted_at=now)
+    for c in doomed:
+        c.deleted_at = now
+        directory = owned_directory(run_id, c.path)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
+            if directory.exists():
+                log.warning("retention could not fully remove %s (checkpoint %s)", directory, c.pk)
+    if doomed:
+        log.info("run %s: retention deleted checkpoints at steps %s", run_id, [c.step for c in doomed])
+    return doomed
