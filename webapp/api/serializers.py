@@ -207,7 +207,7 @@ class ScoringJobSerializer(serializers.Serializer):
 class CheckpointSerializer(serializers.ModelSerializer):
     class Meta:
         model = Checkpoint
-        fields = ["id", "run", "step", "path", "attempt", "metrics", "created_at"]
+        fields = ["id", "run", "step", "path", "attempt", "metrics", "size_bytes", "deleted_at", "created_at"]
 
 
 class SampleSerializer(serializers.ModelSerializer):

@@ -1,5 +1,6 @@
-"""The run page's data panels beyond the metric charts: benchmark evaluations, the samples browser
-and (for reward-model runs) scoring a preference dataset with a checkpoint. The views here give
+"""The run page's data panels beyond the metric charts: benchmark evaluations, the samples browser,
+the memory estimate against the measured peak, and (for reward-model runs) scoring a preference
+dataset with a checkpoint. The views here give
 the page its first state; the page's scripts then read and poll the REST API:
 
   run-evaluations.js  GET /api/runs/{id}/evaluations/  accuracy against step, the evaluations table
@@ -21,11 +22,16 @@ from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, ScoringJob
 from webapp.projects.selectors import project_list
 from webapp.runs import selectors
-from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
+from webapp.runs.models import Checkpoint, Evaluation, MetricSeries, Run, Sample
 
 REWARD_KIND = "reward"
 SAMPLE_PAGE_SIZE = 25
 MAX_JOBS_SHOWN = 100
+#: trainers with a per-GPU memory estimate (trainers.common.memory_estimate.KINDS)
+MODEL_KINDS = ("rl", "dapo", "sft", "reward")
+#: the per-step metric of torch.cuda.max_memory_allocated, in GiB (only logged on CUDA)
+PEAK_METRIC = "memory/peak_gb"
+GIB = 2**30
 
 
 def pairs_url(job: ScoringJob) -> str:
@@ -51,6 +57,34 @@ def sample_filters(params) -> dict:
         "step_min": _digits(params.get("step_min", "")),
         "step_max": _digits(params.get("step_max", "")),
         "page": int(page) if page and int(page) > 0 else 1,
+    }
+
+
+def memory_panel(run: Run) -> dict | None:
+    """The launch-time estimate (components and phases, GiB) next to the measured peak: the largest
+    ``memory/peak_gb`` any step logged. None for runs that train no model."""
+    if run.kind not in MODEL_KINDS:
+        return None
+    estimate = run.memory_estimate or {}
+    components = estimate.get("components") or {}
+    peak = MetricSeries.objects.filter(run=run, key=PEAK_METRIC).values_list("max_value", flat=True).first()
+    total = estimate.get("total_bytes")
+    return {
+        "has_estimate": bool(components),
+        "components": [(name.replace("_", " "), value / GIB) for name, value in components.items() if value],
+        "phases": [(name, value / GIB) for name, value in (estimate.get("phases") or {}).items()],
+        "peak_phase": estimate.get("peak_phase", ""),
+        "total_gib": total / GIB if total else None,
+        "assumptions": [
+            (
+                key.replace("_", " "),
+                f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else value,
+            )
+            for key, value in (estimate.get("assumptions") or {}).items()
+        ],
+        "notes": estimate.get("notes") or [],
+        "measured_gib": peak,
+        "percent_of_estimate": round(100 * peak * GIB / total) if peak is not None and total else None,
     }
 
 
@@ -83,6 +117,7 @@ def panels_context(request: HttpRequest, run: Run) -> tuple[dict, dict]:
         if is_reward
         else [],
         "scoring_jobs": jobs,
+        "memory": memory_panel(run),
     }
     page_data = {
         "evaluations_api": reverse("api-run-evaluations", args=[run.pk]),

@@ -191,18 +191,32 @@
     return td;
   }
 
+  /* Bytes as Django's filesizeformat writes them (the server-rendered rows use it). */
+  function fmtSize(bytes) {
+    if (bytes === null || bytes === undefined) return "—";
+    const units = ["bytes", "KB", "MB", "GB", "TB", "PB"];
+    let value = bytes;
+    let unit = 0;
+    while (value >= 1024 && unit < units.length - 1) {
+      value /= 1024;
+      unit += 1;
+    }
+    return unit === 0 ? `${value}\u00a0bytes` : `${value.toFixed(1)}\u00a0${units[unit]}`;
+  }
+
   async function refreshCheckpoints() {
     const page = await o.getJSON(`${data.checkpoints_api}?page_size=1000`);
     const rows = page.results || page;
     const body = document.getElementById("checkpoints-body");
-    // unchanged steps: keep the rows (and whatever the user has open in a score form)
-    const shown = [...body.querySelectorAll("tr[data-step]")].map((tr) => tr.dataset.step).join();
-    if (!rows.length || shown === rows.map((c) => c.step).join()) return;
+    // unchanged steps (and retention deletions): keep the rows (and whatever is open in a score form)
+    const shown = [...body.querySelectorAll("tr[data-step]")].map((tr) => tr.dataset.step + (tr.dataset.deleted || "")).join();
+    if (!rows.length || shown === rows.map((c) => c.step + (c.deleted_at ? "1" : "")).join()) return;
     body.replaceChildren(
       ...rows.map((c) => {
         const tr = document.createElement("tr");
         tr.dataset.testid = "checkpoint-row";
         tr.dataset.step = c.step;
+        tr.dataset.deleted = c.deleted_at ? "1" : "";
         const metrics = Object.entries(c.metrics || {})
           .map(([k, v]) => `${k}=${typeof v === "number" ? Number(v.toPrecision(4)) : v}`)
           .join(" ");
@@ -211,6 +225,7 @@
           [c.attempt, "num"],
           [metrics, "mono small"],
           [c.path, "mono small path"],
+          [fmtSize(c.size_bytes), "nowrap size"],
           [o.fmtTime(c.created_at), "nowrap"],
         ];
         for (const [text, cls] of cells) {
@@ -218,6 +233,17 @@
           td.className = cls;
           td.textContent = text;
           if (cls.includes("path")) td.title = text;
+          if (cls.includes("size")) {
+            td.dataset.testid = "checkpoint-size";
+            if (c.deleted_at) {
+              const badge = document.createElement("span");
+              badge.className = "badge status-cancelled";
+              badge.dataset.testid = "checkpoint-deleted";
+              badge.title = c.deleted_at;
+              badge.textContent = "deleted by retention";
+              td.append(" ", badge);
+            }
+          }
           tr.append(td);
         }
         const score = scoreCell(c);
