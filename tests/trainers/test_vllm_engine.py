@@ -343,6 +343,13 @@ def test_rollout_wakes_the_kv_cache_seeds_the_batch_once_and_sleeps_after(engine
     assert llm.events[0] == ("wake_up", ["weights", "kv_cache"])
 
 
+def test_no_prompts_no_rollout(engine):
+    eng, llm = engine
+    llm.events.clear()
+    assert eng.generate([], n=4, max_new_tokens=8, seed=1) == []
+    assert llm.events == []
+
+
 def test_a_failed_rollout_still_puts_the_engine_to_sleep(engine):
     eng, llm = engine
     llm.fail_generate = True

@@ -396,6 +396,8 @@ class VllmEngine:
             n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens
         )
         prompt_ids = encode_prompts(self.tokenizer, prompts)
+        if not prompt_ids:
+            return []
         longest = max(len(ids) for ids in prompt_ids)
         if longest + cfg.max_new_tokens > self.max_model_len:
             raise ValueError(
