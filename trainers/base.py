@@ -203,6 +203,10 @@ class TrainerSpec:
     dataset_fields: tuple[str, ...] = ()  # config fields that are DatasetRefs (top level)
     log_scale_metrics: tuple[str, ...] = ()  # charted on a log axis by default
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: What each preset needs to run, shown at launch and in GET /api/trainers/: {"preset": {"summary":
+    #: text, "gpu_memory_gb": per-GPU memory it was checked against (None: a CPU preset), "gpus_per_node",
+    #: "nodes"}}. tests/trainers/test_memory_estimate.py checks each against the memory estimate.
+    preset_hardware: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Named sweeps offered at launch: {"name": {"preset": <a key of presets>, "grid": {dotted.path: [values]}}}.
     sweep_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -218,6 +222,23 @@ class TrainerSpec:
     def validate(self, raw: Mapping[str, Any]) -> TrainerConfig:
         """Raises pydantic.ValidationError with per-field messages."""
         return self.config_model().model_validate(dict(raw))
+
+
+def hardware(
+    summary: str, *, gpu_memory_gb: int | None = None, gpus_per_node: int = 0, nodes: int = 1
+) -> dict:
+    """One ``TrainerSpec.preset_hardware`` entry: the text people read and the numbers the estimate
+    test checks the preset against (``gpu_memory_gb`` None: a CPU preset)."""
+    return {
+        "summary": summary,
+        "gpu_memory_gb": gpu_memory_gb,
+        "gpus_per_node": gpus_per_node,
+        "nodes": nodes,
+    }
+
+
+#: the hardware of the tiny-model demo presets
+CPU_ONLY = hardware("CPU only (1-2 cores, a few GB of memory); no GPU needed")
 
 
 REGISTRY: dict[str, TrainerSpec] = {}

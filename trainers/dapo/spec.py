@@ -1,4 +1,4 @@
-from trainers.base import TrainerSpec, register
+from trainers.base import CPU_ONLY, TrainerSpec, register
 
 #: The CPU demo: the SFT warm-started tiny policy on generated arithmetic written in steps, one
 #: partial sum per line. A few minutes on 2 cores.
@@ -29,6 +29,7 @@ SPEC = register(
         primary_metrics=("critic/ece", "actor/loss", "val/accuracy"),
         dataset_fields=("train_dataset", "eval_dataset"),
         presets={"tiny-cpu-demo": _TINY},
+        preset_hardware={"tiny-cpu-demo": CPU_ONLY},
         sweep_presets={
             "beta-sweep": {"preset": "tiny-cpu-demo", "grid": {"actor.beta": [0.1, 0.5, 1.0, 5.0]}}
         },

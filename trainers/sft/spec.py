@@ -1,4 +1,4 @@
-from trainers.base import TrainerSpec, register
+from trainers.base import CPU_ONLY, TrainerSpec, register
 
 SPEC = register(
     TrainerSpec(
@@ -20,5 +20,6 @@ SPEC = register(
                 "eval_every": 100,
             },
         },
+        preset_hardware={"tiny-cpu-demo": CPU_ONLY},
     )
 )

@@ -22,6 +22,9 @@ class TrainerSerializer(serializers.Serializer):
     queue = serializers.CharField()
     config_schema = serializers.JSONField(help_text="JSON Schema of the run config")
     presets = serializers.JSONField(help_text="name -> a complete config")
+    preset_hardware = serializers.JSONField(
+        help_text="preset name -> {summary, gpu_memory_gb (null: CPU), gpus_per_node, nodes}: what it needs"
+    )
     primary_metrics = serializers.ListField(child=serializers.CharField())
 
 

@@ -65,6 +65,7 @@ def trainer_to_dict(spec) -> dict:
         "queue": spec.queue,
         "config_schema": spec.json_schema(),
         "presets": spec.presets,
+        "preset_hardware": spec.preset_hardware,
         "sweep_presets": spec.sweep_presets,
         "primary_metrics": list(spec.primary_metrics),
     }

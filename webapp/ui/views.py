@@ -499,7 +499,10 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
             for row, (path, values) in zip(form.sweep, named_sweep["grid"].items(), strict=False):
                 row.path, row.values = path, ", ".join(str(v) for v in values)
 
-    presets = {name: preset_fill(form.nodes, _initial_config(spec, name)) for name in spec.presets}
+    presets = {
+        name: {**preset_fill(form.nodes, _initial_config(spec, name)), "hardware": _hardware(spec, name)}
+        for name in spec.presets
+    }
     context = {
         "project": project,
         "spec": spec,
@@ -507,12 +510,18 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
         "form": form,
         "preset": preset,
         "presets": presets,
+        "preset_hardware": _hardware(spec, preset),
         "clone_of": clone_of,
         "sweep_choices": form.sweep_choices(),
         "sweep_presets": list(spec.sweep_presets),
         "schema_description": schema.get("description", ""),
     }
     return render(request, "ui/launch.html", context)
+
+
+def _hardware(spec, preset: str) -> str:
+    """What a preset says it needs (TrainerSpec.preset_hardware), shown under the preset picker."""
+    return (spec.preset_hardware.get(preset) or {}).get("summary", "") if preset else ""
 
 
 def _launch(request: HttpRequest, project, spec, form: LaunchForm, clone_of: Run | None) -> HttpResponse:

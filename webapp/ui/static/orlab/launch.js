@@ -31,6 +31,8 @@
   function applyPreset(name) {
     const preset = presets[name];
     if (!preset) return;
+    document.getElementById("preset-hardware-text").textContent = preset.hardware || "";
+    document.getElementById("preset-hardware").hidden = !preset.hardware;
     for (const [selectName, key] of Object.entries(preset.variants)) {
       const select = form.querySelector(`select[name="${esc(selectName)}"]`);
       if (!select) continue;
