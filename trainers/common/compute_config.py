@@ -20,7 +20,12 @@ class RetentionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    keep_last: int = Field(0, ge=0, le=100_000, description="keep the newest K checkpoints (0: no limit)")
+    keep_last: int = Field(
+        0,
+        ge=0,
+        le=100_000,
+        description="keep the newest K checkpoints (0: this rule keeps none; with every rule unset all are kept)",
+    )
     keep_every: int = Field(
         0,
         ge=0,
