@@ -20,11 +20,15 @@ The model (all numbers per GPU, in bytes):
   layer) adapted to a Llama/Qwen2 layer: no dropout masks, SDPA/flash attention (no stored s x s
   scores), SwiGLU (gate, up, SiLU output and product: 4 x intermediate), key/value repeated to the
   query heads (what transformers' SDPA path does with a padding mask):
-  ``e·(2h + 4q + 4f) + r·2h`` with e the compute dtype's bytes, r the residual stream's (float32 under
-  the torch engine's autocast: the embeddings are float32), q the query width. With gradient
-  checkpointing (one checkpoint per decoder layer) only each layer's input stays, ``L·h·r`` per
-  token, plus one layer's activations recomputed during its backward. Also: the final norm and the
-  hidden states fed to the LM head, and the padding mask SDPA receives (rows x len x len booleans).
+  ``e·(c·h + 4q + 4f) + 2h·(4 + r)`` with e the compute dtype's bytes, r the residual stream's
+  (float32 under the torch engine's autocast: the embeddings are float32), q the query width, c the
+  projections' saved inputs (2, or 5 under autocast: one cast per projection), ``4 + r`` per norm
+  (its float32 input and output). With gradient checkpointing (one checkpoint per decoder layer)
+  only each layer's input stays, ``L·h·r`` per token, plus one layer's activations recomputed during
+  its backward. Also: the final norm and the hidden states fed to the LM head, and the padding mask
+  SDPA receives (rows x len x len in the compute dtype).
+  Eager attention (``attn_implementation: eager``, e.g. Gemma-2) stores the scores too: per row and
+  layer ``heads x len x len`` x EAGER_SCORE_BYTES (Korthikanti's ``5as^2`` term without dropout).
 * **Logits**: ``token_logprobs`` projects response positions through the LM head in chunks of at most
   ``CHUNK_LOGIT_BYTES`` of float32 logits; the chunk, its log_softmax, the entropy's exp and their
   gradients in the recomputing backward make ~LOGIT_CHUNK_COPIES copies of it.
@@ -61,6 +65,9 @@ CHUNK_LOGIT_BYTES = 256 * 2**20
 LOGIT_CHUNK_COPIES = 4
 #: per-step temporaries of the torch sampler per row: float32 logits, sampling log-probs, noise, sort
 SAMPLER_VOCAB_COPIES = 4
+#: eager attention per score: the float32 softmax output, its cast to the compute dtype and one more
+#: score-sized tensor (Gemma-2's soft-capping tanh) in the compute dtype: 4 + 2e bytes
+EAGER_SCORE_FLOAT32_BYTES = 4
 #: rows per chunk of the torch sampler in RL and DAPO (trainers.rl.train.make_engine)
 TORCH_SAMPLER_ROWS = 256
 #: DeepSpeed's default reduce / all-gather bucket (elements) and ZeRO-3's live-parameter prefetch
@@ -319,17 +326,37 @@ def activation_bytes(
     compute_bytes: int,
     residual_bytes: int,
     gradient_checkpointing: bool,
+    autocast: bool = False,
+    eager_attention: bool = False,
 ) -> int:
-    """Activations kept for the backward of one micro-batch of ``tokens`` tokens (see module doc)."""
-    h, q, f = shape.hidden_size, shape.q_width, shape.intermediate_size
-    per_layer = compute_bytes * (2 * h + 4 * q + 4 * f) + residual_bytes * 2 * h
+    """Activations kept for the backward of one micro-batch of ``tokens`` tokens (see module doc).
+
+    Per layer and token, what autograd saves in a transformers Qwen2/Llama decoder layer (checked
+    against a saved-tensor hook on the CPU, tests/trainers/test_memory_estimate.py):
+    each RMSNorm its float32 input and normalised output (``h(4 + r)``); the projections' inputs, one
+    shared tensor, or under autocast one bf16 cast per projection (q, k, v: 3; gate, up: 2); SDPA's
+    query, the key and value repeated to the query heads, its output (``4q``) and log-sum-exp; the
+    SwiGLU's gate, SiLU output, up and product (``4f``)."""
+    h, q, f, e = shape.hidden_size, shape.q_width, shape.intermediate_size, compute_bytes
+    attention_inputs, mlp_inputs = (3, 2) if autocast else (1, 1)
+    norms = 2 * h * (4 + residual_bytes)
+    per_layer = (
+        e * (attention_inputs * h + 4 * q + mlp_inputs * h + 4 * f) + norms + 4 * shape.num_attention_heads
+    )
     if gradient_checkpointing:
+        # each layer's input, plus one layer recomputed during its backward and its input gradients
         kept = shape.num_hidden_layers * h * residual_bytes + per_layer + 2 * h * residual_bytes
     else:
         kept = shape.num_hidden_layers * per_layer
-    final = h * (residual_bytes + compute_bytes)  # final norm input and the hidden states the head reads
-    mask = max(1, min(sequence_tokens, tokens))  # rows x len x len booleans = tokens x len
-    return tokens * (kept + final + mask)
+    final = h * (4 + residual_bytes) + h * residual_bytes  # the final norm, the hidden states the head reads
+    length = max(1, min(sequence_tokens, tokens))
+    mask = length * e  # the padding mask SDPA gets: rows x len x len in the compute dtype, shared by layers
+    scores = 0
+    if eager_attention:  # rows x heads x len x len per layer = tokens x heads x len
+        per_score = EAGER_SCORE_FLOAT32_BYTES + 2 * compute_bytes
+        layers = 1 if gradient_checkpointing else shape.num_hidden_layers
+        scores = layers * shape.num_attention_heads * length * per_score
+    return tokens * (kept + final + mask + scores)
 
 
 def logit_bytes(shape: ModelShape, *, tokens: int) -> int:
@@ -372,6 +399,7 @@ def estimate(
     max_model_len: int | None = None,
     gpu_total_bytes: int | None = None,
     kl_coef: float = 0.0,
+    attention: str = "sdpa",
     device: str = "cuda",
 ) -> MemoryEstimate:
     """Per-GPU memory of one rank of a ``kind`` run (rl, dapo, sft, reward).
@@ -379,6 +407,7 @@ def estimate(
     ``sequence_tokens`` is the longest sequence of the update, ``rollout_*`` the generation batch
     (rows, prompt tokens, prompt + response tokens per row). ``rollout_engine``: none, torch, vllm or
     auto (vLLM when the worker has it: the larger of the two shares, since launch may not know).
+    ``attention``: sdpa or flash_attention_2 (no stored scores) or eager.
     vLLM's share needs ``gpu_total_bytes``; without it the share is left out and a note says so."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -416,6 +445,8 @@ def estimate(
         compute_bytes=e,
         residual_bytes=r,
         gradient_checkpointing=gradient_checkpointing,
+        autocast=engine == "torch" and e < 4,
+        eager_attention=attention == "eager",
     )
     parts["logits"] = 0 if kind == "reward" else logit_bytes(shape, tokens=tokens)
     parts["reference"] = shape.parameters * e if (kind == "rl" and kl_coef > 0) else 0
@@ -475,6 +506,7 @@ def estimate(
         "tokens_per_micro_batch": tokens,
         "gradient_checkpointing": bool(gradient_checkpointing),
         "rollout_engine": rollout_engine if kind in ("rl", "dapo") else "none",
+        "attention": attention,
     }
     if gpu_total_bytes:
         assumptions["gpu_total_bytes"] = int(gpu_total_bytes)
@@ -575,5 +607,6 @@ def estimate_for_config(
         world_size=world_size_of(config, gpus_per_node),
         gpu_total_bytes=gpu_total_bytes,
         device=device,
+        attention=_get(config, "attn_implementation", "sdpa"),
         **_kind_inputs(kind, config, vllm_available),
     )
