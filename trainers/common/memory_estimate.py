@@ -38,13 +38,13 @@ The model (all numbers per GPU, in bytes):
 * A **reference** policy (RL with ``kl_coef > 0``) and DAPO's frozen **critic** (or, while the critic
   trains, the frozen policy: the same size), held without gradients or optimizer state.
 
-The total is the larger of two phases: the update (model states + activations + logits) and the
-rollout (model states without the torch engine's gradients, which are freed after each step, + the
-rollout engine). ``torch.cuda.max_memory_allocated`` measures the same things; the CUDA context and
+The total is the largest of three phases: the update (model states + activations + logits), the
+optimizer step (model states + AdamW's temporaries: torch's foreach AdamW allocates sqrt(v) for every
+parameter at once; DeepSpeed also a float32 gradient partition) and the rollout (model states without
+the torch engine's gradients, which are freed after each step, + the rollout engine). ``torch.cuda.max_memory_allocated`` measures the same things; the CUDA context and
 the allocator's fragmentation come on top, so :meth:`MemoryEstimate.fits` keeps a reserve.
 
-Not modelled: DeepSpeed's transient float32 gradient partition at the optimizer step (activations
-are freed by then), SFT's greedy evaluation (its KV cache is small next to training), CPU runs'
+Not modelled: SFT's greedy evaluation (its KV cache is small next to training), CPU runs'
 peculiarities (the math SDPA path stores attention scores): the estimate is for CUDA.
 """
 
@@ -282,7 +282,8 @@ def _dtype_name(dtype: str, device: str) -> str:
 def model_state_bytes(
     parameters: int, *, compute_bytes: int, engine: str, zero_stage: int, world_size: int
 ) -> dict[str, int]:
-    """Parameters, gradients, optimizer state (and the torch engine's autocast weight copies) per GPU."""
+    """Parameters, gradients, optimizer state, the optimizer step's temporaries and the torch engine's
+    autocast weight copies, per GPU."""
     n = max(1, world_size)
     if engine == "deepspeed":
         # DeepSpeed: module and gradients in the compute dtype; in bf16 the optimizer adds the fp32 master
@@ -291,17 +292,21 @@ def model_state_bytes(
         grads = parameters * compute_bytes
         optimizer = parameters * (8 + (4 if compute_bytes < 4 else 0))
         casts = 0
+        # at the step: the float32 gradient partition, and AdamW's sqrt(v) temporary over it
+        step = parameters * (8 if compute_bytes < 4 else 4)
     else:
         stage = 0
         params = parameters * 4
         grads = parameters * 4
         optimizer = parameters * 8
         casts = parameters * compute_bytes if compute_bytes < 4 else 0
+        step = parameters * 4  # torch's foreach AdamW allocates sqrt(v) for every parameter at once
     return {
         "parameters": params // n if stage >= 3 else params,
         "autocast_copies": casts,
         "gradients": grads // n if stage >= 2 else grads,
         "optimizer": optimizer // n if stage >= 1 else optimizer,
+        "optimizer_step": step // n if stage >= 1 else step,
     }
 
 
@@ -488,7 +493,9 @@ def estimate(
         "parameters", "autocast_copies", "gradients", "optimizer", "engine_buffers",
         "activations", "logits", "reference", "critic",
     )  # fmt: skip
-    phases = {"update": update}
+    # the optimizer step: activations and autocast copies are gone, AdamW's temporaries are not
+    step = ("parameters", "gradients", "optimizer", "optimizer_step", "engine_buffers", "reference", "critic")
+    phases = {"update": update, "step": step}
     if kind in ("rl", "dapo"):
         # the torch engine frees gradients after each optimizer step; DeepSpeed keeps its buffers
         held = [p for p in update if p not in ("activations", "logits")]
