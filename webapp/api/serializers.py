@@ -87,6 +87,7 @@ class RunSerializer(serializers.ModelSerializer):
             "id", "project", "name", "kind", "status", "queue", "group", "tags", "config", "parent", "attempt",
             "cancel_requested", "worker_host", "heartbeat_at", "created_at", "started_at", "finished_at",
             "duration_s", "error", "traceback", "code_version", "dataset_versions", "summary", "last", "keys",
+            "memory_estimate",
         ]  # fmt: skip
 
 

@@ -117,6 +117,7 @@ def run_to_dict(run: Run, last: dict | None = None, *, detail: bool = True) -> d
     }
     if detail:
         data["traceback"] = run.traceback
+        data["memory_estimate"] = run.memory_estimate  # per GPU, computed at launch (may be {})
     return data
 
 
