@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.datasets",
     "webapp.runs",
+    "webapp.fleet",
     "webapp.api",
     "webapp.ui",
 ]
@@ -213,6 +214,11 @@ ORLAB_ARTIFACTS = Path(env_str("ORLAB_ARTIFACTS", str(VAR_DIR / "artifacts")))
 # A running run whose heartbeat is older than this is marked lost.
 ORLAB_HEARTBEAT_TIMEOUT = env_float("ORLAB_HEARTBEAT_TIMEOUT", 45.0)
 ORLAB_HEARTBEAT_INTERVAL = env_float("ORLAB_HEARTBEAT_INTERVAL", 2.0)
+# Worker registry (webapp/fleet): each worker's main process reports this often (seconds); a report
+# older than ORLAB_WORKER_STALE_AFTER is stale and launches are not validated against it. The model
+# roots themselves (ORLAB_MODEL_ROOTS) are read by the workers from their own environment.
+ORLAB_WORKER_REPORT_INTERVAL = env_float("ORLAB_WORKER_REPORT_INTERVAL", 10.0)
+ORLAB_WORKER_STALE_AFTER = env_float("ORLAB_WORKER_STALE_AFTER", 60.0)
 # The worker sink flushes buffered metrics at least this often (seconds): the live-chart latency.
 ORLAB_SINK_FLUSH_INTERVAL = env_float("ORLAB_SINK_FLUSH_INTERVAL", 0.5)
 

@@ -10,4 +10,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 app = Celery("orlab")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_routes = {"workers.tasks.*": {"queue": "cpu"}}
-app.conf.imports = ("workers.tasks",)
+# workers.registry: the worker reports its queues, GPUs and models (connects to worker_ready)
+app.conf.imports = ("workers.tasks", "workers.registry")

@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView
 from webapp.api import table_views as tv
 from webapp.api import views as v
 from webapp.api.curation_views import urlpatterns as curation_urls
+from webapp.api.fleet_views import urlpatterns as fleet_urls
 from webapp.api.step_values_views import urlpatterns as step_values_urls
 
 urlpatterns = [
@@ -39,4 +40,5 @@ urlpatterns = [
     path("checkpoints/<int:pk>/score/", v.CheckpointScoreApi.as_view(), name="api-checkpoint-score"),
 ]
 urlpatterns += curation_urls
+urlpatterns += fleet_urls
 urlpatterns += step_values_urls

@@ -19,7 +19,9 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from trainers.base import get_spec
+from webapp.fleet.services import launch_check_record
 from webapp.projects.models import Project
+from webapp.runs.launch_checks import LaunchVerdict, evaluate_launch
 from webapp.runs.models import Checkpoint, Run
 
 Status = Run.Status
@@ -165,6 +167,7 @@ def run_create(
         _check_dataset_refs(kind, config, project)
     if queue is None:
         queue = "" if external else get_spec(kind).queue
+    verdict = None if external else _checked_launch(kind, config, queue)
     run = Run.objects.create(
         project=project,
         name=name or kind,
@@ -179,9 +182,19 @@ def run_create(
         status=Status.RUNNING if external else Status.QUEUED,
         started_at=timezone.now() if external else None,
     )
-    if not external:
+    if verdict is not None:
+        launch_check_record(run, queue=queue, workers=verdict.workers)
         _enqueue(run)
     return run
+
+
+def _checked_launch(kind: str, config: Mapping[str, Any], queue: str) -> LaunchVerdict:
+    """The config checked against the fresh reports of the queue's workers (model in their catalogue,
+    chat template, processes, vLLM/DeepSpeed, memory estimate); a refusal is a RunError naming fields."""
+    verdict = evaluate_launch(kind, config, queue)
+    if verdict.errors:
+        raise RunError("invalid config", verdict.errors)
+    return verdict
 
 
 def sweep_create(
@@ -219,6 +232,7 @@ def sweep_create(
         label = ",".join(f"{p.split('.')[-1]}={v}" for p, v in zip(grid.keys(), combo, strict=True))
         try:
             validated = config_validate(kind, cfg)
+            _checked_launch(kind, validated, queue or get_spec(kind).queue)
         except RunError as exc:
             raise RunError(
                 "invalid sweep", {f"[{label}] {k}": v for k, v in exc.field_errors.items()}

@@ -50,8 +50,9 @@ class ProjectCreateForm(forms.Form):
 
 @dataclass
 class Leaf:
-    """One input. ``widget``: number, integer, text, select, checkbox, json or const (a hidden input
-    carrying a union variant's fixed tag such as mdp.kind=garnet)."""
+    """One input. ``widget``: number, integer, text, select, checkbox, json, const (a hidden input
+    carrying a union variant's fixed tag such as mdp.kind=garnet) or model (model_path: a picker of the
+    workers' catalogue, or a text input when the queue's workers have not reported)."""
 
     name: str
     path: str
@@ -65,6 +66,7 @@ class Leaf:
     choices: list[tuple[str, Any]] = field(default_factory=list)
     const: Any = MISSING
     attrs: dict[str, Any] = field(default_factory=dict)
+    options: list[list[str]] = field(default_factory=list)  # widget "model": [value, label] (fleet_panel)
     # bound state
     value: str = ""
     checked: bool = False
@@ -85,7 +87,7 @@ class Leaf:
 
     @property
     def sweepable(self) -> bool:
-        return self.widget in ("number", "integer", "text", "select", "checkbox")
+        return self.widget in ("number", "integer", "text", "select", "checkbox", "model")
 
     def display(self, value: Any) -> str:
         if value is MISSING or value is None:

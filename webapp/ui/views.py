@@ -23,12 +23,14 @@ from django.views.decorators.http import require_http_methods, require_POST
 from pydantic import ValidationError
 
 from trainers.base import all_specs, get_spec
+from webapp.fleet.selectors import launch_check_for
 from webapp.projects import services as project_services
 from webapp.projects.selectors import project_list
 from webapp.runs import collapse, selectors, services, table
 from webapp.runs.models import Run, SavedView
 from webapp.runs.services import RunError
 from webapp.ui import run_panels
+from webapp.ui.fleet_panel import fleet_context
 from webapp.ui.forms import LaunchForm, ProjectCreateForm, preset_fill
 
 PAGE_SIZES = (50, 100, 200, 500, 1000)
@@ -503,7 +505,10 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
         name: {**preset_fill(form.nodes, _initial_config(spec, name)), "hardware": _hardware(spec, name)}
         for name in spec.presets
     }
+    fleet, fleet_data = fleet_context(form, default_queue=spec.queue)
     context = {
+        "fleet": fleet,
+        "fleet_data": fleet_data,
         "project": project,
         "spec": spec,
         "specs": specs,
@@ -576,6 +581,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "summary_json": json.dumps(run.summary, indent=2) if run.summary else "",
         "checkpoints": selectors.checkpoint_list(run),
         "page_data": page_data,
+        "launch_check": launch_check_for(run),
     }
     return render(request, "ui/run.html", context)
 
