@@ -273,7 +273,7 @@ def _discover() -> None:
     if _DISCOVERED:
         return
     _DISCOVERED = True
-    for name in ("tabular", "synthetic", "sft", "reward", "rl", "dapo"):
+    for name in ("tabular", "synthetic", "regression", "sft", "reward", "rl", "dapo"):
         importlib.import_module(f"trainers.{name}.spec")
 
 

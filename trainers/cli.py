@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -89,6 +90,10 @@ def main(
     stdout, sys.stdout = sys.stdout, sys.stderr
     try:
         sink = JsonlSink(stream=stdout, workdir=workdir, resume_from=args.resume)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: rank 0 prints, all train
+            from trainers.common import distributed
+
+            sink = distributed.launched_sink(sink)
         try:
             summary = spec.train_fn()(config, sink)  # torch etc. only once the config is known good
         except input_errors as exc:

@@ -214,6 +214,9 @@ ORLAB_ARTIFACTS = Path(env_str("ORLAB_ARTIFACTS", str(VAR_DIR / "artifacts")))
 # A running run whose heartbeat is older than this is marked lost.
 ORLAB_HEARTBEAT_TIMEOUT = env_float("ORLAB_HEARTBEAT_TIMEOUT", 45.0)
 ORLAB_HEARTBEAT_INTERVAL = env_float("ORLAB_HEARTBEAT_INTERVAL", 2.0)
+# Multi-node runs (workers/launch.py): how long node tasks wait for all nodes to join the c10d
+# rendezvous before the run fails, and the address other hosts reach this one at (default: host name).
+ORLAB_NODE_JOIN_TIMEOUT = env_float("ORLAB_NODE_JOIN_TIMEOUT", 600.0)
 # Worker registry (webapp/fleet): each worker's main process reports this often (seconds); a report
 # older than ORLAB_WORKER_STALE_AFTER is stale and launches are not validated against it. The model
 # roots themselves (ORLAB_MODEL_ROOTS) are read by the workers from their own environment.

@@ -33,10 +33,17 @@ def execute_run(run_id: int, attempt: int) -> None:
     from trainers.base import get_spec
     from webapp.runs import services
     from webapp.runs.models import Run
+    from workers import launch
     from workers.sinks import DbSink
 
     host = f"{socket.gethostname()}"
     _allow_child_processes()
+    layout = launch.process_layout(
+        Run.objects.filter(pk=run_id).values_list("config", flat=True).first() or {}
+    )
+    if layout.needs_launcher:  # several processes: torch.distributed's elastic launcher starts them
+        launch.execute_node(run_id, attempt, host, layout)
+        return
     if not services.run_claim(run_id, attempt, host):
         log.info("run %s attempt %s not claimable (cancelled, done or claimed elsewhere)", run_id, attempt)
         return

@@ -7,9 +7,9 @@ in every trainer. No torch import: the web app validates configs with these mode
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DTYPES = ("auto", "bfloat16", "float32")
 
@@ -72,3 +72,32 @@ class ModelComputeFields(BaseModel):
         True, description="store the optimizer state with each checkpoint (needed to resume exactly)"
     )
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+
+MAX_NPROC_PER_NODE = 256
+
+
+class ProcessLayoutFields(BaseModel):
+    """How many processes train one run: mixed into the configs of trainers that run across ranks
+    (trainers.common.distributed); a trainer that cannot does not offer these fields."""
+
+    nproc_per_node: Annotated[int, Field(ge=1, le=MAX_NPROC_PER_NODE)] | Literal["auto"] = Field(
+        1,
+        description="training processes per node, started by torch.distributed's elastic launcher "
+        "(torchrun); auto = the worker's visible GPUs (1 on a CPU worker). Several CPU processes use gloo",
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="hosts that train this run together: one node task per host on the run's queue, "
+        "joined through torch.distributed's c10d rendezvous (the run fails if not all join in time)",
+    )
+
+    @field_validator("nproc_per_node", mode="before")
+    @classmethod
+    def _one_message(cls, value):
+        """One error naming the field (the union would report each of its branches)."""
+        if value == "auto" or (type(value) is int and 1 <= value <= MAX_NPROC_PER_NODE):
+            return value
+        raise ValueError(f"must be an integer from 1 to {MAX_NPROC_PER_NODE}, or 'auto'")

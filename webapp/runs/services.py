@@ -108,8 +108,13 @@ def _enqueue(run: Run) -> None:
     from workers.celery import app
 
     run_id, attempt, queue = run.id, run.attempt, run.queue
+    nodes = int(run.config.get("nodes", 1)) if isinstance(run.config, dict) else 1
+    # a run on several hosts: one task per node, each claims a node rank (webapp.runs.nodes)
     transaction.on_commit(
-        lambda: app.send_task("workers.tasks.execute_run", args=[run_id, attempt], queue=queue)
+        lambda: [
+            app.send_task("workers.tasks.execute_run", args=[run_id, attempt], queue=queue)
+            for _ in range(nodes)
+        ]
     )
 
 
