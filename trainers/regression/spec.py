@@ -1,4 +1,4 @@
-from trainers.base import TrainerSpec, register
+from trainers.base import TrainerSpec, hardware, register
 
 SPEC = register(
     TrainerSpec(
@@ -15,6 +15,14 @@ SPEC = register(
         presets={
             "two-processes": {"steps": 50, "nproc_per_node": 2},
             "two-nodes": {"steps": 50, "nodes": 2},
+        },
+        preset_hardware={
+            "two-processes": hardware(
+                "one worker, CPU or GPU; 2 processes (gloo on the CPU, NCCL on 2 GPUs)"
+            ),
+            "two-nodes": hardware(
+                "two workers of the queue, each with a free slot; one process each", nodes=2
+            ),
         },
     )
 )
