@@ -96,6 +96,9 @@ def test_a_catalogue_model_launches_and_records_the_workers_checked(api, project
     run = Run.objects.get(pk=resp.json()["id"])
     assert run.status == "queued" and run.queue == "gpu" and run.config["model_path"] == "Qwen/small"
     assert run.launch_check.checked and run.launch_check.workers == ["g1@gpu-host"]
+    expected = {"queue": "gpu", "workers": ["g1@gpu-host"], "checked": True}
+    assert resp.json()["launch_check"] == expected
+    assert api.get(f"/api/runs/{run.pk}/").json()["launch_check"] == expected
 
 
 def test_a_model_no_worker_of_the_queue_has_is_refused(api, project, models):
@@ -105,11 +108,11 @@ def test_a_model_no_worker_of_the_queue_has_is_refused(api, project, models):
     assert "choose a model from the workers' catalogue" in message and "Qwen/small" in message
 
 
-@pytest.mark.parametrize("path", ["/models/Qwen/small", "../etc", "Qwen/../../x", "~/m"])
-def test_paths_are_refused_even_with_no_worker_reporting(api, project, path):
+def test_paths_are_refused_even_with_no_worker_reporting(api, project):
     assert not WorkerReport.objects.exists()
-    message = refused(launch(api, project, model_path=path), "config.model_path")
-    assert "choose a model from the workers' catalogue" in message
+    for path in ["/models/Qwen/small", "../etc", "Qwen/../../x", "~/m"]:
+        message = refused(launch(api, project, model_path=path), "config.model_path")
+        assert "choose a model from the workers' catalogue" in message, path
 
 
 def test_tiny_needs_no_catalogue(api, project, models):
@@ -128,6 +131,7 @@ def test_with_no_worker_of_the_queue_a_name_is_accepted_unchecked_and_the_page_s
     assert resp.status_code == 201, resp.content
     run = Run.objects.get(pk=resp.json()["id"])
     assert run.status == "queued" and not run.launch_check.checked and run.launch_check.queue == "gpu"
+    assert resp.json()["launch_check"] == {"queue": "gpu", "workers": [], "checked": False}
     client.force_login(alice)
     page = client.get(f"/runs/{run.pk}/").content.decode()
     assert "not checked against any worker: none of queue gpu had reported" in page

@@ -15,7 +15,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from trainers.common import model_roots
-from trainers.common.model_roots import catalogue, estimate_parameters, model_name_problem, resolve_model
+from trainers.common.model_roots import (
+    catalogue,
+    estimate_parameters,
+    model_directory,
+    model_name_problem,
+    resolve_model,
+)
 from trainers.common.tiny import build_tiny_model
 from workers.gpu_probe import visible_order
 from workers.registry import package_versions
@@ -144,6 +150,15 @@ def test_resolve_model_finds_names_and_refuses_paths_and_escapes(tiny_dir, tmp_p
             resolve_model(bad, roots)
     # the escaping link is not in the catalogue either: what is listed always resolves
     assert [e["name"] for e in catalogue(roots)] == ["Qwen/tiny", "other"]
+
+
+def test_trainers_load_absolute_directories_as_given_and_names_from_the_roots(tiny_dir, tmp_path):
+    root = tmp_path / "models"
+    place(tiny_dir, root, "Org/m")
+    assert model_directory(str(tiny_dir), [root]) == tiny_dir  # the CLI, or a platform checkpoint
+    assert model_directory("Org/m", [root]) == (root / "Org" / "m").resolve()
+    with pytest.raises(ValueError, match="not under any model root"):
+        model_directory("models/Org", [root])  # a relative path is a name, never a path
 
 
 def test_roots_come_from_the_environment(tiny_dir, tmp_path, monkeypatch):

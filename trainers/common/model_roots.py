@@ -86,6 +86,17 @@ def resolve_model(name: str, roots: list[Path] | None = None) -> Path:
     raise ValueError(f"model {name!r} is not under any model root; the catalogue has: {listing or 'nothing'}")
 
 
+def model_directory(model_path: str, roots: list[Path] | None = None) -> Path:
+    """The directory a trainer loads a non-tiny ``model_path`` from. An absolute path is used as it is:
+    the standalone CLI's local directory, or the checkpoint the platform wrote for ``init_from_run``
+    (launch refuses user-given paths, so none reaches a worker). Anything else is a catalogue name,
+    resolved under the roots by :func:`resolve_model`."""
+    expanded = os.path.expanduser(model_path)
+    if os.path.isabs(expanded):
+        return Path(expanded)
+    return resolve_model(model_path, roots)
+
+
 @dataclass
 class Scan:
     """The catalogue and what the operator should know about the roots (missing, unreadable)."""

@@ -80,6 +80,12 @@ class RunSerializer(serializers.ModelSerializer):
         child=serializers.CharField(), required=False, help_text="every metric key logged (detail view only)"
     )
     duration_s = serializers.FloatField(allow_null=True)
+    launch_check = serializers.DictField(
+        allow_null=True,
+        required=False,
+        help_text="{queue, workers, checked} (detail view only): the fresh workers of the run's queue its "
+        "config was checked against at launch; checked is false when none of them had reported",
+    )
 
     class Meta:
         model = Run
@@ -87,7 +93,7 @@ class RunSerializer(serializers.ModelSerializer):
             "id", "project", "name", "kind", "status", "queue", "group", "tags", "config", "parent", "attempt",
             "cancel_requested", "worker_host", "heartbeat_at", "created_at", "started_at", "finished_at",
             "duration_s", "error", "traceback", "code_version", "dataset_versions", "summary", "last", "keys",
-            "memory_estimate",
+            "memory_estimate", "launch_check",
         ]  # fmt: skip
 
 

@@ -22,6 +22,7 @@ from webapp.api.pagination import PageNumberPagination
 from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, Problem, ScoringJob
 from webapp.datasets.selectors import CappedPaginator
+from webapp.fleet.selectors import launch_check_summary
 from webapp.projects import services as project_services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
@@ -118,6 +119,7 @@ def run_to_dict(run: Run, last: dict | None = None, *, detail: bool = True) -> d
     if detail:
         data["traceback"] = run.traceback
         data["memory_estimate"] = run.memory_estimate  # per GPU, computed at launch (may be {})
+        data["launch_check"] = launch_check_summary(run)  # the workers the config was checked against
     return data
 
 

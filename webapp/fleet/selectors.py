@@ -46,3 +46,12 @@ def fleet_by_queue(queues: Iterable[str] = ()) -> list[dict[str, Any]]:
 
 def launch_check_for(run) -> LaunchCheck | None:
     return LaunchCheck.objects.filter(run=run).first()
+
+
+def launch_check_summary(run) -> dict[str, Any] | None:
+    """{queue, workers, checked} for the API's run detail; None for runs made before the registry
+    (and external runs, which no worker runs)."""
+    check = launch_check_for(run)
+    if check is None:
+        return None
+    return {"queue": check.queue, "workers": check.workers, "checked": check.checked}
