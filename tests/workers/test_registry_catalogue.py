@@ -161,6 +161,17 @@ def test_trainers_load_absolute_directories_as_given_and_names_from_the_roots(ti
         model_directory("models/Org", [root])  # a relative path is a name, never a path
 
 
+def test_a_broken_model_directory_is_a_note_not_a_failed_report(tiny_dir, tmp_path):
+    root = tmp_path / "models"
+    place(tiny_dir, root, "good")
+    (root / "broken").mkdir()
+    (root / "broken" / "config.json").write_text("{not json")
+    scan = model_roots.scan([root, tmp_path / "missing"])
+    assert [e["name"] for e in scan.entries] == ["good"]
+    assert any(n.startswith("broken: skipped, config.json is not valid JSON") for n in scan.notes), scan.notes
+    assert any("missing is not a directory" in n for n in scan.notes), scan.notes
+
+
 def test_roots_come_from_the_environment(tiny_dir, tmp_path, monkeypatch):
     first, second = tmp_path / "a", tmp_path / "b"
     place(tiny_dir, first, "m")

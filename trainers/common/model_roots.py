@@ -118,19 +118,23 @@ def scan(roots: list[Path] | None = None) -> Scan:
     out = Scan()
     seen: set[str] = set()
     for root in roots:
-        base = root.resolve()
-        if not base.is_dir():
+        try:
+            base = root.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+            base = root
+        if not _is_dir(base):
             out.notes.append(f"model root {root} is not a directory")
             continue
         for name, directory in _model_dirs(base):
             if name in seen:
                 continue
-            if not directory.resolve().is_relative_to(base):
-                out.notes.append(f"{name}: skipped, a link that leads outside its model root")
-                continue
+            # an unreadable directory or file skips that model with a note, never the whole report
             try:
+                if not directory.resolve().is_relative_to(base):
+                    out.notes.append(f"{name}: skipped, a link that leads outside its model root")
+                    continue
                 out.entries.append(describe_model(directory, name))
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RuntimeError) as exc:
                 out.notes.append(f"{name}: skipped, {exc}")
                 continue
             seen.add(name)
@@ -142,19 +146,34 @@ def _model_dirs(base: Path):
     """(name, directory) of the directories with a config.json directly under ``base`` or one level
     deeper (org/name). Hidden directories are skipped."""
     for child in _subdirs(base):
-        if (child / "config.json").is_file():
+        if _is_file(child / "config.json"):
             yield child.name, child
             continue
         for grandchild in _subdirs(child):
-            if (grandchild / "config.json").is_file():
+            if _is_file(grandchild / "config.json"):
                 yield f"{child.name}/{grandchild.name}", grandchild
 
 
 def _subdirs(path: Path) -> list[Path]:
     try:
-        return sorted(p for p in path.iterdir() if not p.name.startswith(".") and p.is_dir())
+        children = list(path.iterdir())
     except OSError:
         return []
+    return sorted(p for p in children if not p.name.startswith(".") and _is_dir(p))
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # permission denied: not ours to read
+        return False
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def describe_model(directory: Path, name: str) -> dict[str, Any]:
