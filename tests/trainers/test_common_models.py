@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 
@@ -16,6 +17,7 @@ from trainers.common.models import (
     load_policy,
     load_tokenizer,
     load_value_model,
+    placement_kwargs,
     seed_everything,
 )
 from trainers.common.tiny import (
@@ -112,6 +114,32 @@ def test_model_save_and_reload_gives_identical_logits(tiny_dir, tmp_path):
         after = reloaded(ids).logits
     assert before.shape == (1, ids.shape[1], len(tok))
     assert torch.equal(before, after)
+
+
+def test_models_load_in_the_requested_dtype_straight_onto_their_device(tiny_dir):
+    """bf16 weights come out of the checkpoint as bf16 (no fp32 model first); off the CPU the load goes
+    through device_map when transformers can use it (it needs accelerate), else one move."""
+    model, _ = load_policy(tiny_dir, dtype=torch.bfloat16)
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    value = load_value_model(tiny_dir, dtype=torch.bfloat16)
+    assert {p.dtype for p in value.backbone.parameters()} == {torch.bfloat16}
+    assert value.value_head.weight.dtype == torch.float32  # the head stays fp32 (see ValueModel)
+    assert placement_kwargs("cpu") == {}
+    has_accelerate = importlib.util.find_spec("accelerate") is not None
+    assert placement_kwargs("cuda:0") == (
+        {"device_map": {"": torch.device("cuda:0")}} if has_accelerate else {}
+    )
+
+
+@pytest.mark.gpu
+def test_a_bf16_policy_loads_onto_the_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = load_policy(build_tiny_model(tmp, seed=0), dtype=torch.bfloat16, device="cuda")
+    assert {(p.device.type, p.dtype) for p in model.parameters()} == {("cuda", torch.bfloat16)}
 
 
 def test_build_is_deterministic_per_seed_and_leaves_global_rng_alone(tmp_path):

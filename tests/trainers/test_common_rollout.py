@@ -10,10 +10,14 @@ import torch
 
 from trainers.common.models import load_policy
 from trainers.common.rollout import (
+    ChatTemplateEngine,
     Completion,
     RolloutEngine,
     SamplingConfig,
     TorchSampler,
+    mix64,
+    row_noise,
+    sample_key,
     sample_without_cache,
     sampling_logprobs,
 )
@@ -269,3 +273,70 @@ def test_empty_prompt_is_rejected(tiny):
     model, tok = tiny
     with pytest.raises(ValueError, match="empty"):
         TorchSampler(model, tok).generate(["1", ""], n=1, max_new_tokens=2)
+
+
+def test_row_noise_is_the_counter_hash_of_its_key_and_position():
+    """The int64 tensor hash equals a plain-integer splitmix64 (wrapping products, logical shifts), and
+    the noise of (key, position, token) is -log of its top 53 bits."""
+    keys = [sample_key(7, 3, 0), sample_key(7, 3, 1), sample_key(2**40 + 5, 123456, 15)]
+    signed = [k - 2**64 if k >= 2**63 else k for k in keys]
+    noise = row_noise(torch.tensor(signed, dtype=torch.int64), 4, 50).double()
+    gamma = 0x9E3779B97F4A7C15
+    for r, key in enumerate(keys):
+        base = mix64(key + 5 * gamma)
+        for v in (0, 1, 17, 49):
+            bits = mix64(base + (v + 1) * gamma) >> 11
+            expected = -math.log((bits + 0.5) * 2.0**-53)
+            assert noise[r, v].item() == pytest.approx(expected, rel=1e-6)
+    assert noise.min() > 0 and len({sample_key(1, k, j) for k in range(50) for j in range(16)}) == 800
+
+
+def test_a_sample_does_not_depend_on_batch_size_or_the_other_prompts(tiny):
+    """Noise is per (seed, prompt key, sample, position): the same prompt key and sample index give the
+    same completion in any chunking and with any other prompts beside it (what several ranks rely on)."""
+    model, tok = tiny
+    kwargs = dict(n=3, temperature=1.0, max_new_tokens=16, seed=21)
+    everything = TorchSampler(model, tok, batch_size=32).generate(PROMPTS, **kwargs)
+    chunked = TorchSampler(model, tok, batch_size=2).generate(PROMPTS, **kwargs)
+    assert ids_of(chunked) == ids_of(everything)
+    # prompts 3 and 1 alone, keyed as in the full call, in another order and chunking
+    subset = TorchSampler(model, tok, batch_size=4).generate(
+        [PROMPTS[3], PROMPTS[1]], prompt_keys=[3, 1], **kwargs
+    )
+    assert ids_of(subset) == [ids_of(everything)[3], ids_of(everything)[1]]
+    # the uncached reference agrees, and another key draws other samples
+    ref = sample_without_cache(model, tok, [PROMPTS[1]], prompt_keys=[1], batch_size=1, **kwargs)
+    assert ids_of(ref) == [ids_of(everything)[1]]
+    other = TorchSampler(model, tok).generate([PROMPTS[1]], prompt_keys=[99], **kwargs)
+    assert ids_of(other) != [ids_of(everything)[1]]
+    with pytest.raises(ValueError, match="prompt_keys"):
+        TorchSampler(model, tok).generate(PROMPTS, prompt_keys=[1, 2], **kwargs)
+
+
+def test_bf16_sampling_under_autocast_on_the_cpu(tiny):
+    """compute_dtype=bfloat16 with fp32 weights: sampled under autocast (the model's weights stay fp32),
+    completions well-formed, log-probs close to the fp32 ones of the same tokens."""
+    model, tok = tiny
+    sampler = TorchSampler(model, tok, batch_size=8, compute_dtype=torch.bfloat16)
+    groups = sampler.generate(PROMPTS, n=2, temperature=1.0, max_new_tokens=12, seed=4)
+    assert next(model.parameters()).dtype == torch.float32
+    worst = 0.0
+    for c in (c for g in groups for c in g):
+        assert len(c.logprobs) == len(c.completion_ids) > 0 and all(math.isfinite(x) for x in c.logprobs)
+        want = torch.log_softmax(full_forward_logits(model, c), -1)
+        want = want.gather(-1, torch.tensor(c.completion_ids)[:, None]).squeeze(-1)
+        worst = max(worst, (want - torch.tensor(c.logprobs)).abs().max().item())
+    assert 0 < worst < 0.1  # bf16 rounding, not another distribution
+
+
+def test_chat_template_engine_renders_text_and_passes_token_ids(tiny):
+    model, tok = tiny
+    engine = ChatTemplateEngine(TorchSampler(model, tok), tok, "auto")
+    ids = tok.encode("ab")
+    (text_group,), (ids_group,) = (
+        engine.generate([p], n=1, temperature=0, max_new_tokens=4) for p in ("1+1=", ids)
+    )
+    rendered = tok.encode(tok.apply_chat_template([{"role": "user", "content": "1+1="}], tokenize=False,
+                                                  add_generation_prompt=True), add_special_tokens=False)  # fmt: skip
+    assert text_group[0].prompt_ids == rendered and rendered[0] == tok.bos_token_id
+    assert ids_group[0].prompt_ids == ids

@@ -8,6 +8,7 @@ without internet. Everything here passes ``local_files_only=True``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -60,16 +61,31 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def placement_kwargs(device: str | torch.device) -> dict[str, Any]:
+    """``from_pretrained`` arguments that load the weights straight onto ``device``.
+
+    Off the CPU that is ``device_map={"": device}``: the checkpoint is read into tensors allocated on
+    the GPU, in the requested dtype, with no host copy of the model. transformers needs the small
+    ``accelerate`` package for ``device_map``; without it the weights load into host memory in the
+    requested dtype (never fp32 for a bf16 model) and are moved once."""
+    device = torch.device(device)
+    if device.type == "cpu" or importlib.util.find_spec("accelerate") is None:
+        return {}
+    return {"device_map": {"": device}}
+
+
 def load_policy(
     path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A causal LM and its tokenizer from a local directory, in eval mode on ``device``.
+    """A causal LM and its tokenizer from a local directory, in ``dtype`` on ``device``, in eval mode.
 
     The caller switches to train mode when it trains; rollouts and reference log-probs want eval
     (no dropout)."""
     path = Path(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-    model.to(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, local_files_only=True, **placement_kwargs(device)
+    )
+    model.to(device)  # a no-op when device_map placed it
     model.eval()
     tokenizer = load_tokenizer(path)
     if model.config.pad_token_id is None:
@@ -115,7 +131,9 @@ class ValueModel(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         )
         hidden = out.last_hidden_state.to(self.value_head.weight.dtype)
-        return self.value_head(hidden).squeeze(-1)
+        # under a caller's bf16 autocast the Linear would run in bf16: the value itself stays float32
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return self.value_head(hidden).squeeze(-1)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Backbone with ``save_pretrained`` (safetensors) and the head in value_head.safetensors
@@ -142,8 +160,8 @@ def load_value_model(
     ``AutoModel`` loads just the backbone: it strips the ``model.`` prefix of a causal-LM checkpoint
     and ignores ``lm_head``."""
     path = Path(path)
-    backbone = AutoModel.from_pretrained(path, dtype=dtype, local_files_only=True)
-    backbone.to(device)
+    backbone = AutoModel.from_pretrained(path, dtype=dtype, local_files_only=True, **placement_kwargs(device))
+    backbone.to(device)  # a no-op when device_map placed it
     backbone.eval()
     model = ValueModel(backbone)
     head_file = path / VALUE_HEAD_FILE

@@ -18,19 +18,27 @@ Conventions shared by both engines (they follow vLLM with ``logprobs_mode="proce
   stop); ``completion_text`` is decoded without special tokens.
 * ``truncated`` is True exactly when ``max_new_tokens`` tokens were generated and the last one is
   not a stop token (``finish_reason == "length"``); otherwise ``finish_reason == "stop"``.
+
+Seeding of the torch sampler: the noise of the j-th sample of the prompt with key k at decode position
+t is a pure function of (seed, k, j, t) (a counter-based splitmix64 hash, :func:`row_noise`), so a
+rollout does not depend on the batch layout, the other prompts of the call or the world size: a
+trainer that splits a step's prompts over ranks passes their global keys and gets the same samples.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import math
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 from transformers import DynamicCache, PreTrainedTokenizerBase
+
+from trainers.common.chat import check_mode, prompt_ids
 
 Prompts = Sequence[str] | Sequence[Sequence[int]]
 
@@ -64,9 +72,12 @@ class RolloutEngine(Protocol):
         top_k: int = 0,
         max_new_tokens: int = 256,
         seed: int | None = None,
+        prompt_keys: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
         """``n`` completions for every prompt (text, or token ids used as they are), grouped: the
-        i-th list holds the completions of ``prompts[i]``."""
+        i-th list holds the completions of ``prompts[i]``. ``prompt_keys`` (default: the positions)
+        name the prompts for seeding: an engine that seeds per sample (the torch sampler) gives
+        prompt key k's j-th sample the same stream in every call with the same seed."""
         ...
 
     def sync_weights(self, model: nn.Module) -> None:
@@ -152,27 +163,67 @@ def sampling_logprobs(logits: torch.Tensor, cfg: SamplingConfig) -> torch.Tensor
     return torch.log_softmax(logits, dim=-1)
 
 
-def chunk_generator(seed: int | None, chunk: int, device: torch.device) -> torch.Generator:
-    """The generator of chunk ``chunk``: seeded from (seed, chunk) through a hash, so chunks get
-    unrelated streams; ``seed=None`` gives a fresh nondeterministic one."""
-    generator = torch.Generator(device=device)
-    if seed is None:
-        generator.seed()
-    else:
-        digest = hashlib.blake2b(f"orlab-rollout:{seed}:{chunk}".encode(), digest_size=8).digest()
-        generator.manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
-    return generator
+_MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15  # splitmix64's increment (2^64 / golden ratio)
+_MUL1, _MUL2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # splitmix64's finaliser multipliers
 
 
-def draw_noise(
-    generator: torch.Generator | None, rows: int, vocab: int, device: torch.device
-) -> torch.Tensor:
-    """Exponential(1) noise, one row per sequence of the chunk. Drawn for every row of the chunk
-    at every step (finished rows included), so a row's samples depend only on the seed, the chunk
-    layout and the step, not on which other rows have already stopped. Clamped away from 0, where
-    log(E) = -inf would turn a filtered token's -inf score into NaN (which argmax picks)."""
-    noise = torch.empty(rows, vocab, dtype=torch.float32, device=device).exponential_(generator=generator)
-    return noise.clamp_(min=torch.finfo(torch.float32).tiny)
+def _as_int64(x: int) -> int:
+    """The two's-complement int64 with the bits of ``x mod 2^64`` (what a torch int64 holds)."""
+    x &= _MASK64
+    return x - (1 << 64) if x >> 63 else x
+
+
+def mix64(x: int) -> int:
+    """splitmix64's finaliser on a Python int (mod 2^64): the reference the tensor version matches."""
+    z = x & _MASK64
+    z = ((z ^ (z >> 30)) * _MUL1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MUL2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 bits (torch's ``>>`` is arithmetic on signed integers)."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64_tensor(z: torch.Tensor) -> torch.Tensor:
+    """:func:`mix64` elementwise on int64 tensors; products wrap mod 2^64 as the integer ops do."""
+    z = (z ^ _shift_right(z, 30)) * _as_int64(_MUL1)
+    z = (z ^ _shift_right(z, 27)) * _as_int64(_MUL2)
+    return z ^ _shift_right(z, 31)
+
+
+def sample_key(seed: int, prompt_key: int, sample: int) -> int:
+    """The 64-bit key of one sampled row: a hash of (seed, prompt key, sample index) and nothing else,
+    so a row draws the same noise whatever batch, chunk, subset of prompts or rank it is sampled in."""
+    key = 0
+    for part in (seed, prompt_key, sample):
+        key = mix64((key ^ mix64((part + _GAMMA) & _MASK64)) + _GAMMA)
+    return key
+
+
+#: rows x vocab elements hashed at once (bounds the int64 temporaries: 128 MB each)
+_NOISE_ELEMENTS = 2**24
+
+
+def row_noise(keys: torch.Tensor, position: int, vocab: int) -> torch.Tensor:
+    """Exponential(1) noise (float32, rows x vocab) for decode ``position`` of the rows whose
+    :func:`sample_key` values are ``keys`` (int64). Counter-based: element (r, v) is
+    ``-log(u)`` with ``u`` from the top 53 bits of ``mix64(mix64(key_r + (position+1) G) + (v+1) G)``
+    (G the splitmix64 increment), so the noise of a row at a position is a pure function of its key
+    and the position. ``u`` lies in (0, 1): no infinite noise, so a filtered token's -inf score never
+    becomes NaN."""
+    device = keys.device
+    base = _mix64_tensor(keys + _as_int64((position + 1) * _GAMMA))
+    offsets = (torch.arange(vocab, device=device, dtype=torch.int64) + 1) * _as_int64(_GAMMA)
+    out = torch.empty(len(keys), vocab, dtype=torch.float32, device=device)
+    step = max(1, _NOISE_ELEMENTS // max(1, vocab))
+    for start in range(0, len(keys), step):
+        h = _mix64_tensor(base[start : start + step, None] + offsets)
+        u = (_shift_right(h, 11).to(torch.float64) + 0.5) * 2.0**-53
+        out[start : start + step] = (-torch.log(u)).to(torch.float32)
+    return out
 
 
 def pick_tokens(logprobs: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
@@ -223,8 +274,16 @@ def _record(
 
 
 ChunkFn = Callable[
-    [nn.Module, list[list[int]], SamplingConfig, set[int], int, "torch.Generator | None"], list[_Row]
+    [nn.Module, list[list[int]], SamplingConfig, set[int], int, "torch.Tensor | None"], list[_Row]
 ]
+
+
+def _step_noise(keys: torch.Tensor | None, active: list[int], position: int, vocab: int):
+    """The noise of the rows still decoding (None when greedy): each row's own stream (its key) at this
+    decode position, so rows that stopped draw nothing and shift nobody else's noise."""
+    if keys is None:
+        return None
+    return row_noise(keys[torch.tensor(active, device=keys.device)], position, vocab)
 
 
 def _generate_chunk_cached(
@@ -233,7 +292,7 @@ def _generate_chunk_cached(
     cfg: SamplingConfig,
     stops: set[int],
     pad_id: int,
-    generator: torch.Generator | None,
+    keys: torch.Tensor | None,
 ) -> list[_Row]:
     """One batch with a KV cache: a prefill over the left-padded prompts, then one token per row
     per step. Rows that stop are dropped from the cache, the mask and the batch (so late steps
@@ -255,9 +314,9 @@ def _generate_chunk_cached(
     next_pos = positions[:, -1:] + 1
     active = list(range(len(rows)))
     for step in range(cfg.max_new_tokens):
-        noise = None if cfg.greedy else draw_noise(generator, len(rows), logits.shape[-1], device)
+        noise = _step_noise(keys, active, step, logits.shape[-1])
         lps = sampling_logprobs(logits, cfg)
-        tokens = pick_tokens(lps, None if noise is None else noise[active])
+        tokens = pick_tokens(lps, noise)
         _record(rows, active, tokens, lps, stops)
         if step == cfg.max_new_tokens - 1:
             break
@@ -288,14 +347,14 @@ def _generate_chunk_uncached(
     cfg: SamplingConfig,
     stops: set[int],
     pad_id: int,
-    generator: torch.Generator | None,
+    keys: torch.Tensor | None,
 ) -> list[_Row]:
     """The reference: every step re-runs the full forward over prompt + tokens so far (no cache),
-    with the same noise stream as the cached path. Quadratic in length; for tests and benches."""
+    with the same noise as the cached path. Quadratic in length; for tests and benches."""
     device = next(model.parameters()).device
     rows = [_Row(list(p)) for p in prompts]
     active = list(range(len(rows)))
-    for _ in range(cfg.max_new_tokens):
+    for step in range(cfg.max_new_tokens):
         ids, mask = _left_pad([rows[r].prompt_ids + rows[r].tokens for r in active], pad_id, device)
         out = model(
             input_ids=ids,
@@ -305,14 +364,25 @@ def _generate_chunk_uncached(
             logits_to_keep=1,
         )
         logits = out.logits[:, -1, :]
-        noise = None if cfg.greedy else draw_noise(generator, len(rows), logits.shape[-1], device)
+        noise = _step_noise(keys, active, step, logits.shape[-1])
         lps = sampling_logprobs(logits, cfg)
-        tokens = pick_tokens(lps, None if noise is None else noise[active])
+        tokens = pick_tokens(lps, noise)
         _record(rows, active, tokens, lps, stops)
         active = [r for r in active if not rows[r].stopped]
         if not active:
             break
     return rows
+
+
+def compute_context(model: nn.Module, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` when the model's parameters are held in another floating dtype (the torch
+    engine keeps fp32 master weights and computes in bf16); nothing when they already are ``dtype``.
+    One context around a whole ``generate`` call: autocast's weight-cast cache then converts each
+    weight once per call (not once per decode step) and frees the bf16 copies when sampling ends."""
+    param = next(model.parameters())
+    if dtype is None or not param.is_floating_point() or param.dtype == dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=param.device.type, dtype=dtype)
 
 
 def _run(
@@ -324,24 +394,38 @@ def _run(
     seed: int | None,
     batch_size: int,
     stops: set[int],
+    prompt_keys: Sequence[int] | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> list[list[Completion]]:
     """Expand prompts into n rows each (a prompt's samples adjacent), sample them in chunks of
-    ``batch_size`` rows, and regroup per prompt. Each chunk has its own generator (see
-    :func:`chunk_generator`), so how long one chunk runs never shifts another's random stream."""
+    ``batch_size`` rows, and regroup per prompt. Row (prompt i, sample j) draws its noise from
+    :func:`sample_key` (seed, ``prompt_keys[i]``, j), so its completion does not depend on the chunk
+    size, on which other prompts are in the call, or on which process samples it."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     prompt_ids = encode_prompts(tokenizer, prompts)
+    if prompt_keys is None:
+        prompt_keys = range(len(prompt_ids))
+    elif len(prompt_keys) != len(prompt_ids):
+        raise ValueError(f"{len(prompt_keys)} prompt_keys for {len(prompt_ids)} prompts")
+    if seed is None:
+        seed = secrets.randbits(63)
     flat = [ids for ids in prompt_ids for _ in range(cfg.n)]
+    keys = [_as_int64(sample_key(seed, int(k), j)) for k in prompt_keys for j in range(cfg.n)]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stops)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # dropout off while sampling; the caller's mode is restored below
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), compute_context(model, compute_dtype):
             rows: list[_Row] = []
             for start in range(0, len(flat), batch_size):
-                generator = None if cfg.greedy else chunk_generator(seed, start // batch_size, device)
-                rows.extend(chunk_fn(model, flat[start : start + batch_size], cfg, stops, pad_id, generator))
+                chunk_keys = (
+                    None
+                    if cfg.greedy
+                    else torch.tensor(keys[start : start + batch_size], dtype=torch.int64, device=device)
+                )
+                rows.extend(chunk_fn(model, flat[start : start + batch_size], cfg, stops, pad_id, chunk_keys))
     finally:
         model.train(was_training)
     completions = [_to_completion(row, tokenizer, stops) for row in rows]
@@ -363,9 +447,17 @@ def _to_completion(row: _Row, tokenizer: PreTrainedTokenizerBase, stops: set[int
 class TorchSampler:
     """Batched sampling on the trainer's own model with a KV cache (HF ``DynamicCache``).
 
-    Deterministic: the same prompts, knobs, ``seed`` and ``batch_size`` give the same completions
-    (``batch_size`` matters because noise is drawn per chunk). ``sync_weights`` just points at the
-    given model: the sampler shares the trainer's parameters, so there is nothing to copy.
+    Deterministic: the same prompt (and prompt key), knobs and ``seed`` give the same completions
+    whatever the batch size, the other prompts of the call, or the process (up to float rounding of
+    the logits, which padding to another width can change). ``sync_weights`` just points at the given
+    model: the sampler shares the trainer's parameters, so there is nothing to copy.
+
+    ``compute_dtype`` (e.g. bfloat16 on CUDA): sample under autocast to that dtype when the model is
+    held in another one. The torch engine keeps fp32 master weights; autocast over one ``generate``
+    call converts each weight once (its cast cache) and frees the copies afterwards, so no second
+    model has to be kept in memory and in sync. The KV cache then holds bf16 values (keys in fp32:
+    Qwen2's rotary embedding multiplies them by fp32 tables). A model already in bf16 (DeepSpeed's
+    bf16 mode, a ZeRO-3 sampling copy) samples in bf16 directly.
     """
 
     def __init__(
@@ -375,10 +467,12 @@ class TorchSampler:
         *,
         batch_size: int = 64,
         stop_token_ids: Iterable[int] | None = None,
+        compute_dtype: torch.dtype | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.compute_dtype = compute_dtype
         self.stop_ids = (
             set(int(t) for t in stop_token_ids)
             if stop_token_ids is not None
@@ -395,6 +489,7 @@ class TorchSampler:
         top_k: int = 0,
         max_new_tokens: int = 256,
         seed: int | None = None,
+        prompt_keys: Sequence[int] | None = None,
     ) -> list[list[Completion]]:
         cfg = SamplingConfig(
             n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens
@@ -408,6 +503,8 @@ class TorchSampler:
             seed,
             self.batch_size,
             self.stop_ids,
+            prompt_keys,
+            self.compute_dtype,
         )
 
     def sync_weights(self, model: nn.Module) -> None:
@@ -427,13 +524,53 @@ def sample_without_cache(
     seed: int | None = None,
     batch_size: int = 64,
     stop_token_ids: Iterable[int] | None = None,
+    prompt_keys: Sequence[int] | None = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> list[list[Completion]]:
-    """Reference sampler without a KV cache: same chunks, same noise, same outputs as
-    :class:`TorchSampler` (up to float rounding in the logits), at quadratic cost."""
+    """Reference sampler without a KV cache: same noise, same outputs as :class:`TorchSampler` (up to
+    float rounding in the logits), at quadratic cost."""
     cfg = SamplingConfig(
         n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens
     )
     stops = (
         set(int(t) for t in stop_token_ids) if stop_token_ids is not None else eos_token_ids(model, tokenizer)
     )
-    return _run(_generate_chunk_uncached, model, tokenizer, prompts, cfg, seed, batch_size, stops)
+    return _run(
+        _generate_chunk_uncached,
+        model,
+        tokenizer,
+        prompts,
+        cfg,
+        seed,
+        batch_size,
+        stops,
+        prompt_keys,
+        compute_dtype,
+    )
+
+
+def _is_token_ids(prompt: Any) -> bool:
+    return not isinstance(prompt, str) and all(isinstance(t, int) for t in prompt)
+
+
+class ChatTemplateEngine:
+    """A :class:`RolloutEngine` that renders text prompts (and conversations) with a chat template
+    (:mod:`trainers.common.chat`, ``mode`` = a config's ``chat_template``) and hands the engine token
+    ids; prompts that already are token ids pass through unchanged, so nothing is rendered twice.
+    Used where the caller holds raw problem text (the in-run evaluation)."""
+
+    def __init__(self, engine: RolloutEngine, tokenizer: PreTrainedTokenizerBase, mode: str):
+        check_mode(tokenizer, mode)
+        self.engine, self.tokenizer, self.mode = engine, tokenizer, mode
+
+    def render(self, prompts: Sequence[Any]) -> list[list[int]]:
+        return [
+            [int(t) for t in p] if _is_token_ids(p) else prompt_ids(self.tokenizer, p, self.mode)
+            for p in prompts
+        ]
+
+    def generate(self, prompts: Sequence[Any], **kwargs: Any) -> list[list[Completion]]:
+        return self.engine.generate(self.render(prompts), **kwargs)
+
+    def sync_weights(self, model: nn.Module) -> None:
+        self.engine.sync_weights(model)
