@@ -22,6 +22,25 @@ class RolloutBatch:
             self.input_ids[index], self.attention_mask[index], self.response_mask[index], self.targets[index]
         )
 
+    def lengths(self) -> list[int]:
+        """Prompt + response tokens of every row (what a micro-batch's token budget counts)."""
+        return self.attention_mask.sum(-1).tolist()
+
+    def narrow(self, rows: list[int]) -> RolloutBatch:
+        """The rows ``rows`` cut to the longest of them (right padding beyond it is dropped)."""
+        index = torch.tensor(rows, device=self.input_ids.device)
+        width = max(1, int(self.attention_mask[index].sum(-1).max()))
+        return RolloutBatch(
+            self.input_ids[index, :width],
+            self.attention_mask[index, :width],
+            self.response_mask[index, : width - 1],
+            self.targets[index, : width - 1],
+        )
+
+    def to(self, device: torch.device) -> RolloutBatch:
+        return RolloutBatch(*(t.to(device) for t in (self.input_ids, self.attention_mask,
+                                                      self.response_mask, self.targets)))  # fmt: skip
+
 
 def build_batch(sequences: list[tuple[list[int], list[int]]], pad_id: int) -> RolloutBatch:
     """sequences: (prompt ids, completion ids) pairs. Completion tokens (including a final EOS when

@@ -51,6 +51,34 @@ def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+def aggregation_weights(
+    mask: torch.Tensor, aggregation: str = "token_mean_global", micro_batch_seqs: int | None = None
+) -> torch.Tensor:
+    """Per-sequence weights ``w`` (B,) with ``loss = sum_b w_b sum_t objective[b, t] mask[b, t]``.
+
+    ``token_mean_global``: ``w_b = 1 / (response tokens of the batch)``, the paper's global token mean.
+    ``verl_compat``: the rows, in order, form groups of ``micro_batch_seqs`` sequences (verl's
+    micro-batches; the trainer uses half the mini-batch); each group's token mean is weighted by its
+    share of the sequences, so ``w_b = (n_g / B) / (response tokens of group g)``.
+
+    Written as weights because they are fixed by the whole mini-batch: any split of its rows into
+    memory micro-batches then sums ``w``-weighted token sums to exactly the un-split loss."""
+    tokens = mask.to(torch.float32).sum(-1)
+    B = mask.shape[0]
+    if aggregation == "token_mean_global":
+        return torch.full((B,), 1.0, dtype=torch.float32, device=mask.device) / tokens.sum().clamp(min=1)
+    if aggregation != "verl_compat":
+        raise ValueError(f"unknown aggregation {aggregation!r}")
+    if not micro_batch_seqs:
+        raise ValueError("verl_compat aggregation needs micro_batch_seqs")
+    weights = torch.empty(B, dtype=torch.float32, device=mask.device)
+    for start in range(0, B, micro_batch_seqs):
+        sl = slice(start, start + micro_batch_seqs)
+        n = tokens[sl].numel()
+        weights[sl] = (n / B) / tokens[sl].sum().clamp(min=1)
+    return weights
+
+
 @dataclass
 class PolicyLoss:
     loss: torch.Tensor  # what backward() is called on
@@ -59,6 +87,7 @@ class PolicyLoss:
     clipfrac: torch.Tensor
     approx_kl: torch.Tensor  # masked mean of (old_logp - logp): the drift from the rollout policy
     kl_loss: torch.Tensor
+    tokens: int  # response tokens the masked means are over (to combine micro-batches' metrics)
 
 
 def policy_loss(
@@ -75,13 +104,16 @@ def policy_loss(
     kl_coef: float = 0.0,
     aggregation: str = "token_mean_global",
     micro_batch_seqs: int | None = None,
+    row_weights: torch.Tensor | None = None,
 ) -> PolicyLoss:
     """Token-level PPO-clip loss with an entropy bonus and an optional KL term.
 
     logp/old_logp/mask: (B, T); advantages: (B,) broadcast over tokens (the same scalar for every
     token of a response). ``token_mean_global`` averages over every response token of the batch (the
     paper's form); ``verl_compat`` averages tokens within micro-batches of ``micro_batch_seqs``
-    sequences and weights each micro-batch by its share of sequences (the repo's form)."""
+    sequences and weights each micro-batch by its share of sequences (the repo's form); see
+    :func:`aggregation_weights`. ``row_weights`` (B,) overrides both: the loss of a slice of a larger
+    batch whose weights were computed on the whole of it (token-budget micro-batches)."""
     mask = mask.to(logp.dtype)
     adv = advantages[:, None].to(logp.dtype)
     ratio = torch.exp(logp - old_logp)
@@ -96,19 +128,9 @@ def policy_loss(
         kl = torch.exp(log_r) - log_r - 1
     objective = per_token - entropy_coef * ent + kl_coef * kl
 
-    if aggregation == "token_mean_global":
-        loss = masked_mean(objective, mask)
-    elif aggregation == "verl_compat":
-        if not micro_batch_seqs:
-            raise ValueError("verl_compat aggregation needs micro_batch_seqs")
-        B = logp.shape[0]
-        parts = []
-        for start in range(0, B, micro_batch_seqs):
-            sl = slice(start, start + micro_batch_seqs)
-            parts.append(masked_mean(objective[sl], mask[sl]) * (mask[sl].shape[0] / B))
-        loss = torch.stack(parts).sum()
-    else:
-        raise ValueError(f"unknown aggregation {aggregation!r}")
+    if row_weights is None:
+        row_weights = aggregation_weights(mask, aggregation, micro_batch_seqs)
+    loss = (objective * mask * row_weights[:, None].to(logp.dtype)).sum()
 
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).to(logp.dtype), mask)
@@ -120,6 +142,7 @@ def policy_loss(
         clipfrac=clipfrac,
         approx_kl=approx_kl,
         kl_loss=masked_mean(kl, mask).detach(),
+        tokens=int(mask.sum().item()),
     )
 
 

@@ -1,0 +1,191 @@
+"""The policy update of one PPO mini-batch, in token-budget micro-batches (issue 10, point 2).
+
+Why: a long-CoT batch does not fit one forward. Each mini-batch is split by
+:func:`~trainers.common.token_batching.split_by_token_budget` on the rows' prompt + response lengths
+(similar lengths together, little padding), every micro-batch is cut to its own longest row, and its
+log-probs come from :func:`~trainers.common.token_batching.token_logprobs` (response positions only, the
+LM head in chunks). Gradients accumulate over the micro-batches, and the loss of each is weighted so that
+their sum is the loss of the un-split mini-batch (:func:`trainers.rl.core.aggregation_weights`):
+
+* ``token_mean_global``: every token weighs 1 / (response tokens of the mini-batch), so the sum is OR1's
+  global token mean whatever the split;
+* ``verl_compat``: verl's micro-batches are the mini-batch's rows, in order, in two halves (as before
+  micro-batching); each half's token mean is weighted by its share of the sequences. Those weights are
+  fixed by the mini-batch, not by the memory split, so the loss and gradient do not depend on
+  ``micro_batch_tokens`` either.
+
+Both engines accumulate the same way: torch sums ``.grad`` over the backward calls and steps once; DeepSpeed
+is told which backward closes the accumulation (``set_gradient_accumulation_boundary``) and its loss is
+not divided again (``scale_wrt_gas=False``; its configured ``gradient_accumulation_steps`` is 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainers.common import deepspeed_glue
+from trainers.common.token_batching import split_by_token_budget, token_logprobs
+from trainers.rl.batch import RolloutBatch
+from trainers.rl.core import aggregation_weights, policy_loss
+
+
+class PolicyLogprobs(nn.Module):
+    """A causal LM seen as the loss sees it: ``forward`` returns the response positions' log-probs and
+    entropies at a temperature (:func:`token_logprobs`), never the (B, L, V) logits. DeepSpeed wraps
+    this module, so its engine's forward (and the backward hooks it registers) runs around exactly the
+    computation the loss uses."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        response_mask: torch.Tensor,
+        *,
+        temperature: float,
+        with_entropy: bool = True,
+        entropy_grad: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return token_logprobs(
+            self.model, input_ids, attention_mask, response_mask,
+            temperature=temperature, with_entropy=with_entropy, entropy_grad=entropy_grad,
+        )  # fmt: skip
+
+
+def micro_batches(batch: RolloutBatch, rows: list[int], budget: int) -> list[list[int]]:
+    """``rows`` of ``batch`` grouped into micro-batches of at most ``budget`` padded tokens (a longer row
+    alone)."""
+    lengths = batch.attention_mask[torch.tensor(rows, device=batch.attention_mask.device)].sum(-1).tolist()
+    return [[rows[i] for i in group] for group in split_by_token_budget(lengths, budget)]
+
+
+def batch_logprobs(
+    policy: Any,
+    batch: RolloutBatch,
+    *,
+    temperature: float,
+    budget: int,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> torch.Tensor:
+    """log pi(target) of every response position of ``batch`` (B, L-1; 0 elsewhere), no gradient, in
+    micro-batches: the old-policy and reference log-probs."""
+    out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=batch.input_ids.device)
+    with torch.no_grad():
+        for rows in micro_batches(batch, list(range(len(batch))), budget):
+            sub = batch.narrow(rows)
+            with autocast or contextlib.nullcontext():
+                logp, _ = policy(
+                    sub.input_ids, sub.attention_mask, sub.response_mask,
+                    temperature=temperature, with_entropy=False,
+                )  # fmt: skip
+            out[torch.tensor(rows, device=out.device), : logp.shape[1]] = logp.float()
+    return out
+
+
+class TorchStepper:
+    """Gradient accumulation and the optimizer step of the torch engine (clip by global norm)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, grad_clip: float):
+        self.model, self.optimizer, self.grad_clip = model, optimizer, grad_clip
+
+    def begin(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        loss.backward()
+
+    def step(self) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.optimizer.step()
+        return float(norm)
+
+
+class DeepSpeedStepper:
+    """The same on a DeepSpeed engine: the boundary flag tells ZeRO when to reduce and step; the loss is
+    already weighted for the whole mini-batch, so DeepSpeed must not divide it by its accumulation
+    steps (``scale_wrt_gas=False``). The engine clips (its config) and zeroes the gradients itself."""
+
+    def __init__(self, engine: Any):
+        self.engine = engine
+
+    def begin(self) -> None:
+        pass
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> float:
+        self.engine.step()
+        return deepspeed_glue.global_grad_norm(self.engine)
+
+
+def update_minibatch(
+    policy: Any,
+    stepper: TorchStepper | DeepSpeedStepper,
+    batch: RolloutBatch,
+    rows: list[int],
+    advantages: torch.Tensor,
+    old_logp: torch.Tensor,
+    *,
+    old_from_forward: bool,
+    ref_logp: torch.Tensor | None,
+    algo: Any,
+    temperature: float,
+    entropy_coef: float,
+    budget: int,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, float]:
+    """One optimizer step on the mini-batch ``rows`` of ``batch``, accumulated over token-budget
+    micro-batches. ``old_from_forward``: the ratio's denominator is this forward's own detached log-probs
+    (the one on-policy update of OR1), written into ``old_logp``; otherwise ``old_logp`` holds them.
+    Returns the mini-batch's loss (sum over micro-batches), its token-mean metrics and the grad norm."""
+    device = batch.input_ids.device
+    index = torch.tensor(rows, device=device)
+    # weights fixed by the whole mini-batch (verl's halves in the mini-batch's row order)
+    weights = torch.zeros(len(batch), dtype=torch.float32, device=device)
+    weights[index] = aggregation_weights(
+        batch.response_mask[index], algo.loss_agg, micro_batch_seqs=max(1, len(rows) // 2)
+    )
+    groups = micro_batches(batch, rows, budget)
+    sums: dict[str, float] = defaultdict(float)
+    tokens = 0
+    stepper.begin()
+    for i, group in enumerate(groups):
+        sub = batch.narrow(group)
+        at = torch.tensor(group, device=device)
+        width = sub.response_mask.shape[1]
+        with autocast or contextlib.nullcontext():
+            logp, entropy = policy(
+                sub.input_ids, sub.attention_mask, sub.response_mask,
+                temperature=temperature, entropy_grad=entropy_coef != 0,
+            )  # fmt: skip
+        if old_from_forward:
+            old_logp[at, :width] = logp.detach()
+        out = policy_loss(
+            logp, old_logp[at, :width], advantages[at], sub.response_mask,
+            clip_low=algo.clip_low, clip_high=algo.clip_high, entropy=entropy, entropy_coef=entropy_coef,
+            ref_logp=ref_logp[at, :width] if ref_logp is not None else None, kl_coef=algo.kl_coef,
+            row_weights=weights[at],
+        )  # fmt: skip
+        stepper.backward(out.loss, last=i == len(groups) - 1)
+        sums["loss"] += out.loss.item()
+        for name in ("pg_loss", "entropy", "clipfrac", "approx_kl", "kl_loss"):
+            sums[name] += float(getattr(out, name)) * out.tokens
+        tokens += out.tokens
+    stats = {
+        name: sums[name] / max(tokens, 1)
+        for name in ("pg_loss", "entropy", "clipfrac", "approx_kl", "kl_loss")
+    }
+    stats["loss"] = sums["loss"]
+    stats["grad_norm"] = stepper.step()
+    stats["micro_batches"] = float(len(groups))
+    return stats
