@@ -71,7 +71,10 @@ class ModelComputeFields(BaseModel):
     save_optimizer: bool = Field(
         True, description="store the optimizer state with each checkpoint (needed to resume exactly)"
     )
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    retention: RetentionConfig = Field(
+        default_factory=RetentionConfig,
+        description="which checkpoints the platform keeps (keep last K, every M-th, the best by a metric)",
+    )
 
 
 MAX_NPROC_PER_NODE = 256

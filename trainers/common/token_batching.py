@@ -66,16 +66,18 @@ def _chunk_rows(vocab: int) -> int:
     return max(1, CHUNK_LOGIT_BYTES // (4 * max(1, vocab)))
 
 
-def _chunk_fn(temperature: float, with_entropy: bool, entropy_grad: bool):
+def _chunk_fn(temperature: float, with_entropy: bool, entropy_grad: bool, with_hits: bool = False):
     def fn(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor):
         logits = torch.nn.functional.linear(hidden, weight, bias).float() / temperature
         logp_all = torch.log_softmax(logits, dim=-1)
         logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
+        # whether the target is the most likely token (SFT's token accuracy); no gradient
+        hits = (logits.argmax(-1) == targets) if with_hits else torch.zeros_like(targets, dtype=torch.bool)
         if not with_entropy:
-            return logp, torch.zeros_like(logp)
+            return logp, torch.zeros_like(logp), hits
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(logp_all.exp() * logp_all).sum(-1)
-        return logp, entropy
+        return logp, entropy, hits
 
     return fn
 
@@ -96,6 +98,42 @@ def token_logprobs(
 
     Equal (up to float rounding of the matmul order) to slicing ``model(...).logits`` and taking
     ``log_softmax``, without materialising (B, L, V) logits."""
+    logp, entropy, _ = _response_stats(
+        model, input_ids, attention_mask, response_mask, temperature=temperature,
+        with_entropy=with_entropy, entropy_grad=entropy_grad, with_hits=False, chunk_rows=chunk_rows,
+    )  # fmt: skip
+    return logp, entropy
+
+
+def token_logprobs_and_hits(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    chunk_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`token_logprobs` at temperature 1 without entropy, plus a bool (B, L-1) tensor that is True
+    where the target token is the argmax of the logits (SFT's token accuracy), in the same chunks."""
+    logp, _, hits = _response_stats(
+        model, input_ids, attention_mask, response_mask, temperature=1.0,
+        with_entropy=False, entropy_grad=False, with_hits=True, chunk_rows=chunk_rows,
+    )  # fmt: skip
+    return logp, hits
+
+
+def _response_stats(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    temperature: float,
+    with_entropy: bool,
+    entropy_grad: bool,
+    with_hits: bool,
+    chunk_rows: int | None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     body, head = decoder_and_head(model)
     positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
     hidden = body(
@@ -105,16 +143,17 @@ def token_logprobs(
     selected = hidden[mask]  # (N, H): response positions only
     targets = input_ids[:, 1:][mask]
     rows = chunk_rows or _chunk_rows(head.weight.shape[0])
-    fn = _chunk_fn(temperature, with_entropy, entropy_grad)
-    logps, ents = [], []
+    fn = _chunk_fn(temperature, with_entropy, entropy_grad, with_hits)
+    logps, ents, hits = [], [], []
     for start in range(0, selected.shape[0], rows):
         args = (selected[start : start + rows], head.weight, head.bias, targets[start : start + rows])
         if torch.is_grad_enabled():
-            lp, en = checkpoint(fn, *args, use_reentrant=False)
+            lp, en, hit = checkpoint(fn, *args, use_reentrant=False)
         else:
-            lp, en = fn(*args)
+            lp, en, hit = fn(*args)
         logps.append(lp)
         ents.append(en)
+        hits.append(hit)
     flat_logp = torch.cat(logps) if logps else hidden.new_zeros(0, dtype=torch.float32)
     out_logp = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(
         mask, flat_logp
@@ -125,4 +164,6 @@ def token_logprobs(
         out_ent = torch.zeros(mask.shape, dtype=torch.float32, device=hidden.device).masked_scatter(
             mask, flat_ent
         )
-    return out_logp, out_ent
+    flat_hits = torch.cat(hits) if hits else targets.new_zeros(0, dtype=torch.bool)
+    out_hits = torch.zeros(mask.shape, dtype=torch.bool, device=hidden.device).masked_scatter(mask, flat_hits)
+    return out_logp, out_ent, out_hits

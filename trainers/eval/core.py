@@ -2,13 +2,19 @@
 
 avg@k is the mean of 1[correct] over all k x problems samples (the paper's avg@32); pass@1 counts the
 first sample only; pass@k is the unbiased estimator of Chen et al. from the k samples. The protocol
-that produced the numbers is returned with them."""
+that produced the numbers is returned with them.
+
+Prompts are rendered with the chat template (``chat_template``: auto | none | a Jinja template;
+trainers.common.chat) as in training and rollouts. An engine that already renders (a
+``ChatTemplateEngine``, as the RL and DAPO trainers pass) keeps its own mode, so nothing is rendered
+twice."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from trainers.common.rewards import RewardPool
+from trainers.common.rollout import ChatTemplateEngine
 from trainers.rl.core import pass_at_k
 
 VERIFIER_VERSION = "orlab-verifiers-1 (math-verify, sandboxed tests)"
@@ -31,8 +37,15 @@ def evaluate(
     top_p: float = 1.0,
     max_new_tokens: int,
     seed: int = 0,
+    chat_template: str = "auto",
+    tokenizer=None,
 ) -> tuple[dict[str, float], dict]:
-    """Returns (metrics, protocol). metrics: avg@k, pass@1, pass@k, no_answer_rate, truncation_rate."""
+    """Returns (metrics, protocol). metrics: avg@k, pass@1, pass@k, no_answer_rate, truncation_rate.
+    ``tokenizer`` renders the prompts (default: the engine's)."""
+    if not isinstance(engine, ChatTemplateEngine):
+        engine = ChatTemplateEngine(
+            engine, tokenizer if tokenizer is not None else engine.tokenizer, chat_template
+        )
     groups = engine.generate(
         [p.prompt for p in problems],
         n=k,
@@ -71,6 +84,7 @@ def evaluate(
         "max_new_tokens": max_new_tokens,
         "problems": len(problems),
         "seed": seed,
+        "chat_template": engine.mode if engine.mode in ("auto", "none") else "custom",
         "verifier": VERIFIER_VERSION,
     }
     return metrics, protocol

@@ -1,6 +1,10 @@
 """Evaluate one policy checkpoint on one benchmark file (what the platform's on-demand evaluation runs).
 
 python -m trainers.eval --checkpoint DIR --benchmark problems.jsonl --k 32 --temperature 0.6
+
+Prompts are rendered with the checkpoint's chat template (``--chat-template``: auto, none or a Jinja
+template), as the trainers render them; the policy is held in the inference dtype (bf16 on CUDA by
+default, ``--dtype``) on the GPU when there is one.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import json
 import sys
 from pathlib import Path
 
+from trainers.common.chat import ChatTemplateError
 from trainers.common.models import load_policy
+from trainers.common.precision import inference_precision
 from trainers.common.rewards import RewardPool
 from trainers.eval.core import evaluate
 from trainers.rl.train import load_problems, make_engine
@@ -27,8 +33,11 @@ def evaluate_checkpoint(
     max_problems: int = 0,
     seed: int = 0,
     processes: int = 2,
+    chat_template: str = "auto",
+    dtype: str = "auto",
 ) -> tuple[dict[str, float], dict]:
-    model, tokenizer = load_policy(checkpoint)
+    precision = inference_precision(dtype)
+    model, tokenizer = load_policy(checkpoint, dtype=precision.param_dtype, device=precision.device)
     model.eval()
     engine = make_engine("auto", model, tokenizer, Path(checkpoint))
     problems = load_problems(str(benchmark), 0, seed, eval_split=True)
@@ -44,8 +53,11 @@ def evaluate_checkpoint(
             top_p=top_p,
             max_new_tokens=max_new_tokens,
             seed=seed,
+            chat_template=chat_template,
+            tokenizer=tokenizer,
         )
     protocol["checkpoint"] = str(checkpoint)
+    protocol["dtype"] = precision.name
     return metrics, protocol
 
 
@@ -58,14 +70,23 @@ def main(argv: list[str]) -> int:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--max-problems", type=int, default=0)
+    p.add_argument(
+        "--chat-template", default="auto", help="auto (the tokenizer's), none, or a Jinja template"
+    )
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
     a = p.parse_args(argv)
     for path in (a.checkpoint, a.benchmark):
         if not Path(path).exists():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
-    metrics, protocol = evaluate_checkpoint(
-        a.checkpoint, a.benchmark, k=a.k, temperature=a.temperature, top_p=a.top_p,
-        max_new_tokens=a.max_new_tokens, max_problems=a.max_problems,
-    )  # fmt: skip
+    try:
+        metrics, protocol = evaluate_checkpoint(
+            a.checkpoint, a.benchmark, k=a.k, temperature=a.temperature, top_p=a.top_p,
+            max_new_tokens=a.max_new_tokens, max_problems=a.max_problems, chat_template=a.chat_template,
+            dtype=a.dtype,
+        )  # fmt: skip
+    except ChatTemplateError as exc:
+        print(f"error: --chat-template: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({"metrics": metrics, "protocol": protocol}))
     return 0

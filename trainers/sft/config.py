@@ -3,10 +3,12 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
+from trainers.common.compute_config import ModelComputeFields
 
 
-class SFTConfig(TrainerConfig):
-    """Supervised fine-tuning on (prompt, solution) pairs; the loss is on the solution tokens only."""
+class SFTConfig(ModelComputeFields, TrainerConfig):
+    """Supervised fine-tuning on (prompt, solution) pairs, each rendered with the chat template; the
+    loss is on the assistant turn (the solution and its end-of-turn token) only."""
 
     model_path: str = Field(
         "tiny", description="local Hugging Face model directory, or 'tiny' to build the tiny CPU model"

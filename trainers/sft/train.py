@@ -1,6 +1,20 @@
-"""SFT: next-token cross-entropy on the solution tokens of (prompt, solution) pairs.
+"""SFT: next-token cross-entropy on the assistant turn of chat-rendered (prompt, solution) pairs.
 
     python -m trainers.sft --config cfg.yaml
+
+Every example is rendered with the model's chat template (``chat_template``; trainers.common.chat):
+the prompt as a user turn plus the generation prompt, then the solution and the end-of-turn token,
+which are the only labelled tokens (no BOS before the solution). The greedy evaluation renders its
+prompts the same way, as do RL rollouts and on-demand evaluation, so the policy is always read in
+the format it was trained on.
+
+One optimizer step takes ``batch_size`` sequences, split into micro-batches of at most
+``micro_batch_tokens`` (rows x padded length) of similar lengths; each micro-batch's summed token
+loss is divided by the whole batch's labelled-token count and back-propagated, so the accumulated
+gradient is the un-split batch's token-mean gradient. Log-probabilities come from
+trainers.common.token_batching (response positions only, the LM head in chunks): no (B, L, V)
+logits. Precision follows ``dtype`` (fp32 weights and AdamW state, bf16 autocast on CUDA by
+default); checkpoints are written in the training dtype (trainers.common.checkpoints).
 
 The CPU demo trains the tiny model on generated arithmetic until its greedy accuracy is clearly
 above zero but far from perfect: the starting point the RL and DAPO demos improve on, as the
@@ -8,21 +22,42 @@ distilled models are for OR1."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from trainers.base import Sink
+from trainers.common import chat
+from trainers.common.checkpoints import (
+    load_optimizer_state,
+    read_trainer_state,
+    save_optimizer_state,
+    save_policy,
+    write_trainer_state,
+)
 from trainers.common.models import load_policy, seed_everything
+from trainers.common.precision import (
+    Precision,
+    enable_gradient_checkpointing,
+    peak_memory_bytes,
+    resolve_precision,
+)
 from trainers.common.rollout import TorchSampler
-from trainers.common.tiny import build_tiny_model, is_char_tokenizer_dir, mark_char_tokenizer
+from trainers.common.tiny import build_tiny_model, is_char_tokenizer_dir
+from trainers.common.token_batching import split_by_token_budget, token_logprobs_and_hits
 from trainers.common.verifiers.math import verify_math
 from trainers.sft.config import SFTConfig
 from trainers.sft.data import Example, generated, read_problems
+
+# Re-exported for the RL/DAPO trainers until they import trainers.common.checkpoints themselves.
+__all__ = ["resolve_model_path", "save_policy", "train"]
+
+IGNORE = -100
 
 
 def resolve_model_path(model_path: str, workdir: Path, seed: int) -> Path:
@@ -34,19 +69,22 @@ def resolve_model_path(model_path: str, workdir: Path, seed: int) -> Path:
     return Path(model_path)
 
 
-def encode_example(tokenizer, ex: Example, max_length: int) -> tuple[list[int], list[int]]:
-    """(input ids, labels) with labels -100 on the prompt: only the solution (and EOS) is learned."""
-    prompt = tokenizer.encode(ex.prompt)
-    target = tokenizer.encode(ex.solution) + [tokenizer.eos_token_id]
-    ids = (prompt + target)[:max_length]
-    labels = ([-100] * len(prompt) + target)[:max_length]
+def encode_example(
+    tokenizer, ex: Example, max_length: int, mode: str = "auto"
+) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of the chat-rendered example, labels -100 on the prompt: only the assistant
+    turn (the solution and its end-of-turn token) is learned. Cut to ``max_length`` tokens."""
+    prompt, answer = chat.sft_ids(tokenizer, ex.prompt, ex.solution, mode)
+    ids = (prompt + answer)[:max_length]
+    labels = ([IGNORE] * len(prompt) + answer)[:max_length]
     return ids, labels
 
 
 def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input ids, labels (-100 on padding) and attention mask."""
     width = max(len(ids) for ids, _ in batch)
     ids = torch.full((len(batch), width), pad_id)
-    labels = torch.full((len(batch), width), -100)
+    labels = torch.full((len(batch), width), IGNORE)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for i, (x, y) in enumerate(batch):
         ids[i, : len(x)] = torch.tensor(x)
@@ -55,23 +93,68 @@ def collate(batch: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, 
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
-def lm_loss(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean token cross-entropy over labelled positions, and the token accuracy."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    labels = batch["labels"][:, 1:]
-    valid = labels != -100
-    loss = torch.nn.functional.cross_entropy(logits[valid], labels[valid])
-    acc = (logits[valid].argmax(-1) == labels[valid]).float().mean()
-    return loss, acc
+def labelled_tokens(example: tuple[list[int], list[int]]) -> int:
+    """Tokens of ``example`` that carry a loss (position 0 is never predicted)."""
+    return sum(1 for y in example[1][1:] if y != IGNORE)
+
+
+@dataclass(frozen=True)
+class StepResult:
+    loss: float  # mean token cross-entropy over the batch's labelled tokens
+    token_accuracy: float  # share of labelled tokens that are the argmax
+    tokens: int  # real (unpadded) tokens of the batch
+    micro_batches: int
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    examples: list[tuple[list[int], list[int]]],
+    pad_id: int,
+    *,
+    micro_batch_tokens: int,
+    precision: Precision,
+) -> StepResult:
+    """Forward and backward of one batch in token-budget micro-batches; gradients add up in ``.grad``.
+
+    Each micro-batch contributes (sum of its tokens' negative log-likelihood) / (labelled tokens of
+    the whole batch), so the accumulated loss and gradient are those of the un-split batch's global
+    token mean, however the batch is split."""
+    total = max(1, sum(labelled_tokens(e) for e in examples))
+    groups = split_by_token_budget([len(ids) for ids, _ in examples], micro_batch_tokens)
+    loss_sum, hits_sum, used = 0.0, 0, 0
+    for group in groups:
+        batch = {k: v.to(precision.device) for k, v in collate([examples[i] for i in group], pad_id).items()}
+        response = batch["labels"][:, 1:] != IGNORE
+        if not bool(response.any()):
+            continue  # nothing to learn here (a prompt cut at max_length)
+        with precision.autocast():
+            logp, hits = token_logprobs_and_hits(model, batch["input_ids"], batch["attention_mask"], response)
+        loss = -(logp * response).sum() / total
+        loss.backward()
+        loss_sum += float(loss.detach())
+        hits_sum += int((hits & response).sum())
+        used += 1
+    tokens = sum(len(ids) for ids, _ in examples)
+    return StepResult(loss_sum, hits_sum / total, tokens, used)
 
 
 @torch.no_grad()
-def greedy_accuracy(model, tokenizer, problems: list[Example], max_new_tokens: int) -> float:
-    """Share of problems whose greedy completion the math verifier accepts."""
+def greedy_accuracy(
+    model,
+    tokenizer,
+    problems: list[Example],
+    max_new_tokens: int,
+    *,
+    chat_template: str = "auto",
+    precision: Precision | None = None,
+) -> float:
+    """Share of problems whose greedy completion of the chat-rendered prompt the math verifier accepts."""
     was_training = model.training
     model.eval()
     sampler = TorchSampler(model, tokenizer, batch_size=64)
-    outs = sampler.generate([p.prompt for p in problems], n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+    prompts = chat.render_prompts(tokenizer, [p.prompt for p in problems], chat_template)
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        outs = sampler.generate(prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     correct = sum(
         verify_math(o[0].completion_text, p.answer).reward for o, p in zip(outs, problems, strict=True)
     )
@@ -86,52 +169,66 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_policy(sink: Sink, step: int, model, tokenizer, char_tokenizer: bool) -> Path:
-    """Write a loadable model directory (weights, config, tokenizer) for checkpoint ``step``."""
-    directory = sink.checkpoint_dir(step)
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    if char_tokenizer:
-        mark_char_tokenizer(directory)  # so load_policy keeps the char tokenizer (see models.py)
-    return directory
-
-
-def _save(sink: Sink, step: int, model, tokenizer, optimizer, metrics: dict, char_tokenizer: bool) -> None:
-    directory = save_policy(sink, step, model, tokenizer, char_tokenizer)
-    torch.save({"optimizer": optimizer.state_dict(), "step": step}, directory / "trainer_state.pt")
-    (directory / "orlab.json").write_text(json.dumps({"kind": "sft", "step": step}))
+def _save(sink: Sink, step: int, model, tokenizer, optimizer, metrics: dict, char_tokenizer: bool,
+          cfg: SFTConfig, precision: Precision) -> None:  # fmt: skip
+    directory = save_policy(sink, step, model, tokenizer, char_tokenizer, dtype=precision.save_dtype)
+    if cfg.save_optimizer:
+        # fp32 master weights too when the model file holds them rounded to bf16 (exact resume)
+        master = model if precision.save_dtype != precision.param_dtype else None
+        save_optimizer_state(directory, optimizer, master=master)
+    write_trainer_state(directory, {"kind": "sft", "step": step, "dtype": precision.name})
     sink.save_checkpoint(step, directory, metrics)
 
 
-def train(cfg: SFTConfig, sink: Sink) -> dict:
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    if sink.resume_from is not None:
-        model_dir = Path(sink.resume_from)
-    else:
-        model_dir = resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
-    model, tokenizer = load_policy(model_dir)
-    char_tok = is_char_tokenizer_dir(model_dir)
-    model.train()
-
+def _datasets(cfg: SFTConfig) -> tuple[list[Example], list[Example]]:
     if cfg.train_dataset is None:
         train_set, eval_set = generated(
             cfg.generated_train, cfg.generated_eval, cfg.seed, cfg.generated_slip_fraction
         )
     else:
         train_set = read_problems(cfg.train_dataset, need_solution=True)
-        eval_set = read_problems(cfg.eval_dataset, need_solution=False) if cfg.eval_dataset else []
-    if cfg.eval_dataset is not None and cfg.train_dataset is None:
+        eval_set = []
+    if cfg.eval_dataset is not None:
         eval_set = read_problems(cfg.eval_dataset, need_solution=False)
-    encoded = [encode_example(tokenizer, ex, cfg.max_length) for ex in train_set]
+    return train_set, eval_set
+
+
+def train(cfg: SFTConfig, sink: Sink) -> dict:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    precision = resolve_precision(cfg.dtype, cfg.engine)
+    resume = Path(sink.resume_from) if sink.resume_from is not None else None
+    model_dir = resume or resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
+    model, tokenizer = load_policy(model_dir, dtype=precision.param_dtype, device=precision.device)
+    chat.check_mode(tokenizer, cfg.chat_template)
+    char_tok = is_char_tokenizer_dir(model_dir)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    model.train()
+
+    train_set, eval_set = _datasets(cfg)
+    encoded = [encode_example(tokenizer, ex, cfg.max_length, cfg.chat_template) for ex in train_set]
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start = 0
-    if sink.resume_from is not None and (Path(sink.resume_from) / "trainer_state.pt").exists():
-        state = torch.load(Path(sink.resume_from) / "trainer_state.pt", weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        start = state["step"] + 1
+    if resume is not None:
+        state = read_trainer_state(resume)
+        if state is not None:
+            start = int(state["step"]) + 1
+        load_optimizer_state(resume, optimizer, master=model, map_location=precision.device)
+
+    def evaluate() -> float:
+        if not eval_set:
+            return float("nan")
+        return greedy_accuracy(
+            model,
+            tokenizer,
+            eval_set,
+            cfg.max_new_tokens,
+            chat_template=cfg.chat_template,
+            precision=precision,
+        )
 
     rng = random.Random(cfg.seed)
     order: list[int] = []
@@ -139,42 +236,50 @@ def train(cfg: SFTConfig, sink: Sink) -> dict:
     for _ in range(start):
         order = _next_batch(order, rng, len(encoded), cfg.batch_size)[1]
     if start == 0 and cfg.eval_every:
-        acc = greedy_accuracy(model, tokenizer, eval_set, cfg.max_new_tokens) if eval_set else float("nan")
-        sink.log(0, {"eval/accuracy": acc})
+        sink.log(0, {"eval/accuracy": evaluate()})
     step = start
+    metrics: dict[str, float] = {}
     for step in range(start, cfg.steps):
         if sink.should_stop():
             if not cfg.checkpoint_every or step % cfg.checkpoint_every != 0:  # else just saved
-                _save(sink, step - 1, model, tokenizer, optimizer, {}, char_tok)
+                _save(sink, step - 1, model, tokenizer, optimizer, {}, char_tok, cfg, precision)
             return {"stopped": True, "step": step - 1}
         tic = time.perf_counter()
+        if precision.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(precision.device)
         idx, order = _next_batch(order, rng, len(encoded), cfg.batch_size)
-        batch = collate([encoded[i] for i in idx], tokenizer.pad_token_id)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss, tok_acc = lm_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        result = accumulate_gradients(
+            model,
+            [encoded[i] for i in idx],
+            tokenizer.pad_token_id,
+            micro_batch_tokens=cfg.micro_batch_tokens,
+            precision=precision,
+        )
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        tokens = int(batch["attention_mask"].sum())
         metrics = {
-            "train/loss": loss.item(),
-            "train/token_accuracy": tok_acc.item(),
+            "train/loss": result.loss,
+            "train/token_accuracy": result.token_accuracy,
             "train/grad_norm": float(grad_norm),
             "train/lr": lr_at(step, cfg),
-            "train/tokens_per_s": tokens / (time.perf_counter() - tic),
+            "train/micro_batches": float(result.micro_batches),
+            "train/tokens_per_s": result.tokens / (time.perf_counter() - tic),
         }
+        peak = peak_memory_bytes(precision.device)
+        if peak is not None:
+            metrics["memory/peak_gb"] = peak / 2**30
         last = step == cfg.steps - 1
         if eval_set and ((cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last):
-            metrics["eval/accuracy"] = greedy_accuracy(model, tokenizer, eval_set, cfg.max_new_tokens)
+            metrics["eval/accuracy"] = evaluate()
         sink.log(step + 1, metrics)
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and not last:
-            _save(sink, step, model, tokenizer, optimizer, {"train/loss": metrics["train/loss"]}, char_tok)
-    final = {"train/loss": metrics["train/loss"]} if cfg.steps > start else {}
-    if "eval/accuracy" in (metrics if cfg.steps > start else {}):
-        final["eval/accuracy"] = metrics["eval/accuracy"]
-    _save(sink, step, model, tokenizer, optimizer, final, char_tok)
+            _save(sink, step, model, tokenizer, optimizer, {"train/loss": metrics["train/loss"]}, char_tok,
+                  cfg, precision)  # fmt: skip
+    final = {k: metrics[k] for k in ("train/loss", "eval/accuracy") if k in metrics}
+    _save(sink, step, model, tokenizer, optimizer, final, char_tok, cfg, precision)
     return {"stopped": False, "step": step, **final}
 
 
