@@ -9,9 +9,11 @@ vocabulary is 6 GB per copy; log_softmax, its exp and the gradient each make ano
   batches do. The trainer accumulates gradients over them, weighting each micro-batch's loss so the
   sum equals the un-split loss (see each trainer's loss for its weighting).
 * :func:`token_logprobs` runs the decoder once, keeps the hidden states of response positions only,
-  and projects them through the LM head in chunks of rows. Each chunk is wrapped in activation
-  checkpointing, so backward recomputes that chunk's logits instead of keeping every chunk's fp32
-  copy alive: the peak is one chunk's logits, whatever the batch.
+  and projects them through the LM head in chunks of rows. Each chunk keeps only its hidden states and
+  log-sum-exp for the backward, which recomputes that chunk's logits and writes the softmax gradient
+  in place (the fused linear + cross-entropy of Liger-Kernel and Apple's cut-cross-entropy, in plain
+  torch): the peak is a couple of copies of one chunk's logits, whatever the batch, and the backward
+  costs one more LM-head matmul but none of log_softmax's and entropy's autograd passes.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.utils.checkpoint import checkpoint
 
 #: bytes of float32 logits one chunk may hold (plus the few same-size temporaries of log_softmax)
 CHUNK_LOGIT_BYTES = 256 * 2**20
@@ -66,20 +67,59 @@ def _chunk_rows(vocab: int) -> int:
     return max(1, CHUNK_LOGIT_BYTES // (4 * max(1, vocab)))
 
 
-def _chunk_fn(temperature: float, with_entropy: bool, entropy_grad: bool, with_hits: bool = False):
-    def fn(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, targets: torch.Tensor):
-        logits = torch.nn.functional.linear(hidden, weight, bias).float() / temperature
-        logp_all = torch.log_softmax(logits, dim=-1)
-        logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
-        # whether the target is the most likely token (SFT's token accuracy); no gradient
-        hits = (logits.argmax(-1) == targets) if with_hits else torch.zeros_like(targets, dtype=torch.bool)
-        if not with_entropy:
-            return logp, torch.zeros_like(logp), hits
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+class _HeadLogprobs(torch.autograd.Function):
+    """One chunk of response positions through the LM head: log pi(target) at ``temperature``, the
+    full-vocabulary entropy (differentiable only with ``entropy_grad``) and whether the target is the
+    argmax (no gradient). Saves the chunk's hidden states and log-sum-exp, not its logits; the
+    backward recomputes the logits in the forward's compute dtype (bf16 under autocast) and turns
+    them into their gradient in place:
+
+        d logp_t / d z = onehot(t) - p,   d H / d z = -p * (log p + H),   z = logits / T."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, temperature, with_entropy, entropy_grad, with_hits):
+        logits = torch.nn.functional.linear(hidden, weight, bias)  # autocast picks the compute dtype
+        compute_dtype = logits.dtype
+        z = logits.float().div_(temperature)
+        del logits
+        hits = z.argmax(-1) == targets if with_hits else torch.zeros_like(targets, dtype=torch.bool)
+        lse = torch.logsumexp(z, -1)
+        logp = z.gather(-1, targets[:, None]).squeeze(-1) - lse
+        if with_entropy:
+            logp_all = z.sub_(lse[:, None])
             entropy = -(logp_all.exp() * logp_all).sum(-1)
+        else:
+            entropy = torch.zeros_like(logp)
+        del z
+        entropy_grad = with_entropy and entropy_grad
+        ctx.save_for_backward(hidden, weight, bias, targets, lse, entropy if entropy_grad else None)
+        ctx.options = (temperature, compute_dtype, entropy_grad)
+        ctx.mark_non_differentiable(hits)
+        if not entropy_grad:
+            ctx.mark_non_differentiable(entropy)
         return logp, entropy, hits
 
-    return fn
+    @staticmethod
+    def backward(ctx, grad_logp, grad_entropy, _grad_hits):
+        hidden, weight, bias, targets, lse, entropy = ctx.saved_tensors
+        temperature, dtype, entropy_grad = ctx.options
+        h, w = hidden.to(dtype), weight.to(dtype)
+        b = bias.to(dtype) if bias is not None else None
+        logp_all = torch.nn.functional.linear(h, w, b).float().div_(temperature).sub_(lse[:, None])
+        g = grad_logp.float()[:, None]
+        if entropy_grad and grad_entropy is not None:
+            coef = logp_all.add(entropy[:, None]).mul_(grad_entropy.float()[:, None]).add_(g)
+            grad = logp_all.exp_().mul_(coef).neg_()
+            del coef
+        else:
+            grad = logp_all.exp_().mul_(g).neg_()
+        grad.scatter_add_(-1, targets[:, None], g)
+        grad = grad.div_(temperature).to(dtype)
+        need = ctx.needs_input_grad
+        grad_hidden = (grad @ w).to(hidden.dtype) if need[0] else None
+        grad_weight = (grad.t() @ h).to(weight.dtype) if need[1] else None
+        grad_bias = grad.sum(0).to(bias.dtype) if bias is not None and need[2] else None
+        return grad_hidden, grad_weight, grad_bias, None, None, None, None, None
 
 
 def token_logprobs(
@@ -143,14 +183,12 @@ def _response_stats(
     selected = hidden[mask]  # (N, H): response positions only
     targets = input_ids[:, 1:][mask]
     rows = chunk_rows or _chunk_rows(head.weight.shape[0])
-    fn = _chunk_fn(temperature, with_entropy, entropy_grad, with_hits)
     logps, ents, hits = [], [], []
     for start in range(0, selected.shape[0], rows):
-        args = (selected[start : start + rows], head.weight, head.bias, targets[start : start + rows])
-        if torch.is_grad_enabled():
-            lp, en, hit = checkpoint(fn, *args, use_reentrant=False)
-        else:
-            lp, en, hit = fn(*args)
+        lp, en, hit = _HeadLogprobs.apply(
+            selected[start : start + rows], head.weight, head.bias, targets[start : start + rows],
+            temperature, with_entropy, entropy_grad, with_hits,
+        )  # fmt: skip
         logps.append(lp)
         ents.append(en)
         hits.append(hit)
