@@ -175,6 +175,7 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
             temperature=float(p.get("temperature", 0.6)),
             top_p=float(p.get("top_p", 1.0)),
             max_new_tokens=int(p.get("max_new_tokens", 512)),
+            chat_template=str(p.get("chat_template", "auto")),
         )
         Evaluation.objects.filter(pk=evaluation_id).update(
             status=Evaluation.Status.SUCCEEDED, metrics=metrics, protocol={**p, **protocol}

@@ -22,6 +22,7 @@ from trainers.base import get_spec
 from webapp.fleet.services import launch_check_record
 from webapp.projects.models import Project
 from webapp.runs.launch_checks import LaunchVerdict, evaluate_launch
+from webapp.runs.memory import launch_estimate
 from webapp.runs.models import Checkpoint, Run
 
 Status = Run.Status
@@ -186,6 +187,7 @@ def run_create(
         code_version=code_version(),
         status=Status.RUNNING if external else Status.QUEUED,
         started_at=timezone.now() if external else None,
+        memory_estimate=launch_estimate(kind, config, queue, verdict),
     )
     if verdict is not None:
         launch_check_record(run, queue=queue, workers=verdict.workers)
