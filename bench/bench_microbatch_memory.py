@@ -14,10 +14,11 @@ coefficient is 0), the PPO-clip loss at the global token mean, backward, clip, A
   trainers/rl/batch.py ``build_batch`` and ``logprobs_and_entropy``; trainers/rl/train.py ran them on
   the whole batch): one forward of every sequence, full (B, L-1, V) fp32 logits, log_softmax and its
   exp over all of them.
-* ``after``: what the trainer does now: sequences grouped by :func:`split_by_token_budget` into
-  micro-batches of ``micro_batch_tokens`` (the config default, 16,384), each through
-  :func:`token_logprobs` (response positions only, LM head in checkpointed chunks), loss weighted so
-  the gradients sum to the un-split update's, one optimizer step.
+* ``after``: what the trainer does now, ``trainers.rl.update.update_minibatch``: sequences grouped by
+  ``split_by_token_budget`` into micro-batches of ``micro_batch_tokens`` (the config default, 16,384),
+  each through ``token_logprobs`` (response positions only, the LM head in chunks whose backward
+  recomputes their logits), loss weighted so the accumulated gradients are the un-split update's, one
+  optimizer step.
 
 How peak memory is measured: each variant runs in a fresh subprocess; before each timed step the
 process's peak resident set (VmHWM in /proc/self/status) is reset (writing 5 to /proc/self/clear_refs)
@@ -25,8 +26,9 @@ and its resident set (VmRSS) read; the step's peak memory is VmHWM after the ste
 it: everything the update allocated on top of the loaded model, batch and optimizer, LM head and
 logits included (tracemalloc does not see torch's allocations; the RSS does). glibc is told to serve
 every block of 1 MiB or more with mmap (MALLOC_MMAP_THRESHOLD_), so freed tensors leave the RSS at
-once and the high-water mark is that of live memory, not of the allocator's free lists. The first
-step of each variant (AdamW allocating its state, first-touch costs) is a warm-up and not counted.
+once and the high-water mark is that of live memory, not of the allocator's free lists. In the
+side-by-side runs the first step of each variant (AdamW allocating its state, first-touch costs) is
+a warm-up and not counted.
 
 The before path at the issue's full size (64 prompts x 8 = 512 sequences of ~320 tokens) needs one
 (512, 319, 32768) fp32 logits tensor of 21.4 GB before log_softmax and its exp double it: it cannot
@@ -121,34 +123,43 @@ def _old_logprobs_and_entropy(model, ids, attn, temperature: float, entropy_grad
     return logp, entropy
 
 
-def _step_before(model, seqs, advantages, pad_id: int) -> int:
+def _step_before(model, optimizer, seqs, advantages, pad_id: int) -> int:
+    """The update as trainers/rl/train.py ran it at commit c10a3cc (one on-policy update)."""
+    import torch
+
     from trainers.rl.core import policy_loss
 
     ids, attn, resp = _old_build_batch(seqs, pad_id)
     logp, ent = _old_logprobs_and_entropy(model, ids, attn, 1.0, entropy_grad=False)
     out = policy_loss(logp, logp.detach(), advantages, resp, entropy=ent, entropy_coef=0.0)
+    optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
     return int(resp.sum())
 
 
-def _step_after(model, seqs, advantages, pad_id: int) -> int:
-    from trainers.common.token_batching import split_by_token_budget, token_logprobs
-    from trainers.rl.core import policy_loss
+def _step_after(model, optimizer, seqs, advantages, pad_id: int) -> int:
+    """The trainer's update now: trainers.rl.update.update_minibatch on the whole batch."""
+    import torch
 
-    ids, attn, resp = _old_build_batch(seqs, pad_id)
-    weights = 1.0 / resp.sum()  # the global token mean, fixed by the whole batch
-    lengths = attn.sum(-1).tolist()
-    for group in split_by_token_budget(lengths, MICRO_BATCH_TOKENS):
-        width = max(lengths[i] for i in group)
-        sub_ids, sub_attn, sub_resp = ids[group, :width], attn[group, :width], resp[group, : width - 1]
-        logp, ent = token_logprobs(model, sub_ids, sub_attn, sub_resp, with_entropy=True, entropy_grad=False)
-        rows = weights.expand(len(group))
-        out = policy_loss(logp, logp.detach(), advantages[group], sub_resp, entropy=ent, row_weights=rows)
-        out.loss.backward()
-    return int(resp.sum())
+    from trainers.rl.batch import build_batch
+    from trainers.rl.config import AlgoConfig
+    from trainers.rl.update import PolicyLogprobs, TorchStepper, update_minibatch
+
+    batch = build_batch(seqs, pad_id)
+    old_logp = torch.zeros(batch.response_mask.shape)
+    update_minibatch(
+        PolicyLogprobs(model), TorchStepper(model, optimizer, 1.0), batch, list(range(len(batch))),
+        advantages, old_logp, old_from_forward=True, ref_logp=None, algo=AlgoConfig(), temperature=1.0,
+        entropy_coef=0.0, budget=MICRO_BATCH_TOKENS,
+    )  # fmt: skip
+    return int(batch.response_mask.sum())
 
 
-def child(variant: str, model_dir: str, prompts: int, steps: int, threads: int, seed: int) -> dict[str, Any]:
+def child(
+    variant: str, model_dir: str, prompts: int, steps: int, warmup: int, threads: int, seed: int
+) -> dict[str, Any]:
     import gc
 
     import torch
@@ -163,18 +174,15 @@ def child(variant: str, model_dir: str, prompts: int, steps: int, threads: int, 
     step_fn = _step_before if variant == "before" else _step_after
     peaks, times = [], []
     tokens = 0
-    for i in range(steps + 1):  # the first is a warm-up
+    for i in range(warmup + steps):
         gc.collect()
         rss = _status_kib("VmRSS")
         _reset_peak()
         t0 = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        tokens = step_fn(model, seqs, advantages, tok.pad_token_id)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        tokens = step_fn(model, optimizer, seqs, advantages, tok.pad_token_id)
         took = time.perf_counter() - t0
         peak = _status_kib("VmHWM") - rss
-        if i > 0:
+        if i >= warmup:
             peaks.append(peak / 2**20)
             times.append(took)
     return {
@@ -202,10 +210,13 @@ def build_model(directory: Path) -> Path:
     )  # fmt: skip
 
 
-def measure(variant: str, model_dir: Path, prompts: int, steps: int, threads: int) -> dict[str, Any]:
+def measure(
+    variant: str, model_dir: Path, prompts: int, steps: int, threads: int, warmup: int = 1
+) -> dict[str, Any]:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(2**20), PYTHONUNBUFFERED="1")
     cmd = [PY, "-m", "bench.bench_microbatch_memory", "--child", variant, "--model", str(model_dir),
-           "--prompts", str(prompts), "--steps", str(steps), "--threads", str(threads)]  # fmt: skip
+           "--prompts", str(prompts), "--steps", str(steps), "--warmup", str(warmup),
+           "--threads", str(threads)]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(
@@ -225,7 +236,13 @@ def run(args) -> list[dict[str, Any]]:
         model_dir = build_model(Path(tmp) / "model")
         before = measure("before", model_dir, args.prompts, args.steps, args.threads)
         after = measure("after", model_dir, args.prompts, args.steps, args.threads)
-        full = measure("after", model_dir, args.full_prompts, 1, args.threads) if args.full_prompts else None
+        # one step, no warm-up (hours otherwise on this CPU): AdamW's first-step state, 2 x 5M float32
+        # parameters = 40 MB, is inside this peak
+        full = (
+            measure("after", model_dir, args.full_prompts, 1, args.threads, warmup=0)
+            if args.full_prompts
+            else None
+        )
     ratio_mem = after["peak_gib"] / before["peak_gib"]
     ratio_time = after["step_s"] / before["step_s"]
     shape = f"{args.prompts} prompts x {SAMPLES} x {NEW_TOKENS}"
@@ -267,9 +284,10 @@ def main() -> int:
         p.add_argument("--model")
         p.add_argument("--prompts", type=int)
         p.add_argument("--steps", type=int)
+        p.add_argument("--warmup", type=int)
         p.add_argument("--threads", type=int)
         a = p.parse_args()
-        print(json.dumps(child(a.child, a.model, a.prompts, a.steps, a.threads, seed=0)))
+        print(json.dumps(child(a.child, a.model, a.prompts, a.steps, a.warmup, a.threads, seed=0)))
         return 0
     return cli("RL update: peak memory and time before/after micro-batching (CPU)", run, configure)
 
