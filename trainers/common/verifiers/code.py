@@ -12,8 +12,13 @@ The TACO/APPS ground truth {"inputs": [...], "outputs": [...], "fn_name"?: ...} 
 values dropped, spec 1.5) is accepted too: without fn_name it becomes stdin tests, with it call tests on
 `fn_name` (a method of `class Solution` when there is one), a result also matching `outputs[i][0]` as in LCB.
 
-The harness runs in the same process as the solution, so a solution that inspects its caller's frames could
-forge results; the result lines carry a random marker that is not in any file the program can read."""
+Expected outputs never enter the sandbox: a run receives the program and the test inputs only (stdin, or the
+calls and their arguments), its outputs come back as text or as JSON data (bounded in size), and they are compared
+here, in the verifier's process. A solution that walks the harness's frames, scans the heap or reads every file it
+can reach finds inputs only; an object whose `__eq__` says yes serialises as its data (or its repr) and compares as
+that. The harness runs in the solution's process, so the solution can forge result lines: it gains nothing without
+the expected values. The result lines carry a random marker, and the solution's own prints go to stderr, so that
+what it prints cannot be mistaken for (or crowd out) a result."""
 
 from __future__ import annotations
 
@@ -193,8 +198,14 @@ _HARNESS = r"""
 import json as _json, signal as _signal, sys as _sys
 
 def _main(source):
+    import os as _os
+
     cfg = _json.loads(_sys.stdin.readline())
-    marker, out = cfg["marker"], _sys.stdout
+    marker = cfg["marker"]
+    # Results go to the real stdout; whatever the solution prints goes to stderr.
+    _sys.stdout.flush()
+    out = _os.fdopen(_os.dup(1), "w", encoding="utf-8")
+    _os.dup2(2, 1)
 
     def emit(obj):
         out.write("\n" + marker + _json.dumps(obj) + "\n")
@@ -262,9 +273,13 @@ def _run_calls(
         return Verdict.fail("timeout", f"global time limit reached at test {first}/{n}")
     marker = "@@orlab-" + secrets.token_hex(16) + "@@"
     program = "SOURCE = " + repr(code) + "\n" + _HARNESS
-    stdin = json.dumps({"marker": marker, "timeout": timeout_s, "tests": [t for _, t in calls]}) + "\n"
+    # The inputs only: the call, or the function's name and arguments. The expected values stay here.
+    inputs = [{k: t[k] for k in ("call", "fn_name", "args") if k in t} for _, t in calls]
+    stdin = json.dumps({"marker": marker, "timeout": timeout_s, "tests": inputs}) + "\n"
     budget = min(timeout_s * len(calls) + 1.0, left)
-    res = run_python(program, stdin=stdin, timeout_s=budget, memory_mb=memory_mb)
+    # Room for every result, bounded: a value far larger than the expected one cannot match it anyway.
+    cap = DEFAULT_MAX_OUTPUT + 2 * sum(len(json.dumps(t.get("expected"))) for _, t in calls)
+    res = run_python(program, stdin=stdin, timeout_s=budget, memory_mb=memory_mb, max_output_bytes=cap)
     results: dict[int, dict] = {}
     for line in res.stdout.splitlines():
         if line.startswith(marker):
@@ -281,6 +296,8 @@ def _run_calls(
         if got is None:
             if res.status != "ok":
                 return _failed_run(res, where)
+            if res.stdout_truncated:
+                return Verdict.fail("error", f"{where}: the results exceeded {cap} bytes")
             return Verdict.fail("error", f"{where}: the harness reported no result")
         if got.get("timeout"):
             return Verdict.fail("timeout", f"{where}: the call ran longer than {timeout_s:g}s")
