@@ -79,6 +79,8 @@ def _rank(rank: int, port: int, out: str) -> None:
         "sums": distributed.all_reduce_sums({"a": rank + 1, "b": 10.0}),
         "max": distributed.all_reduce_max(float(rank)),
         "gathered": distributed.gather_objects({"rank": rank}),
+        "lists": distributed.gather_lists(["a"] if rank == 0 else ["b", "c"]),
+        "offset": distributed.offset_and_total(1 if rank == 0 else 2),
         "workdir": str(sink.workdir),
     }
     sink.log(0, {"x": float(rank)})
@@ -104,6 +106,8 @@ def test_two_ranks_agree_through_the_rank_zero_sink(tmp_path):
     assert r0["sums"] == r1["sums"] == {"a": 3.0, "b": 20.0}
     assert r0["max"] == r1["max"] == 1.0
     assert r0["gathered"] == r1["gathered"] == [{"rank": 0}, {"rank": 1}]
+    assert r0["lists"] == r1["lists"] == ["a", "b", "c"]
+    assert (r0["offset"], r1["offset"]) == ([0, 3], [1, 3])
     assert r0["workdir"] == r1["workdir"] == str(tmp_path / "rank0-workdir")  # rank 0's, broadcast
     # rank 0 decides when to stop, and every rank hears it at the same poll
     assert (r0["stop_before"], r1["stop_before"], r0["stop_after"], r1["stop_after"]) == (False,) * 2 + (

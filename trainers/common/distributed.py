@@ -188,6 +188,20 @@ def gather_objects(obj: T) -> list[T]:
     return out
 
 
+def gather_lists(items: Sequence[T]) -> list[T]:
+    """Every rank's ``items`` concatenated in rank order, on every rank: with contiguous shards, the
+    global batch's items in their one-process order."""
+    return [item for part in gather_objects(list(items)) for item in part]
+
+
+def offset_and_total(n: int) -> tuple[int, int]:
+    """(index of this rank's first item in the global order, items on all ranks), for ``n`` items here
+    and ranks holding consecutive stretches in rank order."""
+    counts = gather_objects(int(n))
+    r = rank() if world_size() > 1 else 0
+    return sum(counts[:r]), sum(counts)
+
+
 def broadcast_object(obj: T, src: int = 0) -> T:
     """Rank ``src``'s ``obj`` on every rank."""
     if world_size() == 1:
