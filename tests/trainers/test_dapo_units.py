@@ -11,7 +11,7 @@ import torch
 
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import Completion
-from trainers.dapo.actor import dapo_loss
+from trainers.dapo.actor import dapo_loss, to_candidate
 from trainers.dapo.critic import calibration, roc_auc
 from trainers.dapo.steps import StepSplitter
 from trainers.dapo.values import Timings, generate_step_data
@@ -151,6 +151,35 @@ def test_centering_ignores_the_log_partition_and_the_paper_form_does_not():
     assert dapo_loss(ref + adv / 2.0, ref, adv, beta=2.0).loss.item() == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(ValueError):
         dapo_loss(logp, ref[:, :2], adv, beta=1.0)
+
+
+# --- candidate steps ---------------------------------------------------------------------------
+
+
+class CharTokenizer:
+    """One id per character (ord), no special tokens: enough for to_candidate."""
+
+    def encode(self, text, add_special_tokens=True):
+        return [ord(ch) for ch in text]
+
+
+def completion(text: str, *, eos: bool, truncated: bool) -> Completion:
+    ids = [ord(ch) for ch in text] + ([2] if eos else [])
+    return Completion([0], ids, text, [0.0] * len(ids), truncated, "length" if truncated else "stop")
+
+
+def test_a_step_cut_at_max_step_tokens_is_never_the_final_answer():
+    splitter, eos = StepSplitter(delimiter="\n"), {2}
+    # the model stopped (EOS) before any boundary: the solution's last step, scored by the verifier
+    final = to_candidate(completion("\\boxed{51}", eos=True, truncated=False), CharTokenizer(), splitter, eos)
+    assert final.terminal and final.ids[-1] == 2
+    # a boundary: an intermediate step
+    step = to_candidate(completion("42+9=51\n4", eos=False, truncated=True), CharTokenizer(), splitter, eos)
+    assert not step.terminal and step.text == "42+9=51\n"
+    # cut at max_step_tokens with neither: an intermediate step too (its value comes from the critic),
+    # not an answer "42+9=5" for the verifier
+    cut = to_candidate(completion("42+9=5", eos=False, truncated=True), CharTokenizer(), splitter, eos)
+    assert not cut.terminal and cut.text == "42+9=5" and cut.ids == [ord(c) for c in "42+9=5"]
 
 
 # --- critic metrics -----------------------------------------------------------------------------

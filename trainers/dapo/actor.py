@@ -9,18 +9,23 @@ the solution), and the loss
 the regression of the policy's log-ratio onto the scaled advantage, whose minimiser over all policies
 is pi* ~ pi_ref exp(A/beta) when the log-partition log Z(s) is zero. ``center`` subtracts the
 per-state mean over i of both the log-ratio and A/beta, which makes the loss blind to log Z(s): our
-engineering choice, not the paper's stated form."""
+engineering choice, not the paper's stated form.
+
+The update runs in token-budget micro-batches of whole states with gradient accumulation
+(:func:`actor_backward`); log-probs come from the LM head at the candidate's positions only."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from trainers.common.rollout import Completion, RolloutEngine
+from trainers.common.rollout import Completion, Prompts, RolloutEngine
+from trainers.common.token_batching import split_by_token_budget, token_logprobs
 from trainers.dapo.steps import StepSplitter
-from trainers.rl.batch import build_batch, logprobs_and_entropy
+from trainers.rl.batch import build_batch
 
 
 @dataclass
@@ -38,6 +43,16 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x * y).sum()) / denom if denom > 0 else float("nan")
 
 
+def _stats(loss: torch.Tensor, log_ratio: torch.Tensor, adv: torch.Tensor) -> DapoLoss:
+    detached = log_ratio.detach()
+    return DapoLoss(
+        loss=loss,
+        abs_log_ratio=float(detached.abs().mean()),
+        corr_log_ratio_adv=_pearson(detached, adv),
+        adv_mean=float(adv.mean()),
+    )
+
+
 def dapo_loss(
     logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor, *, beta: float, center: bool = False
 ) -> DapoLoss:
@@ -52,20 +67,13 @@ def dapo_loss(
         target = target - target.mean(dim=1, keepdim=True)
     else:
         log_ratio_c = log_ratio
-    loss = ((log_ratio_c - target) ** 2).mean()
-    detached = log_ratio.detach()
-    return DapoLoss(
-        loss=loss,
-        abs_log_ratio=float(detached.abs().mean()),
-        corr_log_ratio_adv=_pearson(detached, adv),
-        adv_mean=float(adv.mean()),
-    )
+    return _stats(((log_ratio_c - target) ** 2).mean(), log_ratio, adv)
 
 
 @dataclass
 class Candidate:
-    """One sampled next step: its text and token ids (with the EOS when the model stopped there), and
-    whether it ends the solution (no step boundary in it)."""
+    """One sampled next step: its text and token ids (with the stop token when the model stopped
+    there), and whether it ends the solution."""
 
     text: str
     ids: list[int]
@@ -82,17 +90,21 @@ def step_stop_ids(tokenizer, splitter: StepSplitter) -> set[int]:
 
 
 def to_candidate(completion: Completion, tokenizer, splitter: StepSplitter, eos_ids: set[int]) -> Candidate:
+    """The first step of a sampled continuation. It ends the solution only when the model stopped
+    (a stop token) before any step boundary. A step cut at ``max_step_tokens`` without a boundary or
+    a stop is not an answer: it is an intermediate step, valued by the critic like any other, never
+    sent to the verifier as the final solution."""
     text, boundary = splitter.first_step(completion.completion_text)
     ids = tokenizer.encode(text, add_special_tokens=False)
-    ended = bool(completion.completion_ids) and completion.completion_ids[-1] in eos_ids
-    if not boundary and ended:
+    stopped = bool(completion.completion_ids) and completion.completion_ids[-1] in eos_ids
+    if not boundary and stopped:
         ids.append(completion.completion_ids[-1])  # stopping is part of the final step's action
-    return Candidate(text, ids, terminal=not boundary)
+    return Candidate(text, ids, terminal=not boundary and stopped)
 
 
 def sample_candidates(
     engine: RolloutEngine,
-    contexts: Sequence[str],
+    contexts: Prompts,
     *,
     k: int,
     temperature: float,
@@ -102,25 +114,91 @@ def sample_candidates(
     splitter: StepSplitter,
     eos_ids: set[int],
 ) -> list[list[Candidate]]:
-    """K next steps from pi_ref for every state text (prompt + steps so far)."""
+    """K next steps from pi_ref for every state (its token ids, or text)."""
     groups = engine.generate(
         list(contexts), n=k, temperature=temperature, max_new_tokens=max_step_tokens, seed=seed
     )
     return [[to_candidate(c, tokenizer, splitter, eos_ids) for c in group] for group in groups]
 
 
-def step_logprobs(
+def _summed_logprobs(
     model, contexts: Sequence[list[int]], actions: Sequence[list[int]], pad_id: int, *, with_entropy: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log pi(a|s) summed over each action's tokens (N,), and the mean full-vocabulary entropy over
-    all action tokens (a scalar) when asked."""
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+    """log pi(a|s) summed over each action's tokens (N,) from the LM head at response positions only
+    (trainers.common.token_batching), the sum of the full-vocabulary entropy over all action tokens
+    (no gradient: a metric) when asked, and the number of action tokens."""
     device = next(model.parameters()).device
     batch = build_batch([(list(c), list(a)) for c, a in zip(contexts, actions, strict=True)], pad_id)
-    batch = type(batch)(
-        *(t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.response_mask, batch.targets))
-    )
-    logp, entropy = logprobs_and_entropy(model, batch, 1.0, with_entropy=with_entropy)
-    mask = batch.response_mask
-    summed = (logp * mask).sum(-1)
-    mean_entropy = (entropy * mask).sum() / mask.sum().clamp(min=1) if with_entropy else None
-    return summed, mean_entropy
+    mask = batch.response_mask.to(device)
+    logp, entropy = token_logprobs(
+        model, batch.input_ids.to(device), batch.attention_mask.to(device), mask,
+        with_entropy=with_entropy, entropy_grad=False,
+    )  # fmt: skip
+    entropy_sum = (entropy * mask).sum().detach() if entropy is not None else None
+    return (logp * mask).sum(-1), entropy_sum, int(mask.sum())
+
+
+@torch.no_grad()
+def step_logprobs(
+    model,
+    contexts: Sequence[list[int]],
+    actions: Sequence[list[int]],
+    pad_id: int,
+    *,
+    token_budget: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> torch.Tensor:
+    """log pi(a|s) summed over each action's tokens (N,), float32 on the model's device, computed in
+    micro-batches of at most ``token_budget`` padded tokens (pi_ref's log-probs)."""
+    device = next(model.parameters()).device
+    out = torch.zeros(len(actions), dtype=torch.float32, device=device)
+    lengths = [len(c) + len(a) for c, a in zip(contexts, actions, strict=True)]
+    for group in split_by_token_budget(lengths, token_budget):
+        with autocast():
+            summed, _, _ = _summed_logprobs(
+                model, [contexts[i] for i in group], [actions[i] for i in group], pad_id, with_entropy=False
+            )
+        out[torch.tensor(group, device=device)] = summed.float()
+    return out
+
+
+def actor_backward(
+    model,
+    contexts: Sequence[list[int]],
+    actions: Sequence[Sequence[list[int]]],
+    ref_logp: torch.Tensor,
+    adv: torch.Tensor,
+    pad_id: int,
+    *,
+    beta: float,
+    center: bool,
+    token_budget: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> tuple[DapoLoss, float]:
+    """Accumulate the gradient of the DAPO loss of S states (``contexts[s]`` with its K candidates
+    ``actions[s]``; ``ref_logp``, ``adv`` (S, K)) and return the loss with its statistics and the
+    mean entropy over all candidate tokens.
+
+    Micro-batches hold whole states (centering couples a state's K candidates), at most
+    ``token_budget`` padded tokens each; the loss is a mean over states, so each micro-batch's mean is
+    weighted by its share of the states, and loss and gradients equal those of the un-split batch."""
+    S, K = ref_logp.shape
+    # a state's K rows padded to its longest candidate: K x that length is its padded size
+    lengths = [K * max(len(contexts[s]) + len(a) for a in actions[s]) for s in range(S)]
+    log_ratio = torch.zeros_like(ref_logp)
+    loss, entropy_sum, tokens = 0.0, 0.0, 0
+    for group in split_by_token_budget(lengths, token_budget):
+        rows = torch.tensor(group, device=ref_logp.device)
+        with autocast():
+            summed, entropy, n = _summed_logprobs(
+                model, [contexts[s] for s in group for _ in range(K)], [a for s in group for a in actions[s]],
+                pad_id, with_entropy=True,
+            )  # fmt: skip
+        part = dapo_loss(summed.view(len(group), K), ref_logp[rows], adv[rows], beta=beta, center=center)
+        weighted = part.loss * (len(group) / S)
+        weighted.backward()
+        loss += float(weighted.detach())
+        log_ratio[rows] = summed.detach().view(len(group), K).float() - ref_logp[rows]
+        entropy_sum += float(entropy)
+        tokens += n
+    return _stats(torch.tensor(loss), log_ratio, adv), entropy_sum / max(1, tokens)

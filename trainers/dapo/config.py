@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
+from trainers.common.compute_config import ModelComputeFields
 
 
 class _Section(BaseModel):
@@ -36,7 +37,27 @@ class GenerateConfig(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus of solutions and rollouts")
     max_new_tokens: int = Field(4096, ge=1, description="token budget of a solution or a rollout")
     engine: Literal["auto", "torch", "vllm"] = Field(
-        "auto", description="vLLM when CUDA and vllm are present, else the KV-cache torch sampler"
+        "auto",
+        description="vllm: the colocated vLLM engine (asleep during the update; has never run on a GPU in "
+        "orlab's tests: no GPU host available to the project has vLLM); torch: the KV-cache torch "
+        "sampler; auto: vLLM when CUDA and vllm are present, else torch",
+    )
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="share of the GPU's memory vLLM may take for its bf16 weights and KV cache while it "
+        "samples (TRL's colocate default: the trainer's parameters, gradients and optimizer state stay "
+        "on the same GPU); vLLM only, has never run on a GPU in orlab's tests",
+    )
+    vllm_sync_bucket_mb: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description="weights are copied into vLLM in buckets of at most this many MB, each cast to bf16 "
+        "only when sent (no full converted copy of the model); vLLM only, has never run on a GPU in "
+        "orlab's tests",
+        json_schema_extra={"x-orlab-vllm-only": True},  # launch refuses it where no worker has vLLM
     )
 
 
@@ -68,7 +89,12 @@ class ActorConfig(_Section):
     )
     states: int = Field(0, ge=0, description="states sampled from pi_ref's solutions (0: all prefixes)")
     temperature: float = Field(1.0, gt=0, description="temperature of the candidate steps (pi_ref)")
-    max_step_tokens: int = Field(512, ge=1, description="token budget of one candidate step")
+    max_step_tokens: int = Field(
+        512,
+        ge=1,
+        description="token budget of one candidate step; a step cut there is an intermediate step "
+        "(valued by the critic), never a final answer",
+    )
     lr: float = Field(1e-6, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     epochs: int = Field(2, ge=1, description="passes over the offline (state, candidates) data")
@@ -87,9 +113,13 @@ class EvalConfig(_Section):
     max_problems: int = Field(0, ge=0, description="evaluate on at most this many problems (0: all)")
 
 
-class DAPOConfig(TrainerConfig):
+class DAPOConfig(ModelComputeFields, TrainerConfig):
     """DAPO (Direct Advantage Policy Optimization): Monte-Carlo step values from pi_ref, a critic trained
-    on them and frozen, then the actor regresses log(pi/pi_ref) of K sampled next steps onto A/beta."""
+    on them and frozen, then the actor regresses log(pi/pi_ref) of K sampled next steps onto A/beta.
+
+    The compute fields (dtype, micro_batch_tokens, gradient_checkpointing, chat_template,
+    save_optimizer, retention) apply to the actor and the critic alike; micro_batch_tokens also bounds
+    every scoring forward (critic values, reference log-probs)."""
 
     model_path: str = Field("tiny", description="local Hugging Face model directory, or 'tiny'")
     init_from_run: int | None = Field(

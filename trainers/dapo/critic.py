@@ -8,12 +8,17 @@ verifier's reward there.
 Calibration is measured on held-out prompts: ECE over equal-width bins of the predicted value,
 against the Monte-Carlo values (each the mean of ``mc_rollouts`` Bernoulli outcomes, so an unbiased,
 lower-variance stand-in for the 0/1 outcome); AUC of the predicted value for the sampled
-solution's final verdict."""
+solution's final verdict.
+
+Training and scoring run in token-budget micro-batches (``micro_batch_tokens``) of whole sequences;
+the loss is a mean over prefix states, so each micro-batch's mean is weighted by its share of them
+and the accumulated update equals the un-split one."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,16 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from trainers.common.models import ValueModel
-
-
-def encode_state(tokenizer, prompt: str, steps: Sequence[str]) -> list[int]:
-    """Token ids of the state prompt + steps. Steps are encoded one by one and concatenated, so the
-    ids of a state are a prefix of the ids of every later state (a BPE merge across a step boundary
-    is not made; with the char tokenizer this is exactly the sampled text)."""
-    ids = list(tokenizer.encode(prompt))
-    for step in steps:
-        ids += tokenizer.encode(step, add_special_tokens=False)
-    return ids
+from trainers.common.token_batching import split_by_token_budget
+from trainers.dapo.encoding import StateEncoder
 
 
 @dataclass
@@ -41,14 +38,15 @@ class PrefixSequence:
     correct: bool  # the sampled solution's final verdict
 
 
-def encode_row(tokenizer, row: Mapping[str, Any], max_length: int) -> PrefixSequence:
-    """A step-value row as one critic sequence; prefixes ending beyond ``max_length`` are dropped
-    (the prompt-only state s_0 is always kept, the prompt cut from the left if it must be)."""
+def encode_row(encoder: StateEncoder, row: Mapping[str, Any], max_length: int) -> PrefixSequence:
+    """A step-value row as one critic sequence (the prompt rendered as every model reads it);
+    prefixes ending beyond ``max_length`` are dropped (the prompt-only state s_0 is always kept, the
+    prompt cut from the left if it must be)."""
     steps = row["steps"]
-    ids = list(tokenizer.encode(row["prompt"]))[-max_length:]
+    ids = encoder.prompt(row["prompt"])[-max_length:]
     ends, labels = [len(ids) - 1], [float(row["values"][0])]
     for t, step in enumerate(steps[:-1], start=1):
-        more = tokenizer.encode(step, add_special_tokens=False)
+        more = encoder.steps([step])
         if not more or len(ids) + len(more) > max_length:
             if not more:
                 continue  # an empty step leaves the state's last token where it was
@@ -70,13 +68,64 @@ def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torc
 
 
 def prefix_logits(model: ValueModel, batch: Sequence[PrefixSequence], pad_id: int) -> torch.Tensor:
-    """The head's logits at every prefix end of every sequence, flattened in order."""
+    """The head's logits at every prefix end of every sequence, flattened in order (one forward)."""
     device = model.value_head.weight.device
     ids, mask = _pad([s.ids for s in batch], pad_id)
     out = model(ids.to(device), attention_mask=mask.to(device))
     rows = torch.tensor([i for i, s in enumerate(batch) for _ in s.ends], device=device)
     cols = torch.tensor([e for s in batch for e in s.ends], device=device)
     return out[rows, cols]
+
+
+def micro_batches(batch: Sequence[PrefixSequence], token_budget: int) -> list[list[int]]:
+    """Indices of ``batch`` in micro-batches of at most ``token_budget`` padded tokens."""
+    return split_by_token_budget([len(s.ids) for s in batch], token_budget)
+
+
+def critic_backward(
+    model: ValueModel,
+    batch: Sequence[PrefixSequence],
+    pad_id: int,
+    *,
+    loss: str,
+    token_budget: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> float:
+    """Accumulate the gradient of the critic loss of ``batch`` (a mean over all its prefix states)
+    micro-batch by micro-batch, and return the loss. Each micro-batch's mean is weighted by its share
+    of the batch's prefixes, so the loss and the gradients equal those of the un-split batch."""
+    device = model.value_head.weight.device
+    total = sum(len(s.ends) for s in batch)
+    value = 0.0
+    for group in micro_batches(batch, token_budget):
+        part = [batch[i] for i in group]
+        labels = torch.tensor([v for s in part for v in s.labels], device=device)
+        with autocast():
+            logits = prefix_logits(model, part, pad_id)
+        weighted = critic_loss(logits.float(), labels, loss) * (len(labels) / total)
+        weighted.backward()
+        value += float(weighted.detach())
+    return value
+
+
+@torch.no_grad()
+def all_prefix_logits(
+    model: ValueModel,
+    seqs: Sequence[PrefixSequence],
+    pad_id: int,
+    *,
+    token_budget: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> torch.Tensor:
+    """:func:`prefix_logits` of many sequences (float32, on the CPU, in their order), computed in
+    micro-batches of at most ``token_budget`` padded tokens."""
+    per_seq: list[torch.Tensor] = [torch.zeros(0)] * len(seqs)
+    for group in micro_batches(seqs, token_budget):
+        with autocast():
+            out = prefix_logits(model, [seqs[i] for i in group], pad_id).float().cpu()
+        for i, chunk in zip(group, out.split([len(seqs[i].ends) for i in group]), strict=True):
+            per_seq[i] = chunk
+    return torch.cat(per_seq) if per_seq else torch.zeros(0)
 
 
 def critic_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
@@ -88,19 +137,21 @@ def critic_loss(logits: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.
     raise ValueError(f"unknown critic loss {kind!r}")
 
 
-@torch.no_grad()
-def state_values(model: ValueModel, states: Sequence[Sequence[int]], pad_id: int, batch_size: int = 64):
+def state_values(
+    model: ValueModel,
+    states: Sequence[Sequence[int]],
+    pad_id: int,
+    *,
+    token_budget: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> torch.Tensor:
     """V(s) = sigmoid(head at the last token of s) for token-id states, as a float tensor."""
     was_training = model.training
     model.eval()
-    out = []
-    for start in range(0, len(states), batch_size):
-        chunk = [
-            PrefixSequence(list(s), [len(s) - 1], [0.0], False) for s in states[start : start + batch_size]
-        ]
-        out.append(torch.sigmoid(prefix_logits(model, chunk, pad_id)).float().cpu())
+    seqs = [PrefixSequence(list(s), [len(s) - 1], [0.0], False) for s in states]
+    logits = all_prefix_logits(model, seqs, pad_id, token_budget=token_budget, autocast=autocast)
     model.train(was_training)
-    return torch.cat(out) if out else torch.zeros(0)
+    return torch.sigmoid(logits)
 
 
 def calibration(
@@ -149,17 +200,13 @@ def evaluate_critic(
     *,
     loss: str,
     bins: int,
-    batch_size: int = 64,
+    token_budget: int,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> tuple[dict[str, float], list[tuple[float, float, int]]]:
     """Held-out loss, ECE (vs the MC values), Brier score and AUC (vs the final verdict)."""
     was_training = model.training
     model.eval()
-    logits = torch.cat(
-        [
-            prefix_logits(model, seqs[i : i + batch_size], pad_id).float().cpu()
-            for i in range(0, len(seqs), batch_size)
-        ]
-    )
+    logits = all_prefix_logits(model, seqs, pad_id, token_budget=token_budget, autocast=autocast)
     model.train(was_training)
     labels = torch.tensor([v for s in seqs for v in s.labels])
     verdicts = torch.tensor([s.correct for s in seqs for _ in s.ends])

@@ -14,8 +14,20 @@ One run, three stages per iteration, on one global step counter (the metric "sta
 
 ``iterations > 1`` is iterative DAPO: the next iteration's pi_ref is this iteration's actor, with new
 data and a new critic. Each iteration ends with a checkpoint: the actor (a policy directory
-load_policy reads) with its critic in ``critic/``. A resumed run starts at the first iteration that
-has not finished, from the checkpoint's actor."""
+load_policy reads, in the training dtype) with its critic in ``critic/``, ``trainer_state.json`` and,
+with ``save_optimizer``, ``optimizer.pt`` after an actor stage (the actor's AdamW state and, when the
+checkpoint is bf16, its fp32 master weights). A resumed run starts at the first iteration that has not
+finished, from the checkpoint's actor (its master weights when saved, so a bf16 checkpoint resumes
+exactly); every actor stage starts a fresh AdamW, so the saved moments are not needed to resume.
+
+Precision and memory (issue 10): the actor holds fp32 parameters and AdamW state and computes under
+autocast in ``dtype`` (bf16 on CUDA by default). pi_ref is the actor before the stage's first update,
+and its only uses come before that update (sampling solutions, rollouts and candidates; the reference
+log-probs), so no second copy is held: it samples and scores in the compute dtype (autocast). The
+critic trains the same way, then is frozen and cast to the compute dtype. Every forward that trains
+or scores runs in token-budget micro-batches (``micro_batch_tokens``); ``gradient_checkpointing``
+applies to actor and critic. Every prompt is rendered with the chat template (trainers.dapo.encoding).
+"""
 
 from __future__ import annotations
 
@@ -30,28 +42,36 @@ from typing import Any
 import torch
 
 from trainers.base import Sink
+from trainers.common.chat import end_of_turn_ids
+from trainers.common.checkpoints import (
+    load_optimizer_state,
+    read_trainer_state,
+    save_optimizer_state,
+    save_policy,
+    write_trainer_state,
+)
 from trainers.common.models import ValueModel, load_policy, seed_everything
+from trainers.common.precision import (
+    enable_gradient_checkpointing,
+    peak_memory_bytes,
+    pick_device,
+    resolve_precision,
+)
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import TorchSampler, eos_token_ids
 from trainers.common.tiny import is_char_tokenizer_dir
-from trainers.dapo.actor import dapo_loss, sample_candidates, step_logprobs, step_stop_ids
+from trainers.dapo.actor import actor_backward, sample_candidates, step_logprobs, step_stop_ids
 from trainers.dapo.config import DAPOConfig
-from trainers.dapo.critic import (
-    critic_loss,
-    encode_row,
-    encode_state,
-    evaluate_critic,
-    prefix_logits,
-    state_values,
-)
+from trainers.dapo.critic import critic_backward, encode_row, evaluate_critic, state_values
+from trainers.dapo.encoding import StateEncoder
 from trainers.dapo.steps import StepSplitter
 from trainers.dapo.values import Timings, generate_step_data
 from trainers.eval.core import evaluate
 from trainers.rl.train import load_problems, make_engine
-from trainers.sft.train import resolve_model_path, save_policy
+from trainers.sft.train import resolve_model_path
 
 GENERATE, CRITIC, ACTOR = 0.0, 1.0, 2.0
-STATE_FILE = "dapo_state.json"
+LEGACY_STATE_FILE = "dapo_state.json"  # the trainer state of checkpoints written before issue 10
 
 
 class Stopped(Exception):
@@ -64,32 +84,41 @@ class Pipeline:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.precision = resolve_precision(cfg.dtype, "torch", pick_device())
+        self.device = self.precision.device
         resume = Path(sink.resume_from) if sink.resume_from is not None else None
         self.first_iteration, self.step = 0, 0
-        if resume is not None and (resume / STATE_FILE).exists():
-            state = json.loads((resume / STATE_FILE).read_text())
+        state = _read_state(resume) if resume is not None else None
+        if state is not None:
             self.first_iteration = state["iteration"] + (1 if state["complete"] else 0)
             self.step = state["step"] + 1
         self.model_dir = resume or resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
-        self.policy, self.tokenizer = load_policy(self.model_dir, device=self.device)
+        # the actor, fp32 master weights on the device; also pi_ref until its first update
+        self.policy, self.tokenizer = load_policy(
+            self.model_dir, dtype=self.precision.param_dtype, device=self.device
+        )
+        if resume is not None:  # a bf16 checkpoint's fp32 master weights, when it kept them
+            load_optimizer_state(resume, None, master=self.policy)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(self.policy)
         self.char_tokenizer = is_char_tokenizer_dir(self.model_dir)
         self.pad_id = self.tokenizer.pad_token_id
+        self.encoder = StateEncoder(self.tokenizer, cfg.chat_template)
+        # where a turn ends: EOS, and the template's end-of-turn token (<|im_end|>) when prompts are chat
         self.eos_ids = eos_token_ids(self.policy, self.tokenizer)
+        if cfg.chat_template != "none":
+            self.eos_ids |= end_of_turn_ids(self.tokenizer)
         self.splitter = StepSplitter(
             cfg.steps.mode, cfg.steps.delimiter, cfg.steps.marker, cfg.steps.max_steps
         )
         self.engine = make_engine(cfg.generate.engine, self.policy, self.tokenizer, self.model_dir)
-        extra_stops = step_stop_ids(self.tokenizer, self.splitter)
         # Candidate steps stop at the delimiter token when the engine is ours and the delimiter is one
         # token; otherwise they are cut from a longer sample.
-        self.step_engine = (
-            TorchSampler(
-                self.policy, self.tokenizer, batch_size=256, stop_token_ids=self.eos_ids | extra_stops
-            )
-            if isinstance(self.engine, TorchSampler)
-            else self.engine
-        )
+        if isinstance(self.engine, TorchSampler):
+            self.engine = self._sampler(self.eos_ids)
+            self.step_engine = self._sampler(self.eos_ids | step_stop_ids(self.tokenizer, self.splitter))
+        else:
+            self.step_engine = self.engine
         self.pool = RewardPool(cfg.reward_processes)
         self.train_set = load_problems(cfg.train_dataset, cfg.generated_train, cfg.seed, eval_split=False)
         self.eval_set = load_problems(cfg.eval_dataset, cfg.generated_eval, cfg.seed, eval_split=True)
@@ -97,9 +126,17 @@ class Pipeline:
             self.eval_set = self.eval_set[: cfg.eval.max_problems]
         self.rng = random.Random(cfg.seed)
         self.critic: ValueModel | None = None
+        self.optimizer: torch.optim.Optimizer | None = None  # the actor's, for the checkpoint
         self.timings: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
         self.last_checkpoint: int | None = None
+
+    def _sampler(self, stops: set[int]) -> TorchSampler:
+        """The KV-cache sampler on the actor, in the compute dtype (autocast over the fp32 weights)."""
+        return TorchSampler(
+            self.policy, self.tokenizer, batch_size=256, stop_token_ids=stops,
+            compute_dtype=self.precision.compute_dtype,
+        )  # fmt: skip
 
     # --- plumbing ---------------------------------------------------------------------------------
     def log(self, stage: float, metrics: dict[str, float]) -> None:
@@ -114,19 +151,34 @@ class Pipeline:
     def add_time(self, key: str, seconds: float) -> None:
         self.timings[key] = self.timings.get(key, 0.0) + seconds
 
+    def memory(self) -> dict[str, float]:
+        """``memory/peak_gb`` on CUDA (torch.cuda.max_memory_allocated); nothing on the CPU."""
+        peak = peak_memory_bytes(self.device)
+        return {} if peak is None else {"memory/peak_gb": peak / 2**30}
+
     def checkpoint(self, iteration: int, complete: bool) -> None:
         if self.step == self.last_checkpoint:
             return  # a stop right after an iteration's checkpoint: nothing new to save
         self.last_checkpoint = self.step
-        directory = save_policy(self.sink, self.step, self.policy, self.tokenizer, self.char_tokenizer)
+        save_dtype = self.precision.save_dtype
+        directory = save_policy(
+            self.sink, self.step, self.policy, self.tokenizer, self.char_tokenizer, dtype=save_dtype
+        )
         if self.critic is not None:
             self.critic.save_pretrained(directory / "critic")
             self.tokenizer.save_pretrained(directory / "critic")
-        (directory / STATE_FILE).write_text(
-            json.dumps({"iteration": iteration, "complete": complete, "step": self.step})
+        if self.cfg.save_optimizer and self.optimizer is not None:
+            master = self.policy if save_dtype != self.precision.param_dtype else None
+            save_optimizer_state(directory, self.optimizer, master=master)
+        write_trainer_state(
+            directory, {"kind": "dapo", "iteration": iteration, "complete": complete, "step": self.step}
         )
         (directory / "orlab.json").write_text(json.dumps({"kind": "dapo", "step": self.step}))
         self.sink.save_checkpoint(self.step, directory, dict(self.last_val))
+        if complete:
+            # the next actor stage starts a fresh AdamW: its 8 bytes per parameter are not kept through
+            # the next iteration's generation and critic training
+            self.optimizer = None
 
     def evaluate(self) -> dict[str, float]:
         cfg = self.cfg.eval
@@ -134,7 +186,8 @@ class Pipeline:
         self.engine.sync_weights(self.policy)
         metrics, protocol = evaluate(
             self.engine, self.eval_set, self.pool, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens, seed=self.cfg.seed,
+            max_new_tokens=cfg.max_new_tokens, seed=self.cfg.seed, chat_template=self.cfg.chat_template,
+            tokenizer=self.tokenizer,
         )  # fmt: skip
         # the config field: the platform names the dataset version it held ("arith-bench v1")
         name = "eval" if self.cfg.eval_dataset is None else "eval_dataset"
@@ -159,6 +212,7 @@ class Pipeline:
             solutions_per_prompt=cfg.solutions_per_prompt, mc_rollouts=cfg.mc_rollouts,
             temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
             seed=self.rng.randrange(2**31), problem_ids=ids, timings=timings,
+            context=lambda problem, steps: self.encoder.state(problem.prompt, steps),
         )  # fmt: skip
         self.add_time("generation_s", timings.generation_s)
         self.add_time("verification_s", timings.verification_s)
@@ -183,6 +237,9 @@ class Pipeline:
             "top_p": cfg.top_p,
             "max_new_tokens": cfg.max_new_tokens,
             "prompts": len(ids),
+            "chat_template": self.cfg.chat_template
+            if self.cfg.chat_template in ("auto", "none")
+            else "custom",
             "values": "v(s_t) = fraction of mc_rollouts completions of prompt + steps[:t] judged correct; "
             "the last value is the solution's own reward",
         }
@@ -207,29 +264,35 @@ class Pipeline:
                 "gen/tokens_per_s": timings.tokens / gen_s,
                 "timing_s/generation": timings.generation_s,
                 "timing_s/verification": timings.verification_s,
+                **self.memory(),
             },
         )
         return rows
 
     # --- stage 2: critic -----------------------------------------------------------------------------
     def train_critic(self, rows: list[dict[str, Any]]) -> None:
-        cfg = self.cfg.critic
+        cfg, budget = self.cfg.critic, self.cfg.micro_batch_tokens
         t0 = time.perf_counter()
         problems = sorted({r["problem_id"] for r in rows})
         self.rng.shuffle(problems)
         n_val = max(1, round(cfg.val_fraction * len(problems))) if len(problems) > 1 else 0
         val_ids = set(problems[:n_val])
-        encoded = [encode_row(self.tokenizer, r, cfg.max_length) for r in rows]
+        encoded = [encode_row(self.encoder, r, cfg.max_length) for r in rows]
         train = [s for s, r in zip(encoded, rows, strict=True) if r["problem_id"] not in val_ids]
         val = [s for s, r in zip(encoded, rows, strict=True) if r["problem_id"] in val_ids] or train
-        self.critic = ValueModel(copy.deepcopy(self.policy.base_model)).to(self.device)
+        self.critic = None  # the previous iteration's: freed before the new one is built
+        # pi_ref's backbone (the actor's fp32 weights, on the device) with a fresh value head
+        self.critic = ValueModel(copy.deepcopy(self.policy.base_model))
+        if self.cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(self.critic)
         self.critic.train()
         optimizer = torch.optim.AdamW(self.critic.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
         def held_out(final: bool) -> dict[str, float]:
             metrics, table = evaluate_critic(
-                self.critic, val, self.pad_id, loss=cfg.loss, bins=cfg.calibration_bins
-            )
+                self.critic, val, self.pad_id, loss=cfg.loss, bins=cfg.calibration_bins, token_budget=budget,
+                autocast=self.precision.autocast,
+            )  # fmt: skip
             out = {f"critic/{k}": v for k, v in metrics.items()}
             if final:  # the reliability diagram: an evaluation (the run page draws its bins), not metrics
                 self.sink.log_evaluation(
@@ -250,19 +313,23 @@ class Pipeline:
             self.rng.shuffle(order)
             for start in range(0, len(order), cfg.batch_size):
                 batch = [train[i] for i in order[start : start + cfg.batch_size]]
-                labels = torch.tensor([v for s in batch for v in s.labels], device=self.device)
-                loss = critic_loss(prefix_logits(self.critic, batch, self.pad_id), labels, cfg.loss)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                loss = critic_backward(
+                    self.critic, batch, self.pad_id, loss=cfg.loss, token_budget=budget,
+                    autocast=self.precision.autocast,
+                )  # fmt: skip
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), 1.0)
                 optimizer.step()
                 done += 1
                 self.advance()
-                metrics = {"critic/loss": loss.item(), "critic/grad_norm": float(grad_norm)}
+                metrics = {"critic/loss": loss, "critic/grad_norm": float(grad_norm), **self.memory()}
                 if done == total or (cfg.eval_every and done % cfg.eval_every == 0):
                     metrics |= held_out(final=done == total)
                 self.log(CRITIC, metrics)
+        del optimizer
+        # frozen: the backbone in the compute dtype (the value head stays fp32, see ValueModel)
         self.critic.eval().requires_grad_(False)
+        self.critic.backbone.to(self.precision.compute_dtype)
         self._log_value_curves(rows, val_ids)
         self.add_time("critic_s", time.perf_counter() - t0)
 
@@ -274,10 +341,8 @@ class Pipeline:
         picked = right + [r for r in held if not r["correct"]][: n - len(right)]
         samples = []
         for r in picked:
-            states = [
-                encode_state(self.tokenizer, r["prompt"], r["steps"][:t]) for t in range(len(r["steps"]))
-            ]
-            critic_values = state_values(self.critic, states, self.pad_id).tolist()
+            states = [self.encoder.state(r["prompt"], r["steps"][:t]) for t in range(len(r["steps"]))]
+            critic_values = self.values(states).tolist()
             samples.append(
                 {
                     "prompt": r["prompt"],
@@ -293,9 +358,13 @@ class Pipeline:
             self.sink.log_samples(self.step, samples)
 
     # --- stage 3: actor -------------------------------------------------------------------------------
-    def train_actor(self, rows: list[dict[str, Any]]) -> None:
-        cfg = self.cfg.actor
+    def values(self, states: list[list[int]]) -> torch.Tensor:
+        """The frozen critic's V(s) of token-id states."""
         assert self.critic is not None
+        return state_values(self.critic, states, self.pad_id, token_budget=self.cfg.micro_batch_tokens)
+
+    def train_actor(self, rows: list[dict[str, Any]]) -> None:
+        cfg, budget = self.cfg.actor, self.cfg.micro_batch_tokens
         t0 = time.perf_counter()
         by_id = {r["problem_id"]: self.train_set[r["problem_id"]] for r in rows}
         states = list(
@@ -305,17 +374,19 @@ class Pipeline:
         )
         if cfg.states and cfg.states < len(states):
             states = self.rng.sample(states, cfg.states)
+        contexts = [self.encoder.state(by_id[p].prompt, steps) for p, steps in states]
         self.policy.eval()
         self.step_engine.sync_weights(self.policy)
         candidates = sample_candidates(
-            self.step_engine, [by_id[p].prompt + "".join(steps) for p, steps in states], k=cfg.candidates,
-            temperature=cfg.temperature, max_step_tokens=cfg.max_step_tokens, seed=self.rng.randrange(2**31),
-            tokenizer=self.tokenizer, splitter=self.splitter, eos_ids=self.eos_ids,
+            self.step_engine, contexts, k=cfg.candidates, temperature=cfg.temperature,
+            max_step_tokens=cfg.max_step_tokens, seed=self.rng.randrange(2**31), tokenizer=self.tokenizer,
+            splitter=self.splitter, eos_ids=self.eos_ids,
         )  # fmt: skip
         t_gen = time.perf_counter() - t0
-        contexts = [encode_state(self.tokenizer, by_id[p].prompt, steps) for p, steps in states]
         flat = [(si, c) for si, group in enumerate(candidates) for c in group]
         t1 = time.perf_counter()
+        # Q(s, a): the verifier's reward when a ends the solution, else the critic's V(s.a) (a step cut
+        # at max_step_tokens is never terminal: see to_candidate)
         terminal = [(si, c) for si, c in flat if c.terminal]
         verdicts = self.pool.score_batch(
             [
@@ -325,25 +396,16 @@ class Pipeline:
         )
         t_verify = time.perf_counter() - t1
         rewards = iter(v.reward for v in verdicts)
-        v_state = state_values(self.critic, contexts, self.pad_id)
-        nonterminal = [contexts[si] + c.ids for si, c in flat if not c.terminal]
-        v_next = iter(state_values(self.critic, nonterminal, self.pad_id).tolist())
+        v_state = self.values(contexts)
+        v_next = iter(self.values([contexts[si] + c.ids for si, c in flat if not c.terminal]).tolist())
         q = torch.tensor([next(rewards) if c.terminal else next(v_next) for _, c in flat])
         K = cfg.candidates
         adv = (q.view(len(states), K) - v_state[:, None]).to(self.device)
-        with torch.no_grad():
-            ref_logp = torch.cat(
-                [
-                    step_logprobs(
-                        self.policy,
-                        [contexts[si] for si, _ in flat[i : i + 256]],
-                        [c.ids for _, c in flat[i : i + 256]],
-                        self.pad_id,
-                        with_entropy=False,
-                    )[0]
-                    for i in range(0, len(flat), 256)
-                ]  # fmt: skip
-            ).view(len(states), K)
+        # pi_ref's log-probs: the actor before its first update, in the compute dtype
+        ref_logp = step_logprobs(
+            self.policy, [contexts[si] for si, _ in flat], [c.ids for _, c in flat], self.pad_id,
+            token_budget=budget, autocast=self.precision.autocast,
+        ).view(len(states), K)  # fmt: skip
         self._log_candidates(states, by_id, candidates, adv, q)
         t_prepare = time.perf_counter() - t0
         self.add_time("actor_candidates_s", t_gen)
@@ -352,11 +414,13 @@ class Pipeline:
             ACTOR,
             {"actor/states": len(states), "actor/terminal_share": len(terminal) / max(1, len(flat)),
              "actor/adv_std": float(adv.std()), "actor/value_state_mean": float(v_state.mean()),
-             "timing_s/actor_candidates": t_gen, "timing_s/actor_prepare": t_prepare},
+             "timing_s/actor_candidates": t_gen, "timing_s/actor_prepare": t_prepare, **self.memory()},
         )  # fmt: skip
 
         t2 = time.perf_counter()
-        optimizer = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = optimizer = torch.optim.AdamW(
+            self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.policy.train()
         per_epoch = math.ceil(len(states) / cfg.states_per_batch)
         total, done = cfg.epochs * per_epoch, 0
@@ -365,22 +429,20 @@ class Pipeline:
             self.rng.shuffle(order)
             for start in range(0, len(order), cfg.states_per_batch):
                 sel = order[start : start + cfg.states_per_batch]
-                ctx = [contexts[si] for si in sel for _ in range(K)]
-                acts = [c.ids for si in sel for c in candidates[si]]
-                logp, entropy = step_logprobs(self.policy, ctx, acts, self.pad_id, with_entropy=True)
-                out = dapo_loss(
-                    logp.view(len(sel), K), ref_logp[sel], adv[sel], beta=cfg.beta, center=cfg.center
-                )
                 optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
+                out, entropy = actor_backward(
+                    self.policy, [contexts[si] for si in sel], [[c.ids for c in candidates[si]] for si in sel],
+                    ref_logp[sel], adv[sel], self.pad_id, beta=cfg.beta, center=cfg.center, token_budget=budget,
+                    autocast=self.precision.autocast,
+                )  # fmt: skip
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
                 optimizer.step()
                 done += 1
                 self.advance()
                 metrics = {
-                    "actor/loss": out.loss.item(), "actor/adv_mean": out.adv_mean,
+                    "actor/loss": float(out.loss), "actor/adv_mean": out.adv_mean,
                     "actor/abs_log_ratio": out.abs_log_ratio, "actor/corr_log_ratio_adv": out.corr_log_ratio_adv,
-                    "policy/entropy": float(entropy.detach()), "actor/grad_norm": float(grad_norm),
+                    "policy/entropy": entropy, "actor/grad_norm": float(grad_norm), **self.memory(),
                 }  # fmt: skip
                 if done == total or (self.cfg.eval.every and done % self.cfg.eval.every == 0):
                     t_eval = time.perf_counter()
@@ -389,6 +451,7 @@ class Pipeline:
                     t2 += time.perf_counter() - t_eval  # evaluation is not actor training time
                 self.log(ACTOR, metrics)
         self.policy.eval()
+        self.policy.zero_grad(set_to_none=True)  # no gradient memory held through the next stages
         self.add_time("actor_train_s", time.perf_counter() - t2)
 
     def _log_candidates(self, states, by_id, candidates, adv, q) -> None:
@@ -409,6 +472,14 @@ class Pipeline:
                 )
         if samples:
             self.sink.log_samples(self.step, samples)
+
+
+def _read_state(checkpoint: Path) -> dict[str, Any] | None:
+    """The DAPO state of a checkpoint: trainer_state.json, or an older checkpoint's dapo_state.json."""
+    state = read_trainer_state(checkpoint)
+    if state is None and (checkpoint / LEGACY_STATE_FILE).is_file():
+        state = json.loads((checkpoint / LEGACY_STATE_FILE).read_text())
+    return state
 
 
 def train(cfg: DAPOConfig, sink: Sink) -> dict:

@@ -5,13 +5,16 @@ first t steps, t = 0..T-1) roll out ``mc_rollouts`` completions with pi_ref; v(s
 verifier accepts. v(s_T), after the whole solution, is the solution's own reward. Identical prefix
 states of one problem (every solution shares s_0, and often the first steps) are rolled out once and
 share their estimate: the same state, the same estimate, and much less sampling. All rollouts of an
-iteration go to the engine as one batched call (the hot path), then to the reward pool as one batch."""
+iteration go to the engine as one batched call (the hot path), then to the reward pool as one batch.
+
+What the engine reads for a state is ``context(problem, steps)``: the trainer passes the chat-template
+rendered ids (trainers.dapo.encoding); the default is the raw text prompt + steps."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +36,22 @@ class Timings:
 
 @dataclass(frozen=True)
 class State:
-    """A prefix state: problem ``problem`` with ``prefix`` (the steps so far) after its prompt."""
+    """A prefix state: problem ``problem`` with ``steps`` (the steps so far) after its prompt."""
 
     problem: int
-    prefix: str
+    steps: tuple[str, ...]
+
+    @property
+    def prefix(self) -> str:
+        return "".join(self.steps)
+
+
+#: What an engine is given for a state: a text prompt or token ids (see the module docstring).
+Context = Callable[[Problem, Sequence[str]], "str | list[int]"]
+
+
+def text_context(problem: Problem, steps: Sequence[str]) -> str:
+    return problem.prompt + "".join(steps)
 
 
 def _sample(engine: RolloutEngine, prompts: list[str], timings: Timings, **kw):
@@ -68,6 +83,7 @@ def mc_values(
     max_new_tokens: int,
     seed: int,
     timings: Timings | None = None,
+    context: Context = text_context,
 ) -> dict[State, float]:
     """v(s) = the fraction of ``mc_rollouts`` pi_ref completions of s that the verifier accepts, for
     every distinct state. A completion is scored on the whole response: prefix + continuation."""
@@ -76,7 +92,7 @@ def mc_values(
     if not unique:
         return {}
     groups = _sample(
-        engine, [problems[s.problem].prompt + s.prefix for s in unique], timings,
+        engine, [context(problems[s.problem], s.steps) for s in unique], timings,
         n=mc_rollouts, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
     )  # fmt: skip
     items = [
@@ -109,6 +125,7 @@ def generate_step_data(
     seed: int,
     problem_ids: Sequence[int] | None = None,
     timings: Timings | None = None,
+    context: Context = text_context,
 ) -> list[dict[str, Any]]:
     """One row per sampled solution, in the "step_values" dataset format: prompt, answer, solution,
     steps, values (len(steps) + 1: v(s_0) .. v(s_{T-1}) by Monte Carlo, then the final reward),
@@ -116,7 +133,7 @@ def generate_step_data(
     problem_ids = list(problem_ids) if problem_ids is not None else list(range(len(problems)))
     timings = timings if timings is not None else Timings()
     groups = _sample(
-        engine, [p.prompt for p in problems], timings,
+        engine, [context(p, ()) for p in problems], timings,
         n=solutions_per_prompt, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
     )  # fmt: skip
     solutions = [(pi, c.completion_text) for pi, group in enumerate(groups) for c in group]
@@ -125,18 +142,18 @@ def generate_step_data(
     )
     split = [splitter.split(text) for _, text in solutions]
     states = [
-        State(pi, "".join(steps[:t]))
+        State(pi, tuple(steps[:t]))
         for (pi, _), steps in zip(solutions, split, strict=True)
         for t in range(len(steps))
     ]
     values = mc_values(
         engine, pool, problems, states, mc_rollouts=mc_rollouts, temperature=temperature, top_p=top_p,
-        max_new_tokens=max_new_tokens, seed=seed + 1, timings=timings,
+        max_new_tokens=max_new_tokens, seed=seed + 1, timings=timings, context=context,
     )  # fmt: skip
     rows = []
     for (pi, text), steps, verdict in zip(solutions, split, verdicts, strict=True):
         problem = problems[pi]
-        prefix_values = [values[State(pi, "".join(steps[:t]))] for t in range(len(steps))]
+        prefix_values = [values[State(pi, tuple(steps[:t]))] for t in range(len(steps))]
         rows.append(
             {
                 "prompt": problem.prompt,
