@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import nullcontext
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from trainers.common.tiny import build_tiny_model
 from trainers.reward.config import RewardConfig
 from trainers.reward.demo_data import generate_pairs, write_demo_datasets, write_jsonl
 from trainers.reward.evaluation import collate, score_encoded
+from trainers.reward.losses import bt_loss
 from trainers.reward.model import build_reward_model
 from trainers.reward.score import load_reward_model, score_pairs
 from trainers.reward.train import Schedule, train
@@ -184,7 +186,7 @@ def test_should_stop_ends_the_run_after_the_current_step_with_a_checkpoint(small
     assert summary["stopped"] and summary["steps"] == 2
     assert sorted(sink.metrics["train/loss"]) == [1, 2]
     assert [c[0] for c in sink.checkpoints] == [2]
-    assert (sink.checkpoints[0][1] / "trainer_state.pt").is_file()
+    assert (sink.checkpoints[0][1] / "optimizer.pt").is_file()
 
 
 def test_value_head_margin_and_accumulation_train_and_score(small_model, tmp_path):
@@ -236,13 +238,78 @@ def test_bf16_autocast_and_gradient_checkpointing_track_the_fp32_run(small_model
     fields = {"max_steps": 2, "batch_size": 8, "eval_dataset": None}
     fp32, mixed = MemorySink(workdir=tmp_path / "fp32"), MemorySink(workdir=tmp_path / "bf16")
     train(config(small_model, data, **fields), fp32)
-    train(config(small_model, data, bf16=True, gradient_checkpointing=True, **fields), mixed)
+    train(config(small_model, data, dtype="bfloat16", gradient_checkpointing=True, micro_batch_tokens=400,
+                 **fields), mixed)  # fmt: skip
     a, b = fp32.series("train/loss"), mixed.series("train/loss")
     assert all(math.isfinite(x) for x in b)
     assert b == pytest.approx(a, abs=0.05)  # bf16 rounding, not a different computation
     assert b != a  # autocast did run in bf16
-    weights = load_file(str(mixed.checkpoints[-1][1] / "model.safetensors"))
-    assert {v.dtype for v in weights.values()} == {torch.float32}  # fp32 master weights
+    assert min(mixed.series("train/micro_batches")) >= 2 and "memory/peak_gb" not in mixed.metrics
+    directory = mixed.checkpoints[-1][1]
+    weights = load_file(str(directory / "model.safetensors"))
+    assert {v.dtype for v in weights.values()} == {torch.bfloat16}  # saved in the training dtype
+    master = torch.load(directory / "optimizer.pt", weights_only=True)["master_weights"]
+    assert {v.dtype for v in master.values()} == {torch.float32}  # the fp32 master weights, for a resume
+    assert all(torch.equal(weights[k], master[f"inner.{k}"].to(torch.bfloat16)) for k in weights)
+
+
+def test_micro_batches_give_the_unsplit_pair_mean_and_gradients(small_model, data):
+    from trainers.reward.train import TorchStepper, accumulate_pairs, pair_micro_batches
+
+    seed_everything(0)
+    model, tok = build_reward_model(small_model, "seq_cls")
+    model.train()
+    enc = PreferenceEncoder(tok, 128).encode(read_preference_jsonl(data[0])[:24])
+    slices = [list(range(0, 12)), list(range(12, 24))]  # batch_size 12, grad_accum 2
+    optimizer = torch.optim.AdamW(model.parameters())
+    runs = {}
+    for budget in (10**6, 300):
+        micro = pair_micro_batches(enc, slices, budget)
+        stepper = TorchStepper(model, optimizer, 1.0)
+        stepper.begin()
+        step = accumulate_pairs(
+            model,
+            stepper,
+            enc,
+            micro,
+            tok.pad_token_id,
+            torch.device("cpu"),
+            margin=0.5,
+            autocast=nullcontext,
+        )
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        runs[budget] = (micro, step, grads)
+    (whole_micro, whole, full), (split_micro, split, parts) = runs[10**6], runs[300]
+    assert len(whole_micro) == 2 and len(split_micro) >= 6
+    for idx in split_micro:  # both sides of a pair in one forward, within the budget
+        width = max(max(len(enc.chosen[i]), len(enc.rejected[i])) for i in idx)
+        assert len(idx) == 1 or 2 * len(idx) * width <= 300
+    assert sorted(i for idx in split_micro for i in idx) == list(range(24))
+    assert split.loss == pytest.approx(whole.loss, rel=1e-5)
+    everything = pair_micro_batches(enc, [list(range(24))], 10**6)
+    assert whole.loss == pytest.approx(float(bt_loss(*score_all(model, enc, everything, tok), 0.5)), rel=1e-5)
+    for name, g in full.items():
+        assert torch.linalg.vector_norm(parts[name] - g) <= 1e-5 * torch.linalg.vector_norm(g), name
+
+
+def score_all(model, enc, micro, tok):
+    with torch.no_grad():
+        ids, mask = collate(enc, micro[0], tok.pad_token_id, torch.device("cpu"))
+        rewards = model(ids, mask)
+    return rewards[: len(micro[0])], rewards[len(micro[0]) :]
+
+
+def test_a_bf16_run_resumes_exactly_from_its_bf16_checkpoint(small_model, data, tmp_path):
+    cfg = config(small_model, data, max_steps=4, checkpoint_every=2, batch_size=8, eval_dataset=None,
+                 dtype="bfloat16")  # fmt: skip
+    full = MemorySink(workdir=tmp_path / "full")
+    train(cfg, full)
+    resumed = MemorySink(workdir=tmp_path / "resumed", resume_from=full.checkpoints[0][1])
+    train(cfg, resumed)
+    for step in (3, 4):
+        assert resumed.metrics["train/loss"][step] == pytest.approx(
+            full.metrics["train/loss"][step], rel=1e-6
+        )
 
 
 def test_resuming_a_finished_run_does_nothing(small_model, data, tmp_path):

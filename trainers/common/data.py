@@ -11,6 +11,10 @@ Rendering (one text per side):
   ``apply_chat_template``, tokenized WITHOUT the tokenizer's own special tokens;
 * without one: ``"prompt\\n\\nresponse"`` (earlier turns joined by blank lines), tokenized with them.
 
+Which one is a trainer config's ``chat_template`` (trainers.common.chat): ``auto`` = the tokenizer's
+template (an error when it has none), ``none`` = plain text, or a Jinja template string. Without a mode
+(checkpoints written before the setting existed) the tokenizer's template is used when it has one.
+
 Either way the result starts with exactly one BOS when the tokenizer or the template uses one:
 Skywork-Reward found Llama/Gemma templates that write BOS plus tokenizers that add one, a double BOS
 that shifts every reward (seeds-spec 3.1).
@@ -29,6 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from trainers.common.chat import check_mode
 
 Message = dict[str, str]
 Side = str | list[Message]
@@ -128,14 +134,17 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def render(tokenizer: Any, messages: list[Message]) -> tuple[str, str]:
+def render(tokenizer: Any, messages: list[Message], mode: str | None = None) -> tuple[str, str]:
     """(full text, prompt part) of one conversation. The prompt part is what precedes the response
     (with a template: the earlier turns plus the generation prompt); it only serves to count how many
-    tokens of a truncated side belonged to the response."""
-    if has_chat_template(tokenizer):
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
+    tokens of a truncated side belonged to the response. ``mode``: see the module docstring."""
+    if mode is None:
+        mode = "auto" if has_chat_template(tokenizer) else "none"
+    if mode != "none":
+        extra = {} if mode == "auto" else {"chat_template": mode}
+        full = tokenizer.apply_chat_template(messages, tokenize=False, **extra)
         prefix = (
-            tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+            tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True, **extra)
             if len(messages) > 1
             else ""
         )
@@ -163,14 +172,18 @@ class EncodedPairs:
 
 
 class PreferenceEncoder:
-    """Renders and tokenizes pairs for one tokenizer and ``max_length``."""
+    """Renders and tokenizes pairs for one tokenizer, ``max_length`` and ``chat_template`` mode (None:
+    the tokenizer's template when it has one, else plain text)."""
 
-    def __init__(self, tokenizer: Any, max_length: int):
+    def __init__(self, tokenizer: Any, max_length: int, chat_template: str | None = None):
         if max_length < 2:
             raise ValueError("max_length must be >= 2")
+        if chat_template is not None:
+            check_mode(tokenizer, chat_template)
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.templated = has_chat_template(tokenizer)
+        self.mode = chat_template or ("auto" if has_chat_template(tokenizer) else "none")
+        self.templated = self.mode != "none"
         self.bos_id = tokenizer.bos_token_id
         # Does plain tokenization start with BOS? (Llama/Gemma: yes; Qwen and our char tokenizer: no.)
         probe = tokenizer("a", add_special_tokens=True)["input_ids"]
@@ -225,7 +238,7 @@ class PreferenceEncoder:
 
     def encode(self, rows: Sequence[PreferenceRow]) -> EncodedPairs:
         rendered = {
-            side: [render(self.tokenizer, to_messages(r.prompt, getattr(r, side))) for r in rows]
+            side: [render(self.tokenizer, to_messages(r.prompt, getattr(r, side)), self.mode) for r in rows]
             for side in ("chosen", "rejected")
         }
         enc = {}

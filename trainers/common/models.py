@@ -27,6 +27,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from trainers.common.checkpoints import save_model
 from trainers.common.tiny import is_char_tokenizer_dir
 
 VALUE_HEAD_FILE = "value_head.safetensors"
@@ -135,12 +136,13 @@ class ValueModel(nn.Module):
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             return self.value_head(hidden).squeeze(-1)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Backbone with ``save_pretrained`` (safetensors) and the head in value_head.safetensors
-        beside it, so :func:`load_value_model` can restore both."""
+    def save_pretrained(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Backbone with ``save_pretrained`` (safetensors; in ``dtype`` when given, the live weights
+        untouched) and the float32 head in value_head.safetensors beside it, so
+        :func:`load_value_model` can restore both."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(directory)
+        save_model(self.backbone, directory, dtype)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.value_head.state_dict().items()}
         save_file(state, str(directory / VALUE_HEAD_FILE))
         hidden = self.value_head.in_features

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from trainers.cli import BadInput, main
 from trainers.common.data import DataError, read_preference_jsonl
+from trainers.common.model_roots import model_directory
 from trainers.reward.config import RewardConfig
 
 
@@ -40,8 +41,18 @@ def check_files(config: RewardConfig, resume: Path | None) -> None:
             read_preference_jsonl(ref)
         except DataError as exc:
             raise BadInput(f"{name}: {exc}") from None
-    if config.model_path != "tiny" and not (Path(config.model_path).expanduser() / "config.json").is_file():
-        raise BadInput(f"model_path: {config.model_path} is not a local Hugging Face model directory")
+    if config.model_path != "tiny":
+        local = Path(config.model_path).expanduser()
+        if (local / "config.json").is_file():
+            # the trainer reads a relative model_path as a catalogue name: hand it the directory
+            config.model_path = str(local.resolve())
+        else:
+            try:
+                found = model_directory(config.model_path)
+            except ValueError as exc:
+                raise BadInput(f"model_path: {exc}") from None
+            if not (found / "config.json").is_file():
+                raise BadInput(f"model_path: {config.model_path} is not a local Hugging Face model directory")
     if resume is not None and not (resume / "trainer_state.json").is_file():
         raise BadInput(f"--resume {resume}: not a reward-model checkpoint folder (no trainer_state.json)")
 

@@ -15,14 +15,19 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
+from trainers.common.compute_config import ModelComputeFields
 
 #: ``model_path`` value that builds the tiny char-level Qwen2-style model (trainers.common.tiny).
 TINY = "tiny"
 
 
-class RewardConfig(TrainerConfig):
+class RewardConfig(ModelComputeFields, TrainerConfig):
     """Pairwise Bradley-Terry reward model: r(x, y) is a scalar read at the last token of the rendered
-    (prompt, response); the loss is -log sigmoid(r(x, y_chosen) - r(x, y_rejected) [- margin])."""
+    (prompt, response); the loss is -log sigmoid(r(x, y_chosen) - r(x, y_rejected) [- margin]).
+
+    Precision (``dtype``), ``micro_batch_tokens``, ``gradient_checkpointing``, ``chat_template`` (how each
+    side is rendered), ``save_optimizer`` and ``retention`` are the fields every model trainer shares
+    (trainers.common.compute_config)."""
 
     # --- model -------------------------------------------------------------------------------------
     model_path: str = Field(
@@ -40,14 +45,6 @@ class RewardConfig(TrainerConfig):
         None,
         description="attention kernel (default: the model's own). Gemma-2 reward models need eager or "
         "flash_attention_2: SDPA degrades them (Skywork-Reward README)",
-    )
-    gradient_checkpointing: bool = Field(
-        False, description="recompute activations in the backward pass (less memory, about 30% slower)"
-    )
-    bf16: bool = Field(
-        False,
-        description="bfloat16 mixed precision: autocast with float32 master weights on the torch engine, "
-        "DeepSpeed's bf16 mode on the deepspeed engine",
     )
 
     # --- data --------------------------------------------------------------------------------------
@@ -86,14 +83,17 @@ class RewardConfig(TrainerConfig):
         8,
         ge=1,
         le=4096,
-        description="pairs per micro-batch (chosen and rejected go through one forward: 2 x batch_size "
-        "sequences); each epoch drops the few pairs that do not fill a last batch_size x grad_accum batch",
+        description="pairs per forward at most (chosen and rejected go through one forward: 2 x batch_size "
+        "sequences); a forward also holds at most micro_batch_tokens tokens (pairs of similar lengths "
+        "together, a pair's two sides always in the same forward). Each epoch drops the few pairs that do "
+        "not fill a last batch_size x grad_accum batch",
     )
     grad_accum: int = Field(
         1,
         ge=1,
         le=4096,
-        description="micro-batches per optimizer step (global batch = batch_size x grad_accum)",
+        description="slices of batch_size pairs per optimizer step (global batch = batch_size x grad_accum "
+        "pairs); the loss is the mean over the global batch's pairs however it is split",
     )
     margin: float | None = Field(
         None,

@@ -9,9 +9,9 @@
 * ``value_head``: the causal LM's backbone with a float32 scalar head
   (``trainers.common.models.ValueModel``), saved as the backbone plus ``value_head.safetensors``.
 
-A checkpoint directory holds the model (safetensors + config.json), the tokenizer and
-``reward_model.json`` (the head kind and the max length used in training), so that
-:func:`load_reward_model` needs nothing else.
+A checkpoint directory holds the model (safetensors + config.json, in the training dtype), the
+tokenizer and ``reward_model.json`` (the head kind, the max length and the chat template mode used in
+training), so that :func:`load_reward_model` needs nothing else.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
-from trainers.common.models import VALUE_HEAD_FILE, load_tokenizer, load_value_model
+from trainers.common.checkpoints import save_model
+from trainers.common.models import VALUE_HEAD_FILE, load_tokenizer, load_value_model, placement_kwargs
 from trainers.common.tiny import mark_char_tokenizer
 
 META_FILE = "reward_model.json"
@@ -89,10 +90,15 @@ class RewardModel(nn.Module):
         meta: dict[str, Any],
         *,
         char_tokenizer: bool,
+        dtype: torch.dtype | None = None,
     ) -> None:
-        """Model (safetensors), tokenizer and reward_model.json into ``directory`` (which exists).
-        ``char_tokenizer``: mark the tokenizer as ours, so loaders bypass AutoTokenizer."""
-        self.inner.save_pretrained(directory)
+        """Model (safetensors, weights in ``dtype`` when given: the live ones are untouched), tokenizer
+        and reward_model.json into ``directory`` (which exists). ``char_tokenizer``: mark the tokenizer
+        as ours, so loaders bypass AutoTokenizer."""
+        if self.head == "value_head":
+            self.inner.save_pretrained(directory, dtype=dtype)  # the backbone in dtype, the head fp32
+        else:
+            save_model(self.inner, directory, dtype)
         tokenizer.save_pretrained(directory)
         if char_tokenizer:
             mark_char_tokenizer(directory)
@@ -105,20 +111,27 @@ def _set_attention(model: nn.Module, attn_implementation: str | None) -> None:
 
 
 def build_reward_model(
-    path: str | Path, head: str, *, attn_implementation: str | None = None, dtype: torch.dtype = torch.float32
+    path: str | Path,
+    head: str,
+    *,
+    attn_implementation: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
 ) -> tuple[RewardModel, PreTrainedTokenizerBase]:
     """A reward model from a local directory: a causal LM (the head is new, initialised from the
-    current torch RNG state) or a checkpoint of this trainer (the head is restored)."""
+    current torch RNG state) or a checkpoint of this trainer (the head is restored). The weights load
+    in ``dtype`` straight onto ``device`` (trainers.common.models.placement_kwargs)."""
     path = Path(path)
     tokenizer = load_tokenizer(path)
     if head == "value_head":
-        inner: nn.Module = load_value_model(path, dtype=dtype)
+        inner: nn.Module = load_value_model(path, dtype=dtype, device=device)
         _set_attention(inner.backbone, attn_implementation)
     else:
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
         inner = AutoModelForSequenceClassification.from_pretrained(
-            path, num_labels=1, dtype=dtype, local_files_only=True, **kwargs
+            path, num_labels=1, dtype=dtype, local_files_only=True, **kwargs, **placement_kwargs(device)
         )
+        inner.to(device)  # the new score layer, and everything when device_map was not available
     # Hugging Face's own pooling (when the saved model is used elsewhere) needs the pad id.
     inner.config.pad_token_id = tokenizer.pad_token_id
     return RewardModel(inner, head), tokenizer

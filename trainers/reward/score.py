@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from trainers.common.data import PreferenceEncoder, PreferenceRow, read_preference_jsonl, row_from_mapping
+from trainers.common.precision import inference_precision
 from trainers.reward.evaluation import collate
 from trainers.reward.model import RewardModel, build_reward_model, read_meta
 
@@ -46,8 +47,9 @@ def load_reward_model(
     checkpoint_dir: str | Path, *, device: str | torch.device | None = None, max_length: int | None = None
 ) -> LoadedRewardModel:
     """A checkpoint written by the reward trainer (or any directory holding a sequence-classification
-    model with num_labels=1 and its tokenizer), in eval mode on ``device`` (default: CUDA if present).
-    ``max_length`` defaults to the one the checkpoint was trained with."""
+    model with num_labels=1 and its tokenizer), in eval mode on ``device`` (default: CUDA if present),
+    in bf16 on CUDA and float32 on the CPU. ``max_length`` and the chat template mode default to the ones
+    the checkpoint was trained with."""
     checkpoint_dir = Path(checkpoint_dir)
     meta = read_meta(checkpoint_dir)
     dev = (
@@ -55,11 +57,12 @@ def load_reward_model(
         if device is not None
         else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    model, tokenizer = build_reward_model(checkpoint_dir, meta["head"])
-    model.to(dev)
+    dtype = inference_precision("auto", dev).param_dtype
+    model, tokenizer = build_reward_model(checkpoint_dir, meta["head"], dtype=dtype, device=dev)
     model.eval()
     length = max_length or int(meta.get("max_length") or DEFAULT_MAX_LENGTH)
-    return LoadedRewardModel(model, tokenizer, PreferenceEncoder(tokenizer, length), dev, meta)
+    encoder = PreferenceEncoder(tokenizer, length, meta.get("chat_template"))
+    return LoadedRewardModel(model, tokenizer, encoder, dev, meta)
 
 
 def _as_rows(rows: Iterable[Mapping[str, Any] | PreferenceRow] | str | Path) -> Iterator[PreferenceRow]:

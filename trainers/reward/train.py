@@ -6,6 +6,14 @@ at the last token of the chat-templated (prompt, response); for each preference 
 through ONE forward (concatenated along the batch), right-padded; pooling follows the attention mask.
 AdamW (no decay on biases and norms), gradient clipping at 1.0, linear warmup then cosine or constant.
 
+Memory (issue 10): the global batch of an optimizer step (batch_size x grad_accum pairs) is cut into
+forwards of at most ``batch_size`` pairs and ``micro_batch_tokens`` tokens (pairs of similar lengths
+together; a pair's two sides always in the same forward), each micro-batch's loss weighted by its share
+of the step's pairs and its gradient accumulated: loss and gradient are the pair mean of the whole step
+however it is split. ``dtype``: fp32 weights and AdamW state with bf16 autocast on the torch engine
+(bf16 by default on CUDA), DeepSpeed's bf16 mode on the deepspeed engine; ``gradient_checkpointing``
+recomputes the backbone's activations.
+
 Where it departs from the paper, or the paper is silent: the paper's lr, epochs, batch size and
 max length are unknown ([U]); the defaults are starting points. The data-selection pipeline (ArmoRM
 ranking, the WildGuard filter, seeds-spec 3.2) happens before this trainer: it trains on the pairs it
@@ -16,16 +24,19 @@ Logged per optimizer step k (k = 1, 2, ...): ``train/loss``, ``train/accuracy``,
 ``train/margin_mean``, ``train/{chosen,rejected}_reward_{mean,std}``, ``train/grad_norm`` (before
 clipping), ``train/lr`` (used in step k), ``train/tokens_per_s`` and ``train/pairs_per_s`` (wall time
 of the step, data included), ``train/epoch``, ``data/{chosen,rejected}_len_mean`` and
-``data/truncated_ratio`` (this step's pairs). At step 0, the whole training set's ``data/train_*``
+``data/truncated_ratio`` (this step's pairs), ``train/micro_batches``, and ``memory/peak_gb`` (the
+step's peak of torch.cuda.max_memory_allocated; CUDA only). At step 0, the whole training set's ``data/train_*``
 (and ``data/eval_*``). With an eval set, at step 0 (before training), every ``eval_every`` steps and
 at the end: ``eval/loss``, ``eval/accuracy``, ``eval/margin_mean``, ``eval/subset/<source>`` for each
 source, and for RewardBench subset names ``eval/section/{chat,chat_hard,safety,reasoning}`` and, when
 all four sections are present, ``eval/overall`` (trainers.reward.rewardbench).
 
 Checkpoints (every ``checkpoint_every`` steps, on a stop, and at the end) go to
-``sink.checkpoint_dir(step)``: the model (safetensors) + config + tokenizer + reward_model.json, which
-trainers.reward.score loads, and the training state (trainer_state.json, plus trainer_state.pt with
-the AdamW/scheduler/RNG state, or DeepSpeed's own checkpoint under deepspeed/). With
+``sink.checkpoint_dir(step)`` (trainers.common.checkpoints): the model in the training dtype
+(safetensors) + config + tokenizer + reward_model.json, which trainers.reward.score loads, and the
+training state: trainer_state.json, plus with ``save_optimizer`` optimizer.pt (AdamW, scheduler, RNG,
+and the fp32 master weights when the model file is bf16) or DeepSpeed's own checkpoint under
+deepspeed/. A resume from a checkpoint without optimizer state starts a fresh AdamW. With
 ``sink.resume_from`` the run continues at the step after the checkpoint, on the same data order, and
 on the CPU logs what the uninterrupted run would have logged.
 
@@ -34,12 +45,11 @@ Run it from the command line with ``python -m trainers.reward --config cfg.yaml`
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +58,38 @@ import torch
 
 from trainers.base import Sink
 from trainers.common import deepspeed_glue
-from trainers.common.data import PreferenceEncoder, PreferenceRow, length_stats, read_preference_jsonl
+from trainers.common.checkpoints import (
+    STATE_FILE,
+    load_optimizer_state,
+    read_trainer_state,
+    save_optimizer_state,
+    write_trainer_state,
+)
+from trainers.common.data import (
+    EncodedPairs,
+    PreferenceEncoder,
+    PreferenceRow,
+    length_stats,
+    read_preference_jsonl,
+)
+from trainers.common.model_roots import model_directory
 from trainers.common.models import seed_everything
+from trainers.common.precision import enable_gradient_checkpointing, peak_memory_bytes, resolve_precision
 from trainers.common.tiny import build_tiny_model, is_char_tokenizer_dir
+from trainers.common.token_batching import split_by_token_budget
 from trainers.reward.config import TINY, RewardConfig
 from trainers.reward.evaluation import collate, eval_metrics, score_encoded
 from trainers.reward.losses import bt_loss, pair_stats
 from trainers.reward.model import build_reward_model
+from trainers.rl.update import DeepSpeedStepper, TorchStepper
 
 GRAD_CLIP = 1.0
-STATE_JSON = "trainer_state.json"
-STATE_PT = "trainer_state.pt"
+STATE_JSON = STATE_FILE
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
 
 
 # --- setup -------------------------------------------------------------------------------------------
-
-
-def resolve_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def run_workdir(sink: Sink) -> Path:
@@ -82,7 +104,7 @@ def run_workdir(sink: Sink) -> Path:
 def base_model_dir(config: RewardConfig, sink: Sink) -> Path:
     if config.model_path == TINY:
         return build_tiny_model(run_workdir(sink) / f"tiny-base-seed{config.seed}", seed=config.seed)
-    path = Path(config.model_path).expanduser()
+    path = model_directory(config.model_path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
             f"model_path {path} is not a local Hugging Face model directory (no config.json)"
@@ -175,10 +197,67 @@ def _geometry(config: RewardConfig, n_train: int) -> dict[str, Any]:
 
 
 def read_state(directory: Path) -> dict[str, Any]:
-    path = directory / STATE_JSON
-    if not path.is_file():
+    state = read_trainer_state(directory)
+    if state is None:
         raise FileNotFoundError(f"resume_from {directory} is not a reward-model checkpoint (no {STATE_JSON})")
-    return json.loads(path.read_text())
+    return state
+
+
+# --- one optimizer step ----------------------------------------------------------------------------------
+
+
+def pair_micro_batches(
+    enc: EncodedPairs, slices: list[list[int]], micro_batch_tokens: int
+) -> list[list[int]]:
+    """The pairs of each slice (at most ``batch_size`` pairs) grouped into forwards of at most
+    ``micro_batch_tokens`` tokens: a pair is two rows as wide as its longer side, so a group of k pairs
+    of width w costs 2 k w. A pair wider than the budget gets a forward of its own."""
+    out = []
+    for pairs in slices:
+        widths = [max(len(enc.chosen[i]), len(enc.rejected[i])) for i in pairs]
+        out += [
+            [pairs[j] for j in group]
+            for group in split_by_token_budget(widths, max(1, micro_batch_tokens // 2))
+        ]
+    return out
+
+
+@dataclass
+class PairStep:
+    loss: float  # the pair mean of the step
+    chosen: torch.Tensor  # rewards, detached, in micro-batch order
+    rejected: torch.Tensor
+    tokens: int  # real tokens of both sides
+
+
+def accumulate_pairs(
+    forward: Callable[..., torch.Tensor],
+    stepper: TorchStepper | DeepSpeedStepper,
+    enc: EncodedPairs,
+    micro: list[list[int]],
+    pad_id: int,
+    device: torch.device,
+    *,
+    margin: float | None,
+    autocast: Callable[[], Any],
+) -> PairStep:
+    """Forward and backward of every micro-batch of one optimizer step; gradients accumulate (the
+    stepper's optimizer step is the caller's). Each micro-batch's Bradley-Terry mean is weighted by its
+    share of the step's pairs, so the sum is the un-split step's pair mean."""
+    total = sum(len(idx) for idx in micro)
+    loss_sum, chosen, rejected, tokens = 0.0, [], [], 0
+    for k, idx in enumerate(micro):
+        ids, mask = collate(enc, idx, pad_id, device)
+        with autocast():
+            rewards = forward(ids, mask)
+        rc, rr = rewards[: len(idx)], rewards[len(idx) :]
+        loss = bt_loss(rc, rr, margin) * (len(idx) / total)
+        stepper.backward(loss, k == len(micro) - 1)
+        loss_sum += float(loss.detach())
+        chosen.append(rc.detach().float())
+        rejected.append(rr.detach().float())
+        tokens += int(mask.sum())
+    return PairStep(loss_sum, torch.cat(chosen), torch.cat(rejected), tokens)
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -187,7 +266,8 @@ def read_state(directory: Path) -> dict[str, Any]:
 def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
     """Train to the end or until ``sink.should_stop()``. Returns {"steps", "stopped", "checkpoint",
     "train_loss", "eval_accuracy" (when evaluated), "pairs_per_s" (mean over steps after the first)}."""
-    device = resolve_device()
+    precision = resolve_precision(config.dtype, config.engine)
+    device = precision.device
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     if config.engine == "deepspeed" and deepspeed_glue.world_size() != 1:
@@ -201,15 +281,18 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
     model_dir = resume if resume else base_model_dir(config, sink)
     char_tokenizer = is_char_tokenizer_dir(model_dir)
     model, tokenizer = build_reward_model(
-        model_dir, config.head, attn_implementation=config.attn_implementation
+        model_dir,
+        config.head,
+        attn_implementation=config.attn_implementation,
+        dtype=precision.param_dtype,
+        device=device,
     )
-    model.to(device)
     if config.gradient_checkpointing:
-        model.backbone().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(model.backbone())
     model.train()
     pad_id = tokenizer.pad_token_id
 
-    encoder = PreferenceEncoder(tokenizer, config.max_length)
+    encoder = PreferenceEncoder(tokenizer, config.max_length, config.chat_template)
     train_enc = encoder.encode(load_rows(config.train_dataset, "train_dataset"))
     eval_enc = encoder.encode(load_rows(config.eval_dataset, "eval_dataset")) if config.eval_dataset else None
     schedule = Schedule(len(train_enc), config)
@@ -225,26 +308,27 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
     )
     engine = None
     if config.engine == "deepspeed":
+        # One accumulation step in DeepSpeed's terms: the micro-batches are ours (token budget), the
+        # boundary flag closes them (DeepSpeedStepper).
         engine = deepspeed_glue.initialize(
             model,
             optimizer,
             scheduler,
             device=device,
-            micro_batch=config.batch_size,
-            grad_accum=config.grad_accum,
+            micro_batch=schedule.global_batch,
+            grad_accum=1,
             zero_stage=config.zero_stage,
             grad_clip=GRAD_CLIP,
-            bf16=config.bf16,
+            bf16=precision.compute_dtype == torch.bfloat16,
         )
         forward: Callable[..., torch.Tensor] = engine
+        stepper: TorchStepper | DeepSpeedStepper = DeepSpeedStepper(engine)
         zero_stage = config.zero_stage
     else:
         forward = model
+        stepper = TorchStepper(model, optimizer, GRAD_CLIP)
         zero_stage = 0
-    use_autocast = config.bf16 and engine is None
-
-    def autocast() -> Any:
-        return torch.autocast(device.type, dtype=torch.bfloat16) if use_autocast else nullcontext()
+    autocast = precision.autocast  # bf16 autocast on the torch engine; DeepSpeed's bf16 needs none
 
     start = 0
     last: dict[str, Any] = {"eval": None, "checkpoint": None, "loss": float("nan")}
@@ -252,12 +336,17 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
         start = int(saved["step"])
         last["checkpoint"] = (start, str(resume))  # what a resume with nothing left to do returns
         if engine is not None:
-            engine.load_checkpoint(str(resume / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+            if (resume / DEEPSPEED_DIR).is_dir():
+                engine.load_checkpoint(str(resume / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
         else:
-            state = torch.load(resume / STATE_PT, map_location="cpu", weights_only=True)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            torch.set_rng_state(state["rng"])
+            master = model if precision.save_dtype != precision.param_dtype else None
+            state = load_optimizer_state(resume, optimizer, master=master)
+            if state is not None:
+                scheduler.load_state_dict(state["scheduler"])
+                torch.set_rng_state(state["rng"])
+            else:  # no optimizer state saved: a fresh AdamW, the schedule where the run left it
+                for _ in range(start):
+                    scheduler.step()
     eval_batch = max(2 * config.batch_size, 1)
 
     def run_eval(step: int) -> None:
@@ -283,27 +372,24 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
         directory = Path(sink.checkpoint_dir(step))
-        meta = {"max_length": config.max_length, "step": step, "base_model": config.model_path}
+        meta = {"max_length": config.max_length, "step": step, "base_model": config.model_path,
+                "chat_template": config.chat_template, "dtype": precision.name}  # fmt: skip
         with deepspeed_glue.full_parameters(model, zero_stage):
-            model.save(directory, tokenizer, meta, char_tokenizer=char_tokenizer)
-        if engine is not None:
-            engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
-        else:
-            torch.save(
-                {
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                },
-                directory / STATE_PT,
-            )
+            model.save(directory, tokenizer, meta, char_tokenizer=char_tokenizer, dtype=precision.save_dtype)
+        if config.save_optimizer:
+            if engine is not None:
+                engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+            else:
+                master = model if precision.save_dtype != precision.param_dtype else None
+                extra = {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
+                save_optimizer_state(directory, optimizer, master=master, extra=extra)
         state = {
             "step": step,
             "engine": config.engine,
             "total_steps": schedule.total_steps,
             "geometry": geometry,
         }
-        (directory / STATE_JSON).write_text(json.dumps(state, indent=2) + "\n")
+        write_trainer_state(directory, state)
         sink.save_checkpoint(step, directory, metrics)
         last["checkpoint"] = (step, str(directory))
 
@@ -317,62 +403,51 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
         if eval_enc is not None:
             run_eval(0)
 
-    params = [p for p in model.parameters() if p.requires_grad]
     speeds: list[float] = []
     stopped = False
     step = start
     for step in range(start + 1, schedule.total_steps + 1):
         t0 = time.perf_counter()
-        micro = schedule.micro_batches(step)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        slices = schedule.micro_batches(step)
+        micro = pair_micro_batches(train_enc, slices, config.micro_batch_tokens)
         lr = engine.get_lr()[0] if engine is not None else scheduler.get_last_lr()[0]
-        losses, chosen, rejected, tokens = [], [], [], 0
-        for idx in micro:
-            ids, mask = collate(train_enc, idx, pad_id, device)
-            with autocast():
-                rewards = forward(ids, mask)
-            rc, rr = rewards[: len(idx)], rewards[len(idx) :]
-            loss = bt_loss(rc, rr, config.margin)
-            if engine is not None:
-                engine.backward(loss)  # divides by grad_accum itself
-                engine.step()  # updates only at the end of the accumulation
-            else:
-                (loss / len(micro)).backward()
-            losses.append(loss.detach())
-            chosen.append(rc.detach())
-            rejected.append(rr.detach())
-            tokens += int(mask.sum())
-        if engine is not None:
-            grad_norm = deepspeed_glue.global_grad_norm(engine)
-        else:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP))
-            optimizer.step()
+        stepper.begin()
+        result = accumulate_pairs(
+            forward, stepper, train_enc, micro, pad_id, device, margin=config.margin, autocast=autocast
+        )
+        grad_norm = stepper.step()
+        if engine is None:
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - t0
         pairs = sum(len(idx) for idx in micro)
-        stats = pair_stats(torch.cat(chosen), torch.cat(rejected))
-        loss_value = float(torch.stack(losses).mean())
+        stats = pair_stats(result.chosen, result.rejected)
         batch_data = length_stats(train_enc, (i for idx in micro for i in idx))
         metrics = {
-            "train/loss": loss_value,
+            "train/loss": result.loss,
             **{f"train/{k}": v for k, v in stats.items()},
             "train/grad_norm": grad_norm,
             "train/lr": lr,
-            "train/tokens_per_s": tokens / elapsed,
+            "train/tokens_per_s": result.tokens / elapsed,
             "train/pairs_per_s": pairs / elapsed,
+            "train/micro_batches": float(len(micro)),
             "train/epoch": step / schedule.steps_per_epoch,
             "data/chosen_len_mean": batch_data["chosen_len_mean"],
             "data/rejected_len_mean": batch_data["rejected_len_mean"],
             "data/truncated_ratio": batch_data["truncated_ratio"],
         }
+        peak = peak_memory_bytes(device)
+        if peak is not None:
+            metrics["memory/peak_gb"] = peak / 2**30
         sink.log(step, metrics)
-        last["loss"] = loss_value
+        last["loss"] = result.loss
         if step > start + 1:
             speeds.append(pairs / elapsed)
         if eval_enc is not None and config.eval_every and step % config.eval_every == 0:
             run_eval(step)
         if config.checkpoint_every and step % config.checkpoint_every == 0:
-            checkpoint(step, {"train/loss": loss_value})
+            checkpoint(step, {"train/loss": result.loss})
         if sink.should_stop():
             stopped = True
             break

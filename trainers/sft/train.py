@@ -40,6 +40,7 @@ from trainers.common.checkpoints import (
     save_policy,
     write_trainer_state,
 )
+from trainers.common.model_roots import model_directory
 from trainers.common.models import load_policy, seed_everything
 from trainers.common.precision import (
     Precision,
@@ -61,12 +62,14 @@ IGNORE = -100
 
 
 def resolve_model_path(model_path: str, workdir: Path, seed: int) -> Path:
+    """The directory of ``model_path``: "tiny" is built (seeded) in ``workdir``; an absolute path is
+    used as it is; anything else is a catalogue name under the worker's model roots."""
     if model_path == "tiny":
         target = workdir / "tiny-init"
         if not (target / "config.json").exists():
             build_tiny_model(target, seed=seed)
         return target
-    return Path(model_path)
+    return model_directory(model_path)
 
 
 def encode_example(
