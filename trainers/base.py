@@ -205,7 +205,8 @@ class TrainerSpec:
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: What each preset needs to run, shown at launch and in GET /api/trainers/: {"preset": {"summary":
     #: text, "gpu_memory_gb": per-GPU memory it was checked against (None: a CPU preset), "gpus_per_node",
-    #: "nodes"}}. tests/trainers/test_memory_estimate.py checks each against the memory estimate.
+    #: "nodes", "ready"}} (see :func:`hardware`). tests/trainers/test_memory_estimate_presets.py checks
+    #: each against the memory estimate.
     preset_hardware: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: Named sweeps offered at launch: {"name": {"preset": <a key of presets>, "grid": {dotted.path: [values]}}}.
     sweep_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -225,15 +226,22 @@ class TrainerSpec:
 
 
 def hardware(
-    summary: str, *, gpu_memory_gb: int | None = None, gpus_per_node: int = 0, nodes: int = 1
+    summary: str,
+    *,
+    gpu_memory_gb: int | None = None,
+    gpus_per_node: int = 0,
+    nodes: int = 1,
+    ready: bool = True,
 ) -> dict:
     """One ``TrainerSpec.preset_hardware`` entry: the text people read and the numbers the estimate
-    test checks the preset against (``gpu_memory_gb`` None: a CPU preset)."""
+    test checks the preset against (``gpu_memory_gb`` None: a CPU preset). ``ready`` False: the preset
+    needs a process layout its trainer cannot run yet (the summary says so plainly)."""
     return {
         "summary": summary,
         "gpu_memory_gb": gpu_memory_gb,
         "gpus_per_node": gpus_per_node,
         "nodes": nodes,
+        "ready": ready,
     }
 
 
