@@ -303,3 +303,8 @@ def test_estimate_for_reward_and_dapo_configs():
         assert e.total > 0
     reward = estimate_for_config("reward", {"max_length": 100, "bf16": True}, TINY_MODEL_INFO)
     assert reward.assumptions["dtype"] == "bfloat16" and reward.assumptions["tokens_per_micro_batch"] >= 200
+    # a micro-batch never holds more than the batch: 4 pairs of 2 x 100 tokens, 3 SFT rows of 50
+    few = estimate_for_config("reward", {"max_length": 100, "batch_size": 4}, TINY_MODEL_INFO)
+    assert few.assumptions["tokens_per_micro_batch"] == 800
+    sft = estimate_for_config("sft", {"max_length": 50, "batch_size": 3}, TINY_MODEL_INFO)
+    assert sft.assumptions["tokens_per_micro_batch"] == 150

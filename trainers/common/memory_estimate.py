@@ -577,10 +577,11 @@ def _kind_inputs(kind: str, config: Mapping[str, Any], vllm_available: bool | No
             "gpu_memory_utilization": float(_get(config, "generate.gpu_memory_utilization", 0.5)),
             "max_model_len": _get(config, "generate.max_model_len", None),
         }
-    if kind == "sft":
-        return {"sequence_tokens": int(_get(config, "max_length", 0))}
-    # reward: a pair's chosen and rejected answers go through together
-    return {"sequence_tokens": 2 * int(_get(config, "max_length", 0))}
+    # SFT: batch_size sequences per step; reward: at most batch_size pairs per forward, a pair's chosen
+    # and rejected answers together. Either way a micro-batch never holds more than the batch.
+    rows = int(_get(config, "batch_size", 0)) * (1 if kind == "sft" else 2)
+    length = int(_get(config, "max_length", 0))
+    return {"sequence_tokens": length * (1 if kind == "sft" else 2), "batch_tokens": rows * length}
 
 
 def estimate_for_config(
@@ -598,13 +599,18 @@ def estimate_for_config(
     names: hidden_size, num_hidden_layers, ...; :data:`TINY_MODEL_INFO` for "tiny")."""
     if kind not in KINDS or not model_info:
         return None
+    inputs = _kind_inputs(kind, config, vllm_available)
+    micro = int(_compute(config, "micro_batch_tokens"))
+    if inputs.get("batch_tokens"):
+        micro = min(micro, inputs["batch_tokens"])
+    inputs.pop("batch_tokens", None)
     dtype = _compute(config, "dtype")
     if "dtype" not in config and _get(config, "bf16", False):
         dtype = "bfloat16"  # the reward trainer's older switch
     return estimate(
         model_info,
         kind=kind,
-        micro_batch_tokens=int(_compute(config, "micro_batch_tokens")),
+        micro_batch_tokens=micro,
         gradient_checkpointing=bool(_compute(config, "gradient_checkpointing")),
         dtype=dtype,
         engine=_get(config, "engine", "torch"),
@@ -615,5 +621,5 @@ def estimate_for_config(
         gpu_total_bytes=gpu_total_bytes,
         device=device,
         attention=_get(config, "attn_implementation", "sdpa"),
-        **_kind_inputs(kind, config, vllm_available),
+        **inputs,
     )
