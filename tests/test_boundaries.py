@@ -30,8 +30,14 @@ def test_trainers_import_no_web_stack():
 
 
 #: Pure-Python trainer modules (no torch) the web app may read besides the registry: model names
-#: (launch refuses paths) and the memory estimate, computed from the workers' model catalogue.
-WEB_TRAINER_SEAMS = {"trainers.base", "trainers.common.model_roots", "trainers.common.memory_estimate"}
+#: (launch refuses paths), the memory estimate computed from the workers' model catalogue, and the shared
+#: compute fields (retention rules).
+WEB_TRAINER_SEAMS = {
+    "trainers.base",
+    "trainers.common.model_roots",
+    "trainers.common.memory_estimate",
+    "trainers.common.compute_config",
+}
 
 
 def test_webapp_uses_only_the_trainer_seam_and_the_celery_app():
