@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from trainers.base import MemorySink
 from trainers.common.data import PreferenceEncoder, read_preference_jsonl
 from trainers.common.models import seed_everything
+from trainers.common.precision import enable_gradient_checkpointing
 from trainers.common.tiny import build_tiny_model
 from trainers.reward.config import RewardConfig
 from trainers.reward.demo_data import generate_pairs, write_demo_datasets, write_jsonl
@@ -263,33 +264,30 @@ def test_micro_batches_give_the_unsplit_pair_mean_and_gradients(small_model, dat
     slices = [list(range(0, 12)), list(range(12, 24))]  # batch_size 12, grad_accum 2
     optimizer = torch.optim.AdamW(model.parameters())
     runs = {}
-    for budget in (10**6, 300):
+    # un-split (one forward per slice), split by a 300-token budget, and split with gradient checkpointing
+    for name, budget in (("whole", 10**6), ("split", 300), ("checkpointed", 300)):
+        if name == "checkpointed":
+            enable_gradient_checkpointing(model.backbone())
         micro = pair_micro_batches(enc, slices, budget)
         stepper = TorchStepper(model, optimizer, 1.0)
         stepper.begin()
+        cpu = torch.device("cpu")
         step = accumulate_pairs(
-            model,
-            stepper,
-            enc,
-            micro,
-            tok.pad_token_id,
-            torch.device("cpu"),
-            margin=0.5,
-            autocast=nullcontext,
+            model, stepper, enc, micro, tok.pad_token_id, cpu, margin=0.5, autocast=nullcontext
         )
-        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
-        runs[budget] = (micro, step, grads)
-    (whole_micro, whole, full), (split_micro, split, parts) = runs[10**6], runs[300]
+        runs[name] = (micro, step, {n: p.grad.clone() for n, p in model.named_parameters()})
+    (whole_micro, whole, full), split_micro = runs["whole"], runs["split"][0]
     assert len(whole_micro) == 2 and len(split_micro) >= 6
     for idx in split_micro:  # both sides of a pair in one forward, within the budget
         width = max(max(len(enc.chosen[i]), len(enc.rejected[i])) for i in idx)
         assert len(idx) == 1 or 2 * len(idx) * width <= 300
     assert sorted(i for idx in split_micro for i in idx) == list(range(24))
-    assert split.loss == pytest.approx(whole.loss, rel=1e-5)
     everything = pair_micro_batches(enc, [list(range(24))], 10**6)
     assert whole.loss == pytest.approx(float(bt_loss(*score_all(model, enc, everything, tok), 0.5)), rel=1e-5)
-    for name, g in full.items():
-        assert torch.linalg.vector_norm(parts[name] - g) <= 1e-5 * torch.linalg.vector_norm(g), name
+    for _, other, other_grads in (runs["split"], runs["checkpointed"]):
+        assert other.loss == pytest.approx(whole.loss, rel=1e-5)
+        for name, g in full.items():
+            assert torch.linalg.vector_norm(other_grads[name] - g) <= 1e-5 * torch.linalg.vector_norm(g), name
 
 
 def score_all(model, enc, micro, tok):

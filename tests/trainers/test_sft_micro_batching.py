@@ -15,7 +15,7 @@ from trainers.base import MemorySink, get_spec
 from trainers.common import chat
 from trainers.common.arith import disjoint_splits
 from trainers.common.models import load_policy
-from trainers.common.precision import resolve_precision
+from trainers.common.precision import enable_gradient_checkpointing, resolve_precision
 from trainers.common.tiny import build_tiny_model
 from trainers.sft.data import Example
 from trainers.sft.train import accumulate_gradients, encode_example
@@ -78,6 +78,14 @@ def test_micro_batches_give_the_unsplit_loss_and_gradients(small_model, examples
     assert set(parts) == set(full) == {n for n, _ in model.named_parameters()}
     for name, g in full.items():
         assert torch.linalg.vector_norm(parts[name] - g) <= 1e-5 * torch.linalg.vector_norm(g), name
+    # gradient checkpointing recomputes the same activations: the same gradients, micro-batched too
+    enable_gradient_checkpointing(model)
+    model.zero_grad(set_to_none=True)
+    accumulate_gradients(
+        model, encoded, tok.pad_token_id, micro_batch_tokens=2 * longest, precision=precision
+    )
+    for name, g in _grads(model).items():
+        assert torch.linalg.vector_norm(g - full[name]) <= 1e-5 * torch.linalg.vector_norm(full[name]), name
     # the loss is the token mean of the cross-entropy over the labelled tokens, as the full logits say
     ids, labels = (
         torch.nn.utils.rnn.pad_sequence([torch.tensor(x) for x in xs], batch_first=True, padding_value=pad)
