@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/orlab
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install demo test lint format bench clean-demo
+.PHONY: install demo test lint format bench clean-demo gpu-smoke
 
 install: $(STAMP)
 
@@ -42,3 +42,9 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# Issue 10's GPU smoke, from the source tree with the host's own Python, torch and transformers (no
+# `make install`: a GPU host keeps its CUDA torch). See bench/gpu_smoke.py for the few wheels to bring.
+GPU_PY ?= python3
+gpu-smoke:
+	PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(GPU_PY) -m bench.gpu_smoke $(GPU_SMOKE_ARGS)
