@@ -83,7 +83,14 @@ def save_policy(
 ) -> Path:
     """A loadable policy directory (weights in ``dtype``, config, tokenizer) for checkpoint ``step``
     in ``sink.checkpoint_dir(step)``; returns it. The caller adds its own state and records it."""
-    directory = Path(sink.checkpoint_dir(step))
+    return write_policy(Path(sink.checkpoint_dir(step)), model, tokenizer, char_tokenizer, dtype)
+
+
+def write_policy(
+    directory: Path, model: Any, tokenizer: Any, char_tokenizer: bool, dtype: torch.dtype | None = None
+) -> Path:
+    """The files of a loadable policy directory in ``directory``: what save_policy writes, for a caller
+    that already has the folder (several ranks agree on it first, and rank 0 alone writes)."""
     save_model(model, directory, dtype)
     tokenizer.save_pretrained(directory)
     if char_tokenizer:
