@@ -41,8 +41,10 @@ The model (all numbers per GPU, in bytes):
 The total is the largest of three phases: the update (model states + activations + logits), the
 optimizer step (model states + AdamW's temporaries: torch's foreach AdamW allocates sqrt(v) for every
 parameter at once; DeepSpeed also a float32 gradient partition) and the rollout (model states without
-the torch engine's gradients, which are freed after each step, + the rollout engine). ``torch.cuda.max_memory_allocated`` measures the same things; the CUDA context and
-the allocator's fragmentation come on top, so :meth:`MemoryEstimate.fits` keeps a reserve.
+the torch engine's gradients, which are freed after each step, + the rollout engine).
+``torch.cuda.max_memory_allocated`` measures the same things; the CUDA context and the allocator's
+fragmentation come on top, so :meth:`MemoryEstimate.fits` keeps a reserve. The rollout is bounded by
+``max_prompt``: a smoke test whose prompts are much shorter should set it near their length.
 
 Not modelled: SFT's greedy evaluation (its KV cache is small next to training), CPU runs'
 peculiarities (the math SDPA path stores attention scores): the estimate is for CUDA.

@@ -66,11 +66,15 @@ PRESETS = {
 #: Checked against the memory estimate (tests/trainers/test_memory_estimate.py): ZeRO-3 over 8 GPUs keeps
 #: 1/8 of the 16 bytes/parameter; gradient checkpointing keeps one layer's activations at a time. The
 #: reward trainer runs DeepSpeed in one process for now (trainers/reward/train.py), so they cannot run yet.
-_NOT_YET = "Cannot run yet: the reward trainer runs DeepSpeed in one process, and one GPU does not hold the training state"
+_NOT_YET = (
+    "Cannot run yet: the reward trainer runs DeepSpeed in one process, and one GPU does not hold the "
+    "training state"
+)
 PRESET_HARDWARE = {
     "tiny-cpu-demo": CPU_ONLY,
     "skywork-llama-8b": hardware(
-        f"1 node x 8 GPUs with 80 GB (A100/H100) and DeepSpeed: ZeRO-3 across 8 processes (nproc_per_node: 8). {_NOT_YET}",
+        "1 node x 8 GPUs with 80 GB (A100/H100) and DeepSpeed: ZeRO-3 across 8 processes "
+        f"(nproc_per_node: 8). {_NOT_YET}",
         gpu_memory_gb=80,
         gpus_per_node=8,
         ready=False,
