@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from trainers.base import MemorySink
 from trainers.common import deepspeed_glue
+from trainers.common.chat import prompt_ids
 from trainers.common.models import load_policy
 from trainers.common.tiny import build_tiny_model, mark_char_tokenizer
 from trainers.rl.config import RLConfig
@@ -46,8 +47,8 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("rl-ds")
     directory = build_tiny_model(root / "policy", seed=0, hidden=64, layers=2, heads=4)
     model, tok = load_policy(directory)
-    pairs = [
-        (tok.encode(p), tok.encode(f"\\boxed{{{d}}}") + [tok.eos_token_id])
+    pairs = [  # the prompt as the trainer renders it (the tiny tokenizer's chat template)
+        (prompt_ids(tok, p, "auto"), tok.encode(f"\\boxed{{{d}}}") + [tok.eos_token_id])
         for p, _ in PROBLEMS
         for d in "123"
     ]
@@ -121,7 +122,11 @@ def test_zero_steps_like_the_torch_engine(setup, torch_run, tmp_path, stage):
     assert set(saved) == set(reference) == set(start)
     for name in saved:
         assert saved[name].shape == start[name].shape, name
-        assert torch.allclose(saved[name], reference[name], atol=1e-5), name
+        # a key bias has no true gradient (the softmax does not change when every key moves by the same
+        # vector): Adam normalises its rounding noise into steps of up to lr, whose sign summation order
+        # decides
+        atol = 2 * 2 * 1e-3 if name.endswith("k_proj.bias") else 1e-5
+        assert torch.allclose(saved[name], reference[name], atol=atol), name
     moved = max(float((saved[n] - start[n]).abs().max()) for n in saved)
     assert moved > 1e-3
     model, _ = load_policy(ds.checkpoints[-1][1])
@@ -157,3 +162,25 @@ def test_a_deepspeed_checkpoint_resumes_exactly_and_only_on_deepspeed(setup, tmp
         assert resumed.metrics[key][2] == pytest.approx(full.metrics[key][2], rel=1e-6, abs=1e-9), key
     with pytest.raises(ValueError, match="engine=deepspeed zero_stage=2"):
         Trainer(config(setup), MemorySink(workdir=tmp_path / "torch", resume_from=first))
+
+
+def test_zero2_in_micro_batches_steps_like_the_unsplit_torch_engine(setup, torch_run, tmp_path):
+    """Gradient accumulation on DeepSpeed: the boundary flag closes the mini-batch and the loss is not
+    divided a second time, so several micro-batches step like the torch engine's single one."""
+    ds = run(config(setup, engine="deepspeed", zero_stage=2, micro_batch_tokens=40), tmp_path)
+    assert ds.metrics["actor/micro_batches"][1] >= 3 and torch_run.metrics["actor/micro_batches"][1] == 1
+    for key in COMPARED:
+        for step in (1, 2):
+            assert ds.metrics[key][step] == pytest.approx(torch_run.metrics[key][step], rel=1e-4, abs=1e-7), (
+                key,
+                step,
+            )
+
+
+def test_deepspeed_bf16_mode_runs_on_the_cpu_and_checkpoints_in_bf16(setup, tmp_path):
+    ds = run(config(setup, engine="deepspeed", zero_stage=2, dtype="bfloat16", steps=1), tmp_path)
+    for key in COMPARED:
+        assert math.isfinite(ds.metrics[key][1]), key
+    assert ds.metrics["actor/grad_norm"][1] > 0
+    saved = load_file(str(ds.checkpoints[-1][1] / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}

@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
+from trainers.common.compute_config import ModelComputeFields
 
 
 class _Section(BaseModel):
@@ -49,7 +50,12 @@ class RolloutConfig(_Section):
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling")
     top_k: int = Field(-1, description="top-k (-1 or 0: off)")
-    max_prompt: int = Field(2048, ge=1, description="prompts longer than this (tokens) are dropped")
+    max_prompt: int = Field(
+        2048,
+        ge=1,
+        description="training prompts longer than this (tokens, as rendered with the chat template) are "
+        "dropped at load (metric data/prompts_over_max), as OR1 drops them",
+    )
     stages: list[StageConfig] = Field(
         default_factory=lambda: [
             StageConfig(until_step=780, max_response=8192),
@@ -59,7 +65,27 @@ class RolloutConfig(_Section):
         description="multi-stage context schedule (OR1 7B: 8K -> 16K -> 32K)",
     )
     engine: Literal["auto", "torch", "vllm"] = Field(
-        "auto", description="vLLM when CUDA and vllm are present, else the KV-cache torch sampler"
+        "auto",
+        description="vllm: the colocated vLLM engine (asleep during the update; has never run on a GPU in "
+        "orlab's tests: no GPU host available to the project has vLLM); torch: the KV-cache torch "
+        "sampler; auto: vLLM when CUDA and vllm are present, else torch",
+    )
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="share of the GPU's memory vLLM may take for its bf16 weights and KV cache while it "
+        "samples (TRL's colocate default: the trainer's parameters, gradients and optimizer state stay "
+        "on the same GPU); vLLM only, has never run on a GPU in orlab's tests",
+    )
+    vllm_sync_bucket_mb: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description="weights are copied into vLLM in buckets of at most this many MB, each cast to bf16 "
+        "only when sent (no full converted copy of the model); vLLM only, has never run on a GPU in "
+        "orlab's tests",
+        json_schema_extra={"x-orlab-vllm-only": True},  # launch refuses it where no worker has vLLM
     )
 
 
@@ -72,7 +98,9 @@ class OptimConfig(_Section):
 
 class DataConfig(_Section):
     offline_difficulty_filter: bool = Field(
-        False, description="before training, drop prompts the starting policy solves always or never"
+        False,
+        description="before training, drop prompts the starting policy solves always or never; a problem "
+        "with a stored pass_rate (0..1) uses it instead of being sampled",
     )
     difficulty_samples: int = Field(16, ge=1, description="samples per prompt for the difficulty estimate")
     online_filter: bool = Field(
@@ -90,7 +118,7 @@ class EvalConfig(_Section):
     max_problems: int = Field(0, ge=0, description="evaluate on at most this many problems (0: all)")
 
 
-class RLConfig(TrainerConfig):
+class RLConfig(ModelComputeFields, TrainerConfig):
     """Skywork-OR1 (MAGIC): GRPO without KL or critic, on-policy, rejection of zero-advantage groups,
     adaptive entropy control, multi-stage context length, binary verifiable rewards."""
 

@@ -2,27 +2,41 @@
 
     python -m trainers.rl --config cfg.yaml
 
-One step (seeds-spec 1.4): sample prompts, n rollouts each at temperature 1.0, score them with the
-verifiers in a separate process pool (math-verify; code in the sandbox), group statistics, reject
-all-0/all-1 groups, group-normalised advantages, recompute the rollout log-probs with the training
-model, ``ppo_epochs x mini_batches`` updates of the token-level PPO-clip loss with the adaptive entropy
-bonus (one update = on-policy, the recipe), then update the entropy controller with the sampled
-entropy of the filtered batch. Departures from the original code (README has the list): the entropy
-controller's state is saved in checkpoints; the loss is the exact global token mean unless
-``algo.loss_agg = verl_compat``; the online filter drops prompts solved n/n in the previous stage at
-each stage switch (the paper's rule; not in the repo).
+One step (seeds-spec 1.4): take the next prompts of a shuffled pass over the training set (without
+replacement, OR1's drop_last sampler), n rollouts each at temperature 1.0, score them with the verifiers in
+a separate process pool (math-verify; code in the sandbox), group statistics, reject all-0/all-1 groups,
+group-normalised advantages, recompute the rollout log-probs with the training model, ``ppo_epochs x
+mini_batches`` updates of the token-level PPO-clip loss with the adaptive entropy bonus (one update =
+on-policy, the recipe), then update the entropy controller with the sampled entropy of the filtered batch.
+Departures from the original code (README has the list): the entropy controller's state is saved in
+checkpoints; the loss is the exact global token mean unless ``algo.loss_agg = verl_compat``; the online
+filter drops prompts solved n/n in the previous stage at each stage switch (the paper's rule; not in the
+repo).
+
+Prompts are rendered with the model's chat template (``chat_template``; trainers.common.chat) and reach the
+rollout engine as token ids; training prompts longer than ``rollout.max_prompt`` rendered tokens are dropped
+at load. Each mini-batch's update runs in token-budget micro-batches (``micro_batch_tokens``;
+trainers.rl.update) whose accumulated loss and gradients equal the un-split update's.
+
+Precision (trainers.common.precision): ``dtype: auto`` is bf16 on CUDA, fp32 on the CPU. The torch engine
+keeps fp32 parameters and AdamW state and runs forward and backward under bf16 autocast; the torch sampler
+samples under the same autocast. DeepSpeed runs its bf16 mode (a bf16 module, fp32 master weights in its
+optimizer). A reference model (``kl_coef > 0``) is held in the compute dtype without gradients. Checkpoints
+are written in the training dtype (trainers.common.checkpoints), the optimizer state beside them only with
+``save_optimizer`` (with the fp32 master weights when the model was written in bf16, so a resume is exact).
 
 Training engines: ``engine: torch`` steps a torch AdamW; ``engine: deepspeed`` wraps the same AdamW in
 DeepSpeed ZeRO (``zero_stage``; one process, gloo on the CPU, NCCL on a GPU; trainers.common.deepspeed_glue)
 with the clip in DeepSpeed's config, so both compute the same update. Under ZeRO-3 the parameters are
-partitioned: checkpoints gather them first, and the torch sampler samples from a dense copy that each
-weight sync refreshes (as vLLM's copy is refreshed). A DeepSpeed checkpoint keeps DeepSpeed's own optimizer
-state under ``deepspeed/`` beside the loadable model; resume it with the same engine and stage."""
+partitioned: checkpoints gather them first, and the torch sampler samples from a dense copy (in the compute
+dtype) that each weight sync refreshes (as vLLM's copy is refreshed). A DeepSpeed checkpoint keeps
+DeepSpeed's own optimizer state under ``deepspeed/`` beside the loadable model; resume it with the same
+engine and stage."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import random
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -31,15 +45,38 @@ import torch
 
 from trainers.base import Sink
 from trainers.common import deepspeed_glue
+from trainers.common.chat import check_mode, render_prompt_text
+from trainers.common.chat import prompt_ids as render_prompt_ids
+from trainers.common.checkpoints import (
+    load_optimizer_state,
+    read_trainer_state,
+    save_optimizer_state,
+    save_policy,
+    write_trainer_state,
+)
 from trainers.common.models import load_policy, seed_everything
+from trainers.common.precision import (
+    enable_gradient_checkpointing,
+    inference_precision,
+    peak_memory_bytes,
+    resolve_precision,
+)
 from trainers.common.rewards import RewardPool
-from trainers.common.rollout import TorchSampler
+from trainers.common.rollout import ChatTemplateEngine, TorchSampler
 from trainers.common.tiny import is_char_tokenizer_dir
 from trainers.eval.core import Problem, evaluate
-from trainers.rl.batch import build_batch, logprobs_and_entropy
+from trainers.rl.batch import build_batch
 from trainers.rl.config import RLConfig
-from trainers.rl.core import EntropyController, group_advantages, informative_groups, masked_mean, policy_loss
-from trainers.sft.train import resolve_model_path, save_policy
+from trainers.rl.core import EntropyController, group_advantages, informative_groups, masked_mean
+from trainers.rl.prompts import EpochSampler, read_pass_rates, step_seed, within_max_prompt
+from trainers.rl.update import (
+    DeepSpeedStepper,
+    PolicyLogprobs,
+    TorchStepper,
+    batch_logprobs,
+    update_minibatch,
+)
+from trainers.sft.train import resolve_model_path
 
 SELF_REFLECTION = (
     "rethink",
@@ -52,6 +89,7 @@ SELF_REFLECTION = (
 )
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
+SAMPLER_BATCH = 256  # rows the torch sampler decodes at once
 
 
 def load_problems(path: str | None, generated: int, seed: int, *, eval_split: bool) -> list[Problem]:
@@ -72,7 +110,9 @@ def load_problems(path: str | None, generated: int, seed: int, *, eval_split: bo
     return out
 
 
-def make_engine(kind: str, model, tokenizer, model_dir: Path):
+def make_engine(kind: str, model, tokenizer, model_dir: Path, *, compute_dtype: torch.dtype | None = None):
+    """The rollout engine: vLLM when asked for (or ``auto`` and available), else the KV-cache torch
+    sampler on the policy's device, computing in ``compute_dtype`` (autocast; bf16 on CUDA)."""
     if kind in ("auto", "vllm"):
         from trainers.common import vllm_engine
 
@@ -80,7 +120,7 @@ def make_engine(kind: str, model, tokenizer, model_dir: Path):
             return vllm_engine.VllmEngine(model_dir, tokenizer=tokenizer)
         if kind == "vllm":
             raise RuntimeError("rollout.engine = vllm, but vllm or CUDA is not available on this worker")
-    return TorchSampler(model, tokenizer, batch_size=256)
+    return TorchSampler(model, tokenizer, batch_size=SAMPLER_BATCH, compute_dtype=compute_dtype)
 
 
 def stage_at(cfg: RLConfig, step: int) -> tuple[int, int]:
@@ -90,20 +130,42 @@ def stage_at(cfg: RLConfig, step: int) -> tuple[int, int]:
     return len(cfg.rollout.stages) - 1, cfg.rollout.stages[-1].max_response
 
 
+def sampler_logprobs(flat, rows: list[int], shape: torch.Size) -> torch.Tensor:
+    """The rollout engine's log-probs of the sampled tokens, laid out like a batch built from the same
+    rows (position t predicts token t+1), 0 elsewhere."""
+    out = torch.zeros(shape, dtype=torch.float32)
+    for r, i in enumerate(rows):
+        c = flat[i][1]
+        start = len(c.prompt_ids) - 1
+        out[r, start : start + len(c.completion_ids)] = torch.tensor(c.logprobs, dtype=torch.float32)
+    return out
+
+
 class Trainer:
     def __init__(self, cfg: RLConfig, sink: Sink):
         self.cfg, self.sink = cfg, sink
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        resume = Path(sink.resume_from) if sink.resume_from is not None else None
-        self.model_dir = resume or resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
-        self.model, self.tokenizer = load_policy(self.model_dir)
+        if cfg.engine == "deepspeed" and deepspeed_glue.world_size() != 1:
+            raise ValueError("engine=deepspeed runs in one process for now (WORLD_SIZE must be 1)")
+        self.precision = resolve_precision(cfg.dtype, cfg.engine)
+        device = self.precision.device
+        frozen = inference_precision(cfg.dtype, device)  # models that are never trained: compute dtype
+        self.resume = Path(sink.resume_from) if sink.resume_from is not None else None
+        self.init_dir = resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
+        self.model_dir = self.resume or self.init_dir
+        self.model, self.tokenizer = load_policy(
+            self.model_dir, dtype=self.precision.param_dtype, device=device
+        )
+        check_mode(self.tokenizer, cfg.chat_template)
+        if cfg.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
         self.char_tokenizer = is_char_tokenizer_dir(self.model_dir)
         self.ref = None
-        if cfg.algo.kl_coef > 0:
-            self.ref, _ = load_policy(self.model_dir)
-            self.ref.eval().requires_grad_(False)
+        if cfg.algo.kl_coef > 0:  # the starting policy, also after a resume
+            ref, _ = load_policy(self.init_dir, dtype=frozen.compute_dtype, device=device)
+            self.ref = PolicyLogprobs(ref.requires_grad_(False))
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
             lr=cfg.optim.lr,
@@ -115,80 +177,114 @@ class Trainer:
         self.ds = None
         self.zero_stage = 0
         if cfg.engine == "deepspeed":
-            if deepspeed_glue.world_size() != 1:
-                raise ValueError("engine=deepspeed runs in one process for now (WORLD_SIZE must be 1)")
             if cfg.zero_stage == 3:
-                rollout_model, _ = load_policy(self.model_dir)
+                rollout_model, _ = load_policy(self.model_dir, dtype=frozen.compute_dtype, device=device)
                 rollout_model.requires_grad_(False)
             self.ds = deepspeed_glue.initialize(
-                self.model, self.optimizer, device=next(self.model.parameters()).device,
-                micro_batch=1, grad_accum=1, zero_stage=cfg.zero_stage, grad_clip=cfg.optim.grad_clip,
+                PolicyLogprobs(self.model), self.optimizer, device=device, micro_batch=1, grad_accum=1,
+                zero_stage=cfg.zero_stage, grad_clip=cfg.optim.grad_clip,
+                bf16=self.precision.compute_dtype == torch.bfloat16,
             )  # fmt: skip
             self.zero_stage = cfg.zero_stage
-        # the callable the losses run through (DeepSpeed's engine runs ZeRO-3's gathering hooks)
-        self.policy = self.ds if self.ds is not None else self.model
-        self.engine = make_engine(cfg.rollout.engine, rollout_model, self.tokenizer, self.model_dir)
+        # what the losses run through: DeepSpeed's engine (its forward/backward hooks) or the module
+        self.policy = self.ds if self.ds is not None else PolicyLogprobs(self.model)
+        self.stepper = (
+            DeepSpeedStepper(self.ds)
+            if self.ds is not None
+            else TorchStepper(self.model, self.optimizer, cfg.optim.grad_clip)
+        )
+        self.engine = make_engine(
+            cfg.rollout.engine, rollout_model, self.tokenizer, self.model_dir,
+            compute_dtype=self.precision.compute_dtype,
+        )  # fmt: skip
+        # the in-run evaluation hands problem text: rendered with the same template as training prompts
+        self.eval_engine = ChatTemplateEngine(self.engine, self.tokenizer, cfg.chat_template)
         self.pool = RewardPool(cfg.reward_processes)
         self.train_set = load_problems(
             cfg.train_dataset, cfg.data.generated_train, cfg.seed, eval_split=False
         )
+        self.pass_rates = read_pass_rates(cfg.train_dataset)
+        self.prompt_ids = [
+            render_prompt_ids(self.tokenizer, p.prompt, cfg.chat_template) for p in self.train_set
+        ]
+        self.active, self.prompts_over_max = within_max_prompt(
+            [len(ids) for ids in self.prompt_ids], cfg.rollout.max_prompt
+        )
+        if not self.active:
+            raise ValueError(
+                f"every training prompt is longer than rollout.max_prompt ({cfg.rollout.max_prompt} tokens)"
+            )
         self.eval_set = load_problems(cfg.eval_dataset, cfg.data.generated_eval, cfg.seed, eval_split=True)
         if cfg.eval.max_problems:
             self.eval_set = self.eval_set[: cfg.eval.max_problems]
-        self.active = list(range(len(self.train_set)))
         self.solved_all: dict[int, int] = defaultdict(int)  # prompt -> times solved n/n in this stage
         self.controller = EntropyController(
             cfg.entropy.target, cfg.entropy.delta, cfg.entropy.min, cfg.entropy.max, 0.0, True
         )
-        self.rng = random.Random(cfg.seed)
+        self.sampler = EpochSampler(cfg.seed)
         self.start = 0
         self.last_checkpoint: int | None = None
-        if resume is not None and (resume / "rl_state.pt").exists():
-            self._load_state(resume / "rl_state.pt")
+        if self.resume is not None:
+            state = read_trainer_state(self.resume)
+            if state is not None and state.get("kind") == "rl":
+                self._load_state(state)
 
     # --- state ------------------------------------------------------------------------------------
     def _state(self, step: int) -> dict:
+        """Plain JSON: what a resume needs besides the weights and the optimizer."""
         return {
+            "kind": "rl",
             "step": step,
             "engine": self.cfg.engine,
             "zero_stage": self.zero_stage,
-            # DeepSpeed saves its (partitioned) optimizer state itself, under DEEPSPEED_DIR
-            "optimizer": self.optimizer.state_dict() if self.ds is None else None,
             "controller": self.controller.state_dict(),
-            "rng": self.rng.getstate(),
-            "torch_rng": torch.get_rng_state(),
+            "prompt_sampler": self.sampler.state_dict(),
+            # the mini-batch permutations' generator (a byte tensor) as a list of ints
+            "torch_rng": torch.get_rng_state().tolist(),
             "active": self.active,
-            "solved_all": dict(self.solved_all),
+            "solved_all": {str(k): v for k, v in self.solved_all.items()},
         }
 
-    def _load_state(self, path: Path) -> None:
-        state = torch.load(path, weights_only=False)
+    def _load_state(self, state: dict) -> None:
         saved = (state.get("engine", "torch"), state.get("zero_stage", 0))
         if saved != (self.cfg.engine, self.zero_stage):
             raise ValueError(
-                f"checkpoint {path.parent} was trained with engine={saved[0]} zero_stage={saved[1]}, "
+                f"checkpoint {self.resume} was trained with engine={saved[0]} zero_stage={saved[1]}, "
                 f"this config has engine={self.cfg.engine} zero_stage={self.zero_stage}"
             )
         if self.ds is not None:
-            self.ds.load_checkpoint(str(path.parent / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+            if (self.resume / DEEPSPEED_DIR).is_dir():
+                self.ds.load_checkpoint(str(self.resume / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
         else:
-            self.optimizer.load_state_dict(state["optimizer"])
+            # the fp32 master weights when the model was written in a lower precision
+            master = self.model if self.precision.save_dtype != self.precision.param_dtype else None
+            load_optimizer_state(
+                self.resume, self.optimizer, master=master, map_location=self.precision.device
+            )
         self.controller = EntropyController.from_state(state["controller"])
-        self.rng.setstate(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        self.active = state["active"]
-        self.solved_all = defaultdict(int, state["solved_all"])
-        self.start = state["step"] + 1
+        self.sampler = EpochSampler.from_state(state["prompt_sampler"])
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        self.active = [int(i) for i in state["active"]]
+        self.solved_all = defaultdict(int, {int(k): int(v) for k, v in state["solved_all"].items()})
+        self.start = int(state["step"]) + 1
 
     def checkpoint(self, step: int, metrics: dict) -> None:
         if step == self.last_checkpoint:
             return  # a stop right after a periodic checkpoint: nothing new to save
         self.last_checkpoint = step
+        save_dtype = self.precision.save_dtype
         with deepspeed_glue.full_parameters(self.model, self.zero_stage):
-            directory = save_policy(self.sink, step, self.model, self.tokenizer, self.char_tokenizer)
-        if self.ds is not None:
-            self.ds.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
-        torch.save(self._state(step), directory / "rl_state.pt")
+            directory = save_policy(
+                self.sink, step, self.model, self.tokenizer, self.char_tokenizer,
+                dtype=save_dtype if save_dtype != self.precision.param_dtype else None,
+            )  # fmt: skip
+        if self.cfg.save_optimizer:
+            if self.ds is not None:
+                self.ds.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
+            else:
+                master = self.model if save_dtype != self.precision.param_dtype else None
+                save_optimizer_state(directory, self.optimizer, master=master)
+        write_trainer_state(directory, self._state(step))
         (directory / "orlab.json").write_text(json.dumps({"kind": "rl", "step": step}))
         self.sink.save_checkpoint(step, directory, metrics)
 
@@ -207,30 +303,42 @@ class Trainer:
             else:
                 self.engine.sync_weights(self.model)
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self.precision.autocast()
+
     # --- data filters -----------------------------------------------------------------------------
     def offline_difficulty_filter(self) -> dict[str, float]:
-        """Estimate each prompt's pass rate with the starting policy; drop those at 0 and 1."""
+        """Drop prompts the starting policy solves always or never. A problem with a stored pass rate
+        (its dataset row's ``pass_rate``) uses it; the others are estimated by sampling
+        ``difficulty_samples`` completions from the starting policy."""
         cfg = self.cfg
-        problems = [self.train_set[i] for i in self.active]
-        groups = self.engine.generate(
-            [p.prompt for p in problems], n=cfg.data.difficulty_samples, temperature=cfg.rollout.temperature,
-            max_new_tokens=cfg.rollout.stages[0].max_response, seed=cfg.seed,
-        )  # fmt: skip
-        items = [
-            (p.domain, c.completion_text, p.reference)
-            for p, g in zip(problems, groups, strict=True)
-            for c in g
-        ]
-        verdicts = self.pool.score_batch(items)
-        k = cfg.data.difficulty_samples
-        keep = []
-        for j, idx in enumerate(self.active):
-            c = sum(v.reward >= 1 for v in verdicts[j * k : (j + 1) * k])
-            if 0 < c < k:
-                keep.append(idx)
+        stored = {i: self.pass_rates[i] for i in self.active if i < len(self.pass_rates)}
+        stored = {i: r for i, r in stored.items() if r is not None}
+        sample = [i for i in self.active if i not in stored]
+        rates = dict(stored)
+        if sample:
+            self.sync_rollout_weights()
+            k = cfg.data.difficulty_samples
+            groups = self.engine.generate(
+                [self.prompt_ids[i] for i in sample], n=k, temperature=cfg.rollout.temperature,
+                max_new_tokens=cfg.rollout.stages[0].max_response, seed=cfg.seed, prompt_keys=sample,
+            )  # fmt: skip
+            items = [
+                (self.train_set[i].domain, c.completion_text, self.train_set[i].reference)
+                for i, g in zip(sample, groups, strict=True)
+                for c in g
+            ]
+            verdicts = self.pool.score_batch(items)
+            for j, i in enumerate(sample):
+                rates[i] = sum(v.reward >= 1 for v in verdicts[j * k : (j + 1) * k]) / k
+        keep = [i for i in self.active if 0 < rates[i] < 1]
         before = len(self.active)
         self.active = keep or self.active
-        return {"data/offline_kept": len(keep), "data/offline_dropped": before - len(keep)}
+        return {
+            "data/offline_kept": len(keep),
+            "data/offline_dropped": before - len(keep),
+            "data/offline_stored_pass_rates": len(stored),
+        }
 
     def online_filter(self) -> int:
         """At a stage switch: drop prompts solved n/n during the previous stage."""
@@ -245,20 +353,24 @@ class Trainer:
     # --- one step ---------------------------------------------------------------------------------
     def step(self, step: int) -> dict[str, float]:
         cfg, tok = self.cfg, self.tokenizer
+        device = self.precision.device
         metrics: dict[str, float] = {}
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         stage, max_response = stage_at(cfg, step)
         if step > 0 and stage != stage_at(cfg, step - 1)[0] and cfg.data.online_filter:
             metrics["data/online_dropped"] = self.online_filter()
         k = min(cfg.rollout.prompts_per_step, len(self.active))
-        chosen = self.rng.sample(self.active, k)
+        chosen = self.sampler.take(self.active, k)
         problems = [self.train_set[i] for i in chosen]
 
         t0 = time.perf_counter()
         self.sync_rollout_weights()
+        # per-(step, prompt, sample) seeds: the prompt's dataset index keys its samples' noise
         groups = self.engine.generate(
-            [p.prompt for p in problems], n=cfg.rollout.n, temperature=cfg.rollout.temperature,
+            [self.prompt_ids[i] for i in chosen], n=cfg.rollout.n, temperature=cfg.rollout.temperature,
             top_p=cfg.rollout.top_p, top_k=max(0, cfg.rollout.top_k), max_new_tokens=max_response,
-            seed=self.rng.randrange(2**31),
+            seed=step_seed(cfg.seed, step), prompt_keys=chosen,
         )  # fmt: skip
         t_gen = time.perf_counter() - t0
 
@@ -319,32 +431,43 @@ class Trainer:
                 if cfg.algo.truncated_adv_mask == "after":
                     adv = torch.where(tr, torch.zeros_like(adv), adv)
             adv_all[keep] = adv
-        self._log_samples(step, problems, flat, verdicts, adv_all)
+        self._log_samples(step, chosen, flat, verdicts, adv_all)
         if not keep.any():
             metrics["batch/skipped"] = 1.0
+            self._log_memory(metrics)
             return metrics
 
         idx = torch.nonzero(keep).squeeze(-1).tolist()
         batch = build_batch(
             [(flat[i][1].prompt_ids, flat[i][1].completion_ids) for i in idx], tok.pad_token_id
         )
-        advantages = adv_all[keep]
+        engine_logp = sampler_logprobs(flat, idx, batch.response_mask.shape)
+        batch = batch.to(device)
+        advantages = adv_all[keep].to(device)
         t2 = time.perf_counter()
         self.model.train()
+        budget = cfg.micro_batch_tokens
         # One update on the whole batch (OR1's on-policy setting): the log-probs before the update are
         # those of that update's own forward, detached; a separate no-grad pass would recompute them.
         single_update = cfg.algo.ppo_epochs == 1 and cfg.algo.mini_batches == 1
-        with torch.no_grad():
-            old_logp = (
-                None
-                if single_update
-                else logprobs_and_entropy(self.policy, batch, cfg.rollout.temperature, with_entropy=False)[0]
+        old_logp = (
+            torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=device)
+            if single_update
+            else batch_logprobs(
+                self.policy,
+                batch,
+                temperature=cfg.rollout.temperature,
+                budget=budget,
+                autocast=self.autocast(),
             )
-            ref_logp = (
-                logprobs_and_entropy(self.ref, batch, cfg.rollout.temperature, with_entropy=False)[0]
-                if self.ref is not None
-                else None
+        )
+        ref_logp = (
+            batch_logprobs(
+                self.ref, batch, temperature=cfg.rollout.temperature, budget=budget, autocast=self.autocast()
             )
+            if self.ref is not None
+            else None
+        )
         coef = self.controller.coef if cfg.entropy.adaptive else cfg.entropy.fixed_coef
 
         B = len(batch)
@@ -353,35 +476,20 @@ class Trainer:
         for _ in range(cfg.algo.ppo_epochs):
             perm = torch.randperm(B) if cfg.algo.mini_batches > 1 else torch.arange(B)
             for start in range(0, B, mb):
-                sel = perm[start : start + mb]
-                sub = batch.select(sel)
-                logp, ent = logprobs_and_entropy(
-                    self.policy, sub, cfg.rollout.temperature, entropy_grad=coef != 0
-                )
-                if old_logp is None:
-                    old_logp = logp.detach()
-                out = policy_loss(
-                    logp, old_logp[sel], advantages[sel], sub.response_mask,
-                    clip_low=cfg.algo.clip_low, clip_high=cfg.algo.clip_high, entropy=ent, entropy_coef=coef,
-                    ref_logp=ref_logp[sel] if ref_logp is not None else None, kl_coef=cfg.algo.kl_coef,
-                    aggregation=cfg.algo.loss_agg, micro_batch_seqs=max(1, len(sel) // 2),
+                out = update_minibatch(
+                    self.policy, self.stepper, batch, perm[start : start + mb].tolist(), advantages, old_logp,
+                    old_from_forward=single_update, ref_logp=ref_logp, algo=cfg.algo,
+                    temperature=cfg.rollout.temperature, entropy_coef=coef, budget=budget,
+                    autocast=self.autocast(),
                 )  # fmt: skip
-                if self.ds is not None:
-                    self.ds.backward(out.loss)
-                    self.ds.step()  # clips (DeepSpeed config), steps, zeroes the gradients
-                    grad_norm = deepspeed_glue.global_grad_norm(self.ds)
-                else:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    out.loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
-                    self.optimizer.step()
-                for name in ("pg_loss", "entropy", "clipfrac", "approx_kl", "kl_loss"):
-                    stats[name].append(float(getattr(out, name)))
-                stats["loss"].append(out.loss.item())
-                stats["grad_norm"].append(float(grad_norm))
+                for name, value in out.items():
+                    stats[name].append(value)
         t_update = time.perf_counter() - t2
+        mask = batch.response_mask.bool()
         # the controller's signal: Monte-Carlo entropy of the sampling policy on the filtered batch
         sampled_entropy = float(masked_mean(-old_logp, batch.response_mask))
+        # rollout engine vs trainer on the same sampled tokens (see _logprob_gap)
+        gap = (engine_logp.to(device) - old_logp).abs()[mask]
         tokens = float(batch.response_mask.sum())
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         metrics.update(
@@ -393,32 +501,50 @@ class Trainer:
                 "actor/kl_loss": mean(stats["kl_loss"]),
                 "actor/grad_norm": mean(stats["grad_norm"]),
                 "actor/lr": cfg.optim.lr,
+                "actor/micro_batches": mean(stats["micro_batches"]),
                 "policy/entropy": mean(stats["entropy"]),
                 "policy/sampled_entropy": sampled_entropy,
                 "actor/entropy_coeff": self.controller.value,
                 "actor/entropy_coeff_realized": coef,
                 "advantages/mean": float(advantages.mean()),
                 "advantages/abs_mean": float(advantages.abs().mean()),
+                # the engine's log-probs are those of the distribution it sampled from: after top-k /
+                # top-p (renormalised) when those are on; the trainer's are the full softmax at the
+                # rollout temperature, so with filters on the gap includes the filter's renormalisation
+                "rollout/logprob_diff_mean": float(gap.mean()) if gap.numel() else 0.0,
+                "rollout/logprob_diff_max": float(gap.max()) if gap.numel() else 0.0,
                 "train/tokens_per_s": tokens * cfg.algo.ppo_epochs / max(t_update, 1e-9),
                 "timing_s/update": t_update,
                 "timing_s/step": time.perf_counter() - t0,
             }
         )
+        self._log_memory(metrics)
         if cfg.entropy.adaptive:
             self.controller = self.controller.update(sampled_entropy)
         return metrics
 
-    def _log_samples(self, step, problems, flat, verdicts, advantages) -> None:
+    def _log_memory(self, metrics: dict[str, float]) -> None:
+        """``memory/peak_gb``: the step's peak of allocated CUDA memory (none on the CPU)."""
+        peak = peak_memory_bytes(self.precision.device)
+        if peak is not None:
+            metrics["memory/peak_gb"] = peak / 2**30
+
+    def _log_samples(self, step, chosen, flat, verdicts, advantages) -> None:
         if not self.cfg.samples_per_step:
             return
         rows = []
+        shown: dict[int, str] = {}
         for j, ((gi, c), v) in enumerate(zip(flat, verdicts, strict=True)):
             if j >= self.cfg.samples_per_step:
                 break
+            if gi not in shown:  # what the model read: the prompt as the chat template rendered it
+                shown[gi] = render_prompt_text(
+                    self.tokenizer, self.train_set[chosen[gi]].prompt, self.cfg.chat_template
+                )
             text = c.completion_text
             rows.append(
                 {
-                    "prompt": problems[gi].prompt, "completion": text, "reward": v.reward,
+                    "prompt": shown[gi], "completion": text, "reward": v.reward,
                     "advantage": float(advantages[j]), "verdict": v.verdict, "length": len(c.completion_ids),
                     "truncated": c.truncated, "group": gi, "detail": v.detail[:300],
                     "reflection_words": sum(text.lower().count(w) for w in SELF_REFLECTION),
@@ -429,8 +555,9 @@ class Trainer:
     def evaluate(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         self.sync_rollout_weights()
+        # the stage's response length, as OR1 validates (not a fixed default)
         metrics, protocol = evaluate(
-            self.engine, self.eval_set, self.pool, k=cfg.eval.k, temperature=cfg.eval.temperature,
+            self.eval_engine, self.eval_set, self.pool, k=cfg.eval.k, temperature=cfg.eval.temperature,
             top_p=cfg.eval.top_p, max_new_tokens=stage_at(cfg, step)[1], seed=cfg.seed,
         )  # fmt: skip
         # the config field: the platform names the dataset version it held ("arith-bench v1")
@@ -443,7 +570,7 @@ def train(cfg: RLConfig, sink: Sink) -> dict:
     t = Trainer(cfg, sink)
     try:
         if t.start == 0:
-            first = {}
+            first = {"data/prompts_over_max": float(t.prompts_over_max)}
             if cfg.data.offline_difficulty_filter:
                 first.update(t.offline_difficulty_filter())
             first.update(t.evaluate(0))
