@@ -155,13 +155,15 @@ def test_a_sequence_longer_than_the_budget_gets_its_own_micro_batch():
 
 
 def test_logits_are_chunked():
-    # 1024 tokens x 100 vocab x 4 bytes, four copies
-    assert small().components["logits"] == 4 * 1024 * 100 * 4
+    # 1024 tokens x 100 vocab x 4 bytes, four copies; the chunk backward's fp32 LM-head weight gradient
+    # and bf16 weight cast (100 x 64 x (4 + 2))
+    assert small().components["logits"] == 4 * 1024 * 100 * 4 + 6400 * 6
+    assert small(engine="deepspeed").components["logits"] == 4 * 1024 * 100 * 4 + 6400 * 2
     # a big vocabulary is capped at one chunk of CHUNK_LOGIT_BYTES per copy
     big = estimate(
         {**SMALL, "vocab_size": 152064}, kind="rl", micro_batch_tokens=16384, gradient_checkpointing=True
     )
-    assert big.components["logits"] == 4 * me.CHUNK_LOGIT_BYTES
+    assert big.components["logits"] == 4 * me.CHUNK_LOGIT_BYTES + 152064 * 64 * 6
     assert small(kind="reward").components["logits"] == 0
 
 

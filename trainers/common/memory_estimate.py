@@ -30,8 +30,10 @@ The model (all numbers per GPU, in bytes):
   Eager attention (``attn_implementation: eager``, e.g. Gemma-2) stores the scores too: per row and
   layer ``heads x len x len`` x EAGER_SCORE_BYTES (Korthikanti's ``5as^2`` term without dropout).
 * **Logits**: ``token_logprobs`` projects response positions through the LM head in chunks of at most
-  ``CHUNK_LOGIT_BYTES`` of float32 logits; the chunk, its log_softmax, the entropy's exp and their
-  gradients in the recomputing backward make ~LOGIT_CHUNK_COPIES copies of it.
+  ``CHUNK_LOGIT_BYTES`` of float32 logits; the chunk, its log-softmax, the entropy's exp and product
+  make ~LOGIT_CHUNK_COPIES copies of it. Its hand-written backward also makes, per chunk, the LM
+  head's weight gradient in the parameters' dtype and (under autocast) a compute-dtype cast of the
+  weight, before autograd adds the gradient into ``.grad``.
 * **Rollout engine**: vLLM takes ``gpu_memory_utilization x total`` while it is awake (it sleeps during
   the update, so its share and the update's activations never coexist); the torch sampler keeps a KV
   cache for its batch of rows (prompt + response each), plus per-step sampling temporaries.
@@ -366,10 +368,12 @@ def activation_bytes(
     return tokens * (kept + final + mask + scores)
 
 
-def logit_bytes(shape: ModelShape, *, tokens: int) -> int:
-    """The LM head's chunked float32 logits over a micro-batch's response positions."""
+def logit_bytes(shape: ModelShape, *, tokens: int, param_bytes: int = 4, compute_bytes: int = 4) -> int:
+    """The LM head's chunked float32 logits over a micro-batch's response positions, and the chunk
+    backward's weight gradient (+ the weight's cast when the parameters are wider than the compute)."""
     chunk = min(CHUNK_LOGIT_BYTES, tokens * shape.vocab_size * 4)
-    return LOGIT_CHUNK_COPIES * chunk
+    cast = compute_bytes if compute_bytes < param_bytes else 0
+    return LOGIT_CHUNK_COPIES * chunk + shape.embedding_parameters * (param_bytes + cast)
 
 
 def kv_cache_bytes(shape: ModelShape, *, rows: int, tokens_per_row: int, compute_bytes: int) -> int:
@@ -455,7 +459,10 @@ def estimate(
         autocast=engine == "torch" and e < 4,
         eager_attention=attention == "eager",
     )
-    parts["logits"] = 0 if kind == "reward" else logit_bytes(shape, tokens=tokens)
+    param_bytes = 4 if engine == "torch" else e
+    parts["logits"] = (
+        0 if kind == "reward" else logit_bytes(shape, tokens=tokens, param_bytes=param_bytes, compute_bytes=e)
+    )
     parts["reference"] = shape.parameters * e if (kind == "rl" and kl_coef > 0) else 0
     # DAPO: the frozen critic beside the trained actor (or the frozen policy beside the trained critic)
     frozen_bytes = 4 if engine == "torch" else e
