@@ -29,9 +29,11 @@ def test_launch_page_shows_the_presets_hardware(client_alice, project):
 
 def test_trainers_api_lists_preset_hardware(api):
     trainers = {t["kind"]: t for t in api.get("/api/trainers/").json()["results"]}
-    for kind in ("dapo", "sft"):
+    for kind in ("rl", "dapo", "sft", "reward"):
         assert set(trainers[kind]["preset_hardware"]) == set(trainers[kind]["presets"]), kind
     assert trainers["sft"]["preset_hardware"]["tiny-cpu-demo"]["gpu_memory_gb"] is None
+    big = trainers["rl"]["preset_hardware"]["or1-32b-multistage"]
+    assert (big["gpu_memory_gb"], big["gpus_per_node"], big["nodes"], big["ready"]) == (141, 8, 2, False)
 
 
 def test_a_tiny_launch_stores_its_estimate(api, project):

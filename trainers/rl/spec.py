@@ -1,4 +1,4 @@
-from trainers.base import TrainerSpec, register
+from trainers.base import CPU_ONLY, TrainerSpec, hardware, register
 
 # The CPU demo. 16 updates per rollout batch (4 mini-batches x 4 epochs, off-policy) make the entropy
 # move within 40 steps, and the controller's step and cap are scaled up so it can act that fast: the
@@ -21,6 +21,22 @@ _TINY = {
     "reward_processes": 1,
 }
 
+#: what every real-model preset shares: bf16, one decoder layer's activations at a time
+_BIG_COMPUTE = {"dtype": "bfloat16", "gradient_checkpointing": True, "micro_batch_tokens": 16384}
+
+#: RL runs DeepSpeed in one process for now (trainers/rl/train.py), so these presets cannot run yet.
+_NOT_YET = (
+    "Cannot run yet: the RL trainer runs DeepSpeed in one process, and one GPU does not hold the training "
+    "state"
+)
+_OR1_7B = hardware(
+    "1 node x 8 GPUs with 80 GB (A100/H100), vLLM and DeepSpeed: ZeRO-2 across 8 processes "
+    f"(nproc_per_node: 8). {_NOT_YET}",
+    gpu_memory_gb=80,
+    gpus_per_node=8,
+    ready=False,
+)
+
 SPEC = register(
     TrainerSpec(
         kind="rl",
@@ -36,26 +52,65 @@ SPEC = register(
         presets={
             "tiny-cpu-demo": _TINY,
             "tiny-cpu-demo-no-aec": {**_TINY, "entropy": {"adaptive": False, "fixed_coef": 0.0}},
+            # OR1-7B's first stage: 8K responses. Needs vLLM: the torch sampler's KV cache for 256 rows of
+            # 10K tokens (~150 GB) fits no GPU. Needs bf16 DeepSpeed ZeRO-2 over 8 GPUs with checkpointing
+            # (~36 GB at the update, ~65 GB while vLLM holds half of each GPU): see preset_hardware.
             "or1-7b-stage1-8k": {
-                "model_path": "/models/DeepSeek-R1-Distill-Qwen-7B",
+                "model_path": "DeepSeek-R1-Distill-Qwen-7B",
                 "steps": 780,
-                "rollout": {"stages": [{"until_step": 780, "max_response": 8192}]},
+                "rollout": {
+                    "stages": [{"until_step": 780, "max_response": 8192}],
+                    "engine": "vllm",
+                    "gpu_memory_utilization": 0.5,
+                },
                 "data": {"offline_difficulty_filter": True},
+                **_BIG_COMPUTE,
+                "engine": "deepspeed",
+                "zero_stage": 2,
             },
-            "or1-7b-multistage": {"model_path": "/models/DeepSeek-R1-Distill-Qwen-7B", "steps": 2160},
+            # The 8K -> 16K -> 32K schedule: a 34K-token sequence is its own micro-batch (~46 GB at the
+            # update).
+            "or1-7b-multistage": {
+                "model_path": "DeepSeek-R1-Distill-Qwen-7B",
+                "steps": 2160,
+                "rollout": {"engine": "vllm", "gpu_memory_utilization": 0.5},
+                **_BIG_COMPUTE,
+                "engine": "deepspeed",
+                "zero_stage": 2,
+            },
+            # 32B needs 141 GB GPUs: vLLM runs without tensor parallelism here, so each GPU holds the bf16
+            # weights (65 GB) plus a 33K-token KV cache next to its ZeRO-3 shard (1/16 of 16 bytes/parameter).
             "or1-32b-multistage": {
-                "model_path": "/models/DeepSeek-R1-Distill-Qwen-32B",
+                "model_path": "DeepSeek-R1-Distill-Qwen-32B",
                 "steps": 1120,
                 "rollout": {
                     "stages": [
                         {"until_step": 400, "max_response": 16384},
                         {"until_step": 800, "max_response": 24576},
                         {"until_step": 1000000000, "max_response": 32768},
-                    ]
+                    ],
+                    "engine": "vllm",
+                    "gpu_memory_utilization": 0.6,
                 },
+                **_BIG_COMPUTE,
                 "engine": "deepspeed",
                 "zero_stage": 3,
             },
+        },
+        preset_hardware={
+            "tiny-cpu-demo": CPU_ONLY,
+            "tiny-cpu-demo-no-aec": CPU_ONLY,
+            "or1-7b-stage1-8k": _OR1_7B,
+            "or1-7b-multistage": _OR1_7B,
+            "or1-32b-multistage": hardware(
+                "2 nodes x 8 GPUs with 141 GB (H200), vLLM and DeepSpeed: ZeRO-3 across 16 processes "
+                "(nproc_per_node: 8, nodes: 2); 80 GB GPUs are too small (vLLM runs without tensor "
+                f"parallelism). {_NOT_YET}",
+                gpu_memory_gb=141,
+                gpus_per_node=8,
+                nodes=2,
+                ready=False,
+            ),
         },
     )
 )
