@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from trainers.base import MemorySink, get_spec
+from trainers.common import arith
+from trainers.eval.run import evaluate_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,11 +37,25 @@ def test_sft_learns_the_solution_format(sft_checkpoint):
     assert loss[0] > 3.5 and sum(loss[-10:]) / 10 < 0.6, (loss[0], loss[-10:])
     assert sum(token_acc[-10:]) / 10 > 0.8
     step, directory, _ = sft_checkpoint.checkpoints[-1]
-    assert (
-        step == 199
-        and (directory / "model.safetensors").exists()
-        and (directory / "trainer_state.pt").exists()
+    assert step == 199 and {"model.safetensors", "optimizer.pt", "trainer_state.json"} <= {
+        p.name for p in directory.iterdir()
+    }
+
+
+def test_the_sft_policy_answers_chat_rendered_prompts(sft_checkpoint, tmp_path):
+    """SFT trained on chat-rendered examples; on-demand evaluation renders the same way (auto), and
+    the same policy fed the raw text does worse."""
+    directory = sft_checkpoint.checkpoints[-1][1]
+    bench = tmp_path / "bench.jsonl"
+    problems = arith.disjoint_splits(1, 40, seed=7)[1]
+    bench.write_text(
+        "".join(json.dumps({"prompt": p.prompt, "answer": str(p.answer)}) + "\n" for p in problems)
     )
+    chat, _ = evaluate_checkpoint(directory, bench, k=1, temperature=0.0, max_new_tokens=48, processes=1)
+    raw, _ = evaluate_checkpoint(
+        directory, bench, k=1, temperature=0.0, max_new_tokens=48, processes=1, chat_template="none"
+    )
+    assert chat["avg@1"] >= 0.1 and chat["avg@1"] > raw["avg@1"], (chat, raw)
 
 
 def rl_config(model_path, **over):
