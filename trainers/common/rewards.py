@@ -17,6 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from trainers.common.sandbox import require_sandbox
 from trainers.common.verifiers.code import verify_code
 from trainers.common.verifiers.math import verify_math
 from trainers.common.verifiers.verdict import Verdict
@@ -103,6 +104,8 @@ class RewardPool:
             _preload_forkserver(self._ctx)
         self._executor: ProcessPoolExecutor | None = None
         self.restarts = 0  # how many times a broken or stuck pool was replaced
+        # sandbox_guards() once a batch had code: the guards its programs ran under
+        self.sandbox: dict | None = None
 
     # ------------------------------------------------------------------------------------------- pool
 
@@ -143,7 +146,11 @@ class RewardPool:
     # ------------------------------------------------------------------------------------------ score
 
     def score_batch(self, items: Sequence[Item]) -> list[Verdict]:
-        """One Verdict per item, in the order of `items`. Never raises for anything an item does."""
+        """One Verdict per item, in the order of `items`. Never raises for anything an item does; raises
+        SandboxUnavailable for a batch with code when this machine lacks the sandbox's full guards (unless
+        ORLAB_SANDBOX_ALLOW_WEAK=1)."""
+        if self.sandbox is None and any(item[0] == "code" for item in items):
+            self.sandbox = require_sandbox()
         results: list[Verdict | None] = [None] * len(items)
         queue = list(range(len(items)))  # items not yet handed out, in order
         isolate: list[int] = []  # items that were in flight when the pool broke: rerun one at a time

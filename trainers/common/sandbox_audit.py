@@ -15,9 +15,9 @@ guards. What it closes, each one a known way around the old fallback:
   the system's library directories and /proc/<own pid>; directories outside the work directory cannot be
   opened (a directory descriptor would let a relative path escape the check);
 * the hook itself: it uses only values bound at install time (C functions and immutable constants, as
-  positional defaults, never globals or builtins looked up at call time); rewriting a function's code or
-  defaults, building code objects (code.__new__, marshal) and installing trace/profile functions are
-  refused, and so is gc's object graph.
+  positional defaults, never globals or builtins looked up at call time); rewriting its code or defaults,
+  building code objects (code.__new__, marshal) and installing trace/profile functions are refused, and so is
+  gc's object graph.
 
 Not closed (why this mode is opt-in): a race between the check and the system call (a symlink swapped by a
 second thread), os.pidfd_open (not audited: the program may signal a process it can name; the uid drop stops
@@ -159,6 +159,8 @@ def _make_hook(workdir: str, read_roots: tuple, pid: int):
         _deny_prefixes=_DENY_PREFIXES,
         _deny_modules=_DENY_MODULES,
         _function_attrs=_FUNCTION_ATTRS,
+        _id=id,
+        _protected=frozenset(),  # ids of the hook and its helper: set below, before the hook is installed
         _write_flags=_WRITE_FLAGS,
         _path_writes=_PATH_WRITES,
         _path_reads=_PATH_READS,
@@ -172,8 +174,8 @@ def _make_hook(workdir: str, read_roots: tuple, pid: int):
                 raise _deny("disabled in this sandbox: import of " + _str(name))
             return
         if event == "object.__setattr__" or event == "object.__delattr__":
-            if args[1] in _function_attrs:
-                raise _deny("disabled in this sandbox: rewriting " + _str(args[1]))
+            if args[1] in _function_attrs and _id(args[0]) in _protected:
+                raise _deny("disabled in this sandbox: rewriting the sandbox's guard")
             return
         if event.startswith("socket.") and event != "socket.gethostname":
             raise _deny("network access is disabled in this sandbox (" + event + ")")
@@ -235,6 +237,12 @@ def _make_hook(workdir: str, read_roots: tuple, pid: int):
                 if is_dir:
                     raise _deny("opening a directory outside the work directory is disabled in this sandbox")
 
+    # The hook and its helper live as long as the interpreter, so their ids stay theirs. (Setting defaults is
+    # audited, but no hook is installed yet.)
+    names = hook.__code__.co_varnames[: hook.__code__.co_argcount]
+    defaults = dict(zip(names[-len(hook.__defaults__) :], hook.__defaults__, strict=True))
+    defaults["_protected"] = frozenset({id(hook), id(_resolve)})
+    hook.__defaults__ = tuple(defaults.values())
     return hook
 
 
