@@ -49,6 +49,29 @@ def test_six_children_cannot_hold_more_than_the_tree_limit():
     assert res.wall_s < 8
 
 
+SHARED_AFTER_FORK = r"""
+import os, time
+block = bytearray(b"x") * (200 << 20)
+kids = []
+for i in range(3):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(1.0)  # reads nothing, writes nothing: the 200 MB stay shared with the parent
+        os._exit(0)
+    kids.append(pid)
+for pid in kids:
+    os.waitpid(pid, 0)
+print("done", len(block) >> 20)
+"""
+
+
+def test_pages_shared_after_a_fork_count_once():
+    """Four processes map the same 200 MB (resident sizes add up to 800 MB): under a 512 MB tree limit."""
+    res = run_python(SHARED_AFTER_FORK, memory_mb=512, timeout_s=10)
+    assert res.status == "ok", res
+    assert res.stdout == "done 200\n"
+
+
 def _written(stdout: str) -> int:
     return int(stdout.split("stopped at")[-1].split()[0]) if "stopped at" in stdout else 0
 

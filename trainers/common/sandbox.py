@@ -16,7 +16,7 @@ The full guards (what code scoring needs; `require_sandbox()` refuses to go on w
 * limits: rlimits (CPU, address space per process, processes, file size, open files, no core), an empty
   capability bounding set, no_new_privs, a wall-clock deadline, the parent-death signal (killing a reward worker
   takes its sandboxes with it), and a memory limit for the whole process tree (trainers/common/sandbox_limits.py:
-  a cgroup v2 where one is usable, else an RSS watchdog).
+  a cgroup v2 where one is usable, else a watchdog over the tree's resident memory).
 
 When a guard is missing (no namespaces in this container, say) a run is refused with an error naming what is
 missing, unless the operator opts in with ORLAB_SANDBOX_ALLOW_WEAK=1: the program then runs under an audit hook
@@ -46,7 +46,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainers.common.sandbox_limits import MemoryCgroup, descendants, dir_size, tree_rss
+from trainers.common.sandbox_limits import MemoryCgroup, descendants, dir_size, tree_memory
 
 __all__ = [
     "ALLOW_WEAK_ENV",
@@ -565,11 +565,11 @@ class _Run:
         """The watchdogs: the tree's resident memory (unless a cgroup bounds it) and the size of a work directory
         on the host's disk. True when one of them killed the run."""
         if self.cgroup is None or not self.info.get("launcher", {}).get("cgroup"):
-            rss = tree_rss(self.program_pids(proc))
-            if rss > self.tree_limit:
+            held = tree_memory(self.program_pids(proc))
+            if held > self.tree_limit:
                 self.killed_for = (
-                    f"the program's processes together held {rss >> 20} MiB, over the memory limit of "
-                    f"{self.tree_limit >> 20} MiB (RSS watchdog over the process tree)"
+                    f"the program's processes together held {held >> 20} MiB, over the memory limit of "
+                    f"{self.tree_limit >> 20} MiB (memory watchdog over the process tree)"
                 )
                 self.kill_status = "memory"
         if not self.killed_for:
@@ -643,7 +643,7 @@ class _Run:
             "network": "netns" if launcher.get("netns") else "audit hook (best effort)",
             "filesystem": filesystem,
             "identity": identity,
-            "memory": "cgroup v2 memory.max" if cgroup else "RSS watchdog over the process tree",
+            "memory": "cgroup v2 memory.max" if cgroup else "memory watchdog over the process tree (PSS)",
             "disk": f"tmpfs of {disk_mb} MiB"
             if child.get("private_workdir")
             else f"RLIMIT_FSIZE + directory-size watchdog ({disk_mb} MiB)",

@@ -3,9 +3,11 @@
 * Memory: RLIMIT_AS bounds one process, not a tree (6 children at 256 MB held 1.23 GB). A cgroup v2 leaf per run
   with memory.max bounds the tree in the kernel: used when the cgroup v2 hierarchy has the memory controller and
   a parent cgroup this process may create children in and enable it for (ORLAB_SANDBOX_CGROUP names one, e.g. a
-  systemd-delegated cgroup holding no process of its own; else this process's own cgroup is tried). Otherwise an
-  RSS watchdog sums the resident memory of every process of the run's tree (the caller polls it every few tens
-  of milliseconds) and kills the tree when it is over the limit: a tree can overshoot for one polling interval.
+  systemd-delegated cgroup holding no process of its own; else this process's own cgroup is tried). Otherwise a
+  watchdog sums the resident memory of every process of the run's tree (proportional set sizes: pages shared
+  after a fork count once) every few tens of milliseconds and kills the tree when it is over the limit: a tree
+  can overshoot for one polling interval, and memory no process maps (a tmpfs file) is not counted (the work
+  directory and /dev/shm have their own size limits).
 * Disk: the full sandbox gives the program a tmpfs of a fixed size. Without a mount namespace (weak mode) the
   work directory is on the host's disk: RLIMIT_FSIZE bounds one file and `dir_size` lets the caller's watchdog
   kill the run once the directory as a whole is over the limit."""
@@ -19,7 +21,7 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["MemoryCgroup", "descendants", "dir_size", "tree_rss"]
+__all__ = ["MemoryCgroup", "descendants", "dir_size", "tree_memory"]
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CGROUP_ENV = "ORLAB_SANDBOX_CGROUP"
@@ -45,10 +47,20 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def tree_rss(pids: list[int]) -> int:
-    """Bytes resident in memory, summed over `pids` (pages shared between them count once per process)."""
+def tree_memory(pids: list[int]) -> int:
+    """Bytes of memory held by `pids` together: the proportional set size of each (a page shared by n of them,
+    copy-on-write after a fork say, counts 1/n for each), or its resident size where that cannot be read."""
     total = 0
     for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) << 10
+                        break
+            continue
+        except (OSError, ValueError, IndexError):
+            pass
         try:
             with open(f"/proc/{pid}/statm") as f:
                 total += int(f.read().split()[1]) * PAGE
