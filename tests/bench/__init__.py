@@ -1,0 +1,1 @@
+"""Tests of the benchmark scripts that have a CPU mode."""
