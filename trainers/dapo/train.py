@@ -111,7 +111,12 @@ class Pipeline:
         self.splitter = StepSplitter(
             cfg.steps.mode, cfg.steps.delimiter, cfg.steps.marker, cfg.steps.max_steps
         )
-        self.engine = make_engine(cfg.generate.engine, self.policy, self.tokenizer, self.model_dir)
+        self.engine = make_engine(
+            cfg.generate.engine, self.policy, self.tokenizer, self.model_dir,
+            compute_dtype=self.precision.compute_dtype,
+            gpu_memory_utilization=cfg.generate.gpu_memory_utilization,
+            sync_bucket_mb=cfg.generate.vllm_sync_bucket_mb,
+        )  # fmt: skip
         # Candidate steps stop at the delimiter token when the engine is ours and the delimiter is one
         # token; otherwise they are cut from a longer sample.
         if isinstance(self.engine, TorchSampler):

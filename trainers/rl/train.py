@@ -110,17 +110,55 @@ def load_problems(path: str | None, generated: int, seed: int, *, eval_split: bo
     return out
 
 
-def make_engine(kind: str, model, tokenizer, model_dir: Path, *, compute_dtype: torch.dtype | None = None):
+def make_engine(
+    kind: str,
+    model,
+    tokenizer,
+    model_dir: Path,
+    *,
+    compute_dtype: torch.dtype | None = None,
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    sync_bucket_mb: int | None = None,
+):
     """The rollout engine: vLLM when asked for (or ``auto`` and available), else the KV-cache torch
-    sampler on the policy's device, computing in ``compute_dtype`` (autocast; bf16 on CUDA)."""
+    sampler on the policy's device, computing in ``compute_dtype`` (autocast; bf16 on CUDA).
+
+    vLLM is sized by ``max_model_len`` (the caller's longest prompt + generation; default: the model's
+    own context, vLLM's default) and shares the GPU at ``gpu_memory_utilization``. It has never run on
+    a GPU in orlab's tests (README, "The GPU path")."""
     if kind in ("auto", "vllm"):
         from trainers.common import vllm_engine
 
         if vllm_engine.available():
-            return vllm_engine.VllmEngine(model_dir, tokenizer=tokenizer)
+            if max_model_len is None:
+                max_model_len = int(model.config.max_position_embeddings)
+            extra = {}
+            if gpu_memory_utilization is not None:
+                extra["gpu_memory_utilization"] = gpu_memory_utilization
+            if sync_bucket_mb is not None:
+                extra["sync_bucket_bytes"] = sync_bucket_mb << 20
+            return vllm_engine.VllmEngine(
+                model_dir,
+                tokenizer=tokenizer,
+                max_model_len=max_model_len,
+                dtype=compute_dtype or torch.bfloat16,
+                **extra,
+            )
         if kind == "vllm":
             raise RuntimeError("rollout.engine = vllm, but vllm or CUDA is not available on this worker")
     return TorchSampler(model, tokenizer, batch_size=SAMPLER_BATCH, compute_dtype=compute_dtype)
+
+
+def rollout_model_len(cfg: RLConfig) -> int:
+    """vLLM's context for this run: ``max_prompt`` (longer prompts are dropped) plus the longest response
+    of the stages the run reaches."""
+    from trainers.common import vllm_engine
+
+    stages = [(s.until_step, s.max_response) for s in cfg.rollout.stages]
+    return vllm_engine.max_model_len(
+        cfg.rollout.max_prompt, vllm_engine.reachable_stage_lengths(stages, cfg.steps + 1)
+    )
 
 
 def stage_at(cfg: RLConfig, step: int) -> tuple[int, int]:
@@ -195,7 +233,9 @@ class Trainer:
         )
         self.engine = make_engine(
             cfg.rollout.engine, rollout_model, self.tokenizer, self.model_dir,
-            compute_dtype=self.precision.compute_dtype,
+            compute_dtype=self.precision.compute_dtype, max_model_len=rollout_model_len(cfg),
+            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization,
+            sync_bucket_mb=cfg.rollout.vllm_sync_bucket_mb,
         )  # fmt: skip
         # the in-run evaluation hands problem text: rendered with the same template as training prompts
         self.eval_engine = ChatTemplateEngine(self.engine, self.tokenizer, cfg.chat_template)
