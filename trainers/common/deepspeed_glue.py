@@ -1,10 +1,12 @@
-"""DeepSpeed in one process, on the CPU (gloo) or one GPU (NCCL): environment, init and engine.
+"""DeepSpeed on the CPU (gloo) or GPUs (NCCL), in one process or across the launcher's ranks:
+environment, init and engine.
 
 Why a module: two first-time costs make DeepSpeed unusable in CPU tests unless avoided
 (docs/packaging.md), and every trainer that uses DeepSpeed needs the same workarounds:
 
 * ``deepspeed.init_distributed`` JIT-compiles a shared-memory comm op for the CPU (35-130 s in every
-  new virtualenv). One process has nobody to share memory with, so :func:`skip_shm_op_build` replaces
+  new virtualenv). One process has nobody to share memory with, and CPU ranks do well enough without
+  it (DeepSpeed then uses torch.distributed's gloo collectives), so :func:`skip_shm_op_build` replaces
   the builder with a no-op. It must be patched on the module object that
   ``importlib.import_module("deepspeed.comm.torch")`` returns: ``import deepspeed.comm.torch as m``
   binds the global ``torch`` that module re-exports instead.
@@ -12,7 +14,9 @@ Why a module: two first-time costs make DeepSpeed unusable in CPU tests unless a
   always takes a torch optimizer built by the caller.
 
 The launcher's variables (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK) get single-process
-defaults when missing; the default port is a free one, so two runs on one machine do not collide.
+defaults when missing; the default port is a free one, so two runs on one machine do not collide. Under
+the launcher the process group usually exists already (trainers.common.distributed), and DeepSpeed
+joins it.
 DeepSpeed is imported lazily: importing this module costs nothing.
 """
 

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
-from trainers.common.compute_config import ModelComputeFields
+from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields
 
 
 class _Section(BaseModel):
@@ -118,7 +118,7 @@ class EvalConfig(_Section):
     max_problems: int = Field(0, ge=0, description="evaluate on at most this many problems (0: all)")
 
 
-class RLConfig(ModelComputeFields, TrainerConfig):
+class RLConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     """Skywork-OR1 (MAGIC): GRPO without KL or critic, on-policy, rejection of zero-advantage groups,
     adaptive entropy control, multi-stage context length, binary verifiable rewards."""
 

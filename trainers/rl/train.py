@@ -26,12 +26,23 @@ are written in the training dtype (trainers.common.checkpoints), the optimizer s
 ``save_optimizer`` (with the fp32 master weights when the model was written in bf16, so a resume is exact).
 
 Training engines: ``engine: torch`` steps a torch AdamW; ``engine: deepspeed`` wraps the same AdamW in
-DeepSpeed ZeRO (``zero_stage``; one process, gloo on the CPU, NCCL on a GPU; trainers.common.deepspeed_glue)
-with the clip in DeepSpeed's config, so both compute the same update. Under ZeRO-3 the parameters are
-partitioned: checkpoints gather them first, and the torch sampler samples from a dense copy (in the compute
-dtype) that each weight sync refreshes (as vLLM's copy is refreshed). A DeepSpeed checkpoint keeps
-DeepSpeed's own optimizer state under ``deepspeed/`` beside the loadable model; resume it with the same
-engine and stage."""
+DeepSpeed ZeRO (``zero_stage``; gloo on the CPU, NCCL on GPUs; trainers.common.deepspeed_glue) with the
+clip in DeepSpeed's config, so both compute the same update. Under ZeRO-3 the parameters are partitioned:
+checkpoints gather them first, and the torch sampler samples from a dense copy (in the compute dtype) that
+each weight sync refreshes (as vLLM's copy is refreshed). A DeepSpeed checkpoint keeps DeepSpeed's own
+optimizer state under ``deepspeed/`` beside the loadable model; resume it with the same engine and stage.
+
+Several ranks (``nproc_per_node`` x ``nodes``, started by torch.distributed's launcher; the sink is a
+RankZeroSink, trainers.common.distributed): each rank rolls out and scores a contiguous share of the step's
+prompts (seeds per (step, prompt, sample), so the rollouts do not depend on the world size); the per-sample
+numbers (reward, truncation, length) are gathered, so statistics, filters, advantages and the prompt
+bookkeeping are the one-process ones on every rank; each rank updates on its rows of every mini-batch with
+the loss weights of the whole mini-batch (the OR1 global token mean over all ranks' tokens) times the
+world size, and DDP (engine torch) or DeepSpeed ZeRO-2/3 averages the gradients. Ranks pad their forward and
+backward passes to the same count with a zero-weight row (DDP and ZeRO communicate in each). Rank 0
+evaluates and writes the model and torch optimizer files; DeepSpeed writes its partitions from every rank.
+With ``mini_batches > 1`` the mini-batch partition is rank 0's draw, which is one process's only when rank
+0's torch random stream is (not checked)."""
 
 from __future__ import annotations
 
@@ -44,14 +55,14 @@ from pathlib import Path
 import torch
 
 from trainers.base import Sink
-from trainers.common import deepspeed_glue
+from trainers.common import deepspeed_glue, distributed
 from trainers.common.chat import check_mode, render_prompt_text
 from trainers.common.chat import prompt_ids as render_prompt_ids
 from trainers.common.checkpoints import (
     load_optimizer_state,
     read_trainer_state,
     save_optimizer_state,
-    save_policy,
+    write_policy,
     write_trainer_state,
 )
 from trainers.common.models import load_policy, seed_everything
@@ -67,13 +78,14 @@ from trainers.common.tiny import is_char_tokenizer_dir
 from trainers.eval.core import Problem, evaluate
 from trainers.rl.batch import build_batch
 from trainers.rl.config import RLConfig
-from trainers.rl.core import EntropyController, group_advantages, informative_groups, masked_mean
+from trainers.rl.core import EntropyController, group_advantages, informative_groups
 from trainers.rl.prompts import EpochSampler, read_pass_rates, step_seed, within_max_prompt
 from trainers.rl.update import (
     DeepSpeedStepper,
     PolicyLogprobs,
     TorchStepper,
     batch_logprobs,
+    shared_weights,
     update_minibatch,
 )
 from trainers.sft.train import resolve_model_path
@@ -185,12 +197,14 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        if cfg.engine == "deepspeed" and deepspeed_glue.world_size() != 1:
-            raise ValueError("engine=deepspeed runs in one process for now (WORLD_SIZE must be 1)")
+        distributed.init()  # no-op in one process, or when the launcher's entry point joined already
         self.precision = resolve_precision(cfg.dtype, cfg.engine)
         device = self.precision.device
         frozen = inference_precision(cfg.dtype, device)  # models that are never trained: compute dtype
         self.resume = Path(sink.resume_from) if sink.resume_from is not None else None
+        if distributed.is_rank_zero():  # "tiny" is built once, by rank 0, and read by all
+            resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
+        distributed.barrier()
         self.init_dir = resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
         self.model_dir = self.resume or self.init_dir
         self.model, self.tokenizer = load_policy(
@@ -224,8 +238,19 @@ class Trainer:
                 bf16=self.precision.compute_dtype == torch.bfloat16,
             )  # fmt: skip
             self.zero_stage = cfg.zero_stage
-        # what the losses run through: DeepSpeed's engine (its forward/backward hooks) or the module
+        # what the losses run through: DeepSpeed's engine (its forward/backward hooks) or the module,
+        # in DDP across several ranks (gradients averaged in backward; the losses are scaled for that)
         self.policy = self.ds if self.ds is not None else PolicyLogprobs(self.model)
+        # several ranks pad their forward/backward passes to the same count with this row (update.py)
+        self.dummy = None
+        if distributed.world_size() > 1:
+            pad = self.tokenizer.pad_token_id
+            self.dummy = build_batch([([pad] * 2, [pad] * 2)], pad).to(device)
+            if self.ds is None:
+                self.policy = torch.nn.parallel.DistributedDataParallel(
+                    self.policy, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None,
+                    broadcast_buffers=False,  # constant buffers (rotary tables): a forward does no collective
+                )  # fmt: skip
         self.stepper = (
             DeepSpeedStepper(self.ds)
             if self.ds is not None
@@ -313,19 +338,25 @@ class Trainer:
             return  # a stop right after a periodic checkpoint: nothing new to save
         self.last_checkpoint = step
         save_dtype = self.precision.save_dtype
+        # every rank agrees on the folder; rank 0 writes what all ranks hold alike (the model, the torch
+        # optimizer), every rank its part of DeepSpeed's partitioned state
+        directory = Path(self.sink.checkpoint_dir(step))
+        writer = distributed.is_rank_zero()
         with deepspeed_glue.full_parameters(self.model, self.zero_stage):
-            directory = save_policy(
-                self.sink, step, self.model, self.tokenizer, self.char_tokenizer,
-                dtype=save_dtype if save_dtype != self.precision.param_dtype else None,
-            )  # fmt: skip
+            if writer:
+                write_policy(
+                    directory, self.model, self.tokenizer, self.char_tokenizer,
+                    dtype=save_dtype if save_dtype != self.precision.param_dtype else None,
+                )  # fmt: skip
         if self.cfg.save_optimizer:
             if self.ds is not None:
                 self.ds.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
-            else:
+            elif writer:
                 master = self.model if save_dtype != self.precision.param_dtype else None
                 save_optimizer_state(directory, self.optimizer, master=master)
-        write_trainer_state(directory, self._state(step))
-        (directory / "orlab.json").write_text(json.dumps({"kind": "rl", "step": step}))
+        if writer:
+            write_trainer_state(directory, self._state(step))
+            (directory / "orlab.json").write_text(json.dumps({"kind": "rl", "step": step}))
         self.sink.save_checkpoint(step, directory, metrics)
 
     def sync_rollout_weights(self) -> None:
@@ -359,18 +390,21 @@ class Trainer:
         if sample:
             self.sync_rollout_weights()
             k = cfg.data.difficulty_samples
+            mine = distributed.shard(sample)  # each rank estimates its share; all learn every rate
             groups = self.engine.generate(
-                [self.prompt_ids[i] for i in sample], n=k, temperature=cfg.rollout.temperature,
-                max_new_tokens=cfg.rollout.stages[0].max_response, seed=cfg.seed, prompt_keys=sample,
+                [self.prompt_ids[i] for i in mine], n=k, temperature=cfg.rollout.temperature,
+                max_new_tokens=cfg.rollout.stages[0].max_response, seed=cfg.seed, prompt_keys=mine,
             )  # fmt: skip
             items = [
                 (self.train_set[i].domain, c.completion_text, self.train_set[i].reference)
-                for i, g in zip(sample, groups, strict=True)
+                for i, g in zip(mine, groups, strict=True)
                 for c in g
             ]
             verdicts = self.pool.score_batch(items)
-            for j, i in enumerate(sample):
-                rates[i] = sum(v.reward >= 1 for v in verdicts[j * k : (j + 1) * k]) / k
+            estimated = [
+                (i, sum(v.reward >= 1 for v in verdicts[j * k : (j + 1) * k]) / k) for j, i in enumerate(mine)
+            ]
+            rates.update(distributed.gather_lists(estimated))
         keep = [i for i in self.active if 0 < rates[i] < 1]
         before = len(self.active)
         self.active = keep or self.active
@@ -401,7 +435,10 @@ class Trainer:
         if step > 0 and stage != stage_at(cfg, step - 1)[0] and cfg.data.online_filter:
             metrics["data/online_dropped"] = self.online_filter()
         k = min(cfg.rollout.prompts_per_step, len(self.active))
-        chosen = self.sampler.take(self.active, k)
+        chosen_all = self.sampler.take(self.active, k)
+        # each rank rolls out its share of the step's prompts (rank order = the one-process order)
+        first_group, end_group = distributed.shard_bounds(k)
+        chosen = chosen_all[first_group:end_group]
         problems = [self.train_set[i] for i in chosen]
 
         t0 = time.perf_counter()
@@ -419,17 +456,23 @@ class Trainer:
         t1 = time.perf_counter()
         verdicts = self.pool.score_batch(items)
         t_reward = time.perf_counter() - t1
-        rewards = torch.tensor([v.reward for v in verdicts], dtype=torch.float32)
-        group_ids = torch.tensor([gi for gi, _ in flat])
-        truncated = torch.tensor([c.truncated for _, c in flat])
-        lengths = torch.tensor([len(c.completion_ids) for _, c in flat], dtype=torch.float32)
+        # the per-sample numbers of the whole step, on every rank (each rank's are a stretch of them):
+        # statistics, filters and advantages are those one process computes
+        n = cfg.rollout.n
+        numbers = distributed.gather_lists(
+            [(v.reward, c.truncated, len(c.completion_ids)) for (_, c), v in zip(flat, verdicts, strict=True)]
+        )
+        rewards = torch.tensor([r for r, _, _ in numbers], dtype=torch.float32)
+        group_ids = torch.arange(k).repeat_interleave(n)
+        truncated = torch.tensor([t for _, t, _ in numbers], dtype=torch.bool)
+        lengths = torch.tensor([m for _, _, m in numbers], dtype=torch.float32)
+        here = slice(first_group * n, end_group * n)  # this rank's samples among them
 
         # group statistics, before rejection
-        n = cfg.rollout.n
-        per_group = rewards.view(len(groups), n).mean(1)
+        per_group = rewards.view(k, n).mean(1)
         for gi, acc in enumerate(per_group.tolist()):
             if acc >= 1.0:
-                self.solved_all[chosen[gi]] += 1
+                self.solved_all[chosen_all[gi]] += 1
         metrics.update(
             {
                 "batch/solve_none_ratio": float((per_group == 0).float().mean()),
@@ -457,7 +500,7 @@ class Trainer:
             if cfg.algo.filter_zero_adv_groups
             else torch.ones_like(truncated)
         )
-        metrics["batch/kept_group_ratio"] = float(keep.view(len(groups), n)[:, 0].float().mean())
+        metrics["batch/kept_group_ratio"] = float(keep.view(k, n)[:, 0].float().mean())
         adv_all = torch.zeros_like(rewards)
         if keep.any():
             r, g, tr = rewards[keep], group_ids[keep], truncated[keep]
@@ -471,19 +514,21 @@ class Trainer:
                 if cfg.algo.truncated_adv_mask == "after":
                     adv = torch.where(tr, torch.zeros_like(adv), adv)
             adv_all[keep] = adv
-        self._log_samples(step, chosen, flat, verdicts, adv_all)
+        self._log_samples(step, chosen, flat, verdicts, adv_all[here], first_group)
         if not keep.any():
             metrics["batch/skipped"] = 1.0
             self._log_memory(metrics)
             return metrics
 
-        idx = torch.nonzero(keep).squeeze(-1).tolist()
-        batch = build_batch(
-            [(flat[i][1].prompt_ids, flat[i][1].completion_ids) for i in idx], tok.pad_token_id
+        idx = torch.nonzero(keep[here]).squeeze(-1).tolist()  # this rank's rows of the update
+        batch = (
+            build_batch([(flat[i][1].prompt_ids, flat[i][1].completion_ids) for i in idx], tok.pad_token_id)
+            if idx
+            else self.dummy.select(slice(0, 0)).to("cpu")  # nothing kept here: no rows, passes padded
         )
         engine_logp = sampler_logprobs(flat, idx, batch.response_mask.shape)
         batch = batch.to(device)
-        advantages = adv_all[keep].to(device)
+        advantages = adv_all[here][keep[here]].to(device)
         t2 = time.perf_counter()
         self.model.train()
         budget = cfg.micro_batch_tokens
@@ -499,6 +544,7 @@ class Trainer:
                 temperature=cfg.rollout.temperature,
                 budget=budget,
                 autocast=self.autocast(),
+                dummy=self.dummy,
             )
         )
         ref_logp = (
@@ -510,27 +556,44 @@ class Trainer:
         )
         coef = self.controller.coef if cfg.entropy.adaptive else cfg.entropy.fixed_coef
 
+        # the mini-batches partition the whole step's rows (this rank holds rows offset .. offset+B-1)
         B = len(batch)
-        mb = max(1, -(-B // cfg.algo.mini_batches))
+        offset, total = distributed.offset_and_total(B)
+        row_tokens = distributed.gather_lists(batch.response_mask.sum(-1).tolist()) if self.dummy else None
+        mb = max(1, -(-total // cfg.algo.mini_batches))
         stats = defaultdict(list)
         for _ in range(cfg.algo.ppo_epochs):
-            perm = torch.randperm(B) if cfg.algo.mini_batches > 1 else torch.arange(B)
-            for start in range(0, B, mb):
+            perm = torch.randperm(total) if cfg.algo.mini_batches > 1 else torch.arange(total)
+            perm = distributed.broadcast_object(perm)  # one partition for all ranks (rank 0's draw)
+            for start in range(0, total, mb):
+                minibatch = perm[start : start + mb].tolist()
+                rows = [g - offset for g in minibatch if offset <= g < offset + B]
+                weights = (
+                    shared_weights(row_tokens, minibatch, offset, B, cfg.algo.loss_agg, device)
+                    if self.dummy is not None
+                    else None
+                )
                 out = update_minibatch(
-                    self.policy, self.stepper, batch, perm[start : start + mb].tolist(), advantages, old_logp,
+                    self.policy, self.stepper, batch, rows, advantages, old_logp,
                     old_from_forward=single_update, ref_logp=ref_logp, algo=cfg.algo,
                     temperature=cfg.rollout.temperature, entropy_coef=coef, budget=budget,
-                    autocast=self.autocast(),
+                    autocast=self.autocast(), weights=weights, dummy=self.dummy,
                 )  # fmt: skip
                 for name, value in out.items():
                     stats[name].append(value)
         t_update = time.perf_counter() - t2
         mask = batch.response_mask.bool()
-        # the controller's signal: Monte-Carlo entropy of the sampling policy on the filtered batch
-        sampled_entropy = float(masked_mean(-old_logp, batch.response_mask))
         # rollout engine vs trainer on the same sampled tokens (see _logprob_gap)
         gap = (engine_logp.to(device) - old_logp).abs()[mask]
-        tokens = float(batch.response_mask.sum())
+        # sums over the ranks (in one process the tensors themselves: the same float32 arithmetic)
+        entropy_sum = distributed.all_reduce_sum((-old_logp * batch.response_mask).sum())
+        token_sum = distributed.all_reduce_sum(batch.response_mask.sum())
+        tokens = float(token_sum)
+        # the controller's signal: Monte-Carlo entropy of the sampling policy on the filtered batch
+        sampled_entropy = float(entropy_sum / token_sum.clamp(min=1))
+        gap_mean = float(distributed.all_reduce_sum(gap.sum())) / max(tokens, 1.0)
+        gap_max = distributed.all_reduce_max(float(gap.max()) if gap.numel() else 0.0)
+        advantages = adv_all[keep]  # the whole step's, for the statistics
         mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
         metrics.update(
             {
@@ -551,8 +614,8 @@ class Trainer:
                 # the engine's log-probs are those of the distribution it sampled from: after top-k /
                 # top-p (renormalised) when those are on; the trainer's are the full softmax at the
                 # rollout temperature, so with filters on the gap includes the filter's renormalisation
-                "rollout/logprob_diff_mean": float(gap.mean()) if gap.numel() else 0.0,
-                "rollout/logprob_diff_max": float(gap.max()) if gap.numel() else 0.0,
+                "rollout/logprob_diff_mean": gap_mean,
+                "rollout/logprob_diff_max": gap_max,
                 "train/tokens_per_s": tokens * cfg.algo.ppo_epochs / max(t_update, 1e-9),
                 "timing_s/update": t_update,
                 "timing_s/step": time.perf_counter() - t0,
@@ -569,7 +632,9 @@ class Trainer:
         if peak is not None:
             metrics["memory/peak_gb"] = peak / 2**30
 
-    def _log_samples(self, step, chosen, flat, verdicts, advantages) -> None:
+    def _log_samples(self, step, chosen, flat, verdicts, advantages, first_group: int = 0) -> None:
+        """The step's first ``samples_per_step`` rollouts. ``chosen``, ``flat`` and ``advantages`` are this
+        rank's; ``first_group`` is the step's index of its first prompt (the ranks' rows are gathered)."""
         if not self.cfg.samples_per_step:
             return
         rows = []
@@ -586,23 +651,27 @@ class Trainer:
                 {
                     "prompt": shown[gi], "completion": text, "reward": v.reward,
                     "advantage": float(advantages[j]), "verdict": v.verdict, "length": len(c.completion_ids),
-                    "truncated": c.truncated, "group": gi, "detail": v.detail[:300],
+                    "truncated": c.truncated, "group": first_group + gi, "detail": v.detail[:300],
                     "reflection_words": sum(text.lower().count(w) for w in SELF_REFLECTION),
                 }
             )  # fmt: skip
+        rows = distributed.gather_lists(rows)[: self.cfg.samples_per_step]
         self.sink.log_samples(step, rows)
 
     def evaluate(self, step: int) -> dict[str, float]:
         cfg = self.cfg
-        self.sync_rollout_weights()
-        # the stage's response length, as OR1 validates (not a fixed default)
-        metrics, protocol = evaluate(
-            self.eval_engine, self.eval_set, self.pool, k=cfg.eval.k, temperature=cfg.eval.temperature,
-            top_p=cfg.eval.top_p, max_new_tokens=stage_at(cfg, step)[1], seed=cfg.seed,
-        )  # fmt: skip
-        # the config field: the platform names the dataset version it held ("arith-bench v1")
-        name = "eval" if cfg.eval_dataset is None else "eval_dataset"
-        self.sink.log_evaluation(step, name, metrics, protocol)
+        self.sync_rollout_weights()  # on every rank (under ZeRO-3 it gathers the parameters)
+        metrics = None
+        if distributed.is_rank_zero():  # rank 0 evaluates; the others wait at their next collective
+            # the stage's response length, as OR1 validates (not a fixed default)
+            metrics, protocol = evaluate(
+                self.eval_engine, self.eval_set, self.pool, k=cfg.eval.k, temperature=cfg.eval.temperature,
+                top_p=cfg.eval.top_p, max_new_tokens=stage_at(cfg, step)[1], seed=cfg.seed,
+            )  # fmt: skip
+            # the config field: the platform names the dataset version it held ("arith-bench v1")
+            name = "eval" if cfg.eval_dataset is None else "eval_dataset"
+            self.sink.log_evaluation(step, name, metrics, protocol)
+        metrics = distributed.broadcast_object(metrics)
         return {f"val/{k}": v for k, v in metrics.items()}
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainers.common import deepspeed_glue
+from trainers.common import deepspeed_glue, distributed
 from trainers.common.token_batching import split_by_token_budget, token_logprobs
 from trainers.rl.batch import RolloutBatch
 from trainers.rl.core import aggregation_weights, policy_loss
@@ -74,20 +74,34 @@ def batch_logprobs(
     temperature: float,
     budget: int,
     autocast: contextlib.AbstractContextManager | None = None,
+    dummy: RolloutBatch | None = None,
 ) -> torch.Tensor:
     """log pi(target) of every response position of ``batch`` (B, L-1; 0 elsewhere), no gradient, in
-    micro-batches: the old-policy and reference log-probs."""
+    micro-batches: the old-policy and reference log-probs. With several ranks, ``dummy`` pads this
+    rank's passes to the others' count (see _padded)."""
     out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=batch.input_ids.device)
+    groups = micro_batches(batch, list(range(len(batch))), budget) if len(batch) else []
     with torch.no_grad():
-        for rows in micro_batches(batch, list(range(len(batch))), budget):
-            sub = batch.narrow(rows)
+        for rows in _padded(groups, dummy):
+            sub = batch.narrow(rows) if rows is not None else dummy
             with autocast or contextlib.nullcontext():
                 logp, _ = policy(
                     sub.input_ids, sub.attention_mask, sub.response_mask,
                     temperature=temperature, with_entropy=False,
                 )  # fmt: skip
-            out[torch.tensor(rows, device=out.device), : logp.shape[1]] = logp.float()
+            if rows is not None:
+                out[torch.tensor(rows, device=out.device), : logp.shape[1]] = logp.float()
     return out
+
+
+def _padded(groups: list[list[int]], dummy: RolloutBatch | None) -> list[list[int] | None]:
+    """``groups`` followed by None (a pass over ``dummy``) up to the most micro-batches any rank has:
+    under ZeRO-3 every forward gathers parameters and every backward reduces gradients with the other
+    ranks (DDP too), so all ranks make as many passes. Without ``dummy`` (one process): ``groups``."""
+    if dummy is None:
+        return list(groups)
+    count = int(distributed.all_reduce_max(float(len(groups))))
+    return [*groups, *([None] * (count - len(groups)))]
 
 
 class TorchStepper:
@@ -128,6 +142,27 @@ class DeepSpeedStepper:
         return deepspeed_glue.global_grad_norm(self.engine)
 
 
+def shared_weights(
+    row_tokens: list[float],
+    minibatch: list[int],
+    offset: int,
+    local_rows: int,
+    aggregation: str,
+    device: torch.device,
+) -> torch.Tensor:
+    """The loss weights of this rank's rows (``offset`` .. ``offset + local_rows - 1`` of the step) when
+    several ranks share the mini-batch ``minibatch`` (its rows in the step's order): the weights one
+    process gives them (the global token mean, or verl's halves), from every row's response tokens
+    (``row_tokens``, all ranks'), times the world size because DDP and DeepSpeed average gradients."""
+    counts = torch.tensor([float(row_tokens[g]) for g in minibatch], dtype=torch.float32).unsqueeze(-1)
+    whole = aggregation_weights(counts, aggregation, micro_batch_seqs=max(1, len(minibatch) // 2))
+    out = torch.zeros(local_rows, dtype=torch.float32)
+    for j, g in enumerate(minibatch):
+        if offset <= g < offset + local_rows:
+            out[g - offset] = whole[j]
+    return (out * distributed.world_size()).to(device)
+
+
 def update_minibatch(
     policy: Any,
     stepper: TorchStepper | DeepSpeedStepper,
@@ -143,23 +178,39 @@ def update_minibatch(
     entropy_coef: float,
     budget: int,
     autocast: contextlib.AbstractContextManager | None = None,
+    weights: torch.Tensor | None = None,
+    dummy: RolloutBatch | None = None,
 ) -> dict[str, float]:
     """One optimizer step on the mini-batch ``rows`` of ``batch``, accumulated over token-budget
     micro-batches. ``old_from_forward``: the ratio's denominator is this forward's own detached log-probs
     (the one on-policy update of OR1), written into ``old_logp``; otherwise ``old_logp`` holds them.
-    Returns the mini-batch's loss (sum over micro-batches), its token-mean metrics and the grad norm."""
+    Returns the mini-batch's loss (sum over micro-batches), its token-mean metrics and the grad norm.
+
+    Several ranks: ``rows`` are this rank's rows of the mini-batch (possibly none), ``weights`` their
+    share of the whole mini-batch's loss (:func:`shared_weights`), ``dummy`` the row that pads this rank's
+    passes to the others' count; the returned metrics are the whole mini-batch's."""
     device = batch.input_ids.device
-    index = torch.tensor(rows, device=device)
-    # weights fixed by the whole mini-batch (verl's halves in the mini-batch's row order)
-    weights = torch.zeros(len(batch), dtype=torch.float32, device=device)
-    weights[index] = aggregation_weights(
-        batch.response_mask[index], algo.loss_agg, micro_batch_seqs=max(1, len(rows) // 2)
-    )
-    groups = micro_batches(batch, rows, budget)
+    if weights is None:  # weights fixed by the whole mini-batch (verl's halves in its row order)
+        index = torch.tensor(rows, device=device)
+        weights = torch.zeros(len(batch), dtype=torch.float32, device=device)
+        weights[index] = aggregation_weights(
+            batch.response_mask[index], algo.loss_agg, micro_batch_seqs=max(1, len(rows) // 2)
+        )
+    groups = micro_batches(batch, rows, budget) if rows else []
+    passes = _padded(groups, dummy)
     sums: dict[str, float] = defaultdict(float)
     tokens = 0
     stepper.begin()
-    for i, group in enumerate(groups):
+    for i, group in enumerate(passes):
+        if group is None:  # a pass that only keeps this rank in step with the others: zero loss
+            with autocast or contextlib.nullcontext():  # called as a real pass is (ZeRO-3 traces the calls)
+                logp, entropy = policy(
+                    dummy.input_ids, dummy.attention_mask, dummy.response_mask,
+                    temperature=temperature, entropy_grad=entropy_coef != 0,
+                )  # fmt: skip
+            zero = logp.sum() * 0.0 + (entropy.sum() * 0.0 if entropy is not None else 0.0)
+            stepper.backward(zero, last=i == len(passes) - 1)
+            continue
         sub = batch.narrow(group)
         at = torch.tensor(group, device=device)
         width = sub.response_mask.shape[1]
@@ -176,16 +227,19 @@ def update_minibatch(
             ref_logp=ref_logp[at, :width] if ref_logp is not None else None, kl_coef=algo.kl_coef,
             row_weights=weights[at],
         )  # fmt: skip
-        stepper.backward(out.loss, last=i == len(groups) - 1)
+        stepper.backward(out.loss, last=i == len(passes) - 1)
         sums["loss"] += out.loss.item()
         for name in ("pg_loss", "entropy", "clipfrac", "approx_kl", "kl_loss"):
             sums[name] += float(getattr(out, name)) * out.tokens
         tokens += out.tokens
-    stats = {
-        name: sums[name] / max(tokens, 1)
-        for name in ("pg_loss", "entropy", "clipfrac", "approx_kl", "kl_loss")
-    }
+    names = ("pg_loss", "entropy", "clipfrac", "approx_kl", "kl_loss")
+    if dummy is not None:  # the whole mini-batch's sums; each rank's loss carried world_size x its share
+        total = distributed.all_reduce_sums(
+            {**{n: sums[n] for n in names}, "loss": sums["loss"], "tokens": tokens}
+        )
+        sums, tokens = {**total, "loss": total["loss"] / distributed.world_size()}, total["tokens"]
+    stats = {name: sums[name] / max(tokens, 1) for name in names}
     stats["loss"] = sums["loss"]
     stats["grad_norm"] = stepper.step()
-    stats["micro_batches"] = float(len(groups))
+    stats["micro_batches"] = float(len(passes))
     return stats
