@@ -66,7 +66,7 @@ def seed_llm_demo(user, project) -> None:
     )  # fmt: skip
     sft = services.run_create(
         user=user, project=project, name="SFT warm start", kind="sft",
-        config={**get_spec("sft").presets["tiny-cpu-demo"], "steps": 450, "train_dataset": problems.id,
+        config={**get_spec("sft").presets["tiny-cpu-demo"], "steps": 400, "train_dataset": problems.id,
                 "eval_dataset": bench.id},
         queue="cpu", tags=["demo"], group="arith",
     )  # fmt: skip

@@ -6,6 +6,10 @@ from trainers.base import CPU_ONLY, TrainerSpec, hardware, register
 # demo shows").
 _TINY = {
     "model_path": "tiny",
+    # Raw prompts: the 4-layer character model learns the arithmetic far more slowly behind a chat
+    # prefix (measured: greedy held-out accuracy after 300 SFT steps 0.31 raw vs 0.17 templated, and RL
+    # from the templated warm start does not move; tests/trainers/conftest.py). Real models use auto.
+    "chat_template": "none",
     "steps": 40,
     "rollout": {
         "n": 8,

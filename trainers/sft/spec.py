@@ -14,6 +14,8 @@ SPEC = register(
         presets={
             "tiny-cpu-demo": {
                 "model_path": "tiny",
+                # raw prompts, as the RL/DAPO tiny presets (see trainers/rl/spec.py)
+                "chat_template": "none",
                 "steps": 600,
                 "batch_size": 32,
                 "lr": 2e-3,
