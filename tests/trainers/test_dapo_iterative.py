@@ -46,6 +46,7 @@ def test_two_iterations_regenerate_data_and_critic_from_the_new_actor(slipped_wa
         **TINY,
         "model_path": str(slipped_warm_start.policy),
         "train_dataset": str(slipped_warm_start.train),
+        "chat_template": slipped_warm_start.chat_template,
     }
     summary = spec.train_fn()(spec.validate(config), sink)
     assert stage_runs(sink) == [0, 1, 2, 0, 1, 2]

@@ -36,7 +36,8 @@ def dapo_run(slipped_warm_start, tmp_path_factory):
     spec = get_spec("dapo")
     cfg = spec.validate(
         {**spec.presets["tiny-cpu-demo"], "model_path": str(slipped_warm_start.policy),
-         "train_dataset": str(slipped_warm_start.train), "eval_dataset": str(slipped_warm_start.held_out)}
+         "train_dataset": str(slipped_warm_start.train), "eval_dataset": str(slipped_warm_start.held_out),
+         "chat_template": slipped_warm_start.chat_template}
     )  # fmt: skip
     sink = MemorySink(workdir=tmp_path_factory.mktemp("dapo"))
     summary = spec.train_fn()(cfg, sink)

@@ -29,6 +29,7 @@ def test_rl_raises_held_out_accuracy_of_a_warm_started_policy(slipped_warm_start
             "model_path": str(policy),
             "train_dataset": str(problems),
             "eval_dataset": str(held_out),
+            "chat_template": slipped_warm_start.chat_template,
             "steps": 20,
             "rollout": {"n": 8, "prompts_per_step": 16, "temperature": 1.0,
                         "stages": [{"until_step": 10**9, "max_response": 40}]},
