@@ -189,3 +189,17 @@ def test_the_offline_filter_uses_stored_pass_rates(policy, tmp_path):
     bad = write_problems(tmp_path / "bad.jsonl", [{"prompt": "1+1=", "answer": "2", "pass_rate": 1.5}])
     with pytest.raises(ValueError, match="row 1: pass_rate"):
         read_pass_rates(str(bad))
+
+
+@pytest.mark.gpu
+def test_on_cuda_the_default_is_bf16_and_the_peak_memory_is_logged(policy, data, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    sink = run(config(policy, data, steps=1, checkpoint_every=0), tmp_path)  # dtype auto: bf16 on CUDA
+    for key in COMPARED:
+        assert math.isfinite(sink.metrics[key][1]), key
+    assert sink.metrics["memory/peak_gb"][1] > 0
+    # the sampler (bf16 autocast) and the trainer (bf16 autocast, fp32 log-softmax) agree to bf16 rounding
+    assert sink.metrics["rollout/logprob_diff_mean"][1] < 0.1
+    saved = load_file(str(sink.checkpoints[-1][1] / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
