@@ -55,7 +55,8 @@ def test_the_sft_policy_answers_chat_rendered_prompts(sft_checkpoint, tmp_path):
     raw, _ = evaluate_checkpoint(
         directory, bench, k=1, temperature=0.0, max_new_tokens=48, processes=1, chat_template="none"
     )
-    assert chat["avg@1"] >= 0.1 and chat["avg@1"] > raw["avg@1"], (chat, raw)
+    # measured (2026-12-06): 0.15 with the template, 0.0 on the raw text
+    assert chat["avg@1"] >= 0.075 and chat["avg@1"] > raw["avg@1"], (chat, raw)
 
 
 def rl_config(model_path, **over):
