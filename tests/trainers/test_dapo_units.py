@@ -182,6 +182,18 @@ def test_a_step_cut_at_max_step_tokens_is_never_the_final_answer():
     assert not cut.terminal and cut.text == "42+9=5" and cut.ids == [ord(c) for c in "42+9=5"]
 
 
+def test_the_vllm_context_holds_the_longest_state_and_its_continuation():
+    from trainers.base import get_spec
+    from trainers.dapo.train import vllm_context
+
+    spec = get_spec("dapo")
+    cfg = spec.validate(spec.presets["tiny-cpu-demo"])  # 40 new tokens, 8 steps, 24-token steps, eval 40
+    # prompt 30 + a whole 40-token solution as the prefix (+ one token per step boundary) + 40 more
+    assert vllm_context(cfg, 30) == 30 + 40 + 8 + 40
+    longer_eval = spec.validate({**spec.presets["tiny-cpu-demo"], "eval": {"max_new_tokens": 500}})
+    assert vllm_context(longer_eval, 30) == 530
+
+
 # --- critic metrics -----------------------------------------------------------------------------
 
 

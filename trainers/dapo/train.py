@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from trainers.base import Sink
+from trainers.common import vllm_engine
 from trainers.common.chat import end_of_turn_ids
 from trainers.common.checkpoints import (
     load_optimizer_state,
@@ -111,9 +112,13 @@ class Pipeline:
         self.splitter = StepSplitter(
             cfg.steps.mode, cfg.steps.delimiter, cfg.steps.marker, cfg.steps.max_steps
         )
+        self.train_set = load_problems(cfg.train_dataset, cfg.generated_train, cfg.seed, eval_split=False)
+        self.eval_set = load_problems(cfg.eval_dataset, cfg.generated_eval, cfg.seed, eval_split=True)
+        if cfg.eval.max_problems:
+            self.eval_set = self.eval_set[: cfg.eval.max_problems]
         self.engine = make_engine(
             cfg.generate.engine, self.policy, self.tokenizer, self.model_dir,
-            compute_dtype=self.precision.compute_dtype,
+            compute_dtype=self.precision.compute_dtype, max_model_len=self._vllm_model_len(),
             gpu_memory_utilization=cfg.generate.gpu_memory_utilization,
             sync_bucket_mb=cfg.generate.vllm_sync_bucket_mb,
         )  # fmt: skip
@@ -125,16 +130,19 @@ class Pipeline:
         else:
             self.step_engine = self.engine
         self.pool = RewardPool(cfg.reward_processes)
-        self.train_set = load_problems(cfg.train_dataset, cfg.generated_train, cfg.seed, eval_split=False)
-        self.eval_set = load_problems(cfg.eval_dataset, cfg.generated_eval, cfg.seed, eval_split=True)
-        if cfg.eval.max_problems:
-            self.eval_set = self.eval_set[: cfg.eval.max_problems]
         self.rng = random.Random(cfg.seed)
         self.critic: ValueModel | None = None
         self.optimizer: torch.optim.Optimizer | None = None  # the actor's, for the checkpoint
         self.timings: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
         self.last_checkpoint: int | None = None
+
+    def _vllm_model_len(self) -> int | None:
+        """vLLM's context for this run; None where vLLM will not run (the model's own context then)."""
+        if self.cfg.generate.engine == "torch" or not vllm_engine.available():
+            return None
+        prompts = [len(self.encoder.prompt(p.prompt)) for p in [*self.train_set, *self.eval_set]]
+        return vllm_context(self.cfg, max(prompts))
 
     def _sampler(self, stops: set[int]) -> TorchSampler:
         """The KV-cache sampler on the actor, in the compute dtype (autocast over the fp32 weights)."""
@@ -477,6 +485,18 @@ class Pipeline:
                 )
         if samples:
             self.sink.log_samples(self.step, samples)
+
+
+def vllm_context(cfg: DAPOConfig, longest_prompt: int) -> int:
+    """The longest sequence DAPO asks an engine for: the longest rendered prompt, then a prefix of up to a
+    whole solution (re-encoded step by step, which may split a step boundary into one more token per
+    step) and its continuation (an MC rollout or a candidate step), or an evaluation answer. vLLM's
+    ``max_model_len``; has never run on a GPU with vLLM (no GPU host available to the project has it)."""
+    solution = cfg.generate.max_new_tokens
+    prefix = solution + (cfg.steps.max_steps or solution)
+    return vllm_engine.max_model_len(
+        longest_prompt, [prefix + solution, prefix + cfg.actor.max_step_tokens, cfg.eval.max_new_tokens]
+    )
 
 
 def _read_state(checkpoint: Path) -> dict[str, Any] | None:
