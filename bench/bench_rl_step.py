@@ -39,6 +39,7 @@ from bench.common import cli, result
 TARGET_RATIO = 1.15
 PHASES = ("gen", "reward", "update")  # sampling; scoring; batch, forward, backward, step (ours: + metrics)
 PROMPTS, N, NEW_TOKENS, LR = 16, 8, 16, 1e-5
+MICRO_BATCH_TOKENS = 1024  # ours: 128 sequences of ~30-40 tokens in several micro-batches
 WORKLOAD = (
     f"random-init tiny Qwen2 (hidden 128, 4 layers, 4 heads, char vocab), {PROMPTS} prompts x {N} samples, "
     f"{NEW_TOKENS} new tokens, T=1.0, 1 torch thread"
@@ -75,6 +76,8 @@ def measure_ours(
                         "stages": [{"until_step": 10**9, "max_response": NEW_TOKENS}]},
             "algo": {"filter_zero_adv_groups": False}, "optim": {"lr": LR},
             "data": {"generated_eval": 1}, "threads": 1,
+            # the bare loop's raw prompts; the update in several token-budget micro-batches (~5 here)
+            "chat_template": "none", "micro_batch_tokens": MICRO_BATCH_TOKENS,
         }
     )  # fmt: skip
     trainer = Trainer(cfg, MemorySink(workdir=work))
