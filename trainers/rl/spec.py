@@ -28,17 +28,14 @@ _TINY = {
 #: what every real-model preset shares: bf16, one decoder layer's activations at a time
 _BIG_COMPUTE = {"dtype": "bfloat16", "gradient_checkpointing": True, "micro_batch_tokens": 16384}
 
-#: RL runs DeepSpeed in one process for now (trainers/rl/train.py), so these presets cannot run yet.
-_NOT_YET = (
-    "Cannot run yet: the RL trainer runs DeepSpeed in one process, and one GPU does not hold the training "
-    "state"
-)
+#: Several ranks run through torch.distributed.run (README, "Several processes, several hosts"); tested
+#: on the CPU with gloo only: NCCL on GPUs has not run yet.
+_UNTESTED_ON_GPU = "Multi-rank RL is tested on the CPU (gloo); it has not run on GPUs yet"
 _OR1_7B = hardware(
     "1 node x 8 GPUs with 80 GB (A100/H100), vLLM and DeepSpeed: ZeRO-2 across 8 processes "
-    f"(nproc_per_node: 8). {_NOT_YET}",
+    f"(nproc_per_node: 8). {_UNTESTED_ON_GPU}",
     gpu_memory_gb=80,
     gpus_per_node=8,
-    ready=False,
 )
 
 SPEC = register(
@@ -71,6 +68,7 @@ SPEC = register(
                 **_BIG_COMPUTE,
                 "engine": "deepspeed",
                 "zero_stage": 2,
+                "nproc_per_node": 8,
             },
             # The 8K -> 16K -> 32K schedule: a 34K-token sequence is its own micro-batch (~46 GB at the
             # update).
@@ -81,6 +79,7 @@ SPEC = register(
                 **_BIG_COMPUTE,
                 "engine": "deepspeed",
                 "zero_stage": 2,
+                "nproc_per_node": 8,
             },
             # 32B needs 141 GB GPUs: vLLM runs without tensor parallelism here, so each GPU holds the bf16
             # weights (65 GB) plus a 33K-token KV cache next to its ZeRO-3 shard (1/16 of 16 bytes/parameter).
@@ -99,6 +98,8 @@ SPEC = register(
                 **_BIG_COMPUTE,
                 "engine": "deepspeed",
                 "zero_stage": 3,
+                "nproc_per_node": 8,
+                "nodes": 2,
             },
         },
         preset_hardware={
@@ -109,11 +110,10 @@ SPEC = register(
             "or1-32b-multistage": hardware(
                 "2 nodes x 8 GPUs with 141 GB (H200), vLLM and DeepSpeed: ZeRO-3 across 16 processes "
                 "(nproc_per_node: 8, nodes: 2); 80 GB GPUs are too small (vLLM runs without tensor "
-                f"parallelism). {_NOT_YET}",
+                f"parallelism). {_UNTESTED_ON_GPU}",
                 gpu_memory_gb=141,
                 gpus_per_node=8,
                 nodes=2,
-                ready=False,
             ),
         },
     )
