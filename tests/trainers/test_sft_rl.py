@@ -64,6 +64,7 @@ def rl_config(model_path, **over):
     base = {
         **spec.presets["tiny-cpu-demo"],
         "model_path": str(model_path),
+        "chat_template": "auto",  # how the SFT policy above learnt its prompts (the preset reads raw text)
         "steps": 3,
         "rollout": {"n": 4, "prompts_per_step": 10, "stages": [{"until_step": 2, "max_response": 30},
                                                              {"until_step": 10**9, "max_response": 34}]},
