@@ -42,6 +42,7 @@ def warm_start(workdir: Path, steps: int) -> Path:
                 "generated_train": 2000,
                 "generated_slip_fraction": 0.5,
                 "seed": 0,
+                "chat_template": "none",  # raw prompts, as the dapo tiny preset reads them
             }
         ),
         sink,
