@@ -104,3 +104,25 @@ class ProcessLayoutFields(BaseModel):
         if value == "auto" or (type(value) is int and 1 <= value <= MAX_NPROC_PER_NODE):
             return value
         raise ValueError(f"must be an integer from 1 to {MAX_NPROC_PER_NODE}, or 'auto'")
+
+
+class VllmEngineFields(BaseModel):
+    """The colocated vLLM engine's knobs, shared by RL's ``rollout`` and DAPO's ``generate`` sections."""
+
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0,
+        lt=1,
+        description="share of the GPU's memory vLLM may take for its bf16 weights and KV cache while it "
+        "samples (TRL's colocate default: the trainer's parameters, gradients and optimizer state stay "
+        "on the same GPU); vLLM only, has never run on a GPU in orlab's tests",
+    )
+    vllm_sync_bucket_mb: int = Field(
+        512,
+        ge=1,
+        le=65536,
+        description="weights are copied into vLLM in buckets of at most this many MB, each cast to bf16 "
+        "only when sent (no full converted copy of the model); vLLM only, has never run on a GPU in "
+        "orlab's tests",
+        json_schema_extra={"x-orlab-vllm-only": True},  # launch refuses it where no worker has vLLM
+    )

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
-from trainers.common.compute_config import ModelComputeFields
+from trainers.common.compute_config import ModelComputeFields, VllmEngineFields
 
 
 class _Section(BaseModel):
@@ -27,7 +27,7 @@ class StepsConfig(_Section):
     )
 
 
-class GenerateConfig(_Section):
+class GenerateConfig(_Section, VllmEngineFields):
     prompts: int = Field(0, ge=0, description="training prompts used per iteration (0: all)")
     solutions_per_prompt: int = Field(4, ge=1, description="solutions sampled from pi_ref per prompt")
     mc_rollouts: int = Field(
@@ -41,23 +41,6 @@ class GenerateConfig(_Section):
         description="vllm: the colocated vLLM engine (asleep during the update; has never run on a GPU in "
         "orlab's tests: no GPU host available to the project has vLLM); torch: the KV-cache torch "
         "sampler; auto: vLLM when CUDA and vllm are present, else torch",
-    )
-    gpu_memory_utilization: float = Field(
-        0.3,
-        gt=0,
-        lt=1,
-        description="share of the GPU's memory vLLM may take for its bf16 weights and KV cache while it "
-        "samples (TRL's colocate default: the trainer's parameters, gradients and optimizer state stay "
-        "on the same GPU); vLLM only, has never run on a GPU in orlab's tests",
-    )
-    vllm_sync_bucket_mb: int = Field(
-        512,
-        ge=1,
-        le=65536,
-        description="weights are copied into vLLM in buckets of at most this many MB, each cast to bf16 "
-        "only when sent (no full converted copy of the model); vLLM only, has never run on a GPU in "
-        "orlab's tests",
-        json_schema_extra={"x-orlab-vllm-only": True},  # launch refuses it where no worker has vLLM
     )
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
-from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields
+from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields, VllmEngineFields
 
 
 class _Section(BaseModel):
@@ -44,7 +44,7 @@ class StageConfig(_Section):
     max_response: int = Field(ge=1, description="response length limit (tokens) in this stage")
 
 
-class RolloutConfig(_Section):
+class RolloutConfig(_Section, VllmEngineFields):
     n: int = Field(16, ge=1, description="samples per prompt (group size)")
     prompts_per_step: int = Field(256, ge=1, description="prompts per training step")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of the rollouts")
@@ -69,23 +69,6 @@ class RolloutConfig(_Section):
         description="vllm: the colocated vLLM engine (asleep during the update; has never run on a GPU in "
         "orlab's tests: no GPU host available to the project has vLLM); torch: the KV-cache torch "
         "sampler; auto: vLLM when CUDA and vllm are present, else torch",
-    )
-    gpu_memory_utilization: float = Field(
-        0.3,
-        gt=0,
-        lt=1,
-        description="share of the GPU's memory vLLM may take for its bf16 weights and KV cache while it "
-        "samples (TRL's colocate default: the trainer's parameters, gradients and optimizer state stay "
-        "on the same GPU); vLLM only, has never run on a GPU in orlab's tests",
-    )
-    vllm_sync_bucket_mb: int = Field(
-        512,
-        ge=1,
-        le=65536,
-        description="weights are copied into vLLM in buckets of at most this many MB, each cast to bf16 "
-        "only when sent (no full converted copy of the model); vLLM only, has never run on a GPU in "
-        "orlab's tests",
-        json_schema_extra={"x-orlab-vllm-only": True},  # launch refuses it where no worker has vLLM
     )
 
 
