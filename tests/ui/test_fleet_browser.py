@@ -64,6 +64,7 @@ def test_the_picker_follows_the_queue_and_the_run_page_tells_if_it_was_checked(
 
     # a model without a chat template under auto: refused next to the field, nothing launched
     page.select_option(picker, "base/no-template")
+    page.fill('[data-field="config.chat_template"] input', "auto")  # the tiny preset reads raw prompts
     page.click('[data-testid="launch-submit"]')
     page.wait_for_selector('[data-testid="error-summary"]')
     assert "base/no-template has none" in page.text_content('[data-field="config.chat_template"] .error')
