@@ -18,14 +18,18 @@ class Run(models.Model):
 
     class Status(models.TextChoices):
         QUEUED = "queued"
+        # waiting for a parent run's checkpoint before it can be queued (the read-path issue builds it)
+        WAITING = "waiting"
         RUNNING = "running"
+        # stopped on request of its worker's shutdown (SIGTERM) after a checkpoint; resumable
+        INTERRUPTED = "interrupted"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         CANCELLED = "cancelled"
         LOST = "lost"
 
     ACTIVE = (Status.QUEUED, Status.RUNNING)
-    RESUMABLE = (Status.FAILED, Status.CANCELLED, Status.LOST)
+    RESUMABLE = (Status.FAILED, Status.CANCELLED, Status.LOST, Status.INTERRUPTED)
     EXTERNAL = "external"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="runs")
@@ -166,7 +170,11 @@ class Evaluation(models.Model):
 
     class Status(models.TextChoices):
         QUEUED = "queued"
+        # waiting for a parent run's checkpoint before it can be queued (the read-path issue builds it)
+        WAITING = "waiting"
         RUNNING = "running"
+        # stopped on request of its worker's shutdown (SIGTERM) after a checkpoint; resumable
+        INTERRUPTED = "interrupted"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
 

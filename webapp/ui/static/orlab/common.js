@@ -4,7 +4,7 @@
   const orlab = (window.orlab = window.orlab || {});
 
   orlab.ACTIVE = ["queued", "running"];
-  orlab.RESUMABLE = ["failed", "cancelled", "lost"];
+  orlab.RESUMABLE = ["failed", "cancelled", "lost", "interrupted"];
 
   orlab.cookie = function (name) {
     for (const part of document.cookie ? document.cookie.split(";") : []) {
