@@ -505,3 +505,26 @@ def test_compare_page_lists_the_union_of_keys(client_alice, client_bob, alice, p
     assert client_alice.get(f"/compare/?runs={r1.pk},999999").status_code == 404
     assert client_bob.get(f"/compare/?runs={r1.pk},{r2.pk}").status_code == 404
     assert client_alice.get("/compare/").status_code == 200
+
+
+def test_launch_offers_an_integer_or_word_field_as_one_input(client_alice, project):
+    """nproc_per_node is `int | "auto"`: one text input with "auto" suggested, not a JSON box, and
+    what is typed arrives typed (2 as an integer, auto as the word)."""
+    from trainers.rl.config import RLConfig
+    from webapp.ui.forms import build_tree, iter_leaves
+
+    html = client_alice.get(f"/projects/{project.pk}/launch/?kind=rl&preset=").content.decode()
+    field = re.search(
+        r'<input type="text" id="([^"]+)" name="config.nproc_per_node"[^>]*data-scalar="1"[^>]*>', html
+    )
+    assert field, "nproc_per_node is not a plain input"
+    assert re.search(rf'<datalist id="{field.group(1)}-words"><option value="auto">', html)
+    assert not re.search(r'<textarea[^>]+name="config.nproc_per_node"', html)
+    leaf = next(
+        leaf
+        for leaf in iter_leaves(build_tree(RLConfig.model_json_schema()))
+        if leaf.path == "nproc_per_node"
+    )
+    assert leaf.convert("2") == 2 and type(leaf.convert("2")) is int
+    assert leaf.convert("auto") == "auto" and leaf.convert(" auto ") == "auto"
+    assert leaf.convert("two") == "two"  # left as typed: the config's validation names the field

@@ -50,7 +50,8 @@ class ProjectCreateForm(forms.Form):
 
 @dataclass
 class Leaf:
-    """One input. ``widget``: number, integer, text, select, checkbox, json, const (a hidden input
+    """One input. ``widget``: number, integer, text, select, checkbox, json, scalar (a union of plain values such as an
+    integer or "auto": a text input with the words as suggestions), const (a hidden input
     carrying a union variant's fixed tag such as mdp.kind=garnet) or model (model_path: a picker of the
     workers' catalogue, or a text input when the queue's workers have not reported)."""
 
@@ -87,7 +88,7 @@ class Leaf:
 
     @property
     def sweepable(self) -> bool:
-        return self.widget in ("number", "integer", "text", "select", "checkbox", "model")
+        return self.widget in ("number", "integer", "text", "select", "checkbox", "model", "scalar")
 
     def display(self, value: Any) -> str:
         if value is MISSING or value is None:
@@ -115,6 +116,16 @@ class Leaf:
                 return float(raw)
             except ValueError:
                 return raw
+        if self.widget == "scalar":
+            for label, value in self.choices:
+                if label == raw.strip():
+                    return value
+            for parse in (int, float):
+                try:
+                    return parse(raw)
+                except ValueError:
+                    pass
+            return raw
         if self.widget == "select":
             for label, value in self.choices:
                 if label == raw:
@@ -263,6 +274,8 @@ def _node(name: str, path: str, schema: dict, required: bool, defs: dict, html_i
             return node
         if non_null and all(_is_object(a) for a in non_null):
             return _union(name, path, schema, non_null, defs, html_id, description, default)
+        if non_null and all(_is_scalar(a) for a in non_null):
+            return _scalar_leaf(name, path, non_null, html_id, description, default, required, nullable)
         return Leaf(name, path, "json", html_id, name, description, default, required, nullable)
     kind = schema.get("type")
     if isinstance(kind, list):
@@ -298,6 +311,23 @@ def _node(name: str, path: str, schema: dict, required: bool, defs: dict, html_i
         leaf.widget = "text"
     else:  # arrays, free-form objects, anything else: JSON
         leaf.widget = "json"
+    return leaf
+
+
+def _is_scalar(schema: dict) -> bool:
+    return "const" in schema or "enum" in schema or schema.get("type") in ("integer", "number", "string")
+
+
+def _scalar_leaf(name, path, members, html_id, description, default, required, nullable) -> Leaf:
+    """A union of plain values (e.g. nproc_per_node: an integer or "auto") as one text input with the
+    words offered as suggestions, instead of a JSON box: numbers are typed as numbers, words as words."""
+    words = [v for m in members for v in ([m["const"]] if "const" in m else m.get("enum", ()))]
+    kinds = sorted({m["type"] for m in members if m.get("type") in ("integer", "number")})
+    leaf = Leaf(name, path, "scalar", html_id, name, description, default, required, nullable)
+    leaf.choices = [(str(w), w) for w in words]
+    leaf.attrs["placeholder"] = " or ".join(
+        [*(f"an {k}" if k == "integer" else "a number" for k in kinds), *map(str, words)]
+    )
     return leaf
 
 

@@ -80,6 +80,7 @@
         const raw = el.value.trim();
         if (raw === "") continue;
         if (el.type === "number") value = Number(raw);
+        else if (el.dataset.scalar && raw !== "" && !isNaN(Number(raw))) value = Number(raw);
         else if (el.tagName === "TEXTAREA") {
           try {
             value = JSON.parse(raw);
