@@ -45,6 +45,9 @@ class Run(models.Model):
     )
     attempt = models.PositiveIntegerField(default=1)
     cancel_requested = models.BooleanField(default=False)
+    # Set when the worker holding the run shuts down (SIGTERM): the trainer checkpoints and stops, and
+    # the run ends interrupted (resumable) rather than cancelled.
+    interrupt_requested = models.BooleanField(default=False)
     worker_host = models.CharField(max_length=255, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -86,6 +89,25 @@ class Run(models.Model):
         from django.utils import timezone
 
         return (self.finished_at or timezone.now()) - self.started_at
+
+
+class RunAttempt(models.Model):
+    """One attempt of a run (attempt 1, then one per resume): where it started (the step after the
+    checkpoint it resumed from) and when it started and ended, for the charts' attempt boundaries.
+    Its metrics, samples and evaluations from ``first_step`` on replace the older attempts' ones."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempts")
+    attempt = models.PositiveIntegerField()
+    first_step = models.BigIntegerField(default=0)
+    resumed_from_step = models.BigIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, blank=True)  # how it ended (a Run.Status); blank while running
+    worker_host = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["run", "attempt"]
+        constraints = [models.UniqueConstraint(fields=["run", "attempt"], name="runattempt_run_attempt")]
 
 
 class RunNode(models.Model):
@@ -189,6 +211,8 @@ class Evaluation(models.Model):
     benchmark_name = models.CharField(max_length=200, blank=True)
     step = models.BigIntegerField()
     k = models.PositiveIntegerField()
+    # The run attempt whose trainer recorded it during training; null for an on-demand evaluation.
+    attempt = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     metrics = models.JSONField(default=dict, blank=True)
     protocol = models.JSONField(default=dict, blank=True)
