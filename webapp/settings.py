@@ -187,7 +187,12 @@ if not CELERY_BROKER_URL:
     _broker_dir = VAR_DIR / "broker"
     for sub in ("queue", "processed", "control"):
         (_broker_dir / sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_URL = "filesystem://"
+    # workers/fs_transport.py: kombu's filesystem transport with a FIFO order that survives the
+    # uptime counter gaining a digit (the stock one lets new tasks jump ahead of old ones then).
+    from kombu.transport import TRANSPORT_ALIASES
+
+    TRANSPORT_ALIASES.setdefault("orlabfs", "workers.fs_transport:Transport")
+    CELERY_BROKER_URL = "orlabfs://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
