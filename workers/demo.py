@@ -212,7 +212,7 @@ def main() -> int:
     )
     backend += (
         "filesystem broker"
-        if settings.CELERY_BROKER_URL.startswith("filesystem")
+        if settings.CELERY_BROKER_URL.startswith(("filesystem", "orlabfs"))
         else settings.CELERY_BROKER_URL
     )
     print(
