@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "webapp.datasets",
     "webapp.runs",
     "webapp.fleet",
+    "webapp.outbox",
     "webapp.api",
     "webapp.ui",
 ]
