@@ -1,12 +1,23 @@
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from webapp.projects.models import Membership, Project
 
 
-@transaction.atomic
+class ProjectNameTaken(IntegrityError):
+    """``user`` already owns a project of that name (other owners' names are never consulted). An
+    IntegrityError, as the database's own clash was, so callers that caught that still do."""
+
+
 def project_create(*, user, name: str, description: str = "") -> Project:
-    project = Project.objects.create(name=name, description=description)
-    Membership.objects.create(project=project, user=user, role=Membership.Role.OWNER)
+    """Raises ProjectNameTaken when the user already owns a project called ``name``."""
+    if Project.objects.filter(owner=user, name=name).exists():
+        raise ProjectNameTaken(name)
+    try:
+        with transaction.atomic():
+            project = Project.objects.create(name=name, description=description, owner=user)
+            Membership.objects.create(project=project, user=user, role=Membership.Role.OWNER)
+    except IntegrityError:  # a concurrent create of the same name by the same owner
+        raise ProjectNameTaken(name) from None
     return project
 
 
