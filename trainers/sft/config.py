@@ -3,12 +3,14 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
-from trainers.common.compute_config import ModelComputeFields
+from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields
 
 
-class SFTConfig(ModelComputeFields, TrainerConfig):
+class SFTConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     """Supervised fine-tuning on (prompt, solution) pairs, each rendered with the chat template; the
-    loss is on the assistant turn (the solution and its end-of-turn token) only."""
+    loss is on the assistant turn (the solution and its end-of-turn token) only. With several ranks
+    (``nproc_per_node`` x ``nodes``) each takes its share of every global batch and DDP averages the
+    gradients; the loss stays the global batch's token mean."""
 
     model_path: str = Field(
         "tiny", description="local Hugging Face model directory, or 'tiny' to build the tiny CPU model"
@@ -33,7 +35,9 @@ class SFTConfig(ModelComputeFields, TrainerConfig):
         "unverified distillation traces); the RL demo shows a verifier-rewarded policy dropping the habit",
     )
     steps: int = Field(600, ge=1, le=10_000_000, description="optimizer steps")
-    batch_size: int = Field(32, ge=1, description="sequences per step")
+    batch_size: int = Field(
+        32, ge=1, description="sequences per step, for all ranks together (each takes its share)"
+    )
     lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW); tiny models need a large one")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     warmup_steps: int = Field(30, ge=0, description="linear warmup steps, then cosine decay to 10%")

@@ -16,6 +16,14 @@ trainers.common.token_batching (response positions only, the LM head in chunks):
 logits. Precision follows ``dtype`` (fp32 weights and AdamW state, bf16 autocast on CUDA by
 default); checkpoints are written in the training dtype (trainers.common.checkpoints).
 
+Several ranks (``nproc_per_node`` x ``nodes``, started by torch.distributed's launcher; the sink is a
+RankZeroSink, trainers.common.distributed): every rank draws the same global batch (the data order
+depends on seed and step only) and takes its contiguous share; the labelled-token count is summed over
+the ranks, so each rank's loss is its share of the global token mean (times the world size: DDP
+averages the gradients). Ranks pad their forward/backward passes to the same count with a zero-loss
+pass, as DDP reduces gradients in every backward. Rank 0 evaluates and writes the checkpoints; every
+rank resumes from them. On the CPU, 2 gloo ranks give the one-process losses (tests/trainers).
+
 The CPU demo trains the tiny model on generated arithmetic until its greedy accuracy is clearly
 above zero but far from perfect: the starting point the RL and DAPO demos improve on, as the
 distilled models are for OR1."""
@@ -32,12 +40,13 @@ from pathlib import Path
 import torch
 
 from trainers.base import Sink
-from trainers.common import chat
+from trainers.common import chat, distributed
 from trainers.common.checkpoints import (
     load_optimizer_state,
     read_trainer_state,
     save_optimizer_state,
     save_policy,
+    write_policy,
     write_trainer_state,
 )
 from trainers.common.model_roots import model_directory
@@ -101,12 +110,24 @@ def labelled_tokens(example: tuple[list[int], list[int]]) -> int:
     return sum(1 for y in example[1][1:] if y != IGNORE)
 
 
+class SFTLogprobs(torch.nn.Module):
+    """A causal LM seen as the loss sees it (log-probs and argmax hits of the response positions,
+    never the (B, L, V) logits): the module DDP wraps, so its forward runs inside DDP's hooks."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, response_mask):
+        return token_logprobs_and_hits(self.model, input_ids, attention_mask, response_mask)
+
+
 @dataclass(frozen=True)
 class StepResult:
     loss: float  # mean token cross-entropy over the batch's labelled tokens
     token_accuracy: float  # share of labelled tokens that are the argmax
     tokens: int  # real (unpadded) tokens of the batch
-    micro_batches: int
+    micro_batches: int  # forwards with labelled tokens (all ranks together)
 
 
 def accumulate_gradients(
@@ -116,29 +137,51 @@ def accumulate_gradients(
     *,
     micro_batch_tokens: int,
     precision: Precision,
+    forward: torch.nn.Module | None = None,
+    dummy: tuple[list[int], list[int]] | None = None,
 ) -> StepResult:
     """Forward and backward of one batch in token-budget micro-batches; gradients add up in ``.grad``.
 
     Each micro-batch contributes (sum of its tokens' negative log-likelihood) / (labelled tokens of
     the whole batch), so the accumulated loss and gradient are those of the un-split batch's global
-    token mean, however the batch is split."""
-    total = max(1, sum(labelled_tokens(e) for e in examples))
-    groups = split_by_token_budget([len(ids) for ids, _ in examples], micro_batch_tokens)
-    loss_sum, hits_sum, used = 0.0, 0, 0
-    for group in groups:
-        batch = {k: v.to(precision.device) for k, v in collate([examples[i] for i in group], pad_id).items()}
+    token mean, however the batch is split.
+
+    Several ranks: ``examples`` are this rank's share of the global batch, ``forward`` the DDP-wrapped
+    :class:`SFTLogprobs` and ``dummy`` an example whose zero-loss passes pad this rank's passes to the
+    most any rank makes (DDP reduces gradients in every backward). The labelled-token count is summed
+    over the ranks and the loss multiplied by the world size (DDP averages), so the averaged gradient
+    and the returned statistics are the global batch's."""
+    forward = forward if forward is not None else SFTLogprobs(model)
+    scale = distributed.mean_loss_scale(
+        distributed.all_reduce_sum(float(sum(map(labelled_tokens, examples))))
+    )
+    groups = split_by_token_budget([len(ids) for ids, _ in examples], micro_batch_tokens) if examples else []
+    passes: list[list[int] | None] = list(groups)
+    if dummy is not None:
+        passes += [None] * (int(distributed.all_reduce_max(float(len(groups)))) - len(groups))
+    nll_sum, hits_sum, used = 0.0, 0, 0
+    for group in passes:
+        rows = [examples[i] for i in group] if group is not None else [dummy]
+        batch = {k: v.to(precision.device) for k, v in collate(rows, pad_id).items()}
         response = batch["labels"][:, 1:] != IGNORE
-        if not bool(response.any()):
-            continue  # nothing to learn here (a prompt cut at max_length)
+        if dummy is None and not bool(response.any()):
+            continue  # nothing to learn here (a prompt cut at max_length); one process may skip it
         with precision.autocast():
-            logp, hits = token_logprobs_and_hits(model, batch["input_ids"], batch["attention_mask"], response)
-        loss = -(logp * response).sum() / total
-        loss.backward()
-        loss_sum += float(loss.detach())
-        hits_sum += int((hits & response).sum())
-        used += 1
-    tokens = sum(len(ids) for ids, _ in examples)
-    return StepResult(loss_sum, hits_sum / total, tokens, used)
+            logp, hits = forward(batch["input_ids"], batch["attention_mask"], response)
+        nll = -(logp * response).sum()
+        if group is None:
+            nll = nll * 0.0  # a pass that only keeps this rank in step with the others
+        (nll * scale).backward()
+        if group is not None:
+            nll_sum += float(nll.detach())
+            hits_sum += int((hits & response).sum())
+            used += int(bool(response.any()))
+    here = {"nll": nll_sum, "hits": hits_sum, "used": used, "tokens": sum(len(ids) for ids, _ in examples)}
+    total = distributed.all_reduce_sums(here)  # the global batch's sums (a no-op in one process)
+    labelled = max(1.0, distributed.world_size() / scale)
+    return StepResult(
+        total["nll"] / labelled, total["hits"] / labelled, int(total["tokens"]), int(total["used"])
+    )
 
 
 @torch.no_grad()
@@ -174,12 +217,16 @@ def lr_at(step: int, cfg: SFTConfig) -> float:
 
 def _save(sink: Sink, step: int, model, tokenizer, optimizer, metrics: dict, char_tokenizer: bool,
           cfg: SFTConfig, precision: Precision) -> None:  # fmt: skip
-    directory = save_policy(sink, step, model, tokenizer, char_tokenizer, dtype=precision.save_dtype)
-    if cfg.save_optimizer:
-        # fp32 master weights too when the model file holds them rounded to bf16 (exact resume)
-        master = model if precision.save_dtype != precision.param_dtype else None
-        save_optimizer_state(directory, optimizer, master=master)
-    write_trainer_state(directory, {"kind": "sft", "step": step, "dtype": precision.name})
+    """Every rank agrees on the folder (a collective); rank 0 writes it (all ranks hold the same model
+    and optimizer state under DDP); the checkpoint is recorded once."""
+    directory = Path(sink.checkpoint_dir(step))
+    if distributed.is_rank_zero():
+        write_policy(directory, model, tokenizer, char_tokenizer, dtype=precision.save_dtype)
+        if cfg.save_optimizer:
+            # fp32 master weights too when the model file holds them rounded to bf16 (exact resume)
+            master = model if precision.save_dtype != precision.param_dtype else None
+            save_optimizer_state(directory, optimizer, master=master)
+        write_trainer_state(directory, {"kind": "sft", "step": step, "dtype": precision.name})
     sink.save_checkpoint(step, directory, metrics)
 
 
@@ -200,8 +247,12 @@ def train(cfg: SFTConfig, sink: Sink) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed_everything(cfg.seed)
+    distributed.init()  # no-op in one process, or when the launcher's entry point joined already
     precision = resolve_precision(cfg.dtype, cfg.engine)
     resume = Path(sink.resume_from) if sink.resume_from is not None else None
+    if resume is None and distributed.is_rank_zero():  # "tiny" is built once, by rank 0, read by all
+        resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
+    distributed.barrier()
     model_dir = resume or resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
     model, tokenizer = load_policy(model_dir, dtype=precision.param_dtype, device=precision.device)
     chat.check_mode(tokenizer, cfg.chat_template)
@@ -214,6 +265,14 @@ def train(cfg: SFTConfig, sink: Sink) -> dict:
     encoded = [encode_example(tokenizer, ex, cfg.max_length, cfg.chat_template) for ex in train_set]
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    forward: torch.nn.Module = SFTLogprobs(model)
+    dummy = None
+    if distributed.world_size() > 1:  # DDP averages the gradients; the losses are scaled for that
+        forward = torch.nn.parallel.DistributedDataParallel(
+            forward, device_ids=[torch.cuda.current_device()] if precision.device.type == "cuda" else None,
+            broadcast_buffers=False,  # constant buffers (rotary tables): a forward does no collective
+        )  # fmt: skip
+        dummy = encoded[0]
     start = 0
     if resume is not None:
         state = read_trainer_state(resume)
@@ -224,14 +283,17 @@ def train(cfg: SFTConfig, sink: Sink) -> dict:
     def evaluate() -> float:
         if not eval_set:
             return float("nan")
-        return greedy_accuracy(
-            model,
-            tokenizer,
-            eval_set,
-            cfg.max_new_tokens,
-            chat_template=cfg.chat_template,
-            precision=precision,
-        )
+        accuracy = None
+        if distributed.is_rank_zero():  # rank 0 evaluates; the others wait at the broadcast
+            accuracy = greedy_accuracy(
+                model,
+                tokenizer,
+                eval_set,
+                cfg.max_new_tokens,
+                chat_template=cfg.chat_template,
+                precision=precision,
+            )
+        return distributed.broadcast_object(accuracy)
 
     rng = random.Random(cfg.seed)
     order: list[int] = []
@@ -256,10 +318,12 @@ def train(cfg: SFTConfig, sink: Sink) -> dict:
         optimizer.zero_grad(set_to_none=True)
         result = accumulate_gradients(
             model,
-            [encoded[i] for i in idx],
+            [encoded[i] for i in distributed.shard(idx)],  # this rank's share of the global batch
             tokenizer.pad_token_id,
             micro_batch_tokens=cfg.micro_batch_tokens,
             precision=precision,
+            forward=forward,
+            dummy=dummy,
         )
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
