@@ -68,7 +68,12 @@ def main(argv: list[str] | None = None) -> None:
         if not sink.lost:
             from webapp.runs import services
 
-            services.run_finish(args.run_id, args.attempt, cancelled=sink.cancelled, summary=summary)
+            # interrupted: the worker holding the run shut down (workers.shutdown) and the trainer
+            # checkpointed and stopped early
+            interrupted = sink.interrupted and bool(summary.get("stopped", True))
+            services.run_finish(
+                args.run_id, args.attempt, cancelled=sink.cancelled, summary=summary, interrupted=interrupted
+            )
     distributed.close()
 
 

@@ -2,13 +2,21 @@
 
 The trainer thread only appends to an in-memory buffer (a few hundred ns a point); a background
 thread flushes the buffer every ORLAB_SINK_FLUSH_INTERVAL seconds in one transaction per flush,
-beats the run's heartbeat and reads its cancel flag. So ``log`` and ``should_stop`` never touch the
-database, and a chart sees a point at most about one flush interval after it was logged."""
+beats the run's heartbeat and reads its cancel and interrupt flags. So ``log`` and ``should_stop``
+never touch the database, and a chart sees a point at most about one flush interval after it was
+logged.
+
+Through a database outage every write is retried with backoff (workers.db_retry) while the trainer
+goes on logging into the buffer; each write is atomic and idempotent (metrics keyed by (run, key,
+step), samples by a client key of attempt, step and index, trainer evaluations by (run, step,
+benchmark)), so a retried write whose commit did happen stores nothing twice. The attempt's first
+write also replaces what older attempts recorded at the steps it redoes (webapp.runs.attempts)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -17,11 +25,13 @@ from typing import Any
 
 import numpy as np
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 
-from webapp.runs import services
+from webapp.runs import attempts, services
 from webapp.runs.metric_store import Columns, metrics_record
 from webapp.runs.models import Sample
+from workers import shutdown
+from workers.db_retry import db_retry
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +47,16 @@ class DbSink:
         self.artifact_dir = Path(settings.ORLAB_ARTIFACTS) / "runs" / str(run_id)
         self.workdir = self.artifact_dir / f"attempt-{attempt}"
         self.cancelled = False  # set when a user asked to stop (vs. the run being taken away)
+        self.interrupted = False  # set when the worker shuts down (SIGTERM): end interrupted
         self.lost = False
+        self._sample_seq: dict[int, int] = {}  # step -> samples keyed so far (client keys)
+        self._replaced = False  # older attempts' records of the redone steps removed
+        db_retry(
+            lambda: attempts.attempt_begin(
+                run_id, attempt, resume_from and str(resume_from), socket.gethostname()
+            ),
+            "record the attempt",
+        )
         self._stop = False
         self._lock = threading.Lock()
         # One write at a time: a checkpoint's flush must not be recorded while the background thread
@@ -69,8 +88,13 @@ class DbSink:
         self._raise_if_failed()
 
     def log_samples(self, step: int, samples: Sequence[Mapping[str, Any]]) -> None:
-        rows = [_sample_row(self.run_id, step, s) for s in samples]
         with self._lock:
+            first = self._sample_seq.get(step, 0)
+            self._sample_seq[step] = first + len(samples)
+            rows = [
+                _sample_row(self.run_id, step, s, key=f"orlab:a{self.attempt}:s{step}:{first + i}")
+                for i, s in enumerate(samples)
+            ]
             self._samples.extend(rows)
 
     def log_evaluation(
@@ -78,7 +102,15 @@ class DbSink:
     ):
         """Stored at once (evaluations are rare and people wait for them). ``benchmark`` is a config
         field naming a dataset (e.g. "eval_dataset") or the name of a generated benchmark."""
-        services.evaluation_record(self.run_id, step, benchmark, metrics, protocol)
+
+        def write():
+            with transaction.atomic():
+                self._replace_redone()
+                services.evaluation_record(self.run_id, step, benchmark, metrics, protocol, self.attempt)
+
+        with self._write_lock:
+            db_retry(write, f"record the step-{step} evaluation of run {self.run_id}")
+        self._replaced = True
 
     def checkpoint_dir(self, step: int) -> Path:
         path = self.workdir / f"checkpoint-{step:08d}"
@@ -89,7 +121,12 @@ class DbSink:
         # Everything logged before the checkpoint is stored before the checkpoint is recorded: a
         # resume from it recomputes only later steps, so no point can fall into a hole.
         self.flush()
-        services.checkpoint_record(self.run_id, self.attempt, step, str(directory), metrics or {})
+        db_retry(
+            lambda: services.checkpoint_record(
+                self.run_id, self.attempt, step, str(directory), metrics or {}
+            ),
+            f"record the step-{step} checkpoint of run {self.run_id}",
+        )
 
     def should_stop(self) -> bool:
         return self._stop
@@ -130,12 +167,30 @@ class DbSink:
         return buffer, samples
 
     def _write(self, swapped) -> None:
+        """One atomic write of a swapped buffer, retried through database outages (the same batch:
+        points already stored are skipped, samples already stored conflict on their key)."""
         buffer, samples = swapped
-        if buffer:
-            batch = {k: Columns.of(c[0], c[1], c[2]) for k, c in buffer.items()}
-            metrics_record(self.run_id, batch)
-        if samples:
-            Sample.objects.bulk_create(samples, batch_size=1000)
+        if not buffer and not samples:
+            return
+        batch = {k: Columns.of(c[0], c[1], c[2]) for k, c in buffer.items()}
+
+        def write():
+            with transaction.atomic():
+                self._replace_redone()
+                if batch:
+                    metrics_record(self.run_id, batch)
+                if samples:
+                    for row in samples:
+                        row.pk = None  # a failed try may have set ids the rollback took back
+                    Sample.objects.bulk_create(samples, batch_size=1000, ignore_conflicts=True)
+
+        db_retry(write, f"store the metrics of run {self.run_id}")
+        self._replaced = True
+
+    def _replace_redone(self) -> None:
+        """Inside the attempt's first write: older attempts' records of the steps it redoes go."""
+        if not self._replaced and self.attempt > 1:
+            attempts.redone_steps_replace(self.run_id, self.attempt)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -150,11 +205,18 @@ class DbSink:
                 time.sleep(interval)
                 with self._write_lock:
                     self._write(self._swap())
+                if shutdown.INTERRUPTED.is_set():  # SIGTERM in this process (workers.shutdown)
+                    self.interrupted = True
+                    self._stop = True
                 if time.monotonic() >= next_beat:
-                    ours, cancel = services.run_heartbeat(self.run_id, self.attempt)
+                    ours, cancel, interrupt = db_retry(
+                        lambda: services.run_beat(self.run_id, self.attempt),
+                        f"beat the heartbeat of run {self.run_id}",
+                    )
                     self.lost = not ours
                     self.cancelled = ours and cancel
-                    self._stop = self._stop or not ours or cancel
+                    self.interrupted = self.interrupted or (ours and interrupt)
+                    self._stop = self._stop or not ours or cancel or self.interrupted
                     next_beat = time.monotonic() + beat_every
         except BaseException as exc:  # surfaced in the trainer thread at its next log()
             log.exception("sink of run %s failed", self.run_id)
@@ -167,7 +229,7 @@ class DbSink:
             connection.close()
 
 
-def _sample_row(run_id: int, step: int, sample: Mapping[str, Any]) -> Sample:
+def _sample_row(run_id: int, step: int, sample: Mapping[str, Any], key: str | None = None) -> Sample:
     known = {"prompt", "completion", "reward", "advantage", "verdict", "length", "truncated"}
     completion = str(sample.get("completion", ""))
     return Sample(
@@ -181,6 +243,7 @@ def _sample_row(run_id: int, step: int, sample: Mapping[str, Any]) -> Sample:
         length=int(sample.get("length", len(completion))),
         truncated=bool(sample.get("truncated", False)),
         extra={k: v for k, v in sample.items() if k not in known},
+        client_key=key,
     )
 
 

@@ -12,6 +12,7 @@ import socket
 import traceback
 from pathlib import Path
 
+from workers import shutdown  # connects worker_shutting_down: SIGTERM interrupts the runs held
 from workers.celery import app
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def execute_run(run_id: int, attempt: int) -> None:
     from webapp.runs import services
     from webapp.runs.models import Run
     from workers import launch
+    from workers.db_retry import db_retry
     from workers.sinks import DbSink
 
     host = f"{socket.gethostname()}"
@@ -42,7 +44,8 @@ def execute_run(run_id: int, attempt: int) -> None:
         Run.objects.filter(pk=run_id).values_list("config", flat=True).first() or {}
     )
     if layout.needs_launcher:  # several processes: torch.distributed's elastic launcher starts them
-        launch.execute_node(run_id, attempt, host, layout)
+        with shutdown.interrupt_on_sigterm(run_id, attempt):  # rank 0's sink sees the request
+            launch.execute_node(run_id, attempt, host, layout)
         return
     if not services.run_claim(run_id, attempt, host):
         log.info("run %s attempt %s not claimable (cancelled, done or claimed elsewhere)", run_id, attempt)
@@ -53,7 +56,8 @@ def execute_run(run_id: int, attempt: int) -> None:
     try:
         spec = get_spec(run.kind)
         config = services.run_materialize_datasets(run)
-        summary = spec.train_fn()(spec.validate(config), sink) or {}
+        with shutdown.interrupt_on_sigterm(run_id, attempt):
+            summary = spec.train_fn()(spec.validate(config), sink) or {}
         sink.close()
     except Exception as exc:
         try:
@@ -66,7 +70,14 @@ def execute_run(run_id: int, attempt: int) -> None:
         return
     if sink.lost:
         return  # the run was taken from us (marked lost); its state is no longer ours to set
-    services.run_finish(run_id, attempt, cancelled=sink.cancelled, summary=summary)
+    # interrupted only when the trainer did stop early (a run that had just finished succeeded)
+    interrupted = sink.interrupted and bool(summary.get("stopped", True))
+    db_retry(
+        lambda: services.run_finish(
+            run_id, attempt, cancelled=sink.cancelled, summary=summary, interrupted=interrupted
+        ),
+        f"record the end of run {run_id}",
+    )
 
 
 @app.task(name="workers.tasks.reap_lost_runs", ignore_result=True)

@@ -243,3 +243,55 @@ def finish_series(steps, values, walls, *, since_step, max_points, downsample=m4
     if walls is not None:
         entry["walls"] = walls
     return entry
+
+
+def metrics_truncate_after(run_id: int, step: int) -> int:
+    """Remove every point of the run with a step after ``step`` (a resumed attempt redoes those steps
+    from its checkpoint: its points replace them). The series' aggregates are recomputed from what
+    stays. Returns the number of points removed. Runs in the caller's transaction when there is one."""
+    removed = 0
+    with transaction.atomic():
+        series = list(MetricSeries.objects.select_for_update().filter(run_id=run_id).order_by("id"))
+        for s in series:
+            chunks = list(MetricChunk.objects.filter(series=s, step_hi__gt=step))
+            if not chunks:
+                continue
+            for chunk in chunks:
+                steps = decode(chunk.steps, STEP)
+                keep = steps <= step
+                removed += int((~keep).sum())
+                if not keep.any():
+                    chunk.delete()
+                    continue
+                cols = Columns(steps, decode(chunk.values, FLOAT), decode(chunk.walls, FLOAT)).take(keep)
+                MetricChunk.objects.filter(pk=chunk.pk).update(**_chunk_fields(cols))
+            _recompute_aggregates(s)
+    return removed
+
+
+def _recompute_aggregates(series: MetricSeries) -> None:
+    """count, last, min, max and the tail chunk of a series from its chunks (after points were
+    removed; reads the whole series, which a resume can afford)."""
+    rows = list(
+        MetricChunk.objects.filter(series=series)
+        .order_by("step_hi", "id")
+        .values_list("id", "steps", "values")
+    )
+    if not rows:
+        MetricSeries.objects.filter(pk=series.pk).update(
+            count=0, last_step=None, last_value=None, min_value=None, max_value=None, tail_chunk=None
+        )
+        return
+    steps = np.concatenate([decode(r[1], STEP) for r in rows])
+    values = np.concatenate([decode(r[2], FLOAT) for r in rows])
+    last = int(np.argmax(steps))
+    finite = values[np.isfinite(values)]
+    MetricSeries.objects.filter(pk=series.pk).update(
+        count=len(steps),
+        last_step=int(steps[last]),
+        last_value=float(values[last]),
+        min_value=float(finite.min()) if finite.size else None,
+        max_value=float(finite.max()) if finite.size else None,
+        # new in-order points append to the chunk holding the last step (its steps all precede them)
+        tail_chunk_id=rows[-1][0],
+    )

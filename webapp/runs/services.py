@@ -299,6 +299,7 @@ def run_resume(run: Run) -> Run:
         status=Status.QUEUED,
         attempt=run.attempt + 1,
         cancel_requested=False,
+        interrupt_requested=False,
         error="",
         traceback="",
         finished_at=None,
@@ -380,18 +381,63 @@ def run_heartbeat(run_id: int, attempt: int) -> tuple[bool, bool]:
     return True, bool(cancel)
 
 
-def run_finish(run_id: int, attempt: int, *, cancelled: bool, summary: Mapping[str, Any]) -> None:
-    Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
-        status=Status.CANCELLED if cancelled else Status.SUCCEEDED,
-        finished_at=timezone.now(),
-        summary=_jsonable(summary),
+def run_beat(run_id: int, attempt: int) -> tuple[bool, bool, bool]:
+    """The sink's heartbeat: (still ours, cancel requested, interrupt requested). An interrupt is
+    asked by the worker's shutdown (workers.shutdown): checkpoint, stop, end interrupted."""
+    updated = Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
+        heartbeat_at=timezone.now()
     )
+    if not updated:
+        return False, True, False
+    flags = Run.objects.filter(pk=run_id).values_list("cancel_requested", "interrupt_requested").first()
+    cancel, interrupt = flags or (False, False)
+    return True, bool(cancel), bool(interrupt)
+
+
+def runs_request_interrupt(held: Sequence[tuple[int, int]]) -> int:
+    """Ask the running attempts ``held`` ((run id, attempt) pairs a shutting-down worker holds) to
+    checkpoint and stop; their sinks see it at the next heartbeat."""
+    asked = 0
+    for run_id, attempt in held:
+        asked += Run.objects.filter(pk=run_id, attempt=attempt, status=Status.RUNNING).update(
+            interrupt_requested=True
+        )
+    return asked
+
+
+def run_finish(
+    run_id: int, attempt: int, *, cancelled: bool, summary: Mapping[str, Any], interrupted: bool = False
+) -> bool:
+    """The trainer returned: succeeded, cancelled (the user asked) or interrupted (the worker shut
+    down; a user's cancel wins). An interrupted run is re-queued at once when
+    ORLAB_REQUEUE_INTERRUPTED=1 (another worker continues from its checkpoint). Returns whether the
+    run was still this attempt's to finish."""
+    from webapp.runs.attempts import attempt_end
+
+    status = Status.CANCELLED if cancelled else Status.INTERRUPTED if interrupted else Status.SUCCEEDED
+    updated = Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
+        status=status, finished_at=timezone.now(), summary=_jsonable(summary)
+    )
+    if updated:
+        attempt_end(run_id, attempt, status)
+    if updated and status == Status.INTERRUPTED and _requeue_interrupted():
+        run_resume(Run.objects.get(pk=run_id))
+    return bool(updated)
+
+
+def _requeue_interrupted() -> bool:
+    import os
+
+    return os.environ.get("ORLAB_REQUEUE_INTERRUPTED", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def run_fail(run_id: int, attempt: int, *, error: str, traceback: str) -> None:
-    Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
+    from webapp.runs.attempts import attempt_end
+
+    if Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
         status=Status.FAILED, finished_at=timezone.now(), error=error[:10000], traceback=traceback
-    )
+    ):
+        attempt_end(run_id, attempt, Status.FAILED)
 
 
 def runs_mark_lost(*, timeout: float | None = None) -> int:
@@ -514,26 +560,38 @@ def run_materialize_datasets(run: Run) -> dict[str, Any]:
 
 
 def evaluation_record(
-    run_id: int, step: int, benchmark: str, metrics: Mapping[str, float], protocol: Mapping
+    run_id: int,
+    step: int,
+    benchmark: str,
+    metrics: Mapping[str, float],
+    protocol: Mapping,
+    attempt: int | None = None,
 ):
     """An evaluation a trainer ran during training (e.g. every 20 steps). ``benchmark`` is a config
-    field that named a dataset (resolved through the run's dataset_versions) or a generated set's name."""
+    field that named a dataset (resolved through the run's dataset_versions) or a generated set's name.
+    One per (run, step, benchmark) from trainers: a retried write or a resumed attempt that redoes the
+    step replaces the earlier row (webapp.runs.attempts); on-demand evaluations are left alone."""
     from webapp.runs.models import Evaluation
 
-    run = Run.objects.only("dataset_versions").get(pk=run_id)
+    run = Run.objects.only("dataset_versions", "attempt").get(pk=run_id)
     ref = (run.dataset_versions or {}).get(benchmark)
     name = f"{ref['name']} v{ref['version']}" if ref else benchmark
-    return Evaluation.objects.create(
-        run_id=run_id,
-        step=step,
-        benchmark_id=ref["id"] if ref else None,
-        benchmark_name=name,
-        k=int(protocol.get("k", 1)),
-        status=Evaluation.Status.SUCCEEDED,
-        metrics=_jsonable(metrics),
-        protocol=dict(protocol),
-        checkpoint=Checkpoint.objects.filter(run_id=run_id, step=step).first(),
-    )
+    with transaction.atomic():
+        Evaluation.objects.filter(
+            run_id=run_id, step=step, benchmark_name=name, attempt__isnull=False
+        ).delete()
+        return Evaluation.objects.create(
+            run_id=run_id,
+            step=step,
+            benchmark_id=ref["id"] if ref else None,
+            benchmark_name=name,
+            k=int(protocol.get("k", 1)),
+            status=Evaluation.Status.SUCCEEDED,
+            metrics=_jsonable(metrics),
+            protocol=dict(protocol),
+            attempt=attempt if attempt is not None else run.attempt,
+            checkpoint=Checkpoint.objects.filter(run_id=run_id, step=step).first(),
+        )
 
 
 #: what an on-demand evaluation uses when neither the request nor the run's config says
