@@ -244,10 +244,16 @@ def dataset_upload(*, user, project, name: str, kind: str, upload) -> tuple[Data
         path.unlink(missing_ok=True)
         raise
     if path.stat().st_size > SYNC_IMPORT_BYTES:
-        from workers.celery import app
+        from webapp.outbox import sender
 
-        transaction.on_commit(
-            lambda: app.send_task("workers.tasks.import_dataset", args=[dataset.id, str(path)], queue="cpu")
+        # the outbox delivers it (broker down: later); should this process die between the dataset's
+        # commit and this row, the housekeeping fails the dataset (sender.sweep_orphan_imports)
+        sender.record(
+            "workers.tasks.import_dataset",
+            [dataset.id, str(path)],
+            queue="short",
+            subject=sender.Subject.DATASET,
+            subject_id=dataset.id,
         )
         return dataset, True
     try:
@@ -288,8 +294,8 @@ def dataset_export_jsonl(dataset: Dataset) -> Path:
 
 def scoring_job_create(*, user, dataset: Dataset, checkpoint) -> ScoringJob:
     """Queue a reward-model checkpoint to score every pair of ``dataset`` (both must be the user's;
-    the caller checked). Runs on the gpu queue: a real reward model wants one."""
-    from workers.celery import app
+    the caller checked). Runs on the short queue (README "Queues and the run lifecycle")."""
+    from webapp.outbox import sender
 
     if dataset.kind != Dataset.Kind.PREFERENCE:
         raise ImportRejected("invalid input", {"dataset": ["only preference datasets can be scored"]})
@@ -303,20 +309,32 @@ def scoring_job_create(*, user, dataset: Dataset, checkpoint) -> ScoringJob:
             deleted = f"the step-{checkpoint.step} checkpoint was deleted by the retention policy"
             raise ImportRejected("invalid input", {"checkpoint": [deleted]})
         job = ScoringJob.objects.create(dataset=dataset, checkpoint=checkpoint, created_by=user)
-    queue = checkpoint.run.queue or "gpu"
-    transaction.on_commit(lambda: app.send_task("workers.tasks.score_dataset", args=[job.id], queue=queue))
+        sender.record(
+            "workers.tasks.score_dataset",
+            [job.id],
+            queue="short",
+            subject=sender.Subject.SCORING,
+            subject_id=job.id,
+        )
     return job
 
 
-def pair_rows_for_scoring(dataset: Dataset):
-    """Every pair (kept or not: the margin filter may run on any version), as the trainers' rows."""
-    fields = ["id", "prompt", "chosen", "rejected", "source"]
-    return (
-        PreferencePair.objects.filter(dataset=dataset)
-        .order_by("row")
-        .values(*fields)
-        .iterator(chunk_size=2000)
-    )
+def pair_rows_for_scoring(dataset: Dataset, chunk: int = 2000):
+    """Every pair (kept or not: the margin filter may run on any version), as the trainers' rows.
+    Read in chunks by row number, each query fetched whole: no cursor stays open while the caller
+    writes scores (on SQLite a write from inside an open read snapshot fails with "database is
+    locked" as soon as another connection has committed, e.g. a run logging metrics)."""
+    fields = ["id", "row", "prompt", "chosen", "rejected", "source"]
+    after = -1
+    while True:
+        rows = list(
+            PreferencePair.objects.filter(dataset=dataset, row__gt=after).order_by("row").values(*fields)[:chunk]
+        )
+        for row in rows:
+            after = row.pop("row")
+            yield row
+        if len(rows) < chunk:
+            return
 
 
 def pair_scores_record(checkpoint_id: int, scores: list[tuple[int, float, float]]) -> None:
