@@ -210,11 +210,11 @@ def execute_node(run_id: int, attempt: int, host: str, layout: ProcessLayout) ->
     directory.mkdir(parents=True)
     try:
         run = Run.objects.get(pk=run_id)
-        checkpoint = services.newest_checkpoint(run) if attempt > 1 else None
+        resume_from = services.resume_directory(run) if attempt > 1 else None
         spec = {
             "kind": run.kind,
             "config": services.run_materialize_datasets(run),
-            "resume_from": checkpoint.path if checkpoint else None,
+            "resume_from": str(resume_from) if resume_from else None,
         }
     except Exception as exc:
         services.run_fail(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import socket
 import traceback
-from pathlib import Path
 
 from workers import shutdown  # connects worker_shutting_down: SIGTERM interrupts the runs held
 from workers.celery import app
@@ -51,8 +50,13 @@ def execute_run(run_id: int, attempt: int) -> None:
         log.info("run %s attempt %s not claimable (cancelled, done or claimed elsewhere)", run_id, attempt)
         return
     run = Run.objects.get(pk=run_id)
-    checkpoint = services.newest_checkpoint(run) if attempt > 1 else None
-    sink = DbSink(run_id, attempt, resume_from=Path(checkpoint.path) if checkpoint else None)
+    try:
+        # only the run's own, worker-written checkpoints are resumed from (issue 11)
+        resume_from = services.resume_directory(run) if attempt > 1 else None
+    except Exception as exc:
+        services.run_fail(run_id, attempt, error=f"{type(exc).__name__}: {exc}", traceback="")
+        return
+    sink = DbSink(run_id, attempt, resume_from=resume_from)
     try:
         spec = get_spec(run.kind)
         config = services.run_materialize_datasets(run)
@@ -132,6 +136,7 @@ def score_dataset(job_id: int) -> None:
     from trainers.reward.score import load_reward_model, score_pairs
     from webapp.datasets import services
     from webapp.datasets.models import ScoringJob
+    from webapp.runs.checkpoint_paths import worker_checkpoint_dir
 
     claimed = ScoringJob.objects.filter(pk=job_id, status=ScoringJob.Status.QUEUED).update(
         status=ScoringJob.Status.RUNNING
@@ -141,7 +146,7 @@ def score_dataset(job_id: int) -> None:
     job = ScoringJob.objects.select_related("dataset", "checkpoint").get(pk=job_id)
     total = max(1, job.dataset.row_count)
     try:
-        model = load_reward_model(job.checkpoint.path)
+        model = load_reward_model(str(worker_checkpoint_dir(job.checkpoint)))
         batch, done = [], 0
         for pid, chosen, rejected in score_pairs(
             model, services.pair_rows_for_scoring(job.dataset), batch_size=32
@@ -169,6 +174,7 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
     """avg@k / pass@k of a checkpoint on a benchmark; the result and its protocol go on the row."""
     from trainers.eval.run import evaluate_checkpoint as run_eval
     from webapp.datasets.services import dataset_export_jsonl
+    from webapp.runs.checkpoint_paths import worker_checkpoint_dir
     from webapp.runs.models import Evaluation
 
     _allow_child_processes()
@@ -180,7 +186,7 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
     try:
         p = ev.protocol
         metrics, protocol = run_eval(
-            ev.checkpoint.path,
+            str(worker_checkpoint_dir(ev.checkpoint)),
             dataset_export_jsonl(ev.benchmark),
             k=ev.k,
             temperature=float(p.get("temperature", 0.6)),

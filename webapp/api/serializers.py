@@ -157,10 +157,10 @@ class SampleFilterSerializer(serializers.Serializer):
 
 
 class CheckpointInSerializer(serializers.Serializer):
-    step = serializers.IntegerField(min_value=0)
-    path = serializers.CharField(
-        max_length=1024, help_text="where the checkpoint lives (any URI the team uses)"
-    )
+    """The query parameters of a checkpoint upload (the body is the tar archive; no ``path``: a
+    checkpoint is uploaded, never recorded by path, webapp/api/checkpoint_api.py)."""
+
+    step = serializers.IntegerField(min_value=0, max_value=2**62)
     metrics = serializers.DictField(
         child=serializers.FloatField(allow_null=True), required=False, default=dict
     )

@@ -140,8 +140,12 @@ def _check_dataset_refs(kind: str, config: Mapping[str, Any], project: Project) 
             ]
     for name in spec.dataset_fields:
         ref = config.get(name)
-        if not isinstance(ref, int):
-            continue  # a path (standalone-style) or unset: the trainer validates those
+        if ref is None:
+            continue
+        if isinstance(ref, bool) or not isinstance(ref, int):
+            # a file path is for standalone runs only: a worker never opens a path a user sent
+            errors[f"config.{name}"] = ["must be the id of a dataset in this project"]
+            continue
         wanted = spec.config_model().model_json_schema()["properties"][name].get("x-orlab-dataset")
         ds = Dataset.objects.filter(pk=ref, project=project).first()
         if ds is None:
@@ -504,6 +508,15 @@ def newest_checkpoint(run: Run) -> Checkpoint | None:
     return Checkpoint.objects.filter(run=run).order_by("-step").first()
 
 
+def resume_directory(run: Run):
+    """The directory a resumed attempt continues from: the run's own newest checkpoint, and only when
+    a worker wrote it in the artifact store (webapp.runs.checkpoint_paths); None when it has none."""
+    from webapp.runs.checkpoint_paths import worker_checkpoint_dir
+
+    checkpoint = newest_checkpoint(run)
+    return worker_checkpoint_dir(checkpoint, project_id=run.project_id) if checkpoint else None
+
+
 def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
     import math
 
@@ -520,14 +533,20 @@ def _wait_for_warm_start(run: Run, parent_id: int, timeout_s: float = 6 * 3600) 
     or a script may queue SFT and RL at once)."""
     import time
 
+    from webapp.runs.checkpoint_paths import worker_checkpoint_dir
+
     deadline = time.monotonic() + timeout_s
     while True:
-        parent = Run.objects.get(pk=parent_id)
+        # the parent must be in this run's project (checked at launch too); the same words whether it
+        # does not exist or is another team's
+        parent = Run.objects.filter(pk=parent_id, project_id=run.project_id).first()
+        if parent is None:
+            raise RuntimeError(f"init_from_run: no run {parent_id} in this run's project")
         if parent.status == Status.SUCCEEDED:
             checkpoint = newest_checkpoint(parent)
             if checkpoint is None:
                 raise RuntimeError(f"run {parent_id} finished without a checkpoint to start from")
-            return checkpoint.path
+            return str(worker_checkpoint_dir(checkpoint, project_id=run.project_id))
         if parent.status not in Run.ACTIVE:
             raise RuntimeError(f"init_from_run {parent_id} is {parent.status}; nothing to start from")
         if Run.objects.filter(pk=run.pk, cancel_requested=True).exists() or time.monotonic() > deadline:
@@ -549,6 +568,9 @@ def run_materialize_datasets(run: Run) -> dict[str, Any]:
     used = {}
     for name in get_spec(run.kind).dataset_fields:
         ref = config.get(name)
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, int)):
+            # refused at launch; refused here too, so no path from a stored config reaches the trainer
+            raise RuntimeError(f"{name} must be the id of a dataset in this project")
         if isinstance(ref, int):
             ds = Dataset.objects.get(pk=ref, project=run.project)
             config[name] = str(dataset_export_jsonl(ds))
