@@ -1,7 +1,7 @@
 """One error shape for the whole API: ``{"detail": "...", "errors": {"field.path": ["message"]}}``."""
 
 from rest_framework import status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import APIException, UnsupportedMediaType, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -29,9 +29,28 @@ def bad_request(detail: str, errors: dict[str, list[str]]) -> Response:
     return Response({"detail": detail, "errors": errors}, status=status.HTTP_400_BAD_REQUEST)
 
 
+class WorkerRunConflict(APIException):
+    """A client wrote results (metrics, samples, evaluations, checkpoints) into a run an orlab worker
+    trains. 409, not 400: the request is well formed; the run's kind is what refuses it."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = (
+        "this run is trained by an orlab worker, which records its own metrics, samples, evaluations and "
+        "checkpoints; only external runs (kind 'external') accept them through the API"
+    )
+    default_code = "worker_run"
+
+
 def exception_handler(exc, context):
     if isinstance(exc, RunError):
         return bad_request(exc.message, exc.field_errors)
+    if isinstance(exc, UnsupportedMediaType):
+        # a body the API cannot parse is bad input like any other: 400 naming the header
+        return bad_request("unsupported content type", {"content_type": [str(exc.detail)]})
+    if isinstance(exc, WorkerRunConflict):
+        return Response(
+            {"detail": str(exc.detail), "errors": {"run": [str(exc.detail)]}}, status=exc.status_code
+        )
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, ValidationError):
         response.data = {"detail": "invalid input", "errors": _flatten(response.data)}

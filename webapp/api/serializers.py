@@ -3,6 +3,7 @@ their JSON directly from these shapes without DRF's per-field machinery (see vie
 
 from rest_framework import serializers
 
+from webapp.api.json_safety import MAX_CONFIG_BYTES, json_field_validator
 from webapp.datasets.models import Dataset, PreferencePair, Problem
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
@@ -28,11 +29,27 @@ class TrainerSerializer(serializers.Serializer):
     primary_metrics = serializers.ListField(child=serializers.CharField())
 
 
+# Ids and steps beyond these are refused with a 400 naming the field (PostgreSQL's bigint would 500).
+MAX_ID = 2**53
+MAX_STEP = 2**62
+
+
+def _config(**kwargs) -> serializers.JSONField:
+    """A run config: check_json's limits (webapp/api/json_safety.py) and at most 256 KB."""
+    return serializers.JSONField(
+        validators=[json_field_validator(MAX_CONFIG_BYTES)],
+        help_text=f"at most {MAX_CONFIG_BYTES // 1024} KB encoded",
+        **kwargs,
+    )
+
+
 class RunCreateSerializer(serializers.Serializer):
-    project = serializers.IntegerField(help_text="id of a project you belong to")
+    project = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, help_text="id of a project you belong to"
+    )
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     kind = serializers.CharField(max_length=64, help_text="a trainer kind from /api/trainers/, or 'external'")
-    config = serializers.JSONField(required=False, default=dict)
+    config = _config(required=False, default=dict)
     preset = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -40,7 +57,9 @@ class RunCreateSerializer(serializers.Serializer):
         help_text="start from this preset; config keys override it",
     )
     group = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=64), required=False, default=list, max_length=100
+    )
     queue = serializers.ChoiceField(
         choices=["cpu", "gpu"], required=False, help_text="default: the trainer's queue"
     )
@@ -48,7 +67,8 @@ class RunCreateSerializer(serializers.Serializer):
 
 class SweepCreateSerializer(RunCreateSerializer):
     grid = serializers.DictField(
-        child=serializers.ListField(),
+        child=serializers.ListField(max_length=1000),
+        validators=[json_field_validator(MAX_CONFIG_BYTES)],
         required=False,
         default=dict,
         help_text='dotted config path -> values, e.g. {"step_size": [0.1, 1]}; overrides the sweep preset\'s',
@@ -63,13 +83,17 @@ class SweepCreateSerializer(RunCreateSerializer):
 
 class RunCloneSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    config = serializers.JSONField(required=False, help_text="fields to override in the cloned config")
+    config = serializers.JSONField(
+        required=False,
+        validators=[json_field_validator(MAX_CONFIG_BYTES)],
+        help_text="fields to override in the cloned config",
+    )
 
 
 class RunFinishSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["succeeded", "failed"])
     error = serializers.CharField(required=False, allow_blank=True, default="")
-    summary = serializers.DictField(required=False, default=dict)
+    summary = serializers.DictField(required=False, default=dict, validators=[json_field_validator()])
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -99,21 +123,21 @@ class RunSerializer(serializers.ModelSerializer):
 
 class MetricPointSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=255)
-    step = serializers.IntegerField(min_value=0)
+    step = serializers.IntegerField(min_value=0, max_value=MAX_STEP)
     value = serializers.FloatField(allow_null=True, help_text="null stores a non-finite value (NaN/inf)")
     wall_time = serializers.FloatField(required=False, help_text="unix seconds; default: time of receipt")
 
 
 class SampleInSerializer(serializers.Serializer):
-    step = serializers.IntegerField(min_value=0)
+    step = serializers.IntegerField(min_value=0, max_value=MAX_STEP)
     prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
     completion = serializers.CharField(allow_blank=True, trim_whitespace=False)
     reward = serializers.FloatField(required=False, allow_null=True, default=None)
     advantage = serializers.FloatField(required=False, allow_null=True, default=None)
     verdict = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
-    length = serializers.IntegerField(min_value=0, required=False)
+    length = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
     truncated = serializers.BooleanField(required=False, default=False)
-    extra = serializers.DictField(required=False, default=dict)
+    extra = serializers.DictField(required=False, default=dict, validators=[json_field_validator()])
     client_key = serializers.CharField(
         max_length=100, required=False, allow_null=True, default=None,
         help_text="unique per run: a re-sent sample with the same key is stored once",
@@ -167,7 +191,7 @@ class CheckpointInSerializer(serializers.Serializer):
 
 
 class EvaluateRequestSerializer(serializers.Serializer):
-    benchmark = serializers.IntegerField(help_text="id of a problems dataset")
+    benchmark = serializers.IntegerField(min_value=1, max_value=MAX_ID, help_text="id of a problems dataset")
     # Unset: the run's own generation settings (its eval section, the stage's response limit, its chat
     # template: webapp.runs.services.evaluation_settings).
     k = serializers.IntegerField(min_value=1, max_value=1024, required=False, help_text="samples per problem")
@@ -182,21 +206,29 @@ class EvaluationInSerializer(serializers.Serializer):
     step = serializers.IntegerField(min_value=0, max_value=2**62)
     benchmark = serializers.CharField(max_length=200, help_text="the benchmark's name")
     metrics = serializers.DictField(
-        child=serializers.FloatField(allow_null=True), allow_empty=False, help_text="e.g. avg@4, pass@1"
+        child=serializers.FloatField(allow_null=True),
+        allow_empty=False,
+        validators=[json_field_validator()],  # refuses NaN/Infinity, which jsonb cannot hold
+        help_text="e.g. avg@4, pass@1",
     )
     protocol = serializers.DictField(
-        required=False, default=dict, help_text="k, temperature, top_p, max_new_tokens, verifier, ..."
+        required=False,
+        default=dict,
+        validators=[json_field_validator()],
+        help_text="k, temperature, top_p, max_new_tokens, verifier, ...",
     )
 
     def validate_protocol(self, value: dict) -> dict:
         k = value.get("k", 1)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise serializers.ValidationError("k must be a positive integer")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 2**31 - 1:
+            raise serializers.ValidationError("k must be an integer from 1 to 2^31 - 1")
         return value
 
 
 class ScoreRequestSerializer(serializers.Serializer):
-    dataset = serializers.IntegerField(help_text="id of a preference dataset to score with this reward model")
+    dataset = serializers.IntegerField(
+        min_value=1, max_value=MAX_ID, help_text="id of a preference dataset to score with this reward model"
+    )
 
 
 class ScoringJobSerializer(serializers.Serializer):
@@ -269,7 +301,7 @@ class DatasetUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="JSONL, JSON (one array), CSV or Parquet")
     name = serializers.CharField(max_length=200)
     kind = serializers.ChoiceField(choices=["preference", "problems"])
-    project = serializers.IntegerField()
+    project = serializers.IntegerField(min_value=1, max_value=MAX_ID)
 
 
 class PreferencePairSerializer(serializers.ModelSerializer):

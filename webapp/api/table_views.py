@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from webapp.api.metrics_io import render_series
 from webapp.api.pagination import PageNumberPagination
-from webapp.api.views import _int_param, run_to_dict
+from webapp.api.views import FIELDS_PARAMETER, _int_param, list_fields, run_to_dict
 from webapp.projects.selectors import project_list
 from webapp.runs import collapse, selectors, services, table
 from webapp.runs.models import MetricSeries, Run, SavedView
@@ -109,10 +109,12 @@ class RunTableApi(APIView):
             ),
             OpenApiParameter("page", int),
             OpenApiParameter("page_size", int),
+            FIELDS_PARAMETER,
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
+        with_config = "config" in list_fields(request)
         services.runs_mark_lost()
         params = request.query_params.copy()
         if "search" in params and "q" not in params:
@@ -124,6 +126,8 @@ class RunTableApi(APIView):
         cols, _ = table.parse_columns(params.getlist("col"))
         sort_col, order_by, descending = _ordering(params.get("ordering", ""))
         qs = qs.defer("traceback")
+        if not with_config and not any(c.kind == "config" for c in cols):
+            qs = qs.defer("config")  # read only for config columns or ?fields=config
 
         paginator = PageNumberPagination()
         if sort_col is not None and not sort_col.db_sortable:
@@ -149,7 +153,7 @@ class RunTableApi(APIView):
         last = selectors.last_values(page)
         results = []
         for run in page:
-            data = run_to_dict(run, last[run.id], detail=False)
+            data = run_to_dict(run, last[run.id], detail=False, config=with_config)
             data["columns"] = {spec: cell.as_dict() for spec, cell in values[run.id].items()}
             verdict = verdicts.get(run.id)
             data["collapse"] = verdict.as_dict() if verdict else None

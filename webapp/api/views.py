@@ -15,9 +15,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from trainers.base import all_specs, get_spec
-from webapp.api import checkpoint_api
 from webapp.api import serializers as s
-from webapp.api.errors import bad_request
+from webapp.api.errors import WorkerRunConflict, bad_request
+from webapp.api.filters import DatasetFilter, RunFilter
 from webapp.api.metrics_io import BatchError, parse_metric_batch, render_series
 from webapp.api.pagination import PageNumberPagination
 from webapp.datasets import services as dataset_services
@@ -44,9 +44,15 @@ class ProjectListApi(generics.ListCreateAPIView):
 
     def perform_create(self, serializer):
         data = serializer.validated_data
-        serializer.instance = project_services.project_create(
-            user=self.request.user, name=data["name"], description=data.get("description", "")
-        )
+        try:
+            serializer.instance = project_services.project_create(
+                user=self.request.user, name=data["name"], description=data.get("description", "")
+            )
+        except project_services.ProjectNameTaken:
+            # only the caller's own projects are consulted: other teams' names stay unknown
+            raise services.RunError(
+                "name taken", {"name": ["you already have a project with this name"]}
+            ) from None
 
 
 class ProjectDetailApi(generics.RetrieveAPIView):
@@ -90,7 +96,33 @@ class TrainerListApi(generics.ListAPIView):
 # --- runs ---------------------------------------------------------------------------------------
 
 
-def run_to_dict(run: Run, last: dict | None = None, *, detail: bool = True) -> dict:
+LIST_FIELDS = ("config",)  # what ?fields= can add to a list's runs
+
+
+def list_fields(request) -> set[str]:
+    """?fields=config: what a list endpoint adds to each run. A run's config can be large (up to
+    256 KB), so lists leave it out unless asked; an unknown name is a 400."""
+    raw = request.query_params.get("fields", "")
+    names = {f.strip() for f in raw.split(",") if f.strip()}
+    if unknown := names - set(LIST_FIELDS):
+        raise services.RunError(
+            "invalid query",
+            {"fields": [f"unknown field {sorted(unknown)[0]!r}; one of {', '.join(LIST_FIELDS)}"]},
+        )
+    return names
+
+
+FIELDS_PARAMETER = OpenApiParameter(
+    "fields",
+    str,
+    enum=list(LIST_FIELDS),
+    description="config: include each run's config (left out of lists by default)",
+)
+
+
+def run_to_dict(run: Run, last: dict | None = None, *, detail: bool = True, config: bool = True) -> dict:
+    """``detail=False`` is a list's shape; ``config=False`` leaves the config out (lists, unless
+    asked with ?fields=config)."""
     duration = run.duration
     data = {
         "id": run.id,
@@ -117,6 +149,8 @@ def run_to_dict(run: Run, last: dict | None = None, *, detail: bool = True) -> d
         "summary": run.summary,
         "last": last or {},
     }
+    if not config:
+        del data["config"]
     if detail:
         data["traceback"] = run.traceback
         data["memory_estimate"] = run.memory_estimate  # per GPU, computed at launch (may be {})
@@ -162,12 +196,7 @@ class RunListApi(generics.ListAPIView):
     queryset = Run.objects.none()  # for the schema generator; requests use get_queryset()
     ordering_fields = ["created_at", "name", "status", "kind", "started_at", "finished_at", "group"]
     ordering = ["-created_at"]
-    filterset_fields = {
-        "project": ["exact"],
-        "kind": ["exact"],
-        "status": ["exact", "in"],
-        "group": ["exact"],
-    }
+    filterset_class = RunFilter
 
     def get_queryset(self):
         qs = selectors.run_list(user=self.request.user)
@@ -183,14 +212,20 @@ class RunListApi(generics.ListAPIView):
         parameters=[
             OpenApiParameter("tag", str, description="runs carrying this tag"),
             OpenApiParameter("search", str, description="substring of name or group"),
+            FIELDS_PARAMETER,
         ]
     )
     def get(self, request, *args, **kwargs):
+        with_config = "config" in list_fields(request)
         services.runs_mark_lost()
-        qs = self.filter_queryset(self.get_queryset())
+        qs = self.filter_queryset(self.get_queryset()).defer("traceback")
+        if not with_config:
+            qs = qs.defer("config")
         page = self.paginate_queryset(qs)
         last = selectors.last_values(page)
-        return self.get_paginated_response([run_to_dict(r, last[r.id], detail=False) for r in page])
+        return self.get_paginated_response(
+            [run_to_dict(r, last[r.id], detail=False, config=with_config) for r in page]
+        )
 
     @extend_schema(
         request=s.RunCreateSerializer,
@@ -318,6 +353,16 @@ class RunFinishApi(APIView):
         return Response(run_to_dict(run))
 
 
+def _external_run_for_write(request, pk) -> Run:
+    """The run a client writes results into. Only an external run: a worker run's results come from
+    its worker, and a client's write would race it (the first write of a step wins, so the worker's
+    real values would be dropped). 409 Conflict: the request is well formed, the run's kind refuses it."""
+    run = selectors.run_get(user=request.user, pk=pk)
+    if run.kind != Run.EXTERNAL:
+        raise WorkerRunConflict()
+    return run
+
+
 def _int_param(request, name: str, lo: int, hi: int) -> int | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -370,7 +415,7 @@ class RunMetricsApi(APIView):
         ],
     )
     def post(self, request: Request, pk: int) -> Response:
-        run = selectors.run_get(user=request.user, pk=pk)
+        run = _external_run_for_write(request, pk)
         try:
             batch, n = parse_metric_batch(request.body)
         except BatchError as exc:
@@ -424,7 +469,7 @@ class RunSamplesApi(generics.ListAPIView):
         description="Store up to 10,000 samples atomically; samples with a client_key already stored are skipped.",
     )
     def post(self, request: Request, pk: int) -> Response:
-        run = selectors.run_get(user=request.user, pk=pk)
+        run = _external_run_for_write(request, pk)
         ser = s.SampleBatchSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         samples = ser.validated_data["samples"]
@@ -470,19 +515,17 @@ class RunCheckpointsApi(generics.ListAPIView):
     serializer_class = s.CheckpointSerializer
     filter_backends = []
 
-    @extend_schema(
-        request={"application/x-tar": OpenApiTypes.BINARY, "application/gzip": OpenApiTypes.BINARY},
-        parameters=[
-            OpenApiParameter("step", int, required=True, description="the checkpoint's step (0 to 2^62)"),
-            OpenApiParameter("metrics", str, description='a JSON object of numbers, e.g. {"val/loss": 0.1}'),
-        ],
-        responses={201: s.CheckpointSerializer, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT,
-                   413: OpenApiTypes.OBJECT},
-        description=checkpoint_api.DESCRIPTION,
-    )  # fmt: skip
+    @extend_schema(request=s.CheckpointInSerializer, responses={201: s.CheckpointSerializer})
     def post(self, request: Request, pk: int) -> Response:
-        """Upload an external run's checkpoint directory (a tar body; webapp/api/checkpoint_api.py)."""
-        return checkpoint_api.checkpoint_post(request, selectors.run_get(user=request.user, pk=pk))
+        """Record a checkpoint's metadata (idempotent per step: a re-sent record updates it)."""
+        run = selectors.run_get(user=request.user, pk=pk)
+        ser = s.CheckpointInSerializer(data=request.data)
+        ser.is_valid(raise_exception=True)
+        data = ser.validated_data
+        checkpoint = services.checkpoint_record(
+            run.id, run.attempt, data["step"], data["path"], data["metrics"]
+        )
+        return Response(s.CheckpointSerializer(checkpoint).data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         return selectors.checkpoint_list(selectors.run_get(user=self.request.user, pk=self.kwargs["pk"]))
@@ -497,7 +540,7 @@ class RunEvaluationsApi(generics.ListAPIView):
     @extend_schema(request=s.EvaluationInSerializer, responses={201: s.EvaluationSerializer})
     def post(self, request: Request, pk: int) -> Response:
         """Record an evaluation the client ran (what a trainer's sink.log_evaluation stores)."""
-        run = selectors.run_get(user=request.user, pk=pk)
+        run = _external_run_for_write(request, pk)
         ser = s.EvaluationInSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         data = ser.validated_data
@@ -517,7 +560,7 @@ class RunEvaluationsApi(generics.ListAPIView):
 class DatasetListApi(generics.ListAPIView):
     serializer_class = s.DatasetSerializer
     queryset = Dataset.objects.none()  # for the schema generator; requests use get_queryset()
-    filterset_fields = ["project", "kind", "name", "status"]
+    filterset_class = DatasetFilter
     ordering_fields = ["created_at", "name", "version"]
     parser_classes = [MultiPartParser, FormParser]
 

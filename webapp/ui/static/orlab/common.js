@@ -65,7 +65,8 @@
     el.textContent = status;
   };
 
-  /* Plotly renders a little HTML in trace names: show user-given text as text. */
+  /* Plotly renders a little HTML (<a href>, <b>, <br>...) in trace names, titles and axis labels:
+     every user-given string (metric keys, run names, benchmark names) goes through this first. */
   orlab.plotText = function (text) {
     return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   };

@@ -310,7 +310,7 @@
       if (state.group || state.hide.has(r.id)) continue;
       shown++;
       const label = o.plotText(runLabel(r));
-      const hover = `${label}<br>${xTitle(unit || { name: "" })} ${hoverX()}: %{y:.6g}<extra></extra>`;
+      const hover = `${label}<br>${o.plotText(xTitle(unit || { name: "" }))} ${hoverX()}: %{y:.6g}<extra></extra>`;
       if (state.smooth > 0) {
         traces.push({
           x, y, type: "scatter", mode: "lines", name: `${label} (raw)`, showlegend: false, hoverinfo: "skip",
@@ -364,10 +364,13 @@
     const layout = o.plotLayout({ log: logY(key), height: 320, legend: false });
     layout.hovermode = "closest";
     layout.margin = { l: 60, r: 12, t: 8, b: 44 };
-    layout.xaxis.title = { text: xTitle(unit || { name: "" }), standoff: 4 };
+    // Metric keys are user text: escaped, or Plotly renders markup in them (a key "<a href=...>" was a link).
+    const rawXTitle = xTitle(unit || { name: "" });
+    layout.meta = { xTitle: rawXTitle }; // the unescaped title, for the CSV export
+    layout.xaxis.title = { text: o.plotText(rawXTitle), standoff: 4 };
     if (state.x === "wall") layout.xaxis.type = "date";
     else if (state.logx) layout.xaxis.type = "log";
-    layout.yaxis.title = { text: key, standoff: 2 };
+    layout.yaxis.title = { text: o.plotText(key), standoff: 2 };
     layout.shapes = shapes;
     layout.uirevision = `${key}|${state.x}|${state.xkey}|${state.logx}|${logY(key)}`;
     Plotly.react(plot, traces, layout, o.plotConfig);
@@ -505,12 +508,13 @@
           return vals.reduce((a, b) => a + b, 0) / vals.length;
         });
         const label = o.plotText(s.label);
+        const metric = o.plotText(s.metric);
         const what = state.group ? ` (mean of ${s.runs.size})` : "";
         traces.push({
-          x: steps, y: ys, type: "scatter", mode: "lines+markers", name: `${label} ${s.metric}`,
+          x: steps, y: ys, type: "scatter", mode: "lines+markers", name: `${label} ${metric}`,
           line: { color: s.color, width: 1.5, dash: !s.pass ? "solid" : s.metric === "pass@1" ? "dot" : "dash" },
           marker: { size: 5 },
-          hovertemplate: `${label}<br>${s.metric}${what} at step %{x}: %{y:.4g}<extra></extra>`,
+          hovertemplate: `${label}<br>${metric}${what} at step %{x}: %{y:.4g}<extra></extra>`,
           meta: { series: s.label, runs: [...s.runs], kind: s.metric },
         }); // fmt: skip
       }
@@ -670,7 +674,7 @@
       if (!plot.data) continue;
       const isEval = plot.dataset.testid === "eval-chart";
       const title = plot.layout && plot.layout.xaxis && plot.layout.xaxis.title;
-      const xAxis = (title && title.text) || "step";
+      const xAxis = (plot.layout && plot.layout.meta && plot.layout.meta.xTitle) || (title && title.text) || "step";
       for (const t of plot.data) {
         const m = t.meta || {};
         const x = t.x || [];

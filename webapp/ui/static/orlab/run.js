@@ -82,7 +82,7 @@
       marker: { size: 3 },
       line: { width: 1.5, color: "#2563eb" },
       connectgaps: false,
-      name: entry.key,
+      name: o.plotText(entry.key), // a metric key is user text: no Plotly markup
       hovertemplate: "step %{x}<br>%{y:.6g}<extra></extra>",
     };
     entry.lines = trace.mode === "lines";

@@ -1,0 +1,173 @@
+"""Issue 11 (7-10): what the API refuses and what it no longer reveals. Each bad input is a 400 naming
+the field (never a 500, never stored); results go only into external runs; lists carry configs only
+when asked; project names are per owner and other teams' objects look like missing ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from webapp.projects.models import Project
+from webapp.runs.models import Run
+
+pytestmark = pytest.mark.django_db
+
+
+def create(api, project, config, **over):
+    body = {"project": project.id, "name": "ext", "kind": "external", "config": config} | over
+    return api.post("/api/runs/", body, format="json")
+
+
+def post_raw(api, url: str, text: str, content_type: str = "application/json"):
+    return api.generic("POST", url, text.encode("utf-8"), content_type=content_type)
+
+
+def errors_of(resp) -> dict:
+    assert resp.status_code == 400, (resp.status_code, resp.content[:300])
+    return resp.json()["errors"]
+
+
+# --- item 8: JSON that cannot be stored faithfully ---------------------------------------------------
+
+
+def test_integers_beyond_2_53_are_refused_and_the_list_still_answers(api, project):
+    assert "config.seed" in errors_of(create(api, project, {"seed": 2**70}))
+    assert "config.n" in errors_of(create(api, project, {"n": -(2**53) - 1}))
+    assert create(api, project, {"n": 2**53}).status_code == 201  # the bound itself is fine
+    run = Run.objects.get()
+    resp = api.post(
+        f"/api/runs/{run.id}/finish/", {"status": "succeeded", "summary": {"x": 10**30}}, format="json"
+    )
+    assert "summary.x" in errors_of(resp)
+    assert api.get("/api/runs/?fields=config").status_code == 200
+
+
+def test_nul_and_lone_surrogates_are_refused_naming_the_field(api, project):
+    assert "tags[0]" in errors_of(create(api, project, {}, tags=["a\x00b"]))
+    # json.dumps escapes a lone surrogate as \ud800: valid JSON syntax, not encodable UTF-8
+    body = json.dumps({"project": project.id, "kind": "external", "config": {"note": "x\ud800"}})
+    assert "config.note" in errors_of(post_raw(api, "/api/runs/", body))
+    body = json.dumps({"project": project.id, "kind": "external", "config": {"k\udfff": 1}})
+    assert errors_of(post_raw(api, "/api/runs/", body))
+    assert Run.objects.count() == 0
+
+
+def test_deep_nesting_is_a_400_not_a_recursion_error(api, project):
+    deep = "[" * 5000 + "]" * 5000
+    body = f'{{"project": {project.id}, "kind": "external", "config": {{"a": {deep}}}}}'
+    assert errors_of(post_raw(api, "/api/runs/", body))
+    nested: dict = {}
+    for _ in range(70):
+        nested = {"a": nested}
+    assert errors_of(create(api, project, nested))
+    ok: dict = {}
+    for _ in range(20):
+        ok = {"a": ok}
+    assert create(api, project, ok).status_code == 201
+
+
+def test_configs_over_256_kb_are_refused(api, project):
+    assert "config" in errors_of(create(api, project, {"blob": "x" * 300_000}))
+    assert create(api, project, {"blob": "x" * 200_000}).status_code == 201
+
+
+def test_parser_errors_are_400s(api, project):
+    resp = post_raw(api, "/api/runs/", '{"project": 1,')
+    assert resp.status_code == 400 and "JSON parse error" in resp.json()["detail"]
+    assert post_raw(api, "/api/runs/", '{"project": NaN}').status_code == 400
+    assert post_raw(api, "/api/runs/", "\xff\xfe not utf-8").status_code == 400
+    assert "content_type" in errors_of(post_raw(api, "/api/runs/", "project=1", content_type="text/plain"))
+
+
+def test_ids_steps_and_counts_are_bounded(api, project):
+    body = {"project": 2**53 + 1, "kind": "external"}
+    assert "project" in errors_of(api.post("/api/runs/", body, format="json"))
+    run = Run.objects.create(project=project, name="e", kind="external", status="running")
+    sample = {"step": 2**62 + 1, "prompt": "p", "completion": "c"}
+    assert errors_of(api.post(f"/api/runs/{run.id}/samples/", {"samples": [sample]}, format="json"))
+    sample = {"step": 1, "prompt": "p", "completion": "c", "length": 2**40}
+    assert "samples.0.length" in errors_of(
+        api.post(f"/api/runs/{run.id}/samples/", {"samples": [sample]}, format="json")
+    )
+    ev = {"step": 1, "benchmark": "b", "metrics": {"avg@1": 0.5}, "protocol": {"k": 2**40}}
+    assert "protocol" in errors_of(api.post(f"/api/runs/{run.id}/evaluations/", ev, format="json"))
+    assert api.get("/api/runs/?project=99999999999999999999999").status_code in (200, 400)
+
+
+# --- item 7: results only into external runs ---------------------------------------------------------
+
+
+def test_worker_runs_refuse_results_with_a_409(api, project):
+    worker_run = Run.objects.create(project=project, name="w", kind="tabular", status="running", queue="cpu")
+    external = Run.objects.create(project=project, name="e", kind="external", status="running")
+    writes = {
+        "metrics": [{"key": "loss", "step": 0, "value": 1.0}],
+        "samples": {"samples": [{"step": 0, "prompt": "p", "completion": "c"}]},
+        "evaluations": {"step": 0, "benchmark": "b", "metrics": {"avg@1": 0.5}},
+    }
+    for path, body in writes.items():
+        resp = api.post(f"/api/runs/{worker_run.id}/{path}/", body, format="json")
+        assert resp.status_code == 409, (path, resp.content)
+        assert "external" in resp.json()["errors"]["run"][0]
+        assert api.post(f"/api/runs/{external.id}/{path}/", body, format="json").status_code in (200, 201)
+    assert not worker_run.samples.exists() and not worker_run.evaluations.exists()
+    assert api.get(f"/api/runs/{worker_run.id}/metrics/").json() == {}
+
+
+# --- item 9: configs only when asked -----------------------------------------------------------------
+
+
+def test_lists_carry_configs_only_with_fields_config(api, project):
+    assert create(api, project, {"marker": "config-value-xyz"}).status_code == 201
+    for url in ("/api/runs/", "/api/runs/table/"):
+        row = api.get(url).json()["results"][0]
+        assert "config" not in row, url
+        row = api.get(url + "?fields=config").json()["results"][0]
+        assert row["config"] == {"marker": "config-value-xyz"}, url
+        assert "fields" in errors_of(api.get(url + "?fields=traceback"))
+    run_id = Run.objects.get().id
+    assert api.get(f"/api/runs/{run_id}/").json()["config"]["marker"] == "config-value-xyz"
+
+
+def test_the_html_runs_table_never_embeds_configs(client, alice, project):
+    Run.objects.create(
+        project=project, name="r", kind="external", status="running", config={"m": "zz-secret-zz"}
+    )
+    client.force_login(alice)
+    html = client.get(f"/projects/{project.id}/").content.decode()
+    assert 'data-testid="runs-table"' in html and "zz-secret-zz" not in html
+
+
+# --- item 10: names per owner; nothing about other teams ---------------------------------------------
+
+
+def test_project_names_are_unique_per_owner_only(api, bob_api, project):
+    resp = bob_api.post("/api/projects/", {"name": project.name}, format="json")
+    assert resp.status_code == 201, resp.content  # alice's name tells bob nothing
+    again = api.post("/api/projects/", {"name": project.name}, format="json")
+    assert "name" in errors_of(again)
+    assert Project.objects.filter(name=project.name).count() == 2
+
+
+def test_other_teams_objects_answer_like_missing_ones(api, bob_api, project):
+    run = Run.objects.create(project=project, name="e", kind="external", status="running")
+    missing = max(run.id, project.id) + 1000
+    for url in ("/api/runs/{}/", "/api/runs/{}/samples/", "/api/projects/{}/", "/api/compare/?runs={}"):
+        theirs, nothing = (
+            bob_api.get(url.format(run.id if "runs" in url else project.id)),
+            bob_api.get(url.format(missing)),
+        )
+        assert theirs.status_code == nothing.status_code == 404, url
+    for url in ("/api/runs/?project={}", "/api/datasets/?project={}"):
+        theirs, nothing = bob_api.get(url.format(project.id)), bob_api.get(url.format(missing))
+        assert theirs.status_code == nothing.status_code == 200, url
+        assert theirs.json()["count"] == nothing.json()["count"] == 0
+
+
+def test_the_schema_documents_400_404_and_409(api):
+    paths = api.get("/api/schema/?format=json").json()["paths"]
+    run_metrics = paths["/api/runs/{id}/metrics/"]
+    assert {"400", "404", "409"} <= set(run_metrics["post"]["responses"])
+    assert {"400", "404"} <= set(paths["/api/runs/{id}/"]["get"]["responses"])
+    assert "400" in paths["/api/runs/"]["post"]["responses"]

@@ -1,0 +1,126 @@
+"""What JSON the API accepts, checked once at the door (the request parser) and again on the fields
+that are stored as JSON (serializer validators), so a value that PostgreSQL, Python or a browser
+cannot hold faithfully is a 400 naming the field instead of a 500 later, on some other page.
+
+Refused: integers beyond +-2^53 (a browser's JSON.parse rounds them, and integers beyond 64 bits
+made the whole runs list fail), NUL characters (PostgreSQL text and jsonb cannot hold them), lone
+surrogates (not encodable as UTF-8), non-finite numbers (jsonb has no NaN/Infinity), nesting deeper
+than MAX_DEPTH (a 5,000-deep array exhausted the parser's recursion), and configs larger than
+MAX_CONFIG_BYTES (a 25 MB config made every runs page 25 MB)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from rest_framework import serializers
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+
+MAX_SAFE_INT = 2**53  # JavaScript's Number.MAX_SAFE_INTEGER is 2^53 - 1
+MAX_DEPTH = 64
+MAX_CONFIG_BYTES = 256 * 1024
+
+
+class UnsafeJSON(ValueError):
+    """``path`` locates the offending value (``a.b[3]``); empty for the document itself."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path or 'value'}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _check_str(text: str, path: str) -> None:
+    if "\x00" in text:
+        raise UnsafeJSON(path, "NUL characters are not allowed")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafeJSON(path, "lone surrogate characters are not allowed") from None
+
+
+def _printable(key: str) -> str:
+    """A key as it may appear in an error path: the response must itself be valid UTF-8 JSON."""
+    return key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def check_json(value, path: str = "", max_depth: int = MAX_DEPTH) -> None:
+    """Raises UnsafeJSON for the first unsafe value. Iterative, so a deep document cannot exhaust
+    the interpreter's recursion limit while being checked."""
+    stack = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, bool) or item is None:
+            continue
+        if isinstance(item, int):
+            if not -MAX_SAFE_INT <= item <= MAX_SAFE_INT:
+                raise UnsafeJSON(where, f"integers must be within +-2^53 ({MAX_SAFE_INT})")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise UnsafeJSON(where, "numbers must be finite")
+        elif isinstance(item, str):
+            _check_str(item, where)
+        elif isinstance(item, dict | list | tuple):
+            if depth >= max_depth:
+                raise UnsafeJSON(where, f"nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        raise UnsafeJSON(where, "object keys must be strings")
+                    name = _printable(key)
+                    child_path = f"{where}.{name}" if where else name
+                    _check_str(key, child_path)
+                    stack.append((child, child_path, depth + 1))
+            else:
+                stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
+        else:
+            raise UnsafeJSON(where, f"unsupported type {type(item).__name__}")
+
+
+def loads(text: str | bytes):
+    """json.loads that refuses what check_json refuses; raises UnsafeJSON or ValueError."""
+
+    def no_constant(name: str):
+        raise UnsafeJSON("", f"{name} is not valid JSON")
+
+    try:
+        # Integers are range-checked by check_json, which knows their path; Python itself refuses
+        # numbers over 4,300 digits (a ValueError, so a 400) before any slow conversion.
+        data = json.loads(text, parse_constant=no_constant)
+    except RecursionError:
+        raise UnsafeJSON("", f"nested deeper than {MAX_DEPTH} levels") from None
+    check_json(data)
+    return data
+
+
+class SafeJSONParser(JSONParser):
+    """DRF's JSON parser with check_json's limits. Every failure is a 400: malformed JSON a
+    ParseError; an unsafe value a ValidationError naming its path (``config.note``), the API's usual
+    field-error shape."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return loads(stream.read() if stream is not None else b"")
+        except UnsafeJSON as exc:
+            raise serializers.ValidationError({exc.path or "__all__": [exc.reason]}) from None
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise ParseError(f"JSON parse error - {exc}") from None
+
+
+def json_field_validator(max_bytes: int | None = None):
+    """A serializer validator for a field stored as JSON; ``max_bytes`` bounds its encoded size."""
+
+    def validate(value):
+        try:
+            check_json(value)
+        except UnsafeJSON as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        if max_bytes is not None:
+            size = len(json.dumps(value, separators=(",", ":")).encode())
+            if size > max_bytes:
+                raise serializers.ValidationError(
+                    f"{size} bytes when encoded; at most {max_bytes // 1024} KB"
+                )
+
+    return validate
