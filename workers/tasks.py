@@ -1,9 +1,16 @@
 """Celery tasks. A task takes ids, claims the run, and hands over to trainers/ through DbSink; no
 algorithm code lives here.
 
-Tasks ack on receipt (Celery's default, no acks_late): a worker that dies mid-run does not get
-its multi-hour task redelivered behind the user's back. Its run stops heartbeating, is marked
-lost, and the user resumes it, which continues from the newest checkpoint as a new attempt."""
+Messages come from the outbox (webapp.outbox: written with the row, sent after commit or by the
+housekeeping's sender) and are acked late (settings CELERY_TASK_ACKS_LATE): a message a dead worker
+had taken is delivered again. Every task first claims its object in the database (a run: queued ->
+running for its attempt; a scoring job or evaluation: queued -> running; an import or curation: its
+outbox message) and drops a delivery whose object is already claimed or ended, so a redelivery never
+runs anything twice. A worker that dies mid-run leaves its run running without heartbeats: the
+housekeeping task (beat, every few seconds on the `control` queue, its own one-slot worker) marks it
+lost, and the user resumes it from its newest checkpoint as a new attempt; a job whose worker dies
+ends failed with the reason. This replaces the earlier ack-on-receipt design. Queues and the run
+lifecycle: README "Queues and the run lifecycle"."""
 
 from __future__ import annotations
 
@@ -84,11 +91,36 @@ def execute_run(run_id: int, attempt: int) -> None:
     )
 
 
-@app.task(name="workers.tasks.reap_lost_runs", ignore_result=True)
-def reap_lost_runs() -> int:
+@app.task(name="workers.tasks.housekeeping", ignore_result=True)
+def housekeeping() -> dict[str, int]:
+    """Beat's periodic pass on the `control` worker: no state stays stuck. Each step is one or a few
+    indexed queries; one failing step does not stop the others."""
+    from webapp.outbox import sender
     from webapp.runs import services
 
-    return services.runs_mark_lost()
+    steps = {
+        "lost": services.runs_mark_lost,  # running runs whose heartbeat stopped
+        "waiting_failed": services.runs_fail_orphaned_waiting,  # their parent ended without a checkpoint
+        "jobs_failed": sender.sweep_dead_claims,  # imports, scoring, evaluations of dead workers
+        "imports_failed": sender.sweep_orphan_imports,  # importing with no worker message, for too long
+        "sent": sender.deliver,  # messages the broker refused at commit time
+        "resent": sender.resend_gone,  # messages provably gone from the broker
+    }
+    done = {}
+    for name, step in steps.items():
+        try:
+            done[name] = step()
+        except Exception:
+            log.exception("housekeeping step %s failed", name)
+    if any(done.values()):
+        log.info("housekeeping: %s", done)
+    return done
+
+
+@app.task(name="workers.tasks.reap_lost_runs", ignore_result=True)
+def reap_lost_runs() -> dict[str, int]:
+    """The housekeeping's old name (messages queued by an older beat)."""
+    return housekeeping()
 
 
 @app.task(name="workers.tasks.import_dataset", ignore_result=True)
@@ -99,7 +131,12 @@ def import_dataset(dataset_id: int, path: str) -> None:
 
     from webapp.datasets import services
     from webapp.datasets.models import Dataset
+    from workers import claims
 
+    if not claims.claim(import_dataset):
+        # a second delivery while (or after) the first imports: its file is the first's to remove
+        log.info("import of dataset %s already claimed; duplicate delivery dropped", dataset_id)
+        return
     dataset = Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.IMPORTING).first()
     try:
         if dataset is not None:
@@ -116,7 +153,11 @@ def curate_dataset(dataset_id: int) -> None:
     stats, or failed with the error and no rows) is on the dataset row."""
     from webapp.datasets.curation import service
     from webapp.datasets.models import Dataset
+    from workers import claims
 
+    if not claims.claim(curate_dataset):
+        log.info("curation of dataset %s already claimed; duplicate delivery dropped", dataset_id)
+        return
     dataset = Dataset.objects.filter(pk=dataset_id, status=Dataset.Status.IMPORTING).first()
     if dataset is None:
         log.info("dataset %s is not waiting for curation", dataset_id)
@@ -137,10 +178,12 @@ def score_dataset(job_id: int) -> None:
     from webapp.datasets import services
     from webapp.datasets.models import ScoringJob
     from webapp.runs.checkpoint_paths import worker_checkpoint_dir
+    from workers import claims
 
-    claimed = ScoringJob.objects.filter(pk=job_id, status=ScoringJob.Status.QUEUED).update(
-        status=ScoringJob.Status.RUNNING
-    )
+    # the message first (its heartbeat tells the housekeeping this worker lives), then the job
+    claimed = claims.claim(score_dataset) and ScoringJob.objects.filter(
+        pk=job_id, status=ScoringJob.Status.QUEUED
+    ).update(status=ScoringJob.Status.RUNNING)
     if not claimed:
         return
     job = ScoringJob.objects.select_related("dataset", "checkpoint").get(pk=job_id)
@@ -176,11 +219,13 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
     from webapp.datasets.services import dataset_export_jsonl
     from webapp.runs.checkpoint_paths import worker_checkpoint_dir
     from webapp.runs.models import Evaluation
+    from workers import claims
 
     _allow_child_processes()
-    if not Evaluation.objects.filter(pk=evaluation_id, status=Evaluation.Status.QUEUED).update(
-        status=Evaluation.Status.RUNNING
-    ):
+    # the message first (its heartbeat tells the housekeeping this worker lives), then the evaluation
+    if not claims.claim(evaluate_checkpoint) or not Evaluation.objects.filter(
+        pk=evaluation_id, status=Evaluation.Status.QUEUED
+    ).update(status=Evaluation.Status.RUNNING):
         return
     ev = Evaluation.objects.select_related("checkpoint", "benchmark").get(pk=evaluation_id)
     try:

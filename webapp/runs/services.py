@@ -104,19 +104,22 @@ def config_validate(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _enqueue(run: Run) -> None:
-    """Send the run's task once the transaction that queued it has committed (a worker must never
-    see a run that is not in the database yet)."""
-    from workers.celery import app
+    """Record the run's task message in the outbox, in the transaction that queues the run (call it
+    inside one): the message goes to the broker once that commits (a worker must never see a run
+    that is not in the database yet), or later from the housekeeping's sender if the broker is down
+    then. The request succeeds either way (webapp.outbox)."""
+    from webapp.outbox import sender
 
-    run_id, attempt, queue = run.id, run.attempt, run.queue
     nodes = int(run.config.get("nodes", 1)) if isinstance(run.config, dict) else 1
     # a run on several hosts: one task per node, each claims a node rank (webapp.runs.nodes)
-    transaction.on_commit(
-        lambda: [
-            app.send_task("workers.tasks.execute_run", args=[run_id, attempt], queue=queue)
-            for _ in range(nodes)
-        ]
-    )
+    for _ in range(nodes):
+        sender.record(
+            "workers.tasks.execute_run",
+            [run.id, run.attempt],
+            queue=run.queue,
+            subject=sender.Subject.RUN,
+            subject_id=run.id,
+        )
 
 
 POLICY_KINDS = ("sft", "rl", "dapo")
@@ -446,7 +449,8 @@ def run_fail(run_id: int, attempt: int, *, error: str, traceback: str) -> None:
 
 def runs_mark_lost(*, timeout: float | None = None) -> int:
     """Running runs whose worker stopped heartbeating are lost. Cheap (one indexed UPDATE), so the
-    beat task and the pages both call it."""
+    housekeeping task (every few seconds on the `control` worker) and the pages both call it. Only
+    running runs: a waiting or queued run has no worker to lose."""
     timeout = settings.ORLAB_HEARTBEAT_TIMEOUT if timeout is None else timeout
     cutoff = timezone.now() - timedelta(seconds=timeout)
     return (
@@ -458,6 +462,25 @@ def runs_mark_lost(*, timeout: float | None = None) -> int:
             error=f"worker stopped heartbeating for more than {timeout:.0f} s",
         )
     )
+
+
+def runs_fail_orphaned_waiting() -> int:
+    """A waiting run whose parent (``init_from_run``) ended failed, cancelled or lost will never get
+    its checkpoint: it fails with that reason. Waiting runs are otherwise never swept."""
+    ended = (Status.FAILED, Status.CANCELLED, Status.LOST)
+    failed = 0
+    for run_id, config in Run.objects.filter(status=Status.WAITING).values_list("id", "config"):
+        parent_id = config.get("init_from_run") if isinstance(config, dict) else None
+        if not isinstance(parent_id, int) or isinstance(parent_id, bool):
+            continue
+        parent = Run.objects.filter(pk=parent_id).values_list("status", flat=True).first()
+        if parent in ended:
+            failed += Run.objects.filter(pk=run_id, status=Status.WAITING).update(
+                status=Status.FAILED,
+                finished_at=timezone.now(),
+                error=f"init_from_run {parent_id} ended {parent}: no checkpoint to start from",
+            )
+    return failed
 
 
 def checkpoint_record(
@@ -662,8 +685,8 @@ def evaluation_request(
     """On-demand evaluation of a policy checkpoint on a problems dataset, run by a worker. Settings not
     given are the run's own (:func:`evaluation_settings`)."""
     from webapp.datasets.models import Dataset
+    from webapp.outbox import sender
     from webapp.runs.models import Evaluation
-    from workers.celery import app
 
     if benchmark.kind != Dataset.Kind.PROBLEMS or benchmark.status != Dataset.Status.READY:
         raise RunError("invalid benchmark", {"benchmark": ["must be a ready problems dataset"]})
@@ -694,8 +717,12 @@ def evaluation_request(
             k=protocol["k"],
             protocol=protocol,
         )
-    queue = checkpoint.run.queue or "gpu"
-    transaction.on_commit(
-        lambda: app.send_task("workers.tasks.evaluate_checkpoint", args=[evaluation.id], queue=queue)
-    )
+        # in the row's transaction (webapp.outbox); evaluations have their own queue
+        sender.record(
+            "workers.tasks.evaluate_checkpoint",
+            [evaluation.id],
+            queue="eval",
+            subject=sender.Subject.EVALUATION,
+            subject_id=evaluation.id,
+        )
     return evaluation

@@ -66,7 +66,7 @@ def _check_references(user, recipe: r.Recipe) -> dict[str, list[str]]:
 
 def dataset_curate(*, user, dataset: Dataset, recipe) -> Dataset:
     """Validate ``recipe`` (a dict or a Recipe) against ``dataset`` and create the curated version;
-    its curation runs in a worker (cpu queue) once this transaction commits. Raises CurationError."""
+    its curation runs in a worker (short queue) once this transaction commits. Raises CurationError."""
     if dataset.kind != Dataset.Kind.PREFERENCE:
         raise CurationError(
             "cannot curate this dataset", {"dataset": ["only preference datasets can be curated"]}
@@ -85,6 +85,8 @@ def dataset_curate(*, user, dataset: Dataset, recipe) -> Dataset:
         "recipe": recipe.model_dump(mode="json"),
         "source": {"id": dataset.id, "name": dataset.name, "version": dataset.version},
     }
+    from webapp.outbox import sender
+
     for attempt in range(5):
         try:
             with transaction.atomic():
@@ -104,13 +106,18 @@ def dataset_curate(*, user, dataset: Dataset, recipe) -> Dataset:
                     created_by=user,
                     meta=meta,
                 )
+                # the message is written with the row (webapp.outbox) and sent once it commits
+                sender.record(
+                    "workers.tasks.curate_dataset",
+                    [new.id],
+                    queue="short",
+                    subject=sender.Subject.DATASET,
+                    subject_id=new.id,
+                )
             break
         except IntegrityError:  # a concurrent new version took the number
             if attempt == 4:
                 raise
-    from workers.celery import app
-
-    transaction.on_commit(lambda: app.send_task("workers.tasks.curate_dataset", args=[new.id], queue="cpu"))
     return new
 
 
