@@ -14,4 +14,13 @@ class SyntheticConfig(TrainerConfig):
     seed: int = Field(0, description="random seed of the noise")
     sleep_per_step: float = Field(0.0, ge=0, le=60, description="seconds to sleep after each step (pacing)")
     checkpoint_every: int = Field(0, ge=0, description="checkpoint every N steps (0: only at the end)")
+    samples_every: int = Field(
+        0, ge=0, le=1_000_000, description="log 2 samples every N steps (0: none; fault drills count them)"
+    )
+    evaluate_every: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="log an evaluation every N steps (0: none; fault drills count them)",
+    )
     fail_at_step: int | None = Field(None, ge=0, description="raise an error at this step (to test failures)")

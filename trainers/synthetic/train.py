@@ -52,12 +52,21 @@ def train(config: SyntheticConfig, sink: Sink) -> dict:
             raise RuntimeError(f"synthetic failure at step {step} (fail_at_step)")
         values = values_at(step, names, config.seed)
         sink.log(step, values)
+        if config.samples_every and step % config.samples_every == 0:
+            sink.log_samples(step, [_sample(step, i, values) for i in range(2)])
+        if config.evaluate_every and step % config.evaluate_every == 0:
+            sink.log_evaluation(step, "synthetic", {"avg@1": values.get("train/reward", 0.0)}, {"k": 1})
         if config.checkpoint_every and step > 0 and step % config.checkpoint_every == 0:
             _checkpoint(sink, step, values)
         if config.sleep_per_step:
             time.sleep(config.sleep_per_step)
     _checkpoint(sink, config.steps - 1, values_at(config.steps - 1, names, config.seed))
     return {"stopped": False, "last_step": config.steps - 1}
+
+
+def _sample(step: int, i: int, values: dict[str, float]) -> dict:
+    reward = values.get("train/reward", 0.0)
+    return {"prompt": f"synthetic prompt {step}.{i}", "completion": f"answer {step}.{i}", "reward": reward}
 
 
 def _checkpoint(sink: Sink, step: int, values: dict[str, float]) -> None:
