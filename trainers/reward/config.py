@@ -15,19 +15,21 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
-from trainers.common.compute_config import ModelComputeFields
+from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields
 
 #: ``model_path`` value that builds the tiny char-level Qwen2-style model (trainers.common.tiny).
 TINY = "tiny"
 
 
-class RewardConfig(ModelComputeFields, TrainerConfig):
+class RewardConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     """Pairwise Bradley-Terry reward model: r(x, y) is a scalar read at the last token of the rendered
     (prompt, response); the loss is -log sigmoid(r(x, y_chosen) - r(x, y_rejected) [- margin]).
 
     Precision (``dtype``), ``micro_batch_tokens``, ``gradient_checkpointing``, ``chat_template`` (how each
     side is rendered), ``save_optimizer`` and ``retention`` are the fields every model trainer shares
-    (trainers.common.compute_config)."""
+    (trainers.common.compute_config). With several ranks (``nproc_per_node`` x ``nodes``) each takes its
+    share of every optimizer step's pairs; DDP (engine torch) or DeepSpeed ZeRO averages the gradients
+    and the loss stays the pair mean of the whole step."""
 
     # --- model -------------------------------------------------------------------------------------
     model_path: str = Field(
@@ -93,7 +95,8 @@ class RewardConfig(ModelComputeFields, TrainerConfig):
         ge=1,
         le=4096,
         description="slices of batch_size pairs per optimizer step (global batch = batch_size x grad_accum "
-        "pairs); the loss is the mean over the global batch's pairs however it is split",
+        "pairs, for all ranks together: each rank takes its share and cuts it into forwards of at most "
+        "batch_size pairs); the loss is the mean over the global batch's pairs however it is split",
     )
     margin: float | None = Field(
         None,
@@ -129,8 +132,9 @@ class RewardConfig(ModelComputeFields, TrainerConfig):
     # --- engine ------------------------------------------------------------------------------------
     engine: Literal["torch", "deepspeed"] = Field(
         "torch",
-        description="torch: a plain loop on one device; deepspeed: deepspeed.initialize with a ZeRO stage, in "
-        "one process (gloo on the CPU, NCCL on a GPU); several processes are not supported yet",
+        description="torch: a plain loop (DDP across several ranks); deepspeed: deepspeed.initialize with a "
+        "ZeRO stage, in one process or across nproc_per_node x nodes ranks (gloo on the CPU, NCCL on GPUs; "
+        "several ranks have been tested on the CPU only)",
     )
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage 0-3 (engine=deepspeed only)")
     threads: int = Field(

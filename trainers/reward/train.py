@@ -14,6 +14,17 @@ however it is split. ``dtype``: fp32 weights and AdamW state with bf16 autocast 
 (bf16 by default on CUDA), DeepSpeed's bf16 mode on the deepspeed engine; ``gradient_checkpointing``
 recomputes the backbone's activations.
 
+Several ranks (``nproc_per_node`` x ``nodes``, started by torch.distributed's launcher; the sink is a
+RankZeroSink, trainers.common.distributed): every rank knows the step's global batch (the schedule is a
+function of the step) and takes its contiguous share, cut into forwards as above; each micro-batch's
+weight is its share of the whole step's pairs times the world size (DDP and DeepSpeed average the
+gradients), so the averaged gradient is the one-process pair mean. Ranks pad their forward/backward
+passes to the same count with a zero-loss pass (DDP and ZeRO communicate in each), and the step's
+statistics are gathered from all ranks. Rank 0 logs and writes the model and the torch optimizer
+state; every rank writes its part of DeepSpeed's checkpoint; every rank resumes from it. The torch
+engine evaluates on rank 0; under DeepSpeed every rank scores the eval set (ZeRO-3 gathers parameters
+in each forward) and rank 0 logs. On the CPU, 2 gloo ranks give the one-process losses (tests/trainers).
+
 Where it departs from the paper, or the paper is silent: the paper's lr, epochs, batch size and
 max length are unknown ([U]); the defaults are starting points. The data-selection pipeline (ArmoRM
 ranking, the WildGuard filter, seeds-spec 3.2) happens before this trainer: it trains on the pairs it
@@ -57,7 +68,7 @@ import numpy as np
 import torch
 
 from trainers.base import Sink
-from trainers.common import deepspeed_glue
+from trainers.common import deepspeed_glue, distributed
 from trainers.common.checkpoints import (
     STATE_FILE,
     load_optimizer_state,
@@ -103,7 +114,10 @@ def run_workdir(sink: Sink) -> Path:
 
 def base_model_dir(config: RewardConfig, sink: Sink) -> Path:
     if config.model_path == TINY:
-        return build_tiny_model(run_workdir(sink) / f"tiny-base-seed{config.seed}", seed=config.seed)
+        target = run_workdir(sink) / f"tiny-base-seed{config.seed}"
+        if (target / "config.json").is_file():  # built already (by rank 0: the same seeded weights)
+            return target
+        return build_tiny_model(target, seed=config.seed)
     path = model_directory(config.model_path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(
@@ -243,21 +257,42 @@ def accumulate_pairs(
 ) -> PairStep:
     """Forward and backward of every micro-batch of one optimizer step; gradients accumulate (the
     stepper's optimizer step is the caller's). Each micro-batch's Bradley-Terry mean is weighted by its
-    share of the step's pairs, so the sum is the un-split step's pair mean."""
-    total = sum(len(idx) for idx in micro)
+    share of the step's pairs, so the sum is the un-split step's pair mean.
+
+    Several ranks: ``micro`` holds this rank's share of the step; the pair count is summed over the
+    ranks and every weight multiplied by the world size (DDP and DeepSpeed average the gradients);
+    passes over pair 0 with a zero loss pad this rank's passes to the most any rank makes (DDP and ZeRO
+    communicate in every backward). The returned loss, rewards and tokens are the whole step's (the
+    rewards gathered in rank order)."""
+    world = distributed.world_size()
+    total = distributed.all_reduce_sum(float(sum(len(idx) for idx in micro)))
+    passes: list[list[int] | None] = list(micro)
+    if world > 1:
+        passes += [None] * (int(distributed.all_reduce_max(float(len(micro)))) - len(micro))
     loss_sum, chosen, rejected, tokens = 0.0, [], [], 0
-    for k, idx in enumerate(micro):
-        ids, mask = collate(enc, idx, pad_id, device)
+    for k, idx in enumerate(passes):
+        ids, mask = collate(enc, idx if idx is not None else [0], pad_id, device)
         with autocast():
             rewards = forward(ids, mask)
-        rc, rr = rewards[: len(idx)], rewards[len(idx) :]
+        n = len(idx) if idx is not None else 1
+        rc, rr = rewards[:n], rewards[n:]
+        if idx is None:  # a pass that only keeps this rank in step with the others
+            stepper.backward(bt_loss(rc, rr, margin) * 0.0, k == len(passes) - 1)
+            continue
         loss = bt_loss(rc, rr, margin) * (len(idx) / total)
-        stepper.backward(loss, k == len(micro) - 1)
+        stepper.backward(loss * world, k == len(passes) - 1)
         loss_sum += float(loss.detach())
         chosen.append(rc.detach().float())
         rejected.append(rr.detach().float())
         tokens += int(mask.sum())
-    return PairStep(loss_sum, torch.cat(chosen), torch.cat(rejected), tokens)
+    chosen_t = torch.cat(chosen) if chosen else torch.zeros(0)
+    rejected_t = torch.cat(rejected) if rejected else torch.zeros(0)
+    if world > 1:
+        sums = distributed.all_reduce_sums({"loss": loss_sum, "tokens": float(tokens)})
+        loss_sum, tokens = sums["loss"], int(sums["tokens"])
+        chosen_t = torch.tensor(distributed.gather_lists(chosen_t.cpu().tolist()), dtype=torch.float32)
+        rejected_t = torch.tensor(distributed.gather_lists(rejected_t.cpu().tolist()), dtype=torch.float32)
+    return PairStep(loss_sum, chosen_t, rejected_t, tokens)
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -270,14 +305,16 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
     device = precision.device
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
-    if config.engine == "deepspeed" and deepspeed_glue.world_size() != 1:
-        raise ValueError("engine=deepspeed runs in one process for now (WORLD_SIZE must be 1)")
     seed_everything(config.seed)
+    distributed.init()  # no-op in one process, or when the launcher's entry point joined already
 
     resume = (
         Path(sink.resume_from) if sink.resume_from is not None and Path(sink.resume_from).is_dir() else None
     )
     saved = read_state(resume) if resume else None
+    if resume is None and distributed.is_rank_zero():  # "tiny" is built once, by rank 0, read by all
+        base_model_dir(config, sink)
+    distributed.barrier()
     model_dir = resume if resume else base_model_dir(config, sink)
     char_tokenizer = is_char_tokenizer_dir(model_dir)
     model, tokenizer = build_reward_model(
@@ -326,6 +363,11 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
         zero_stage = config.zero_stage
     else:
         forward = model
+        if distributed.world_size() > 1:  # DDP averages the gradients; the losses are scaled for that
+            forward = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,  # constant buffers (rotary tables): a forward does no collective
+            )  # fmt: skip
         stepper = TorchStepper(model, optimizer, GRAD_CLIP)
         zero_stage = 0
     autocast = precision.autocast  # bf16 autocast on the torch engine; DeepSpeed's bf16 needs none
@@ -353,33 +395,44 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
         model.eval()
         if engine is not None:
             engine.eval()
-        rc, rr = score_encoded(forward, eval_enc, eval_batch, pad_id, device, autocast)
-        metrics = eval_metrics(rc, rr, eval_enc.sources, config.margin)
-        sink.log(step, metrics)
-        # Also as a benchmark result with its protocol, so the run page's and the compare page's
-        # evaluation charts show reward models beside policies (accuracy, sections, overall).
-        sink.log_evaluation(
-            step,
-            "eval_dataset",
-            {k.removeprefix("eval/"): v for k, v in metrics.items() if k != "eval/loss"},
-            {"k": 1, "metric": "pairwise accuracy (r_chosen > r_rejected)", "pairs": len(eval_enc),
-             "max_length": config.max_length, "sections": "RewardBench (seeds-spec 3.3)"},
-        )  # fmt: skip
-        last["eval"] = (step, metrics["eval/accuracy"])
+        accuracy = None
+        # rank 0 scores with the plain model; DeepSpeed's every rank (ZeRO-3 gathers in each forward)
+        if distributed.is_rank_zero() or engine is not None:
+            rc, rr = score_encoded(forward if engine is not None else model, eval_enc, eval_batch, pad_id,
+                                   device, autocast)  # fmt: skip
+            metrics = eval_metrics(rc, rr, eval_enc.sources, config.margin)
+            accuracy = metrics["eval/accuracy"]
+            sink.log(step, metrics)  # a RankZeroSink drops the other ranks' calls
+            # Also as a benchmark result with its protocol, so the run page's and the compare page's
+            # evaluation charts show reward models beside policies (accuracy, sections, overall).
+            sink.log_evaluation(
+                step,
+                "eval_dataset",
+                {k.removeprefix("eval/"): v for k, v in metrics.items() if k != "eval/loss"},
+                {"k": 1, "metric": "pairwise accuracy (r_chosen > r_rejected)", "pairs": len(eval_enc),
+                 "max_length": config.max_length, "sections": "RewardBench (seeds-spec 3.3)"},
+            )  # fmt: skip
+        last["eval"] = (step, distributed.broadcast_object(accuracy))
         model.train()
         if engine is not None:
             engine.train()
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
+        # every rank agrees on the folder; rank 0 writes what all ranks hold alike (the model, the torch
+        # optimizer), every rank its part of DeepSpeed's partitioned state; recorded once
         directory = Path(sink.checkpoint_dir(step))
+        writer = distributed.is_rank_zero()
         meta = {"max_length": config.max_length, "step": step, "base_model": config.model_path,
                 "chat_template": config.chat_template, "dtype": precision.name}  # fmt: skip
-        with deepspeed_glue.full_parameters(model, zero_stage):
-            model.save(directory, tokenizer, meta, char_tokenizer=char_tokenizer, dtype=precision.save_dtype)
+        with deepspeed_glue.full_parameters(model, zero_stage):  # a collective under ZeRO-3
+            if writer:
+                model.save(
+                    directory, tokenizer, meta, char_tokenizer=char_tokenizer, dtype=precision.save_dtype
+                )
         if config.save_optimizer:
             if engine is not None:
                 engine.save_checkpoint(str(directory / DEEPSPEED_DIR), tag=DEEPSPEED_TAG)
-            else:
+            elif writer:
                 master = model if precision.save_dtype != precision.param_dtype else None
                 extra = {"scheduler": scheduler.state_dict(), "rng": torch.get_rng_state()}
                 save_optimizer_state(directory, optimizer, master=master, extra=extra)
@@ -389,7 +442,8 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
             "total_steps": schedule.total_steps,
             "geometry": geometry,
         }
-        write_trainer_state(directory, state)
+        if writer:
+            write_trainer_state(directory, state)
         sink.save_checkpoint(step, directory, metrics)
         last["checkpoint"] = (step, str(directory))
 
@@ -410,7 +464,11 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
         t0 = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        slices = schedule.micro_batches(step)
+        # this rank's share of the step's pairs, in forwards of at most batch_size pairs (all of them in
+        # one process: the schedule's own slices)
+        step_pairs = [i for idx in schedule.micro_batches(step) for i in idx]
+        mine = distributed.shard(step_pairs)
+        slices = [mine[i : i + config.batch_size] for i in range(0, len(mine), config.batch_size)]
         micro = pair_micro_batches(train_enc, slices, config.micro_batch_tokens)
         lr = engine.get_lr()[0] if engine is not None else scheduler.get_last_lr()[0]
         stepper.begin()
@@ -421,9 +479,9 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
         if engine is None:
             scheduler.step()
         elapsed = time.perf_counter() - t0
-        pairs = sum(len(idx) for idx in micro)
+        pairs = len(step_pairs)
         stats = pair_stats(result.chosen, result.rejected)
-        batch_data = length_stats(train_enc, (i for idx in micro for i in idx))
+        batch_data = length_stats(train_enc, step_pairs)
         metrics = {
             "train/loss": result.loss,
             **{f"train/{k}": v for k, v in stats.items()},
@@ -431,7 +489,7 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
             "train/lr": lr,
             "train/tokens_per_s": result.tokens / elapsed,
             "train/pairs_per_s": pairs / elapsed,
-            "train/micro_batches": float(len(micro)),
+            "train/micro_batches": distributed.all_reduce_sum(float(len(micro))),  # all ranks'
             "train/epoch": step / schedule.steps_per_epoch,
             "data/chosen_len_mean": batch_data["chosen_len_mean"],
             "data/rejected_len_mean": batch_data["rejected_len_mean"],
