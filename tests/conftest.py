@@ -99,10 +99,24 @@ def _test_database_url() -> str:
     return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-class WorkerProcess:
-    """`celery -A workers worker` in its own process group, on the test database and Redis."""
+#: every queue (README "Queues and the run lifecycle"); a test worker listens on all unless told
+ALL_QUEUES = "control,short,cpu,gpu,eval"
 
-    def __init__(self, extra_env: dict[str, str] | None = None, name: str = "w1"):
+
+class WorkerProcess:
+    """`celery -A workers worker` in its own process group, on the test database and Redis.
+    ``beat``: embed beat (the housekeeping schedule), as the control worker of a deployment does."""
+
+    def __init__(
+        self,
+        extra_env: dict[str, str] | None = None,
+        name: str = "w1",
+        *,
+        queues: str = ALL_QUEUES,
+        concurrency: int = 2,
+        pool: str = "prefork",
+        beat: bool = False,
+    ):
         self.name = name
         self.log_path = ARTIFACTS / f"worker-{name}-{os.getpid()}-{time.time_ns()}.log"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -116,9 +130,13 @@ class WorkerProcess:
         )
         env.update(extra_env or {})
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
+        beat_args = (
+            ["-B", "-s", str(ARTIFACTS / f"beat-{name}-{os.getpid()}-{time.time_ns()}")] if beat else []
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "cpu,gpu", "--pool=prefork",
-             "--concurrency=2", "--without-gossip", "--without-mingle", "-n", f"{name}@%h", "--loglevel=INFO"],
+            [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queues, f"--pool={pool}",
+             f"--concurrency={concurrency}", "--without-gossip", "--without-mingle", "-n", f"{name}@%h",
+             "--loglevel=INFO", *beat_args],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         self._wait_ready()
@@ -161,12 +179,16 @@ def _purge_broker() -> None:
 
 @pytest.fixture
 def start_worker(transactional_db):
-    """Factory: start_worker(name="w1", **env) -> WorkerProcess; all stopped at teardown."""
+    """Factory: start_worker(name="w1", *, queues=, concurrency=, pool=, beat=, **env) -> WorkerProcess;
+    all stopped at teardown."""
     _purge_broker()
     started: list[WorkerProcess] = []
 
-    def start(name: str = "w1", **env) -> WorkerProcess:
-        worker = WorkerProcess(extra_env=env, name=name)
+    def start(name: str = "w1", *, queues: str = ALL_QUEUES, concurrency: int = 2, pool: str = "prefork",
+              beat: bool = False, **env) -> WorkerProcess:  # fmt: skip
+        worker = WorkerProcess(
+            extra_env=env, name=name, queues=queues, concurrency=concurrency, pool=pool, beat=beat
+        )
         started.append(worker)
         return worker
 

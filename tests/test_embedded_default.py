@@ -55,7 +55,7 @@ def test_sqlite_and_filesystem_broker_run_a_tabular_run(tmp_path):
     assert (tmp_path / "var" / "orlab.sqlite3").exists()
     log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 (closed in finally)
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "cpu", "--concurrency=1", "-l", "INFO"],
+        [sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", "short", "--concurrency=1", "-l", "INFO"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:

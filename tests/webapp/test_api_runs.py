@@ -18,7 +18,7 @@ def test_launch_returns_a_queued_run_with_defaulted_config(api, project):
     resp = launch(api, project)
     assert resp.status_code == 201, resp.content
     data = resp.json()
-    assert data["status"] == "queued" and data["queue"] == "cpu" and data["attempt"] == 1
+    assert data["status"] == "queued" and data["queue"] == "short" and data["attempt"] == 1
     run = Run.objects.get(pk=data["id"])
     assert run.config["method"] == "softmax_npg"
     assert "tau" in run.config  # defaults are filled in and stored: the run records what it will use

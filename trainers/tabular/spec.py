@@ -48,7 +48,7 @@ SPEC = register(
         "rates of arXiv 2404.03372 and 2305.19575.",
         config="trainers.tabular.config:TabularConfig",
         entry="trainers.tabular.train:train",
-        queue="cpu",
+        queue="short",  # seconds to minutes on a CPU: README "Queues and the run lifecycle"
         primary_metrics=("gap", "entropy"),
         log_scale_metrics=("gap", "gap_inf", "dist_to_opt"),
         presets=PRESETS,
