@@ -38,6 +38,7 @@ PRESETS = {
         "gradient_checkpointing": True,
         "engine": "deepspeed",
         "zero_stage": 3,
+        "nproc_per_node": 8,
         "eval_every": 100,
         "checkpoint_every": 200,
     },
@@ -58,33 +59,33 @@ PRESETS = {
         "attn_implementation": "eager",
         "engine": "deepspeed",
         "zero_stage": 3,
+        "nproc_per_node": 8,
         "eval_every": 100,
         "checkpoint_every": 200,
     },
 }
 
-#: Checked against the memory estimate (tests/trainers/test_memory_estimate.py): ZeRO-3 over 8 GPUs keeps
-#: 1/8 of the 16 bytes/parameter; gradient checkpointing keeps one layer's activations at a time. The
-#: reward trainer runs DeepSpeed in one process for now (trainers/reward/train.py), so they cannot run yet.
-_NOT_YET = (
-    "Cannot run yet: the reward trainer runs DeepSpeed in one process, and one GPU does not hold the "
-    "training state"
+#: Checked against the memory estimate (tests/trainers/test_memory_estimate_presets.py): ZeRO-3 over 8 GPUs
+#: keeps 1/8 of the 16 bytes/parameter; gradient checkpointing keeps one layer's activations at a time.
+#: The trainer runs DeepSpeed ZeRO-3 across ranks (trainers/reward/train.py), but only 2 gloo ranks on
+#: the CPU have run it (tests/trainers/test_distributed_reward.py): the summaries say so.
+_UNTESTED = (
+    "Multi-rank training (DeepSpeed ZeRO-3, 8 ranks) is implemented and tested on the CPU only (2 gloo "
+    "ranks match one process); no GPU has run it yet (NCCL, bf16, this model size are untested)"
 )
 PRESET_HARDWARE = {
     "tiny-cpu-demo": CPU_ONLY,
     "skywork-llama-8b": hardware(
         "1 node x 8 GPUs with 80 GB (A100/H100) and DeepSpeed: ZeRO-3 across 8 processes "
-        f"(nproc_per_node: 8). {_NOT_YET}",
+        f"(nproc_per_node: 8). {_UNTESTED}",
         gpu_memory_gb=80,
         gpus_per_node=8,
-        ready=False,
     ),
     "skywork-gemma-27b": hardware(
         "1 node x 8 GPUs with 141 GB (H200) and DeepSpeed: ZeRO-3 across 8 processes (nproc_per_node: 8); "
-        f"eager attention stores every score of a layer, so 80 GB GPUs need 16 of them. {_NOT_YET}",
+        f"eager attention stores every score of a layer, so 80 GB GPUs need 16 of them. {_UNTESTED}",
         gpu_memory_gb=141,
         gpus_per_node=8,
-        ready=False,
     ),
 }
 
