@@ -162,6 +162,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "webapp.api.pagination.PageNumberPagination",
+    # JSON bodies with the API's limits (big integers, NUL, surrogates, depth): webapp/api/json_safety.py
+    "DEFAULT_PARSER_CLASSES": [
+        "webapp.api.json_safety.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_RENDERER_CLASSES": [
         "webapp.api.renderers.ORJSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -181,6 +187,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "webapp.api.schema.add_error_responses",  # 400/404/409 on every operation
+    ],
 }
 
 # --- Celery -------------------------------------------------------------------------------------
@@ -205,15 +215,30 @@ if not CELERY_BROKER_URL:
         "store_processed": False,
     }
 else:
-    # Training tasks run for hours; a Redis visibility timeout shorter than that would redeliver
-    # them. Tasks ack on receipt anyway (see workers/tasks.py), this is belt and braces.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 7 * 24 * 3600}
+    # Tasks ack late (below), so Redis restores a message a worker took and did not ack after this
+    # long: a long run's message comes back every hour and is dropped (its run is claimed), a dead
+    # worker's reservation comes back at the latest then (the outbox re-sends it sooner).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_float("ORLAB_VISIBILITY_TIMEOUT", 3600.0)}
 CELERY_TASK_IGNORE_RESULT = True
+# Acked when the task returns: a message a dying worker had taken is delivered again, and the task
+# drops it when its object is already claimed (live heartbeat) or ended. A pool child killed mid-task
+# (OOM) is not re-queued (reject_on_worker_lost off): a message that kills its worker would loop; the
+# housekeeping fails that object from its stale heartbeat instead.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "cpu"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Queues (README "Queues and the run lifecycle"): control (housekeeping, its own one-slot worker),
+# short (tabular runs, curation, scoring, imports), cpu and gpu (training), eval (evaluations).
+ORLAB_QUEUES = ("control", "short", "cpu", "gpu", "eval")
 CELERY_BEAT_SCHEDULE = {
-    "reap-lost-runs": {"task": "workers.tasks.reap_lost_runs", "schedule": 10.0, "options": {"queue": "cpu"}},
+    # lost runs, dead jobs, orphaned waiting runs, unsent and gone outbox messages
+    "housekeeping": {
+        "task": "workers.tasks.housekeeping",
+        "schedule": env_float("ORLAB_HOUSEKEEPING_INTERVAL", 5.0),
+        "options": {"queue": "control", "expires": 60},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -223,6 +248,11 @@ ORLAB_ARTIFACTS = Path(env_str("ORLAB_ARTIFACTS", str(VAR_DIR / "artifacts")))
 # A running run whose heartbeat is older than this is marked lost.
 ORLAB_HEARTBEAT_TIMEOUT = env_float("ORLAB_HEARTBEAT_TIMEOUT", 45.0)
 ORLAB_HEARTBEAT_INTERVAL = env_float("ORLAB_HEARTBEAT_INTERVAL", 2.0)
+# Outbox (webapp/outbox): a sent message whose object is still unclaimed after this long is looked
+# for in the broker and re-sent if it is provably gone.
+ORLAB_OUTBOX_RESEND_AFTER = env_float("ORLAB_OUTBOX_RESEND_AFTER", 60.0)
+# A dataset `importing` with no worker message (imported inside a request) fails after this long.
+ORLAB_IMPORT_STALE_AFTER = env_float("ORLAB_IMPORT_STALE_AFTER", 3600.0)
 # Multi-node runs (workers/launch.py): how long node tasks wait for all nodes to join the c10d
 # rendezvous before the run fails, and the address other hosts reach this one at (default: host name).
 ORLAB_NODE_JOIN_TIMEOUT = env_float("ORLAB_NODE_JOIN_TIMEOUT", 600.0)
