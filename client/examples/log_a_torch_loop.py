@@ -8,6 +8,7 @@ If orlab goes down while it trains, points are spooled to ~/.orlab/spool and sen
 (or later with `orlab-client sync`)."""
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -39,7 +40,10 @@ def main() -> None:
             opt.step()
             run.log(step, {"train/loss": loss.item(), "train/grad_norm": grad_norm.item()})
             if step % 500 == 0:
-                run.log_checkpoint(step, f"/tmp/regression/step-{step}.pt", {"train/loss": loss.item()})
+                folder = Path(f"/tmp/regression/step-{step}")  # uploaded into orlab's artifact store
+                folder.mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), folder / "model.pt")
+                run.log_checkpoint(step, folder, {"train/loss": loss.item()})
     print(f"logged run {run.id}")
 
 

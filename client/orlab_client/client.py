@@ -4,6 +4,7 @@ import json
 import logging
 import math
 import os
+import tarfile
 import threading
 import time
 import uuid
@@ -121,8 +122,72 @@ class Client:
             files += 1
         return {"files": files, "records": sent}
 
+    def pack_checkpoint(self, run_id: int, step: int, directory: str | os.PathLike) -> Path:
+        """A tar file of ``directory`` in the spool folder (links followed: a Hugging Face cache
+        folder links to its blobs, and orlab accepts files and folders only)."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ValueError(f"log_checkpoint takes the local folder of a checkpoint; {directory} is not one")
+        out = self.spool_path(run_id).parent / "checkpoints"
+        out.mkdir(parents=True, exist_ok=True)
+        final = out / f"run-{run_id}-step-{step}-{uuid.uuid4().hex[:8]}.tar"
+        partial = final.with_name(final.name + ".partial")
+        try:
+            with tarfile.open(partial, "w", dereference=True) as tar:
+                tar.add(directory, arcname=".")
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.rename(final)  # a spooled record never names a half-written archive
+        return final
+
+    def upload_checkpoint(self, run_id: int, body: dict) -> None:
+        """POST the archive of a checkpoint record as a tar body (streamed from disk), then delete it.
+        A missing archive was sent already (a re-sent spool record)."""
+        archive = Path(body["archive"])
+        if not archive.exists():
+            return
+        params = {"step": str(body["step"])}
+        if body.get("metrics"):
+            params["metrics"] = json.dumps(body["metrics"], allow_nan=False)
+        try:
+            self._send_file(f"/api/runs/{run_id}/checkpoints/", archive, params)
+        except OrlabError:
+            archive.unlink(missing_ok=True)  # refused for good: retrying cannot help
+            raise
+        archive.unlink(missing_ok=True)
+
+    def _send_file(self, path: str, archive: Path, params: dict) -> Any:
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            try:
+                with open(archive, "rb") as f:  # a file object: requests streams it with its length
+                    resp = self._session.post(
+                        self.url + path,
+                        params=params,
+                        data=f,
+                        headers={"Content-Type": "application/x-tar"},
+                        timeout=(self.timeout, max(self.timeout, 300.0)),
+                    )
+            except requests.RequestException as exc:
+                last = exc
+                continue
+            if resp.status_code >= 500:
+                last = Unreachable(f"HTTP {resp.status_code} from {path}")
+                continue
+            body_out = resp.json() if resp.content else None
+            if resp.status_code >= 400:
+                raise OrlabError(resp.status_code, body_out)
+            return body_out
+        raise Unreachable(f"POST {path}: {last}") from last
+
     def _send_record(self, record: dict) -> None:
         run_id, kind, body = record["run"], record["type"], record["body"]
+        if kind == "checkpoint":
+            self.upload_checkpoint(run_id, body)
+            return
         paths = {"metrics": "metrics", "samples": "samples", "checkpoint": "checkpoints", "finish": "finish"}
         try:
             self.request("POST", f"/api/runs/{run_id}/{paths[kind]}/", body)
@@ -165,10 +230,18 @@ class Run:
         with self._lock:
             self._records.append(("samples", body))
 
-    def log_checkpoint(self, step: int, path: str, metrics: dict[str, float] | None = None) -> None:
+    def log_checkpoint(
+        self, step: int, directory: str | os.PathLike, metrics: dict[str, float] | None = None
+    ) -> None:
+        """Upload checkpoint ``step``: the files of the local folder ``directory``. They are packed at
+        once into a tar file in the spool folder (so the script may overwrite or delete the folder
+        right after), which the background thread uploads into orlab's artifact store and then
+        deletes (kept, and sent by ``sync``, while orlab is unreachable). orlab never takes a path:
+        its workers only read files it stores itself."""
+        archive = self.client.pack_checkpoint(self.id, int(step), directory)
         body = {
             "step": int(step),
-            "path": str(path),
+            "archive": str(archive),
             "metrics": {k: _json_number(v) for k, v in (metrics or {}).items()},
         }
         with self._lock:

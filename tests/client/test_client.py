@@ -2,18 +2,20 @@
 in the middle of a run: no point lost, none stored twice."""
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from orlab_client import Client, OrlabError
 from orlab_client.cli import main as cli_main
-from tests.conftest import ROOT, _test_database_url, wait_for
+from tests.conftest import ARTIFACTS, ROOT, _test_database_url, wait_for
 from webapp.runs.metric_store import series_read
 from webapp.runs.models import Checkpoint, MetricSeries, Run, Sample
 
@@ -32,7 +34,7 @@ class Server:
         self.proc = None
 
     def start(self):
-        env = dict(os.environ, DATABASE_URL=_test_database_url())
+        env = dict(os.environ, DATABASE_URL=_test_database_url(), ORLAB_ARTIFACTS=str(ARTIFACTS))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "webapp.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "1",
              "--log-level", "warning"],
@@ -83,14 +85,25 @@ def test_a_run_logged_through_the_client(server, token, project, tmp_path):
             run.log(step, {"train/loss": 1.0 / (step + 1), "train/reward": step / 500})
         run.log(500, {"train/loss": float("nan")})
         run.log_samples(10, [{"prompt": "1+1=", "completion": "2", "reward": 1.0, "verdict": "correct"}])
-        run.log_checkpoint(499, "s3://bucket/ckpt-499", {"train/loss": 0.002})
+        folder = tmp_path / "ckpt-499"
+        (folder / "tokenizer").mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"\x07" * 5000)
+        (folder / "tokenizer" / "vocab.json").write_text('{"a": 0}')
+        run.log_checkpoint(499, folder, {"train/loss": 0.002})
     row = Run.objects.get(pk=run.id)
     assert row.kind == "external" and row.status == "succeeded" and row.config == {"lr": 1e-6}
     loss = series_read([run.id], ["train/loss"])[run.id]["train/loss"]
     assert loss["steps"].tolist() == list(range(501)) and np.isnan(loss["values"][-1])
     assert Sample.objects.get(run_id=run.id).verdict == "correct"
-    assert Checkpoint.objects.get(run_id=run.id).path == "s3://bucket/ckpt-499"
+    # the folder was uploaded into the artifact store (never recorded by path) and its archive removed
+    ckpt = Checkpoint.objects.get(run_id=run.id)
+    stored = Path(ckpt.path)
+    assert stored.is_relative_to(ARTIFACTS / "runs" / str(run.id) / "uploads") and ckpt.step == 499
+    assert (stored / "model.safetensors").read_bytes() == b"\x07" * 5000
+    assert (stored / "tokenizer" / "vocab.json").read_text() == '{"a": 0}'
+    assert ckpt.metrics == {"train/loss": 0.002} and ckpt.size_bytes == 5008
     assert not run.offline and client.spooled_files() == []
+    assert not any((tmp_path / "spool").rglob("*.tar*"))
 
 
 def test_an_exception_in_the_script_fails_the_run(server, token, project, tmp_path):
@@ -147,6 +160,11 @@ def test_sync_command_sends_a_spool_left_by_a_dead_script(server, token, project
     for step in range(1000):
         run.log(step, {"loss": float(step)})
     run.log_samples(5, [{"prompt": "p", "completion": "c"}])
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(b"w" * 100)
+    run.log_checkpoint(999, folder)
+    shutil.rmtree(folder)  # packed when logged: the script may delete its folder at once
     run.finish()  # everything, the finish included, goes to the spool
     assert run.offline and client.spooled_files()
     spool = client.spool_path(run.id).read_text()
@@ -159,6 +177,8 @@ def test_sync_command_sends_a_spool_left_by_a_dead_script(server, token, project
     assert cli_main(args) == 0
     assert MetricSeries.objects.get(run_id=run.id, key="loss").count == 1000
     assert Sample.objects.filter(run_id=run.id).count() == 1
+    ckpt = Checkpoint.objects.get(run_id=run.id)
+    assert ckpt.step == 999 and (Path(ckpt.path) / "w.bin").read_bytes() == b"w" * 100
     assert Run.objects.get(pk=run.id).status == "succeeded"
 
 

@@ -5,6 +5,7 @@ to reach alice's files."""
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -24,8 +25,15 @@ def bob_project(bob):
     return project_create(user=bob, name="bob-lab")
 
 
+def fresh(run: Run) -> Run:
+    """The run with no folder in the artifact store yet (a new test database reuses run ids)."""
+    shutil.rmtree(run_artifact_dir(run.id), ignore_errors=True)
+    return run
+
+
 def worker_checkpoint(run: Run, step: int, files: dict[str, bytes]) -> Path:
     """A checkpoint folder where a worker's sink writes one (attempt-<n>/checkpoint-<step>)."""
+    fresh(run)
     directory = run_artifact_dir(run.id) / f"attempt-{run.attempt}" / f"checkpoint-{step:08d}"
     directory.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
@@ -34,7 +42,7 @@ def worker_checkpoint(run: Run, step: int, files: dict[str, bytes]) -> Path:
 
 
 def external_run(project, user) -> Run:
-    return services.run_create(user=user, project=project, name="ext", kind="external", config={})
+    return fresh(services.run_create(user=user, project=project, name="ext", kind="external", config={}))
 
 
 def tar_of(members: dict[str, bytes], *, gz: bool = False) -> bytes:
@@ -142,6 +150,7 @@ def test_bob_cannot_resume_from_alices_checkpoint(api, bob_api, alice, bob, proj
         project=bob_project, name="b", kind="synthetic", status="failed", queue="cpu",
         config=services.config_validate("synthetic", {"steps": 5, "keys": 1}),
     )  # fmt: skip
+    fresh(bobs)
     # the attack: record alice's folder as a checkpoint of bob's run, then resume
     recorded = bob_api.post(
         f"/api/runs/{bobs.id}/checkpoints/", {"step": 1000, "path": str(alices)}, format="json"

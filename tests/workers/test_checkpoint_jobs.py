@@ -3,6 +3,7 @@ The task bodies run in-process against PostgreSQL (their Celery plumbing is the 
 the worker-lifecycle tests exercise with a real worker)."""
 
 import json
+import shutil
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -12,6 +13,7 @@ from trainers.common.tiny import build_tiny_model
 from trainers.reward.demo_data import generate_pairs, write_jsonl
 from webapp.datasets.models import PairScore, ScoringJob
 from webapp.runs.models import Checkpoint, Evaluation, Run
+from webapp.runs.retention import run_artifact_dir
 from workers.tasks import evaluate_checkpoint, score_dataset
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,8 +28,13 @@ def upload(api, project, rows, name, kind):
 
 
 def checkpoint_of(project, kind, path, step=10):
+    """A checkpoint of a new run, copied from ``path`` to where a worker writes one: workers load
+    only those (webapp.runs.checkpoint_paths)."""
     run = Run.objects.create(project=project, name=kind, kind=kind, status="succeeded", queue="cpu")
-    return Checkpoint.objects.create(run=run, step=step, path=str(path))
+    shutil.rmtree(run_artifact_dir(run.id), ignore_errors=True)  # a run id reused by a new test database
+    directory = run_artifact_dir(run.id) / "attempt-1" / f"checkpoint-{step:08d}"
+    shutil.copytree(path, directory, ignore=shutil.ignore_patterns("rm", "policy", "*.jsonl"))
+    return Checkpoint.objects.create(run=run, step=step, path=str(directory))
 
 
 def test_evaluate_a_policy_checkpoint_on_a_benchmark(api, bob_api, project, tmp_path):
