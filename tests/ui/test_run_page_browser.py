@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -299,6 +300,7 @@ def reward_run(live_server, alice, project, api, tmp_path):
     from trainers.base import MemorySink, get_spec
     from trainers.reward.demo_data import generate_pairs, write_jsonl
     from webapp.runs.models import Checkpoint, Run
+    from webapp.runs.retention import run_artifact_dir
 
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected", "source")} for r in generate_pairs(24, seed=3)]
     upload = SimpleUploadedFile("prefs.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
@@ -316,7 +318,11 @@ def reward_run(live_server, alice, project, api, tmp_path):
     step, path = sink.checkpoints[-1][:2]
     assert Path(path).exists()
     run = Run.objects.create(project=project, name="tiny-rm", kind="reward", status="running", queue="cpu")
-    ckpt = Checkpoint.objects.create(run=run, step=step, path=str(path))
+    # where a worker writes a checkpoint: workers load nothing else (webapp.runs.checkpoint_paths)
+    stored = run_artifact_dir(run.id) / "attempt-1" / f"checkpoint-{step:08d}"
+    shutil.rmtree(run_artifact_dir(run.id), ignore_errors=True)  # a run id reused by a new test database
+    shutil.copytree(path, stored)
+    ckpt = Checkpoint.objects.create(run=run, step=step, path=str(stored))
     return {
         "run": run,
         "ckpt": ckpt,
@@ -335,16 +341,12 @@ def test_score_a_dataset_from_a_checkpoint_row_and_open_its_scores(live_server, 
     assert "No scoring job yet" in page.inner_text('[data-testid="scoring-table"]')
     assert page.locator('[data-testid="checkpoint-row"] [data-testid="score-control"]').count() == 1
 
-    # the trainer records a newer checkpoint: its row shows up live, with its own score form
-    headers = {"Authorization": f"Token {reward_run['token']}", "Content-Type": "application/json"}
+    # the trainer records a newer checkpoint (as its worker's sink does): its row shows up live, with
+    # its own score form
+    from webapp.runs import services
+
     step = ckpt.step + 1
-    resp = page.request.post(
-        f"{live_server.url}/api/runs/{run.pk}/checkpoints/",
-        data=json.dumps({"step": step, "path": ckpt.path}),
-        headers=headers,
-    )
-    assert resp.status == 201, resp.text()
-    newest = resp.json()["id"]
+    newest = services.checkpoint_record(run.pk, 1, step, ckpt.path, {}).id
     row = page.locator(f'[data-testid="checkpoint-row"][data-step="{step}"]')
     wait_for(lambda: row.count() == 1, timeout=20, message="the new checkpoint's row")
     assert row.locator("form").get_attribute("action") == f"/runs/{run.pk}/checkpoints/{newest}/score/"
