@@ -21,6 +21,7 @@ from webapp.datasets import readers
 from webapp.datasets.models import Dataset, PairScore, PreferencePair, Problem, ScoringJob
 from webapp.datasets.row_writer import row_writer
 from webapp.datasets.validation import RowError, validate_pair, validate_problem
+from webapp.projects.models import Project
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,23 @@ def dataset_create_for_import(*, user, project, name: str, kind: str, path: Path
     except readers.FileError as exc:
         raise ImportRejected("unsupported file", {"file": [str(exc)]}) from None
     sha = file_sha256(path)
-    dup = Dataset.objects.filter(project=project, sha256=sha, kind=kind, status=Dataset.Status.READY).first()
-    if dup:
-        raise ImportRejected(
-            "already imported",
-            {"file": [f"this file was already imported as {dup.name} v{dup.version} (id {dup.id})"]},
-        )
     with transaction.atomic():
+        # The project's row lock makes the duplicate check and the next version one step: concurrent
+        # uploads into a project take turns here (for milliseconds: the import runs after the commit),
+        # so a file is imported once and each upload of a name gets its own version.
+        Project.objects.select_for_update().only("pk").get(pk=project.pk)
+        dup = (
+            Dataset.objects.filter(project=project, sha256=sha, kind=kind)
+            .filter(status__in=[Dataset.Status.READY, Dataset.Status.IMPORTING], source_run__isnull=True)
+            .order_by("id")
+            .first()
+        )
+        if dup:
+            how = "already imported" if dup.status == Dataset.Status.READY else "being imported"
+            raise ImportRejected(
+                "already imported",
+                {"file": [f"this file was {how} as {dup.name} v{dup.version} (id {dup.id})"]},
+            )
         latest = Dataset.objects.filter(project=project, name=name).aggregate(v=Max("version"))["v"] or 0
         return Dataset.objects.create(
             project=project,
@@ -172,6 +183,10 @@ def dataset_import(dataset: Dataset, path: Path) -> Dataset:
     except readers.FileError as exc:
         errors.append((0, str(exc)))
         return _reject(dataset, errors)
+    except Exception as exc:  # noqa: BLE001 (any failure ends the dataset failed, never importing)
+        log.exception("import of dataset %s failed", dataset.id)
+        errors.append((0, f"the file could not be imported ({type(exc).__name__}: {str(exc)[:300]})"))
+        return _reject(dataset, errors)
     finally:
         progress.close()
     if n >= ANALYZE_AFTER_ROWS:
@@ -217,6 +232,24 @@ def _reject(dataset: Dataset, errors: list[tuple[int, str]]):
 # to a worker and report progress on the dataset.
 SYNC_IMPORT_BYTES = 8 * 2**20
 
+# The largest file an upload may bring (settings.ORLAB_MAX_UPLOAD_BYTES, else ORLAB_MAX_UPLOAD_MB in
+# the environment). Memory does not grow with it (the readers are bounded per record); disk and the
+# import's time do.
+DEFAULT_MAX_UPLOAD_BYTES = 1 << 30
+
+
+def max_upload_bytes() -> int:
+    import os
+
+    from django.conf import settings
+
+    configured = getattr(settings, "ORLAB_MAX_UPLOAD_BYTES", None)
+    if configured is None:
+        configured = int(
+            float(os.environ.get("ORLAB_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_BYTES / 2**20)) * 2**20
+        )
+    return int(configured)
+
 
 def dataset_upload(*, user, project, name: str, kind: str, upload) -> tuple[Dataset, bool]:
     """Store the uploaded file in the artifact store and import it: in this request when small,
@@ -226,16 +259,26 @@ def dataset_upload(*, user, project, name: str, kind: str, upload) -> tuple[Data
 
     from django.conf import settings
 
+    limit = max_upload_bytes()
+    if upload.size > limit:
+        raise ImportRejected(
+            "file too large",
+            {"file": [f"{upload.size / 2**20:.1f} MB is beyond the upload limit of {limit / 2**20:.1f} MB"]},
+        )
     uploads = Path(settings.ORLAB_ARTIFACTS) / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     path = uploads / f"{uuid.uuid4().hex}-{Path(upload.name).name}"
-    with open(path, "wb") as out:
-        if hasattr(upload, "temporary_file_path"):
-            with open(upload.temporary_file_path(), "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-        else:
-            for chunk in upload.chunks():
-                out.write(chunk)
+    try:
+        with open(path, "wb") as out:
+            if hasattr(upload, "temporary_file_path"):
+                with open(upload.temporary_file_path(), "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            else:
+                for chunk in upload.chunks():
+                    out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     try:
         dataset = dataset_create_for_import(
             user=user, project=project, name=name, kind=kind, path=path, filename=upload.name

@@ -5,14 +5,57 @@ answer; code: prompt + tests)."""
 
 from __future__ import annotations
 
+import datetime
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 ROLES = {"system", "user", "assistant", "tool"}
+MAX_DEPTH = 64  # the record itself is level 1
+MAX_SAFE_INTEGER = 2**53  # beyond it a JSON number is not exact in JavaScript (the pages) nor in a float
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PLAIN = (bool, float, type(None), datetime.date, datetime.time)  # what orjson writes as is
 
 
 class RowError(Exception):
     pass
+
+
+def check_json(record: Any) -> None:
+    """What a row must be to be stored as JSON (PostgreSQL's jsonb, the pages): nesting at most
+    MAX_DEPTH, no NUL or lone surrogate in any text or key (jsonb refuses them), integers within
+    +-2^53, only JSON's types (a Parquet decimal or binary value is not). Iterative: a deep value
+    costs no recursion. The RowError names the field."""
+    stack = [(record, "row", 1)]
+    while stack:
+        value, where, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value, where)
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise RowError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not isinstance(key, str):
+                        raise RowError(f"{where}: key {key!r} is not text")
+                    _check_text(key, f"{where} key")
+                    stack.append((item, key if where == "row" else f"{where}.{key}", depth + 1))
+            else:
+                stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_SAFE_INTEGER:
+                raise RowError(f"{where}: integer beyond +-2^53 ({str(value)[:30]})")
+        elif not isinstance(value, _PLAIN):
+            raise RowError(
+                f"{where}: unsupported value of type {type(value).__name__} (use text or a number)"
+            )
+
+
+def _check_text(text: str, where: str) -> None:
+    if "\x00" in text:
+        raise RowError(f"{where}: contains a NUL character")
+    if _SURROGATE.search(text):
+        raise RowError(f"{where}: contains a lone surrogate (not valid Unicode)")
 
 
 @dataclass
@@ -60,6 +103,7 @@ def _prompt_of(conv: list[dict]) -> str:
 def validate_pair(record: Any) -> PairRow:
     if not isinstance(record, dict):
         raise RowError(f"not an object (got {type(record).__name__})")
+    check_json(record)
     for name in ("chosen", "rejected"):
         if name not in record or record[name] is None:
             raise RowError(f"missing field '{name}'")
@@ -129,6 +173,7 @@ def validate_problem(record: Any) -> ProblemRow:
     """Math: {prompt, answer}; code: {prompt, tests}. ``domain`` is optional and inferred."""
     if not isinstance(record, dict):
         raise RowError(f"not an object (got {type(record).__name__})")
+    check_json(record)
     prompt = record.get("prompt")
     if prompt is None:
         raise RowError("missing field 'prompt'")
