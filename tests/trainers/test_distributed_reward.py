@@ -78,10 +78,15 @@ def test_two_ranks_with_ddp_match_one_process_write_checkpoints_once_and_resume(
     assert [s for s, _ in resumed["checkpoints"]] == [2, 3]
 
 
-def test_two_ranks_with_deepspeed_zero3_match_one_process(config, one_process, tmp_path):
-    two = run_two_ranks("reward", {**config, "engine": "deepspeed", "zero_stage": 3}, tmp_path / "ds")
+@pytest.mark.parametrize("zero_stage", [2, 3])
+def test_two_ranks_with_deepspeed_zero_match_one_process(config, one_process, tmp_path, zero_stage):
+    ds = {**config, "engine": "deepspeed", "zero_stage": zero_stage}
+    two = run_two_ranks("reward", ds, tmp_path / "ds")
     assert_same(two, one_process, [1, 2, 3], [0, 3])  # every rank scores the eval set (ZeRO-3 gathers)
     last = Path(two["checkpoints"][-1][1])
     partitions = sorted(p.name for p in (last / "deepspeed" / "state").glob("*optim*"))
     assert len(partitions) == 2, partitions  # each rank wrote its optimizer partition, rank 0 the model
     assert "model.safetensors" in two["listings"][-1]
+    if zero_stage == 3:  # every rank reloads its partition
+        resumed = run_two_ranks("reward", ds, tmp_path / "resumed", resume=Path(two["checkpoints"][1][1]))
+        assert_same(resumed, one_process, [3], [3])
