@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from trainers.base import all_specs, get_spec
+from webapp.api import checkpoint_api
 from webapp.api import serializers as s
 from webapp.api.errors import WorkerRunConflict, bad_request
 from webapp.api.filters import DatasetFilter, RunFilter
@@ -515,17 +516,19 @@ class RunCheckpointsApi(generics.ListAPIView):
     serializer_class = s.CheckpointSerializer
     filter_backends = []
 
-    @extend_schema(request=s.CheckpointInSerializer, responses={201: s.CheckpointSerializer})
+    @extend_schema(
+        request={"application/x-tar": OpenApiTypes.BINARY, "application/gzip": OpenApiTypes.BINARY},
+        parameters=[
+            OpenApiParameter("step", int, required=True, description="the checkpoint's step (0 to 2^62)"),
+            OpenApiParameter("metrics", str, description='a JSON object of numbers, e.g. {"val/loss": 0.1}'),
+        ],
+        responses={201: s.CheckpointSerializer, 400: OpenApiTypes.OBJECT, 409: OpenApiTypes.OBJECT,
+                   413: OpenApiTypes.OBJECT},
+        description=checkpoint_api.DESCRIPTION,
+    )  # fmt: skip
     def post(self, request: Request, pk: int) -> Response:
-        """Record a checkpoint's metadata (idempotent per step: a re-sent record updates it)."""
-        run = selectors.run_get(user=request.user, pk=pk)
-        ser = s.CheckpointInSerializer(data=request.data)
-        ser.is_valid(raise_exception=True)
-        data = ser.validated_data
-        checkpoint = services.checkpoint_record(
-            run.id, run.attempt, data["step"], data["path"], data["metrics"]
-        )
-        return Response(s.CheckpointSerializer(checkpoint).data, status=status.HTTP_201_CREATED)
+        """Upload an external run's checkpoint directory (a tar body; webapp/api/checkpoint_api.py)."""
+        return checkpoint_api.checkpoint_post(request, selectors.run_get(user=request.user, pk=pk))
 
     def get_queryset(self):
         return selectors.checkpoint_list(selectors.run_get(user=self.request.user, pk=self.kwargs["pk"]))
