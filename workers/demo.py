@@ -1,4 +1,5 @@
-"""`make demo`: migrate, create a demo login, seed demo runs, start the web server and one worker.
+"""`make demo`: migrate, create a demo login, seed demo runs, start the web server, the control
+worker (housekeeping, beat embedded) and one worker for the other queues.
 
 With DATABASE_URL / CELERY_BROKER_URL unset this uses the embedded default (SQLite under var/ and a
 filesystem broker): nothing else needs to be running. Ctrl-C stops everything it started."""
@@ -172,10 +173,18 @@ def main() -> int:
     _django()
     from django.conf import settings
 
-    # The worker must be ready to take tasks before runs are queued on the filesystem broker.
+    # The workers must be ready to take tasks before runs are queued on the filesystem broker. Two
+    # workers on 2 cores: the control worker (one slot, beat embedded) keeps the housekeeping running
+    # while both training slots are busy; the other takes every other queue (README "Queues and the
+    # run lifecycle").
     procs = [
         subprocess.Popen(
-            [py, "-m", "celery", "-A", "workers", "worker", "-B", "-Q", "cpu,gpu", "--concurrency=2",
+            [py, "-m", "celery", "-A", "workers", "worker", "-B", "-Q", "control", "--pool=solo",
+             "--concurrency=1", "--loglevel=WARNING", "-n", "control@%h"],
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [py, "-m", "celery", "-A", "workers", "worker", "-Q", "short,cpu,gpu,eval", "--concurrency=2",
              "--loglevel=WARNING", "-n", "demo@%h"],
             start_new_session=True,
         ),
@@ -220,7 +229,7 @@ def main() -> int:
         f"  open      {url}projects/{project_id}/\n"
         f"  login     {USERNAME} / {PASSWORD}\n"
         f"  API token {token}   (curl -H 'Authorization: Token {token}' {url}api/runs/)\n"
-        "Ctrl-C stops the web server and the worker.\n",
+        "Ctrl-C stops the web server and the workers.\n",
         flush=True,
     )
     while all(p.poll() is None for p in procs):
