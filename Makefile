@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/orlab
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: install demo test lint format bench clean-demo gpu-smoke
+.PHONY: install demo test lint format bench clean-demo gpu-smoke drill
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench.run_all
+
+# Issue 11's fault drill: its own PostgreSQL, Redis, gunicorn and workers on free ports (never the
+# shared ones), worker kills, restarts, concurrent writers and hostile uploads; prints a table (~10 min).
+drill: install
+	$(BIN)/python -m bench.drill $(DRILL_ARGS)
 
 # Issue 10's GPU smoke, from the source tree with the host's own Python, torch and transformers (no
 # `make install`: a GPU host keeps its CUDA torch). See bench/gpu_smoke.py for the few wheels to bring.
