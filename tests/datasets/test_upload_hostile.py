@@ -265,3 +265,23 @@ def test_concurrent_uploads_of_one_name_get_distinct_versions(project, alice):
     versions = sorted(Dataset.objects.filter(name="shared").values_list("version", flat=True))
     assert versions == [1, 2, 3, 4, 5, 6]
     assert set(Dataset.objects.values_list("status", flat=True)) == {"ready"}
+
+
+def test_step_values_file_with_deep_nesting_or_a_huge_line_is_refused(tmp_path):
+    """A run's published step values go through the same bounded reader (was a RecursionError)."""
+    from webapp.datasets.step_values import read_step_rows
+
+    good = {"prompt": "p", "solution": "s", "steps": ["a"], "values": [0.5, 1.0]}
+    path = tmp_path / "values.jsonl"
+    path.write_bytes(_jsonl(good) + b'{"prompt": "p", "metadata": ' + _deep(50_000).encode() + b"}\n")
+    with pytest.raises(services.ImportRejected) as err:
+        read_step_rows(path)
+    assert "line 2: nested deeper than 64" in err.value.errors["rows"][0]
+    path.write_bytes(_jsonl({**good, "solution": "s" * (readers.MAX_RECORD_BYTES + 1)}))
+    with pytest.raises(services.ImportRejected) as err:
+        read_step_rows(path)
+    assert "larger than" in err.value.errors["rows"][0]
+    path.write_bytes(_jsonl(good, {**good, "metadata": {"k": "\x00"}}))
+    with pytest.raises(services.ImportRejected) as err:
+        read_step_rows(path)
+    assert "NUL" in err.value.errors["rows"][0]

@@ -6,7 +6,6 @@ of the named dataset, linked to the run: all or nothing, like an import."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,14 +55,20 @@ def parse_step_row(raw: Any) -> StepSolution:
 
 
 def read_step_rows(path: Path) -> list[StepSolution]:
+    """Every row, read by the imports' bounded JSONL reader (a line at most MAX_RECORD_BYTES, nesting
+    checked before the parser recurses) and checked as stored JSON (NUL, surrogates, big integers)."""
+    from webapp.datasets.readers import iter_records
+    from webapp.datasets.validation import RowError, check_json
+
     rows, errors = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as f:
+        for line_no, record in iter_records(f, "jsonl"):
             try:
-                rows.append(parse_step_row(json.loads(line)))
-            except (ValueError, json.JSONDecodeError) as exc:
+                if isinstance(record, str):
+                    raise ValueError(record)
+                check_json(record)
+                rows.append(parse_step_row(record))
+            except (ValueError, RowError) as exc:
                 errors.append(f"line {line_no}: {exc}")
                 if len(errors) >= MAX_ERRORS:
                     break
