@@ -417,17 +417,13 @@ def test_other_users_get_404(api, bob_api, project):
     assert curate(api, 10**9, [{"step": "exact_dedup"}]).status_code == 404
 
 
-def test_curate_sends_the_task_to_the_cpu_queue_on_commit(
-    api, project, monkeypatch, django_capture_on_commit_callbacks
-):
-    from workers.celery import app
+def test_curate_records_its_task_for_the_short_queue_with_the_new_version(api, project):
+    from webapp.outbox.models import Message
 
-    sent = []
-    monkeypatch.setattr(app, "send_task", lambda name, args, queue: sent.append((name, args, queue)))
     src_id = upload(api, project, E2E_PAIRS)
-    with django_capture_on_commit_callbacks(execute=True):
-        new_id = curate(api, src_id, [{"step": "exact_dedup"}]).json()["id"]
-    assert sent == [("workers.tasks.curate_dataset", [new_id], "cpu")]
+    new_id = curate(api, src_id, [{"step": "exact_dedup"}]).json()["id"]
+    (message,) = Message.objects.filter(subject="dataset", subject_id=new_id)  # the outbox sends it
+    assert (message.task, message.args, message.queue) == ("workers.tasks.curate_dataset", [new_id], "short")
 
 
 def test_steps_endpoint_serves_the_schema_and_valid_examples(api):
