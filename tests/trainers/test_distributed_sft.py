@@ -59,6 +59,8 @@ def test_two_ranks_match_one_process_write_checkpoints_once_and_resume(tmp_path)
     first = Path(two["checkpoints"][0][1])
     assert first.parent == tmp_path / "two"
 
-    resumed = run_two_ranks("sft", CONFIG, tmp_path / "resumed", resume=first)
-    assert_same(resumed, one, [2, 3])
-    assert [s for s, _ in resumed["checkpoints"]] == [1, 2]
+    # resumed on 2 ranks, then stopped after step 2 (rank 0's sink asks; every rank stops there)
+    resumed = run_two_ranks("sft", CONFIG, tmp_path / "resumed", resume=first, stop_after_step=2)
+    assert_same(resumed, one, [2])
+    assert [s for s, _ in resumed["checkpoints"]] == [1]
+    assert resumed["summary"] == {"stopped": True, "step": 1}

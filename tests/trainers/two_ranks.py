@@ -39,7 +39,16 @@ def summarise(sink: RecordingSink, summary: dict[str, Any] | None = None) -> dic
     }
 
 
-def _rank(rank: int, port: int, kind: str, config: dict, workdir: str, resume: str | None, out: str) -> None:
+def _rank(
+    rank: int,
+    port: int,
+    kind: str,
+    config: dict,
+    workdir: str,
+    resume: str | None,
+    out: str,
+    stop: int | None,
+) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
         LOCAL_WORLD_SIZE="2",
@@ -50,6 +59,8 @@ def _rank(rank: int, port: int, kind: str, config: dict, workdir: str, resume: s
         if rank == 0
         else None
     )
+    if inner is not None:
+        inner.stop_after_step = stop  # rank 0's sink asks to stop; RankZeroSink tells every rank
     spec = get_spec(kind)
     try:
         summary = spec.train_fn()(spec.validate(config), distributed.RankZeroSink(inner))
@@ -59,10 +70,21 @@ def _rank(rank: int, port: int, kind: str, config: dict, workdir: str, resume: s
         distributed.close()
 
 
-def run_two_ranks(kind: str, config: dict, workdir: Path, resume: Path | None = None) -> dict[str, Any]:
-    """Train ``kind`` on 2 spawned gloo ranks; rank 0's :func:`summarise`."""
+def run_two_ranks(
+    kind: str, config: dict, workdir: Path, resume: Path | None = None, stop_after_step: int | None = None
+) -> dict[str, Any]:
+    """Train ``kind`` on 2 spawned gloo ranks; rank 0's :func:`summarise`. ``stop_after_step``: rank 0's
+    sink asks to stop once that step is logged (as a cancel does)."""
     out = workdir.parent / f"{workdir.name}-rank0.json"
-    args = (free_port(), kind, config, str(workdir), str(resume) if resume else None, str(out))
+    args = (
+        free_port(),
+        kind,
+        config,
+        str(workdir),
+        str(resume) if resume else None,
+        str(out),
+        stop_after_step,
+    )
     mp.start_processes(_rank, args=args, nprocs=2, start_method="spawn")
     return json.loads(out.read_text())
 
