@@ -60,6 +60,7 @@ from trainers.common.precision import (
 )
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import TorchSampler, eos_token_ids
+from trainers.common.sandbox_record import sandbox_record
 from trainers.common.tiny import is_char_tokenizer_dir
 from trainers.dapo.actor import actor_backward, sample_candidates, step_logprobs, step_stop_ids
 from trainers.dapo.config import DAPOConfig
@@ -524,7 +525,7 @@ def train(cfg: DAPOConfig, sink: Sink) -> dict:
             p.checkpoint(iteration, complete=True)
     except Stopped:
         p.checkpoint(iteration, complete=False)
-        return {"stopped": True, "step": p.step, "iteration": iteration}
+        return {"stopped": True, "step": p.step, "iteration": iteration, **sandbox_record(p.pool)}
     finally:
         p.pool.close()
-    return {"stopped": False, "step": p.step, **p.last_val, "timings": p.timings}
+    return {"stopped": False, "step": p.step, **p.last_val, "timings": p.timings, **sandbox_record(p.pool)}

@@ -18,6 +18,7 @@ from trainers.common.chat import ChatTemplateError
 from trainers.common.models import load_policy
 from trainers.common.precision import inference_precision
 from trainers.common.rewards import RewardPool
+from trainers.common.sandbox_record import sandbox_record
 from trainers.eval.core import evaluate
 from trainers.rl.train import load_problems, make_engine
 
@@ -58,6 +59,7 @@ def evaluate_checkpoint(
         )
     protocol["checkpoint"] = str(checkpoint)
     protocol["dtype"] = precision.name
+    protocol.update(sandbox_record(pool))  # which guards scored the programs (code benchmarks)
     return metrics, protocol
 
 

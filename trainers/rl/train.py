@@ -74,6 +74,7 @@ from trainers.common.precision import (
 )
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import ChatTemplateEngine, TorchSampler
+from trainers.common.sandbox_record import sandbox_record
 from trainers.common.tiny import is_char_tokenizer_dir
 from trainers.eval.core import Problem, evaluate
 from trainers.rl.batch import build_batch
@@ -689,7 +690,7 @@ def train(cfg: RLConfig, sink: Sink) -> dict:
         for step in range(max(1, t.start), cfg.steps + 1):
             if sink.should_stop():
                 t.checkpoint(step - 1, {})
-                return {"stopped": True, "step": step - 1}
+                return {"stopped": True, "step": step - 1, **sandbox_record(t.pool)}
             metrics = t.step(step)
             if (cfg.eval.every and step % cfg.eval.every == 0) or step == cfg.steps:
                 metrics.update(t.evaluate(step))
@@ -699,6 +700,6 @@ def train(cfg: RLConfig, sink: Sink) -> dict:
                 t.checkpoint(step, {k: v for k, v in metrics.items() if k.startswith("val/")})
         final = {k: v for k, v in last_metrics.items() if k.startswith("val/")}
         t.checkpoint(step, final)
-        return {"stopped": False, "step": step, **final}
+        return {"stopped": False, "step": step, **final, **sandbox_record(t.pool)}
     finally:
         t.pool.close()
