@@ -245,6 +245,9 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # --- orlab --------------------------------------------------------------------------------------
 # Where workers write checkpoints; every worker and the web app must reach the same path.
 ORLAB_ARTIFACTS = Path(env_str("ORLAB_ARTIFACTS", str(VAR_DIR / "artifacts")))
+# An external run's uploaded checkpoint (a tar body, webapp/runs/checkpoint_upload.py): the largest
+# body and unpacked total accepted (413 beyond). Default 20 GiB: a 7B model in bf16 with its tokenizer.
+ORLAB_CHECKPOINT_UPLOAD_MAX_BYTES = int(env_float("ORLAB_CHECKPOINT_UPLOAD_MAX_BYTES", 20 * 2**30))
 # A running run whose heartbeat is older than this is marked lost.
 ORLAB_HEARTBEAT_TIMEOUT = env_float("ORLAB_HEARTBEAT_TIMEOUT", 45.0)
 ORLAB_HEARTBEAT_INTERVAL = env_float("ORLAB_HEARTBEAT_INTERVAL", 2.0)
