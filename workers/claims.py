@@ -26,8 +26,9 @@ def claim(task) -> bool:
     if not sender.claim(task_id, claimant()):
         return False
     beat = sender.Heartbeat(task_id, claimant())
-    beat.start()
-    _beating[task_id] = beat
+    if beat.pk is not None:  # an outbox message (a task called directly has no request id)
+        beat.start()
+        _beating[task_id] = beat
     return True
 
 

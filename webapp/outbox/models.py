@@ -33,6 +33,10 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["settled_at", "sent_at"], name="outbox_open"),
             models.Index(fields=["subject", "subject_id"], name="outbox_subject"),
+            # the housekeeping looks for stale heartbeats every few seconds: only jobs at work have one
+            models.Index(
+                fields=["heartbeat_at"], name="outbox_beating", condition=models.Q(heartbeat_at__isnull=False)
+            ),
         ]
 
     def __str__(self) -> str:
