@@ -282,3 +282,25 @@ def test_a_crafted_pickle_in_a_checkpoint_is_not_executed(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_optimizer_state(tmp_path)
     assert not marker.exists()
+
+
+@pytest.mark.django_db
+def test_model_path_checkpoint_refs_stay_within_the_project(api, bob_api, alice, bob, project, bob_project):
+    alice_sft = Run.objects.create(project=project, name="sft", kind="sft", status="succeeded")
+    alices = worker_checkpoint(alice_sft, 3, {"config.json": b"{}"})
+    ckpt = Checkpoint.objects.create(run=alice_sft, step=3, path=str(alices))
+    # another team's checkpoint and one that does not exist get the same answer
+    for ident in (ckpt.id, ckpt.id + 1000):
+        config = {"model_path": f"checkpoint:{ident}"}
+        resp = bob_api.post(
+            "/api/runs/", {"project": bob_project.id, "kind": "sft", "config": config}, format="json"
+        )
+        assert resp.status_code == 400, resp.content
+        assert resp.json()["errors"]["config.model_path"] == [f"no checkpoint {ident} in project bob-lab"]
+    assert not Run.objects.filter(project=bob_project).exists()
+    # in alice's project it starts from the folder her worker wrote
+    config = {"model_path": f"checkpoint:{ckpt.id}"}
+    resp = api.post("/api/runs/", {"project": project.id, "kind": "sft", "config": config}, format="json")
+    assert resp.status_code == 201, resp.content
+    run = Run.objects.get(pk=resp.json()["id"])
+    assert services.run_materialize_datasets(run)["model_path"] == str(alices.resolve())

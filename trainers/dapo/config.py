@@ -104,7 +104,12 @@ class DAPOConfig(ModelComputeFields, TrainerConfig):
     save_optimizer, retention) apply to the actor and the critic alike; micro_batch_tokens also bounds
     every scoring forward (critic values, reference log-probs)."""
 
-    model_path: str = Field("tiny", description="local Hugging Face model directory, or 'tiny'")
+    model_path: str = Field(
+        "tiny",
+        description="'tiny', a model name from the workers' catalogue (ORLAB_MODEL_ROOTS, e.g. Qwen/Qwen2.5-7B), or "
+        "'checkpoint:<id>' (a policy checkpoint of a run in the same project). A directory path only when "
+        "run standalone (the platform refuses paths)",
+    )
     init_from_run: int | None = Field(
         None, description="start from the newest checkpoint of this run (e.g. an SFT warm start)"
     )

@@ -35,8 +35,10 @@ class RewardConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     model_path: str = Field(
         TINY,
         min_length=1,
-        description='local Hugging Face model directory (a causal LM or a sequence classifier), or "tiny": '
-        "a random-init tiny Qwen2-style model with a character tokenizer, built (seeded) in the run's folder",
+        description="a causal LM or a sequence classifier: a model name from the workers' catalogue "
+        "(ORLAB_MODEL_ROOTS), 'checkpoint:<id>' (a policy checkpoint of a run in the same project), or "
+        "'tiny': a random-init tiny Qwen2-style model with a character tokenizer, built (seeded) in the "
+        "run's folder. A directory path only when run standalone (the platform refuses paths)",
     )
     head: Literal["seq_cls", "value_head"] = Field(
         "seq_cls",

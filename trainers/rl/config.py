@@ -105,7 +105,12 @@ class RLConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     """Skywork-OR1 (MAGIC): GRPO without KL or critic, on-policy, rejection of zero-advantage groups,
     adaptive entropy control, multi-stage context length, binary verifiable rewards."""
 
-    model_path: str = Field("tiny", description="local Hugging Face model directory, or 'tiny'")
+    model_path: str = Field(
+        "tiny",
+        description="'tiny', a model name from the workers' catalogue (ORLAB_MODEL_ROOTS, e.g. Qwen/Qwen2.5-7B), or "
+        "'checkpoint:<id>' (a policy checkpoint of a run in the same project). A directory path only when "
+        "run standalone (the platform refuses paths)",
+    )
     init_from_run: int | None = Field(
         None, description="start from the newest checkpoint of this run (e.g. an SFT warm start)"
     )

@@ -13,7 +13,10 @@ class SFTConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     gradients; the loss stays the global batch's token mean."""
 
     model_path: str = Field(
-        "tiny", description="local Hugging Face model directory, or 'tiny' to build the tiny CPU model"
+        "tiny",
+        description="'tiny', a model name from the workers' catalogue (ORLAB_MODEL_ROOTS, e.g. Qwen/Qwen2.5-7B), or "
+        "'checkpoint:<id>' (a policy checkpoint of a run in the same project). A directory path only when "
+        "run standalone (the platform refuses paths); 'tiny' builds the tiny CPU model",
     )
     train_dataset: DatasetRef | None = dataset_field(
         "problems",

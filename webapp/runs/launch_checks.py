@@ -26,7 +26,8 @@ from trainers.base import get_spec
 from trainers.common.model_roots import model_name_problem
 from webapp.fleet.models import WorkerReport
 from webapp.fleet.selectors import fresh_reports, queue_models
-from webapp.runs.models import Run
+from webapp.runs.model_refs import checkpoint_ref_id, is_checkpoint_ref
+from webapp.runs.models import Checkpoint, Run
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def _check_model(verdict: LaunchVerdict, config: Mapping[str, Any], reports) -> 
     """The catalogue entry of the run's base model ({} for tiny; None when it cannot be known). A run
     started from another run's checkpoint (init_from_run) has that run's base model."""
     name = config.get("model_path")
-    if config.get("init_from_run") is not None:
+    if config.get("init_from_run") is not None or is_checkpoint_ref(name):
         name = _base_model_name(config)
     elif isinstance(name, str) and name != TINY:
         entry = _catalogue_entry(reports, name)
@@ -109,16 +110,23 @@ def _catalogue_entry(reports, name: str) -> dict[str, Any] | None:
 
 
 def _base_model_name(config: Mapping[str, Any]) -> str | None:
-    """The model_path at the root of an init_from_run chain (checked at that run's launch)."""
-    parent = config.get("init_from_run")
+    """The model_path at the root of a chain of init_from_run and ``checkpoint:<id>`` references
+    (checked at that run's launch)."""
+    current = config
     for _ in range(MAX_PARENT_HOPS):
+        parent = current.get("init_from_run")
+        if parent is None:
+            name = current.get("model_path")
+            if not is_checkpoint_ref(name):
+                return name if isinstance(name, str) else None
+            ref = checkpoint_ref_id(name)
+            parent = (
+                Checkpoint.objects.filter(pk=ref).values_list("run_id", flat=True).first() if ref else None
+            )
         parent_config = Run.objects.filter(pk=parent).values_list("config", flat=True).first()
         if not isinstance(parent_config, dict):
             return None
-        if parent_config.get("init_from_run") is None:
-            name = parent_config.get("model_path")
-            return name if isinstance(name, str) else None
-        parent = parent_config["init_from_run"]
+        current = parent_config
     return None
 
 

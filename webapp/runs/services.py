@@ -19,10 +19,12 @@ from django.utils import timezone
 from pydantic import ValidationError
 
 from trainers.base import get_spec
+from trainers.common.model_roots import model_name_problem
 from webapp.fleet.services import launch_check_record
 from webapp.projects.models import Project
 from webapp.runs.launch_checks import LaunchVerdict, evaluate_launch
 from webapp.runs.memory import launch_estimate
+from webapp.runs.model_refs import is_checkpoint_ref, model_ref_directory, model_ref_errors
 from webapp.runs.models import Checkpoint, Run
 
 Status = Run.Status
@@ -157,6 +159,8 @@ def _check_dataset_refs(kind: str, config: Mapping[str, Any], project: Project) 
             errors[f"config.{name}"] = [f"dataset {ds.name} v{ds.version} is {ds.status}, not ready"]
         elif wanted and ds.kind != wanted:
             errors[f"config.{name}"] = [f"dataset {ds.name} holds {ds.kind}, this field needs {wanted}"]
+    # model_path "checkpoint:<id>": a policy checkpoint of this project (webapp.runs.model_refs)
+    errors.update(model_ref_errors(config, project))
     if errors:
         raise RunError("invalid config", errors)
 
@@ -586,6 +590,12 @@ def run_materialize_datasets(run: Run) -> dict[str, Any]:
     from webapp.datasets.services import dataset_export_jsonl
 
     config = dict(run.config)
+    name = config.get("model_path")
+    if is_checkpoint_ref(name):
+        config["model_path"] = model_ref_directory(name, run.project_id)
+    elif isinstance(name, str) and name != "tiny" and (problem := model_name_problem(name)):
+        # refused at launch; a path in a stored config never reaches the trainer either
+        raise RuntimeError(f"model_path: {problem}")
     if config.get("init_from_run") is not None:
         config["model_path"] = _wait_for_warm_start(run, int(config["init_from_run"]))
     used = {}
