@@ -22,7 +22,8 @@ from typing import IO, Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 #: A dataset a trainer reads: an orlab dataset id (the worker exports that version to a JSONL file
-#: and hands the trainer its path) or, when a trainer runs standalone, the path of a JSONL file.
+#: and hands the trainer its path) or, when a trainer runs standalone, the path of a JSONL file. The
+#: platform takes ids only: a string is refused at launch (webapp.runs.services._check_dataset_refs).
 DatasetRef = int | str
 
 
