@@ -17,7 +17,7 @@ import time
 import traceback
 from datetime import UTC, datetime
 
-from bench.drill.cluster import Cluster
+from bench.drill.cluster import ROOT, Cluster
 from bench.drill.measure import markdown_table
 from bench.drill.scenarios import Drill
 
@@ -44,10 +44,25 @@ def machine() -> str:
             mem = int(f.read().split()[1]) / 2**20
     except (OSError, ValueError, IndexError):
         mem = 0.0
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    return f"{cpus} CPUs, {mem:.1f} GiB, {platform.platform()}, Python {platform.python_version()}, code: {code()}"
+
+
+def code() -> str:
+    """Which code ran: the checkout's HEAD and how many tracked files differ from it, or
+    ORLAB_DRILL_CODE (set it when running from an export of a commit, which has no .git)."""
+    import os
+
+    if os.environ.get("ORLAB_DRILL_CODE"):
+        return os.environ["ORLAB_DRILL_CODE"]
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
-    return f"{cpus} CPUs, {mem:.1f} GiB, {platform.platform()}, Python {platform.python_version()}, HEAD {commit}"
+    if not head:
+        return "not a git checkout"
+    dirty = subprocess.run([*git, "status", "--porcelain", "-uno"], capture_output=True, text=True).stdout
+    changed = len(dirty.splitlines())
+    return f"HEAD {head}" + (f" + {changed} uncommitted files" if changed else "")
 
 
 def report(drill: Drill, started: datetime, elapsed: float) -> str:

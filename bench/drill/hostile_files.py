@@ -57,6 +57,13 @@ def build(folder: Path) -> list[tuple[str, Path]]:
     del table
     out.append(("Parquet with a 300 MB cell", cell))
 
+    bomb = folder / "dictionary-bomb.parquet"
+    # one 1 MB string referenced by 1,500 rows: a few KB on disk, 1.5 GB when decoded row by row
+    chosen = pa.DictionaryArray.from_arrays(pa.array([0] * 1500, pa.int32()), pa.array(["b" * 2**20]))
+    small = pa.array(["p"] * 1500)
+    pq.write_table(pa.table({"prompt": small, "chosen": chosen, "rejected": small}), bomb, compression="zstd")
+    out.append(("Parquet dictionary bomb (1 MB value x 1,500 rows)", bomb))
+
     many = folder / "many-groups.parquet"
     rows = list(_pairs(20_000))
     pq.write_table(pa.Table.from_pylist(rows), many, row_group_size=10)

@@ -134,6 +134,18 @@ class Drill:
         r = self.api("POST", f"/api/runs/{run_id}/resume/")
         return f"resumed ({r.status_code if r is not None else 'no answer'})"
 
+    @staticmethod
+    def outbox_sends() -> str:
+        """How often the outbox sent run messages (re-sends show as sends > messages), where it exists."""
+        try:
+            from django.db.models import Count, Sum
+
+            from webapp.outbox.models import Message
+        except ImportError:
+            return "no outbox"
+        agg = db(lambda: Message.objects.aggregate(n=Count("id"), sends=Sum("sends")))
+        return f"outbox: {agg['n']} messages, {agg['sends'] or 0} sends"
+
     def cancel(self, run_id: int) -> None:
         self.api("POST", f"/api/runs/{run_id}/cancel/")
 
@@ -304,6 +316,7 @@ class Drill:
         totals = [self.count_synthetic(r, steps) for r in (e, f)]
         tallies = tuple(totals[0][i] + totals[1][i] for i in range(3))
         ended = ", ".join(f"{r}:{self.status(r)}" for r in ids)
+        ended += f"; {self.outbox_sends()}"
         figure = f"all ended after {t_all:.1f} s" if t_all is not None else "not all ended in 150 s"
         self.record(
             "broker restart (2 running, 1 queued, 1 launched while down)",
