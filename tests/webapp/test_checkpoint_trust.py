@@ -304,3 +304,30 @@ def test_model_path_checkpoint_refs_stay_within_the_project(api, bob_api, alice,
     assert resp.status_code == 201, resp.content
     run = Run.objects.get(pk=resp.json()["id"])
     assert services.run_materialize_datasets(run)["model_path"] == str(alices.resolve())
+
+
+@pytest.mark.django_db
+def test_malformed_uploads_are_400s_naming_the_part(api, alice, project):
+    import gzip
+
+    run = external_run(project, alice)
+    good = tar_of({"w.bin": b"1"})
+    url = f"/api/runs/{run.id}/checkpoints/"
+    cases = [
+        (url, good, "step"),  # no step
+        (url + "?step=-1", good, "step"),
+        (url + "?step=abc", good, "step"),
+        (url + "?step=1&metrics=not-json", good, "metrics"),
+        (url + '?step=1&metrics={"a":"x"}', good, "metrics.a"),
+        (url + "?step=1", b"", "body"),
+        (url + "?step=1", b"\x00garbage" * 100, "body"),
+        (url + "?step=1", gzip.compress(b"not a tar" * 100), "body"),
+        (url + "?step=1", tar_of({}), "body"),  # no files
+    ]
+    for target, body, field in cases:
+        resp = api.generic("POST", target, body, content_type="application/x-tar")
+        assert resp.status_code == 400, (target, resp.content)
+        assert field in resp.json()["errors"], (target, resp.json())
+    octet = api.generic("POST", url + "?step=1", good, content_type="application/octet-stream")
+    assert octet.status_code == 400 and "Content-Type" in octet.json()["errors"]
+    assert uploads_left(run.id) == [] and not Checkpoint.objects.filter(run=run).exists()
