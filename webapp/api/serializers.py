@@ -110,6 +110,13 @@ class RunSerializer(serializers.ModelSerializer):
         help_text="{queue, workers, checked} (detail view only): the fresh workers of the run's queue its "
         "config was checked against at launch; checked is false when none of them had reported",
     )
+    attempts = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="(detail view only) one per attempt, oldest first: {attempt, first_step, "
+        "resumed_from_step, started_at, ended_at, status, worker_host}; a resumed attempt's metrics, "
+        "samples and evaluations from first_step on replace the older attempts'",
+    )
 
     class Meta:
         model = Run
@@ -117,7 +124,7 @@ class RunSerializer(serializers.ModelSerializer):
             "id", "project", "name", "kind", "status", "queue", "group", "tags", "config", "parent", "attempt",
             "cancel_requested", "worker_host", "heartbeat_at", "created_at", "started_at", "finished_at",
             "duration_s", "error", "traceback", "code_version", "dataset_versions", "summary", "last", "keys",
-            "memory_estimate", "launch_check",
+            "memory_estimate", "launch_check", "attempts",
         ]  # fmt: skip
 
 

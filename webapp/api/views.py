@@ -29,6 +29,7 @@ from webapp.projects import services as project_services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
 from webapp.runs import selectors, services, table
+from webapp.runs.attempts import attempts_of
 from webapp.runs.metric_store import metrics_record, series_read
 from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
 
@@ -156,6 +157,8 @@ def run_to_dict(run: Run, last: dict | None = None, *, detail: bool = True, conf
         data["traceback"] = run.traceback
         data["memory_estimate"] = run.memory_estimate  # per GPU, computed at launch (may be {})
         data["launch_check"] = launch_check_summary(run)  # the workers the config was checked against
+        # attempt boundaries (first step, start/end) for the charts: webapp.runs.attempts
+        data["attempts"] = attempts_of(run)
     return data
 
 
