@@ -12,7 +12,14 @@ from workers import fs_transport
 def _connection(tmp_path):
     folder = tmp_path / "queue"
     folder.mkdir()
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder), "store_processed": False}
+    control = tmp_path / "control"  # kombu's default is ./control, in whatever directory pytest runs
+    control.mkdir()
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(control),
+        "store_processed": False,
+    }
     return Connection(transport="workers.fs_transport:Transport", transport_options=options), folder
 
 
