@@ -18,11 +18,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 def test_a_worker_reports_itself_and_launches_are_checked_against_it(start_worker, api, project, tmp_path):
     build_tiny_model(tmp_path / "roots" / "Org" / "tiny-qwen")
-    worker = start_worker(
-        queues="cpu,gpu", ORLAB_MODEL_ROOTS=str(tmp_path / "roots"), ORLAB_WORKER_REPORT_INTERVAL="1"
-    )
+    worker = start_worker(ORLAB_MODEL_ROOTS=str(tmp_path / "roots"), ORLAB_WORKER_REPORT_INTERVAL="1")
     first = wait_for(lambda: WorkerReport.objects.first(), 30, message=f"a report:\n{worker.log()[-3000:]}")
-    assert first.name.startswith("w1@") and first.queues == ["cpu", "gpu"] and first.slots == 2
+    assert first.name.startswith("w1@") and first.slots == 2
+    assert first.queues == ["control", "cpu", "eval", "gpu", "short"]  # the fixture's default: all
     assert first.visible_gpus == 0 and first.gpus == []  # no NVIDIA driver here
     assert first.torch_version == importlib.metadata.version("torch")
     assert first.has_deepspeed and first.deepspeed_version == importlib.metadata.version("deepspeed")
