@@ -8,7 +8,7 @@ worker process, one thread) on a throw-away database (bench/common.py). Before e
 worker's peak RSS is reset (/proc/<pid>/clear_refs, "5") and its RSS read (idle); after the answer
 its VmHWM is the peak. A file above the in-request size (8 MB) is only stored by the web process
 (202); its import is what a Celery worker runs (workers.tasks.import_dataset), measured here in a
-fresh subprocess the same way (idle = RSS after Django and pyarrow are loaded, peak = ru_maxrss).
+fresh subprocess the same way (idle = RSS after Django and pyarrow are loaded, peak = VmHWM).
 
     python -m bench.bench_upload_memory [--big-mb 1024] [--json out.json]
 """
@@ -20,7 +20,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -78,16 +77,29 @@ def build(kind: str, folder: Path, big: int) -> Path:
         table = pa.table({"prompt": ["p"], "chosen": ["a" * 300_000_000], "rejected": ["r"]})
         pq.write_table(table, p, compression="zstd", use_dictionary=False)
         return p
-    if kind == "dict-bomb.parquet":  # 4,000 rows sharing one 1 MB dictionary value: 4 GB decoded
-        value = "b" * (1 << 20)
-        table = pa.table(
-            {"prompt": [f"q{i}" for i in range(4000)], "chosen": [value] * 4000, "rejected": [value] * 4000}
+    if kind == "dict-bomb.parquet":  # 4,000 rows sharing one 1 MB dictionary value: 8 GB decoded
+        # Built dictionary-encoded (a plain array would take those 8 GB here).
+        n = 4000
+        value = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array(["b" * (1 << 20)]))
+        prompts = pa.array([f"q{i}" for i in range(n)])
+        pq.write_table(
+            pa.table({"prompt": prompts, "chosen": value, "rejected": value}), p, compression="zstd"
         )
-        pq.write_table(table, p, compression="zstd", row_group_size=4000)
+        return p
+    if kind == "dict-valid.parquet":  # 600 valid rows sharing one 1 MB chosen value: 600 MB to import
+        n = 600
+        value = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array(["b" * (1 << 20)]))
+        table = pa.table(
+            {"prompt": [f"q{i}" for i in range(n)], "chosen": value, "rejected": [f"r{i}" for i in range(n)]}
+        )
+        pq.write_table(table, p, compression="zstd")
         return p
     if kind == "nested-bomb.parquet":  # one row: 5,000 messages sharing one 1 MB value (5 GB decoded)
-        msg = {"role": "assistant", "content": "c" * (1 << 20)}
-        table = pa.table({"prompt": ["p"], "chosen": [[msg] * 5000], "rejected": ["r"]})
+        n = 5000
+        content = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array(["c" * (1 << 20)]))
+        msgs = pa.StructArray.from_arrays([pa.array(["assistant"] * n), content], names=["role", "content"])
+        chosen = pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), msgs)
+        table = pa.table({"prompt": pa.array(["p"]), "chosen": chosen, "rejected": pa.array(["r"])})
         pq.write_table(table, p, compression="zstd")
         return p
     if kind == "valid-40MB.jsonl":
@@ -98,7 +110,7 @@ def build(kind: str, folder: Path, big: int) -> Path:
     if kind == "valid-40MB.parquet":
         src = build("valid-40MB.jsonl", folder, big)
         with open(src) as f:
-            rows = [json.loads(line) for line in f]
+            rows = [r for r in map(json.loads, f) if isinstance(r["chosen"], str)]  # one type a column
         for r in rows:
             r["tag"] = uuid.uuid4().hex  # another file than the JSONL (the duplicate check)
         pq.write_table(pa.Table.from_pylist(rows), p, row_group_size=20000)
@@ -108,7 +120,7 @@ def build(kind: str, folder: Path, big: int) -> Path:
 
 
 KINDS = [
-    "deep.json", "deep-line.jsonl", "huge-cell.parquet", "dict-bomb.parquet", "nested-bomb.parquet",
+    "deep.json", "deep-line.jsonl", "huge-cell.parquet", "dict-bomb.parquet", "dict-valid.parquet", "nested-bomb.parquet",
     "wide.csv", "huge-line.jsonl", "huge-item.json", "huge-field.csv", "valid-40MB.jsonl", "valid-40MB.parquet",
 ]  # fmt: skip
 
@@ -196,11 +208,14 @@ def _import_child(dataset_id: str, path: str) -> None:
     from workers.tasks import import_dataset
 
     ds = Dataset.objects.get(pk=int(dataset_id))
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
     idle = _status(os.getpid())["VmRSS"]
     t0 = time.perf_counter()
     import_dataset(ds.id, path)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _status(os.getpid())["VmHWM"]
     ds = Dataset.objects.get(pk=ds.id)
     print(json.dumps({"seconds": round(seconds, 2), "idle_mb": idle / 2**20, "peak_mb": peak / 2**20,
                       "delta_mb": (peak - idle) / 2**20, "status": ds.status, "error": ds.error[:200],
@@ -247,8 +262,15 @@ def main() -> int:
     with bench_database() as fx:
         server = Server(workers=1, threads=1).start()
         try:
+            # warm up: the worker has imported each format once (its libraries are part of idle)
             warm = folder / "warm.jsonl"
             warm.write_text(json.dumps(GOOD) + "\n")
+            measure_request(server, fx.token, fx.project.id, warm, "warm")
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            warm = folder / "warm.parquet"
+            pq.write_table(pa.Table.from_pylist([{**GOOD, "prompt": "warm"}]), warm)
             measure_request(server, fx.token, fx.project.id, warm, "warm")
             for i, kind in enumerate(args.only or KINDS):
                 path = build(kind, folder, big)

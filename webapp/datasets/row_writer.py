@@ -25,6 +25,10 @@ from django.db import connection, connections
 BATCH_ROWS = 5000  # bulk_create batches (SQLite)
 VECTOR_BATCH = 1000  # pairs per round trip of the vector connection
 VECTORS_AHEAD = 2  # batches in flight: the COPY never waits, and memory stays bounded
+# ... and bytes: a row may hold up to readers.MAX_RECORD_BYTES of text, so batches of rows alone
+# would let 1,000 large rows (GBs) wait in memory, and one vector query beyond 1 GB of text is
+# refused by PostgreSQL ("invalid memory alloc request size").
+BATCH_BYTES = 16 << 20
 
 # New GIN entries wait in the index's pending list and are merged in when it is full, sorted, in
 # memory of work_mem: with the defaults (4MB each) a million pairs made hundreds of small merges.
@@ -45,13 +49,15 @@ class _SearchVectors:
         self.write_row = write_row
         self.at = (prompt_at, chosen_text_at)
         self.rows: list[tuple] = []
+        self.bytes = 0
         self.pending: deque[tuple[list[tuple], Future]] = deque()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="pair-vectors")
         self.conn = None  # created (and closed) in the pool's thread, as Django wants
 
     def add(self, row: tuple) -> None:
         self.rows.append(row)
-        if len(self.rows) >= VECTOR_BATCH:
+        self.bytes += _text_bytes(row)
+        if len(self.rows) >= VECTOR_BATCH or self.bytes >= BATCH_BYTES:
             self._submit()
             while len(self.pending) > VECTORS_AHEAD:
                 self._write_oldest()
@@ -72,7 +78,7 @@ class _SearchVectors:
         p, c = self.at
         texts = [f"{row[p]} {row[c]}" for row in self.rows]
         self.pending.append((self.rows, self.pool.submit(self._vectors, texts)))
-        self.rows = []
+        self.rows, self.bytes = [], 0
 
     def _write_oldest(self) -> None:
         rows, future = self.pending.popleft()
@@ -118,16 +124,24 @@ def row_writer(model, fields: list[str]) -> Iterator[Callable[[tuple], None]]:
             cur.execute("SELECT gin_clean_pending_list('pair_search_gin'::regclass)")
 
 
+def _text_bytes(row: tuple) -> int:
+    return sum(len(v) for v in row if isinstance(v, str))
+
+
 def _orm_writer(model, fields: list[str]) -> Iterator[Callable[[tuple], None]]:
     json_fields = {"chosen", "rejected", "metadata", "tests"}
     batch: list = []
+    size = 0
 
     def write(row: tuple) -> None:
+        nonlocal size
         kw = {f: (json.loads(v) if f in json_fields else v) for f, v in zip(fields, row, strict=True)}
         batch.append(model(**kw))
-        if len(batch) >= BATCH_ROWS:
+        size += _text_bytes(row)
+        if len(batch) >= BATCH_ROWS or size >= BATCH_BYTES:
             model.objects.bulk_create(batch, batch_size=1000)
             batch.clear()
+            size = 0
 
     yield write
     model.objects.bulk_create(batch, batch_size=1000)
