@@ -14,6 +14,9 @@ def _connection(tmp_path):
     folder.mkdir()
     control = tmp_path / "control"  # kombu's default is ./control, in whatever directory pytest runs
     control.mkdir()
+    # kombu remembers declared exchanges per process and then skips writing their binding files into
+    # a new control folder: forget them, so each test's folder is complete.
+    fs_transport.Transport.global_state.clear()
     options = {
         "data_folder_in": str(folder),
         "data_folder_out": str(folder),
