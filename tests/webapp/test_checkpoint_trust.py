@@ -331,3 +331,22 @@ def test_malformed_uploads_are_400s_naming_the_part(api, alice, project):
     octet = api.generic("POST", url + "?step=1", good, content_type="application/octet-stream")
     assert octet.status_code == 400 and "Content-Type" in octet.json()["errors"]
     assert uploads_left(run.id) == [] and not Checkpoint.objects.filter(run=run).exists()
+
+
+def test_concurrent_uploads_of_one_step_leave_one_whole_folder(settings):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from webapp.runs.checkpoint_upload import store_checkpoint_upload
+
+    run_id = 10**9  # no database row needed: the store only writes the folder
+    shutil.rmtree(run_artifact_dir(run_id), ignore_errors=True)
+    bodies = [tar_of({f"part-{i}-{j}.bin": bytes([i]) * 1000 for j in range(20)}) for i in range(8)]
+    for _ in range(5):  # a race: several rounds make a lost one likely to show
+        with ThreadPoolExecutor(8) as pool:
+            stored = list(
+                pool.map(lambda b: store_checkpoint_upload(run_id, 3, io.BytesIO(b), len(b)), bodies)
+            )
+        names = {p.name for p in stored[0].directory.iterdir()}
+        assert len(names) == 20 and len({name.split("-")[1] for name in names}) == 1  # one upload, whole
+        assert uploads_left(run_id) == ["checkpoint-00000003"]
+    shutil.rmtree(run_artifact_dir(run_id))

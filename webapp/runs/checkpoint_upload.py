@@ -14,6 +14,8 @@ failure.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -153,11 +155,23 @@ def _unpack(stream: _Counted, staging: Path, limit: int) -> tuple[int, int]:
 
 def _move_into_place(staging: Path, target: Path) -> None:
     """Rename the complete staging folder to ``target``; an earlier upload of the step is moved aside
-    first and removed after (a reader sees the old directory or the new one, never a mix)."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".replaced-{secrets.token_hex(8)}")
-        os.rename(target, old)
-    os.rename(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    first and removed after (a reader sees the old directory or the new one, never a mix). Two
+    uploads of one step at once: the rename that loses moves the winner aside and tries again (the
+    last one stays)."""
+    for _ in range(5):
+        old = None
+        if target.exists():
+            old = target.with_name(f".replaced-{secrets.token_hex(8)}")
+            with contextlib.suppress(FileNotFoundError):  # another upload moved it first
+                os.rename(target, old)
+        try:
+            os.rename(staging, target)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            continue  # another upload renamed its folder in between
+        finally:
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        return
+    raise UploadRefused(409, "step", "another upload of this step kept replacing it; try again")
