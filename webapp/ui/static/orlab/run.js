@@ -20,6 +20,35 @@
   const charts = new Map(); // key -> {key, card, plot, log, drawn, n, last}
   let status = data.status;
   let ticks = 0;
+  let attempts = []; // the run API's attempt boundaries: [{attempt, first_step, ...}]
+  let attemptSeen = null; // the run's attempt when the charts were loaded
+
+  /* A resumed attempt redoes the steps after its checkpoint: a dotted line at its first step. */
+  function boundaries() {
+    const later = attempts.filter((a) => a.attempt > 1);
+    return {
+      shapes: later.map((a) => ({
+        type: "line", xref: "x", yref: "paper", x0: a.first_step, x1: a.first_step, y0: 0, y1: 1,
+        line: { color: "#9ca3af", width: 1, dash: "dot" },
+      })),
+      annotations: later.map((a) => ({
+        xref: "x", yref: "paper", x: a.first_step, y: 1, yanchor: "top", xanchor: "left",
+        text: `attempt ${Number(a.attempt)}`, showarrow: false, font: { size: 10, color: "#6b7280" },
+      })),
+    };
+  }
+
+  function applyAttempts(run) {
+    const next = run.attempts || [];
+    const changed = JSON.stringify(next.map((a) => [a.attempt, a.first_step])) !==
+      JSON.stringify(attempts.map((a) => [a.attempt, a.first_step]));
+    attempts = next;
+    if (changed) for (const entry of charts.values()) if (entry.drawn) Plotly.relayout(entry.plot, boundaries());
+    // a new attempt replaces the redone steps' points: read the charts again instead of appending
+    const reload = attemptSeen !== null && run.attempt !== attemptSeen;
+    attemptSeen = run.attempt;
+    return reload;
+  }
 
   const isActive = (s) => o.ACTIVE.includes(s);
 
@@ -86,7 +115,7 @@
       hovertemplate: "step %{x}<br>%{y:.6g}<extra></extra>",
     };
     entry.lines = trace.mode === "lines";
-    Plotly.react(entry.plot, [trace], o.plotLayout({ log: entry.log }), o.plotConfig);
+    Plotly.react(entry.plot, [trace], { ...o.plotLayout({ log: entry.log }), ...boundaries() }, o.plotConfig);
     entry.drawn = true;
     entry.n = steps.length;
     entry.last = steps.length ? steps[steps.length - 1] : -1;
@@ -262,6 +291,7 @@
     try {
       const [, run] = await Promise.all([pollMetrics(), o.getJSON(data.run_api)]);
       applyRun(run);
+      if (applyAttempts(run)) await load(null);
       announce(run);
       // A key whose first points are older than what the charts have seen: load it in full.
       const unseen = (run.keys || []).filter((k) => !charts.has(k));
@@ -285,6 +315,11 @@
       await load(null);
     } catch (err) {
       console.warn("orlab: could not load the metrics", err);
+    }
+    try {
+      applyAttempts(await o.getJSON(data.run_api)); // boundaries of a finished run too
+    } catch (err) {
+      console.warn("orlab: could not load the run's attempts", err);
     }
     if (isActive(status)) setTimeout(tick, POLL_MS);
   }
