@@ -1,12 +1,16 @@
 """Message delivery (issue 11): the outbox, the queues, late acks and the housekeeping on `control`,
 with real Redis, PostgreSQL and Celery worker processes."""
 
+import json
 import socket
+import time
 from contextlib import contextmanager
+from datetime import timedelta
 
 import numpy as np
 import pytest
 import redis
+from django.utils import timezone
 
 from tests.conftest import NPG_CONFIG, wait_for
 from webapp.outbox import sender
@@ -129,3 +133,34 @@ def test_a_duplicate_delivery_of_a_claimed_run_is_dropped(start_worker, api, pro
     assert np.array_equal(steps, np.arange(config["steps"]))
     assert Run.objects.get(pk=run_id).attempt == 1
     assert worker.log().count(f"execute_run[{message.task_id}] received") == 2  # twice, run once
+
+
+def reserve_as_a_worker_would(broker, queue: str, tag: str, taken_at: float) -> None:
+    """What kombu's Redis transport does when a worker takes a message with late acks: pop it from
+    the queue into the ``unacked`` hash, indexed by the time it was taken. Done here by hand because a
+    worker cannot be killed reliably between taking a message and claiming its run."""
+    raw = broker.rpop(queue)
+    broker.hset("unacked", tag, json.dumps([json.loads(raw), "", queue]))
+    broker.zadd("unacked_index", {tag: taken_at})
+
+
+def test_a_message_reserved_by_a_dead_worker_is_resent_a_fresh_reservation_is_not(
+    start_worker, api, project, settings
+):
+    settings.ORLAB_OUTBOX_RESEND_AFTER = 30
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    fresh = launch(api, project, "tabular", NPG_CONFIG, name="fresh")
+    stale = launch(api, project, "tabular", NPG_CONFIG, name="stale")
+    Message.objects.update(sent_at=timezone.now() - timedelta(minutes=5))  # both went out long ago
+    reserve_as_a_worker_would(broker, "short", "tag-fresh", time.time())  # a live worker just took it
+    reserve_as_a_worker_would(broker, "short", "tag-stale", time.time() - 300)  # taken, never claimed
+
+    assert sender.resend_gone() == 1
+    assert broker.hkeys("unacked") == [b"tag-fresh"]  # the dead one's copy is gone: no second delivery
+    assert Message.objects.get(subject_id=stale).sends == 2
+    assert Message.objects.get(subject_id=fresh).sends == 1
+
+    broker.delete("unacked", "unacked_index")  # the live worker of "fresh" is this test: give it back
+    Run.objects.filter(pk=fresh).update(status="cancelled")
+    worker = start_worker("w1")
+    wait_for(lambda: status(stale) == "succeeded", 60, message=f"the run:\n{worker.log()[-3000:]}")
