@@ -180,6 +180,18 @@ def test_parquet_column_chunk_beyond_the_cap_is_refused_before_reading(api, proj
 
 
 @pytest.mark.django_db
+def test_parquet_page_beyond_the_cap_is_refused_from_its_header(api, project, monkeypatch):
+    """Page headers are read before pyarrow decompresses a page (pyarrow allocates what a page
+    header says, whatever the footer's chunk sizes claim)."""
+    monkeypatch.setattr(readers, "MAX_PAGE_BYTES", 1 << 20)
+    content = _parquet([{**GOOD, "chosen": "c" * (2 << 20)}], compression="zstd", use_dictionary=False)
+    f = SimpleUploadedFile("page.parquet", content)
+    resp = api.post("/api/datasets/", {"file": f, "name": "pg", "kind": "preference", "project": project.id})
+    assert resp.status_code == 400
+    assert "a page of column chosen in row group 1 decompresses to 2.0 MB" in _reasons(resp.json()["errors"])
+
+
+@pytest.mark.django_db
 def test_parquet_dictionary_rows_import_in_bounded_slices(api, project):
     """Many rows sharing one dictionary-encoded value import correctly (they are expanded a slice of
     rows at a time) and nested conversations survive the dictionary reading."""

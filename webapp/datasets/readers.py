@@ -28,6 +28,8 @@ MAX_RECORD_BYTES = 4 << 20  # one JSONL line, JSON array item, CSV record or dec
 MAX_COLUMN_CHUNK_BYTES = 128 << 20  # one Parquet column chunk decompressed (its metadata says)
 MAX_DECODED_BYTES = 8 << 30  # a whole Parquet file decompressed (ditto)
 MAX_FOOTER_BYTES = 16 << 20  # Parquet metadata (parsed whole by pyarrow)
+MAX_PAGE_BYTES = 64 << 20  # one Parquet page decompressed (its header says; read before pyarrow)
+MAX_PAGE_HEADER_BYTES = 1 << 20  # a page header (statistics included)
 MAX_CSV_COLUMNS = 1000
 PARQUET_SLICE_BYTES = 32 << 20  # decoded rows turned into Python objects at once
 PARQUET_BATCH_BYTES = 64 << 20  # estimated decoded bytes of one Arrow batch
@@ -379,6 +381,7 @@ def _parquet(f):
     except Exception as exc:
         raise FileError(f"not a readable Parquet file: {exc}") from None
     _check_parquet_sizes(meta)
+    _check_parquet_pages(f, meta)
     if _type_depth_of(schema) > MAX_DEPTH:
         raise FileError(f"Parquet columns nested deeper than {MAX_DEPTH} levels")
     text_columns = [
@@ -450,6 +453,127 @@ def _check_parquet_sizes(meta) -> None:
             total += size
     if total > MAX_DECODED_BYTES:
         raise FileError(f"the file decompresses to {_mb(total)}; the limit is {_mb(MAX_DECODED_BYTES)}")
+
+
+def _check_parquet_pages(f, meta) -> None:
+    """Every page's decompressed size from its own header, before pyarrow reads it: pyarrow
+    allocates what a page header says (up to 2 GB a page) whatever the footer claims, so a file
+    whose footer understates its chunks would otherwise decompress a huge page. Headers are a few
+    hundred bytes; walking them reads nothing else."""
+    size = f.seek(0, io.SEEK_END)
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            col = group.column(c)
+            pos = (
+                col.dictionary_page_offset if col.has_dictionary_page and col.dictionary_page_offset else None
+            )
+            pos = pos if pos is not None else col.data_page_offset
+            end = pos + col.total_compressed_size
+            if pos < 4 or end > size:
+                raise FileError(f"column {col.path_in_schema} in row group {g + 1} lies outside the file")
+            while pos < end:
+                f.seek(pos)
+                head = f.read(min(MAX_PAGE_HEADER_BYTES, end - pos))
+                try:
+                    length, fields = _thrift_struct(head, 0, {2, 3})
+                except (IndexError, ValueError, RecursionError):
+                    raise FileError(
+                        f"not a readable Parquet file: bad page header in column {col.path_in_schema}"
+                    ) from None
+                uncompressed, compressed = fields.get(2, -1), fields.get(3, -1)
+                if uncompressed < 0 or compressed < 0:
+                    raise FileError(
+                        f"not a readable Parquet file: bad page header in column {col.path_in_schema}"
+                    )
+                if uncompressed > MAX_PAGE_BYTES:
+                    raise FileError(
+                        f"a page of column {col.path_in_schema} in row group {g + 1} decompresses to "
+                        f"{_mb(uncompressed)}; the limit is {_mb(MAX_PAGE_BYTES)} a page"
+                    )
+                pos += length + compressed
+    f.seek(0)
+
+
+def _varint(b: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = b[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+        if shift > 70:
+            raise ValueError("varint too long")
+
+
+def _zigzag(n: int) -> int:
+    return (n >> 1) ^ -(n & 1)
+
+
+def _thrift_skip(b: bytes, i: int, t: int, in_container: bool = False) -> int:
+    """Skip one value of Thrift compact type t (the encoding of Parquet's page headers)."""
+    if t in (1, 2):  # booleans: in the field header, or a byte inside lists
+        return i + 1 if in_container else i
+    if t == 3:
+        return i + 1
+    if t in (4, 5, 6):
+        return _varint(b, i)[1]
+    if t == 7:
+        return i + 8
+    if t == 8:
+        n, i = _varint(b, i)
+        return i + n
+    if t in (9, 10):
+        head = b[i]
+        i += 1
+        n, et = head >> 4, head & 0x0F
+        if n == 15:
+            n, i = _varint(b, i)
+        for _ in range(n):
+            i = _thrift_skip(b, i, et, True)
+            if i > len(b):
+                raise IndexError
+        return i
+    if t == 11:
+        n, i = _varint(b, i)
+        if n:
+            kinds = b[i]
+            i += 1
+            for _ in range(n):
+                i = _thrift_skip(b, _thrift_skip(b, i, kinds >> 4, True), kinds & 0x0F, True)
+                if i > len(b):
+                    raise IndexError
+        return i
+    if t == 12:
+        return _thrift_struct(b, i, set())[0]
+    raise ValueError(f"unknown Thrift type {t}")
+
+
+def _thrift_struct(b: bytes, i: int, wanted: set[int]) -> tuple[int, dict[int, int]]:
+    """(end, {field id: value}) of a compact-protocol struct starting at i, keeping the wanted
+    integer fields."""
+    found: dict[int, int] = {}
+    field_id = 0
+    while True:
+        head = b[i]
+        i += 1
+        if head == 0:
+            return i, found
+        t, delta = head & 0x0F, head >> 4
+        if delta:
+            field_id += delta
+        else:
+            raw, i = _varint(b, i)
+            field_id = _zigzag(raw)
+        if field_id in wanted and t in (4, 5, 6):
+            raw, i = _varint(b, i)
+            found[field_id] = _zigzag(raw)
+        else:
+            i = _thrift_skip(b, i, t)
+        if i > len(b):
+            raise IndexError
 
 
 def _type_depth_of(schema) -> int:
