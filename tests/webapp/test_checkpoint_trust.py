@@ -212,12 +212,11 @@ def test_init_from_run_of_another_project_is_refused_at_start(alice, bob, projec
 
 @pytest.mark.django_db(transaction=True)
 def test_bob_cannot_evaluate_alices_checkpoint(bob_api, alice, bob, project, bob_project):
-    from trainers.common.tiny import build_tiny_model
     from webapp.datasets.models import Dataset
 
     alice_sft = Run.objects.create(project=project, name="sft", kind="sft", status="succeeded")
-    alices = worker_checkpoint(alice_sft, 3, {})
-    build_tiny_model(alices)
+    # (no model files needed: the evaluation must fail before reading any)
+    alices = worker_checkpoint(alice_sft, 3, {"config.json": b"{}"})
     alice_ckpt = Checkpoint.objects.create(run=alice_sft, step=3, path=str(alices))
     bench = Dataset.objects.create(project=bob_project, name="bench", kind="problems", status="ready")
     assert (
