@@ -77,6 +77,12 @@ def _on_worker_shutting_down(sig=None, how=None, **_):
         _record_in_thread(held)
 
 
+def _in_main_process() -> bool:
+    from billiard.process import current_process
+
+    return current_process()._name == "MainProcess"
+
+
 @contextlib.contextmanager
 def interrupt_on_sigterm(run_id: int, attempt: int) -> Iterator[None]:
     """While the block runs, SIGTERM in this process asks the run to checkpoint and stop instead of
@@ -90,7 +96,10 @@ def interrupt_on_sigterm(run_id: int, attempt: int) -> Iterator[None]:
         INTERRUPTED.set()
         if first:
             _record_in_thread([(run_id, attempt)])
-        if callable(previous):  # a solo pool runs tasks in the main process: Celery's handler too
+        # A solo or threads pool runs tasks in the worker's main process: Celery's warm-shutdown
+        # handler must run too. A prefork child's own handler (billiard's) would exit the process
+        # at once, which is what this handler is here to prevent.
+        if callable(previous) and _in_main_process():
             previous(signum, frame)
 
     try:

@@ -19,7 +19,7 @@ from webapp.runs.models import Checkpoint, MetricSeries, Run, RunAttempt, Sample
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 RL_TINY = {
-    "steps": 12,
+    "steps": 8,
     "checkpoint_every": 0,  # no periodic checkpoint: the one the interrupt writes is the only one
     "rollout": {"n": 2, "prompts_per_step": 2, "stages": [{"until_step": 10**9, "max_response": 8}]},
     "eval": {"every": 0, "k": 1, "max_problems": 2},
@@ -91,3 +91,39 @@ def test_sigterm_interrupts_a_running_rl_run_with_a_checkpoint_and_resume_contin
     assert all(key.startswith("orlab:a2:") for step, key in samples if step > stopped_at)
     attempts = api.get(f"/api/runs/{run_id}/").json()["attempts"]
     assert [(a["attempt"], a["first_step"]) for a in attempts] == [(1, 0), (2, stopped_at + 1)]
+
+
+def test_sigterm_to_every_worker_process_interrupts_a_multi_process_run_and_requeues_it(
+    start_worker, api, project
+):
+    """systemd's stop signals the whole process group: the pool child running the node task survives
+    it and asks for the interrupt; rank 0's sink stops the ranks at a checkpoint; with
+    ORLAB_REQUEUE_INTERRUPTED=1 the run is queued again and another worker finishes it."""
+    first = start_worker("w1", concurrency=1, ORLAB_REQUEUE_INTERRUPTED="1")
+    config = {
+        "batch_size": 7,
+        "features": 4,
+        "hidden": 8,
+        "steps": 120,
+        "sleep_per_step": 0.05,
+        "nproc_per_node": 2,
+    }
+    run_id = launch(api, project, "regression", config)
+    wait_for(lambda: last_step(run_id) >= 3, 120, message=f"points:\n{first.log()[-3000:]}")
+
+    os.killpg(first.proc.pid, signal.SIGTERM)
+    first.proc.wait(timeout=90)
+    run = Run.objects.get(pk=run_id)
+    assert (run.status, run.attempt) == ("queued", 2), (run.status, run.error)  # re-queued
+    stop = Checkpoint.objects.get(run_id=run_id)
+    assert stop.step == last_step(run_id) < config["steps"]
+    assert RunAttempt.objects.get(run_id=run_id, attempt=1).status == "interrupted"
+
+    start_worker("w2", concurrency=1)
+    wait_for(
+        lambda: Run.objects.get(pk=run_id).status in ("succeeded", "failed"), 120, message="the re-queued run"
+    )
+    run = Run.objects.get(pk=run_id)
+    assert run.status == "succeeded", run.error + run.traceback
+    assert steps_of(run_id, "train/loss") == list(range(1, config["steps"] + 1))  # none lost, none twice
+    assert RunAttempt.objects.get(run_id=run_id, attempt=2).first_step == stop.step + 1
