@@ -102,6 +102,13 @@ def build(kind: str, folder: Path, big: int) -> Path:
         table = pa.table({"prompt": pa.array(["p"]), "chosen": chosen, "rejected": pa.array(["r"])})
         pq.write_table(table, p, compression="zstd")
         return p
+    if kind == "null-bomb.parquet":  # one row holding a list of 40 million nulls, in about 1 KB
+        n = 40_000_000
+        chosen = pa.ListArray.from_arrays(pa.array([0, n], pa.int32()), pa.nulls(n, pa.string()))
+        pq.write_table(
+            pa.table({"prompt": ["p"], "chosen": chosen, "rejected": ["r"]}), p, compression="zstd"
+        )
+        return p
     if kind == "valid-40MB.jsonl":
         subprocess.run(
             [PY, "-m", "bench.pair_data", str(p), "75000"], cwd=ROOT, check=True, capture_output=True
@@ -120,7 +127,7 @@ def build(kind: str, folder: Path, big: int) -> Path:
 
 
 KINDS = [
-    "deep.json", "deep-line.jsonl", "huge-cell.parquet", "dict-bomb.parquet", "dict-valid.parquet", "nested-bomb.parquet",
+    "deep.json", "deep-line.jsonl", "huge-cell.parquet", "dict-bomb.parquet", "dict-valid.parquet", "nested-bomb.parquet", "null-bomb.parquet",
     "wide.csv", "huge-line.jsonl", "huge-item.json", "huge-field.csv", "valid-40MB.jsonl", "valid-40MB.parquet",
 ]  # fmt: skip
 

@@ -192,6 +192,22 @@ def test_parquet_page_beyond_the_cap_is_refused_from_its_header(api, project, mo
 
 
 @pytest.mark.django_db
+def test_parquet_chunk_with_too_many_values_is_refused_from_the_page_headers(api, project, monkeypatch):
+    """A few bytes of run-length encoding can stand for billions of null list elements in one row,
+    which pyarrow would decode whole: the values are counted from the page headers first."""
+    monkeypatch.setattr(readers, "MAX_CHUNK_VALUES", 1000)
+    nulls = pa.ListArray.from_arrays(pa.array([0, 5000], pa.int32()), pa.nulls(5000, pa.string()))
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"prompt": ["p"], "chosen": nulls, "rejected": ["r"]}), buf)
+    f = SimpleUploadedFile("nulls.parquet", buf.getvalue())
+    resp = api.post("/api/datasets/", {"file": f, "name": "nl", "kind": "preference", "project": project.id})
+    assert resp.status_code == 400
+    assert "column chosen.list.element in row group 1 holds more than 1,000 values" in _reasons(
+        resp.json()["errors"]
+    )
+
+
+@pytest.mark.django_db
 def test_parquet_dictionary_rows_import_in_bounded_slices(api, project):
     """Many rows sharing one dictionary-encoded value import correctly (they are expanded a slice of
     rows at a time) and nested conversations survive the dictionary reading."""

@@ -30,6 +30,10 @@ MAX_DECODED_BYTES = 8 << 30  # a whole Parquet file decompressed (ditto)
 MAX_FOOTER_BYTES = 16 << 20  # Parquet metadata (parsed whole by pyarrow)
 MAX_PAGE_BYTES = 64 << 20  # one Parquet page decompressed (its header says; read before pyarrow)
 MAX_PAGE_HEADER_BYTES = 1 << 20  # a page header (statistics included)
+# Values (list elements included) in one Parquet column chunk, counted from the page headers: pyarrow
+# decodes a record's repetition and definition levels whole, and a few bytes of run-length encoding
+# can stand for billions of null elements in one row (~16 bytes of decoding memory each).
+MAX_CHUNK_VALUES = 16_000_000
 MAX_CSV_COLUMNS = 1000
 PARQUET_SLICE_BYTES = 32 << 20  # decoded rows turned into Python objects at once
 PARQUET_BATCH_BYTES = 64 << 20  # estimated decoded bytes of one Arrow batch
@@ -456,7 +460,7 @@ def _check_parquet_sizes(meta) -> None:
 
 
 def _check_parquet_pages(f, meta) -> None:
-    """Every page's decompressed size from its own header, before pyarrow reads it: pyarrow
+    """Every page's decompressed size and value count from its own header, before pyarrow reads it: pyarrow
     allocates what a page header says (up to 2 GB a page) whatever the footer claims, so a file
     whose footer understates its chunks would otherwise decompress a huge page. Headers are a few
     hundred bytes; walking them reads nothing else."""
@@ -472,11 +476,12 @@ def _check_parquet_pages(f, meta) -> None:
             end = pos + col.total_compressed_size
             if pos < 4 or end > size:
                 raise FileError(f"column {col.path_in_schema} in row group {g + 1} lies outside the file")
+            values = 0
             while pos < end:
                 f.seek(pos)
                 head = f.read(min(MAX_PAGE_HEADER_BYTES, end - pos))
                 try:
-                    length, fields = _thrift_struct(head, 0, {2, 3})
+                    length, fields = _thrift_struct(head, 0, _PAGE_HEADER_FIELDS)
                 except (IndexError, ValueError, RecursionError):
                     raise FileError(
                         f"not a readable Parquet file: bad page header in column {col.path_in_schema}"
@@ -491,8 +496,19 @@ def _check_parquet_pages(f, meta) -> None:
                         f"a page of column {col.path_in_schema} in row group {g + 1} decompresses to "
                         f"{_mb(uncompressed)}; the limit is {_mb(MAX_PAGE_BYTES)} a page"
                     )
+                values += max((fields.get(k, {}).get(1, 0) for k in (5, 7, 8)), default=0)
+                if values > MAX_CHUNK_VALUES:
+                    raise FileError(
+                        f"column {col.path_in_schema} in row group {g + 1} holds more than {MAX_CHUNK_VALUES:,} "
+                        "values (write the file with smaller row groups)"
+                    )
                 pos += length + compressed
     f.seek(0)
+
+
+# PageHeader: 2 uncompressed_page_size, 3 compressed_page_size; the num_values (field 1) of
+# 5 DataPageHeader, 7 DictionaryPageHeader, 8 DataPageHeaderV2.
+_PAGE_HEADER_FIELDS = {2: None, 3: None, 5: {1: None}, 7: {1: None}, 8: {1: None}}
 
 
 def _varint(b: bytes, i: int) -> tuple[int, int]:
@@ -547,14 +563,14 @@ def _thrift_skip(b: bytes, i: int, t: int, in_container: bool = False) -> int:
                     raise IndexError
         return i
     if t == 12:
-        return _thrift_struct(b, i, set())[0]
+        return _thrift_struct(b, i, {})[0]
     raise ValueError(f"unknown Thrift type {t}")
 
 
-def _thrift_struct(b: bytes, i: int, wanted: set[int]) -> tuple[int, dict[int, int]]:
+def _thrift_struct(b: bytes, i: int, wanted: dict) -> tuple[int, dict]:
     """(end, {field id: value}) of a compact-protocol struct starting at i, keeping the wanted
-    integer fields."""
-    found: dict[int, int] = {}
+    fields: ``wanted`` maps an integer field's id to None, a struct field's id to its own wanted."""
+    found: dict = {}
     field_id = 0
     while True:
         head = b[i]
@@ -567,9 +583,11 @@ def _thrift_struct(b: bytes, i: int, wanted: set[int]) -> tuple[int, dict[int, i
         else:
             raw, i = _varint(b, i)
             field_id = _zigzag(raw)
-        if field_id in wanted and t in (4, 5, 6):
+        if field_id in wanted and wanted[field_id] is None and t in (4, 5, 6):
             raw, i = _varint(b, i)
             found[field_id] = _zigzag(raw)
+        elif field_id in wanted and wanted[field_id] is not None and t == 12:
+            i, found[field_id] = _thrift_struct(b, i, wanted[field_id])
         else:
             i = _thrift_skip(b, i, t)
         if i > len(b):
