@@ -119,7 +119,7 @@ def test_a_duplicate_delivery_of_a_claimed_run_is_dropped(start_worker, api, pro
     from workers.celery import app
 
     worker = start_worker("w1")  # two slots: the duplicate is taken while the run runs
-    config = {"steps": 400, "keys": 1, "sleep_per_step": 0.02}
+    config = {"steps": 150, "keys": 1, "sleep_per_step": 0.02}  # runs ~3 s: the duplicate lands meanwhile
     run_id = launch(api, project, "synthetic", config)
     wait_for(lambda: status(run_id) == "running", 60, message=f"running:\n{worker.log()[-3000:]}")
     message = Message.objects.get(subject="run", subject_id=run_id)
