@@ -199,6 +199,13 @@ class Drill:
                 m.objects.filter(status__in=["queued", "running"]).values_list("id", "status")))]  # fmt: skip
         return out
 
+    def wait_unstuck(self, timeout: float) -> tuple[float, list[str]]:
+        """Seconds waited (at most ``timeout``) until nothing is stuck, and what still is."""
+        started = time.monotonic()
+        while (left := self.stuck()) and time.monotonic() - started < timeout:
+            time.sleep(2)
+        return time.monotonic() - started, left
+
     def settle(self, run_ids: list[int], timeout: float) -> list[str]:
         """Wait for the runs to end (at most ``timeout``); the ones that did not, with their status."""
         self.wait(run_ids, lambda s: s in ENDED, timeout)
