@@ -144,6 +144,10 @@ class Client:
     def upload_checkpoint(self, run_id: int, body: dict) -> None:
         """POST the archive of a checkpoint record as a tar body (streamed from disk), then delete it.
         A missing archive was sent already (a re-sent spool record)."""
+        if "archive" not in body:
+            # spooled by an older client, which sent paths: orlab takes uploads only now
+            log.warning("dropping a spooled checkpoint record of step %s that names a path", body.get("step"))
+            return
         archive = Path(body["archive"])
         if not archive.exists():
             return

@@ -1,6 +1,7 @@
 """The Python client against the real server (gunicorn on the test database), including an outage
 in the middle of a run: no point lost, none stored twice."""
 
+import json
 import os
 import shutil
 import signal
@@ -168,6 +169,9 @@ def test_sync_command_sends_a_spool_left_by_a_dead_script(server, token, project
     run.finish()  # everything, the finish included, goes to the spool
     assert run.offline and client.spooled_files()
     spool = client.spool_path(run.id).read_text()
+    # a record an older client spooled (a checkpoint by path) is dropped, not sent
+    old = {"run": run.id, "type": "checkpoint", "body": {"step": 5, "path": "/etc", "metrics": {}}}
+    client.spool_path(run.id).write_text(json.dumps(old) + "\n" + spool)
     server.start()
     args = ["--url", client.url, "--token", token, "--spool-dir", str(tmp_path / "spool"), "sync"]
     assert cli_main(args) == 0
