@@ -131,12 +131,16 @@ def test_lists_carry_configs_only_with_fields_config(api, project):
 
 
 def test_the_html_runs_table_never_embeds_configs(client, alice, project):
-    Run.objects.create(
-        project=project, name="r", kind="external", status="running", config={"m": "zz-secret-zz"}
-    )
+    config = {"m": "zz-secret-zz", "blob": {"k": "y" * 50_000}}
+    Run.objects.create(project=project, name="r", kind="external", status="running", config=config)
     client.force_login(alice)
     html = client.get(f"/projects/{project.id}/").content.decode()
     assert 'data-testid="runs-table"' in html and "zz-secret-zz" not in html
+    # a config column shows a shortened value, not the sub-tree
+    html = client.get(f"/projects/{project.id}/?col=config:blob").content.decode()
+    assert "yyyyyyyyyy" in html and "y" * 300 not in html
+    fields = client.get(f"/api/runs/fields/?project={project.id}").json()
+    assert "blob.k" in fields["config"]
 
 
 # --- item 10: names per owner; nothing about other teams ---------------------------------------------

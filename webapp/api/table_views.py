@@ -198,7 +198,9 @@ class RunFieldsApi(APIView):
             .values_list("key", flat=True)
             .distinct()
         )
-        return Response({"config": sorted(paths), "metrics": list(keys[:2000])})
+        # Capped like the metric keys: one run's config with thousands of leaves would otherwise make
+        # this answer (and the runs page that reads it) as large as the config.
+        return Response({"config": sorted(paths)[:2000], "metrics": list(keys[:2000])})
 
 
 # --- saved views --------------------------------------------------------------------------------

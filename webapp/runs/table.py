@@ -141,19 +141,21 @@ def flatten_config(config: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+DISPLAY_CHARS = 200  # a table cell shows at most this much of a value: a config column never embeds a config
+
+
 def display_value(value: Any) -> str:
-    """A config value as the table shows it."""
+    """A config value as the table shows it (shortened to DISPLAY_CHARS, with an ellipsis)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str):
-        return value
     if isinstance(value, float):
         return f"{value:.6g}"
     if isinstance(value, int):
         return str(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return text if len(text) <= DISPLAY_CHARS else text[: DISPLAY_CHARS - 1] + "…"
 
 
 # --- config filters ---------------------------------------------------------------------------------
