@@ -315,6 +315,7 @@ class Drill:
         time.sleep(2)
         self.c.kill_redis()
         code, h = self.launch("broker-launched-while-down", steps=100, **RUN)
+        health = self.api("GET", "/healthz", timeout=10)
         time.sleep(3)
         self.c.start_redis()
         ids = [x for x in (e, f, g, h) if x is not None]
@@ -330,7 +331,8 @@ class Drill:
             figure,
             tallies,
             stuck,
-            f"launch while down: HTTP {code}; runs {ended}",
+            f"launch while down: HTTP {code}; /healthz while down: "
+            f"{health.status_code if health is not None else 'no answer'}; runs {ended}",
         )
 
     def concurrent_writers(self, clients: int = 6, batches: int = 20, per_batch: int = 500) -> None:
