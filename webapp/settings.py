@@ -113,7 +113,7 @@ else:
             # BEGIN IMMEDIATE so a transaction that reads then writes waits for the lock instead of
             # failing with SQLITE_BUSY when another writer got in between.
             "OPTIONS": {
-                "timeout": 30,
+                "timeout": env_float("ORLAB_SQLITE_TIMEOUT", 30.0),
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
@@ -232,6 +232,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Queues (README "Queues and the run lifecycle"): control (housekeeping, its own one-slot worker),
 # short (tabular runs, curation, scoring, imports), cpu and gpu (training), eval (evaluations).
 ORLAB_QUEUES = ("control", "short", "cpu", "gpu", "eval")
+# the queues a run may be launched onto (control and eval carry housekeeping and evaluations only)
+ORLAB_RUN_QUEUES = ("short", "cpu", "gpu")
 CELERY_BEAT_SCHEDULE = {
     # lost runs, dead jobs, orphaned waiting runs, unsent and gone outbox messages
     "housekeeping": {

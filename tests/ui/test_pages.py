@@ -229,7 +229,7 @@ def test_valid_launch_creates_a_queued_run_and_redirects(client_alice, alice, pr
     run = Run.objects.get()
     assert response.status_code == 302 and response["Location"] == f"/runs/{run.pk}/"
     assert run.status == "queued" and run.kind == "tabular" and run.name == "npg run"
-    assert run.group == "g1" and run.tags == ["a", "b"] and run.queue == "cpu" and run.created_by == alice
+    assert run.group == "g1" and run.tags == ["a", "b"] and run.queue == "short" and run.created_by == alice
     assert run.config["mdp"] == {
         "kind": "garnet",
         "states": 10,
@@ -528,3 +528,20 @@ def test_launch_offers_an_integer_or_word_field_as_one_input(client_alice, proje
     assert leaf.convert("2") == 2 and type(leaf.convert("2")) is int
     assert leaf.convert("auto") == "auto" and leaf.convert(" auto ") == "auto"
     assert leaf.convert("two") == "two"  # left as typed: the config's validation names the field
+
+
+def test_launch_queue_choices_are_the_run_queues(client_alice, project):
+    """short, cpu and gpu are offered (tabular runs default to short); housekeeping's control queue
+    and the evaluations' eval queue are refused, and nothing is created."""
+    html = client_alice.get(f"/projects/{project.pk}/launch/?kind=tabular&preset=").content.decode()
+    select = re.search(r'<select id="f-queue" name="queue">(.*?)</select>', html, re.S).group(1)
+    assert re.findall(r'<option value="(\w+)"', select) == ["short", "cpu", "gpu"]
+    html = client_alice.post(
+        f"/projects/{project.pk}/launch/", {**GARNET_POST, "queue": "control"}
+    ).content.decode()
+    assert "must be one of short, cpu, gpu" in html and Run.objects.count() == 0
+    assert (
+        client_alice.post(f"/projects/{project.pk}/launch/", {**GARNET_POST, "queue": "short"}).status_code
+        == 302
+    )
+    assert Run.objects.get().queue == "short"

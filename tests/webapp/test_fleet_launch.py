@@ -262,7 +262,7 @@ def test_a_clone_onto_a_model_the_workers_lack_is_refused(api, project, models):
 
 
 def test_runs_without_a_model_are_checked_too(api, project):
-    report(name="c1@cpu-host", queues=("cpu",), gpus=())
+    report(name="c1@cpu-host", queues=("short",), gpus=())  # tabular runs go to the short queue
     resp = api.post(
         "/api/runs/", {"project": project.id, "kind": "tabular", "config": NPG_CONFIG}, format="json"
     )

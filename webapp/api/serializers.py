@@ -1,6 +1,7 @@
 """Input validation and the documented output shapes. Hot read paths (runs list, metrics) build
 their JSON directly from these shapes without DRF's per-field machinery (see views.run_to_dict)."""
 
+from django.conf import settings
 from rest_framework import serializers
 
 from webapp.api.json_safety import MAX_CONFIG_BYTES, json_field_validator
@@ -61,7 +62,7 @@ class RunCreateSerializer(serializers.Serializer):
         child=serializers.CharField(max_length=64), required=False, default=list, max_length=100
     )
     queue = serializers.ChoiceField(
-        choices=["cpu", "gpu"], required=False, help_text="default: the trainer's queue"
+        choices=list(settings.ORLAB_RUN_QUEUES), required=False, help_text="default: the trainer's queue"
     )
 
 

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+
 from webapp.fleet.selectors import fleet_by_queue
 from webapp.ui.forms import LaunchForm, iter_leaves
 
 MODEL_FIELD = "model_path"
 TINY = "tiny"
-QUEUES = ("cpu", "gpu")  # the launch form's queue choices; shown even when nothing consumes them
+QUEUES = settings.ORLAB_RUN_QUEUES  # the launch form's queue choices; shown even when nothing consumes them
 GiB = 2**30
 
 

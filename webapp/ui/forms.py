@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.http import QueryDict
 
 CONFIG = "config."
@@ -552,6 +553,8 @@ class LaunchForm:
         else:
             self.config = self._collect(self.nodes)
         self._parse_sweep()
+        if self.meta["queue"] and self.meta["queue"] not in settings.ORLAB_RUN_QUEUES:
+            self.add_errors({"queue": [f"must be one of {', '.join(settings.ORLAB_RUN_QUEUES)}"]})
         return not self.summary
 
     @property

@@ -9,6 +9,7 @@ import math
 from datetime import timedelta
 from urllib.parse import quote, urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import IntegrityError
@@ -509,6 +510,7 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
     context = {
         "fleet": fleet,
         "fleet_data": fleet_data,
+        "run_queues": settings.ORLAB_RUN_QUEUES,
         "project": project,
         "spec": spec,
         "specs": specs,
