@@ -256,6 +256,8 @@ ORLAB_HEARTBEAT_INTERVAL = env_float("ORLAB_HEARTBEAT_INTERVAL", 2.0)
 # Outbox (webapp/outbox): a sent message whose object is still unclaimed after this long is looked
 # for in the broker and re-sent if it is provably gone.
 ORLAB_OUTBOX_RESEND_AFTER = env_float("ORLAB_OUTBOX_RESEND_AFTER", 60.0)
+# settled outbox messages are kept this long (for debugging a delivery), then pruned by the housekeeping
+ORLAB_OUTBOX_KEEP_DAYS = env_float("ORLAB_OUTBOX_KEEP_DAYS", 7.0)
 # A dataset `importing` with no worker message (imported inside a request) fails after this long.
 ORLAB_IMPORT_STALE_AFTER = env_float("ORLAB_IMPORT_STALE_AFTER", 3600.0)
 # Multi-node runs (workers/launch.py): how long node tasks wait for all nodes to join the c10d

@@ -105,6 +105,7 @@ def housekeeping() -> dict[str, int]:
         "imports_failed": sender.sweep_orphan_imports,  # importing with no worker message, for too long
         "sent": sender.deliver,  # messages the broker refused at commit time
         "resent": sender.resend_gone,  # messages provably gone from the broker
+        "pruned": sender.prune_settled,  # settled messages older than ORLAB_OUTBOX_KEEP_DAYS
     }
     done = {}
     for name, step in steps.items():

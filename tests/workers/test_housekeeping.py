@@ -112,3 +112,18 @@ def test_a_waiting_run_is_never_swept_until_its_parent_ends_failed_cancelled_or_
     assert done["lost"] == 1 and done["waiting_failed"] == 1
     child.refresh_from_db()
     assert child.status == "failed" and f"init_from_run {parent.id} ended lost" in child.error
+
+
+def test_settled_messages_are_pruned_after_the_keep_period_but_a_job_at_work_keeps_its_row(
+    project, alice, settings
+):
+    dataset = importing_dataset(project, alice)
+    long_ago = timezone.now() - timedelta(days=settings.ORLAB_OUTBOX_KEEP_DAYS + 1)
+    old = import_message(dataset, "/tmp/x", settled_at=long_ago)
+    working = import_message(dataset, "/tmp/y", settled_at=long_ago, heartbeat_at=timezone.now())
+    recent = import_message(dataset, "/tmp/z", settled_at=timezone.now())
+    unsettled = import_message(dataset, "/tmp/w")
+    Message.objects.filter(pk=unsettled.pk).update(created_at=long_ago)
+    assert tasks.housekeeping()["pruned"] == 1
+    assert set(Message.objects.values_list("pk", flat=True)) == {working.pk, recent.pk, unsettled.pk}
+    assert not Message.objects.filter(pk=old.pk).exists()

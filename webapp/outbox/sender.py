@@ -293,3 +293,13 @@ def sweep_orphan_imports(max_age: float | None = None) -> int:
             error=f"the import stopped: still importing after {max_age:.0f} s with no worker on it",
         )
     )
+
+
+def prune_settled(keep_days: float | None = None) -> int:
+    """Settled messages older than ORLAB_OUTBOX_KEEP_DAYS are deleted (the table would otherwise grow
+    by a row per launch, import and evaluation forever); a job still at work (a claim heartbeat)
+    keeps its row whatever its age. Returns how many were deleted."""
+    keep_days = settings.ORLAB_OUTBOX_KEEP_DAYS if keep_days is None else keep_days
+    cutoff = timezone.now() - timedelta(days=keep_days)
+    deleted, _ = Message.objects.filter(settled_at__lt=cutoff, heartbeat_at__isnull=True).delete()
+    return deleted
