@@ -129,6 +129,26 @@ def test_a_queued_scoring_job_protects_its_checkpoint(make_run, alice, project):
     assert live_steps(run) == [30]
 
 
+def test_a_run_that_starts_from_a_checkpoint_protects_it_until_it_ends(make_run, project):
+    run = make_run({"keep_last": 1}, kind="sft")
+    first = write(run, 10)
+    child = Run.objects.create(
+        project=project,
+        name="rl",
+        kind="rl",
+        config={"model_path": f"checkpoint:{first.pk}"},
+        status="queued",
+    )
+    write(run, 20)
+    assert live_steps(run) == [10, 20]
+    Run.objects.filter(pk=child.pk).update(status="interrupted")  # may resume from its base again
+    write(run, 30)
+    assert live_steps(run) == [10, 30]
+    Run.objects.filter(pk=child.pk).update(status="succeeded")
+    write(run, 40)
+    assert live_steps(run) == [40]
+
+
 def test_paths_the_platform_did_not_write_are_neither_measured_nor_deleted(make_run, tmp_path):
     run = make_run({"keep_last": 1})
     outside = tmp_path / "client-checkpoint"

@@ -181,6 +181,16 @@ def _protected_ids(checkpoints: list[Checkpoint]) -> set[int]:
             checkpoint_id__in=ids, status__in=(ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING)
         ).values_list("checkpoint_id", flat=True)
     )
+    # a run that starts from one of them (model_path "checkpoint:<id>") and has not ended, or may be
+    # resumed after an interruption, still needs its files
+    references = {f"checkpoint:{pk}": pk for pk in ids}
+    starting = (Run.Status.QUEUED, Run.Status.WAITING, Run.Status.RUNNING, Run.Status.INTERRUPTED)
+    pending.update(
+        references[ref]
+        for ref in Run.objects.filter(
+            status__in=starting, config__model_path__in=list(references)
+        ).values_list("config__model_path", flat=True)
+    )
     return pending
 
 
