@@ -24,6 +24,8 @@ $(STAMP): pyproject.toml client/pyproject.toml
 demo: install
 	$(BIN)/python -m workers.demo
 
+# The pytest run includes schemathesis (tests/webapp/test_api_fuzz.py): all four phases, default checks,
+# a fixed seed, at most ORLAB_FUZZ_MAX_TIME s (150) against a live server; it fails on any 5xx.
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

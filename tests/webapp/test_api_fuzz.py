@@ -68,6 +68,7 @@ def test_no_operation_answers_with_a_server_error(token, live_server, capsys):
     fatal: list[str] = []
     phases: Counter[str] = Counter()  # seconds spent in each phase's scenarios
     slowest: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()  # other check failures by check, operation and status
     for event in from_schema(_schema(token, live_server.url)).execute():
         if isinstance(event, events.ScenarioFinished | events.FuzzScenarioFinished):
             cases += len(event.recorder.cases)
@@ -82,6 +83,11 @@ def test_no_operation_answers_with_a_server_error(token, live_server, capsys):
                         server_errors.append(f"{case.method} {case.formatted_path}")
                     else:
                         other_failures[check.name] += 1
+                        interaction = event.recorder.interactions.get(case_id)
+                        code = (
+                            interaction.response.status_code if interaction and interaction.response else "-"
+                        )
+                        kinds[f"{check.name} {event.recorder.label} -> {code}"] += 1
         elif isinstance(event, events.NonFatalError | events.FatalError):
             fatal.append(f"{getattr(event, 'label', '')}: {getattr(event, 'value', event)!r}"[:300])
     elapsed = time.monotonic() - start
@@ -93,6 +99,9 @@ def test_no_operation_answers_with_a_server_error(token, live_server, capsys):
             + ", ".join(f"{name} {seconds:.0f}" for name, seconds in phases.items())
         )
         print("   slowest operations (s):", ", ".join(f"{k} {v:.0f}" for k, v in slowest.most_common(6)))
+        print(
+            "   most frequent other check failures:", "; ".join(f"{k} x{v}" for k, v in kinds.most_common(12))
+        )
         for line in sorted(set(server_errors)) + fatal:
             print("  ", line)
     assert cases > 500, "the engine generated too few cases to mean anything"

@@ -175,3 +175,13 @@ def test_the_schema_documents_400_404_and_409(api):
     assert {"400", "404", "409"} <= set(run_metrics["post"]["responses"])
     assert {"400", "404"} <= set(paths["/api/runs/{id}/"]["get"]["responses"])
     assert "400" in paths["/api/runs/"]["post"]["responses"]
+
+
+def test_clones_keep_the_name_and_config_limits(api, project):
+    """Found by schemathesis' stateful phase: cloning a run with a 200-character name was a 500."""
+    source = create(api, project, {"blob": "x" * 200_000}, name="n" * 200).json()
+    resp = api.post(f"/api/runs/{source['id']}/clone/", {}, format="json")
+    assert resp.status_code == 201, resp.content
+    assert len(resp.json()["name"]) <= 200 and resp.json()["name"].endswith("(clone)")
+    resp = api.post(f"/api/runs/{source['id']}/clone/", {"config": {"more": "y" * 100_000}}, format="json")
+    assert "config" in errors_of(resp)  # the merged config is over 256 KB

@@ -9,6 +9,7 @@ from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import generics, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +20,7 @@ from webapp.api import checkpoint_api
 from webapp.api import serializers as s
 from webapp.api.errors import WorkerRunConflict, bad_request
 from webapp.api.filters import DatasetFilter, RunFilter
+from webapp.api.json_safety import MAX_CONFIG_BYTES, json_field_validator
 from webapp.api.metrics_io import BatchError, parse_metric_batch, render_series
 from webapp.api.pagination import PageNumberPagination
 from webapp.datasets import services as dataset_services
@@ -170,6 +172,15 @@ def _resolve_project(user, project_id) -> Project:
         raise services.RunError("unknown project", {"project": ["no such project among yours"]}) from None
 
 
+def _check_config_size(config: dict, field: str = "config") -> dict:
+    """A merged config (preset + overrides, a clone's source + overrides) keeps the 256 KB limit too."""
+    try:
+        json_field_validator(MAX_CONFIG_BYTES)(config)
+    except ValidationError as exc:
+        raise services.RunError("invalid input", {field: [str(m) for m in exc.detail]}) from None
+    return config
+
+
 def _launch_config(kind: str, preset: str, config: dict) -> dict:
     if not preset:
         return config
@@ -179,7 +190,7 @@ def _launch_config(kind: str, preset: str, config: dict) -> dict:
         raise services.RunError("unknown kind", {"kind": [str(exc.args[0])]}) from None
     if preset not in presets:
         raise services.RunError("unknown preset", {"preset": [f"known presets: {sorted(presets)}"]})
-    return services._merge(dict(presets[preset]), config or {})
+    return _check_config_size(services._merge(dict(presets[preset]), config or {}))
 
 
 def _sweep_preset(kind: str, name: str) -> dict:
@@ -334,13 +345,17 @@ class RunCloneApi(APIView):
         source = selectors.run_get(user=request.user, pk=pk)
         ser = s.RunCloneSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
-        if "config" in ser.validated_data and not isinstance(ser.validated_data["config"], dict):
+        override = ser.validated_data.get("config")
+        if override is not None and not isinstance(override, dict):
             return bad_request("invalid input", {"config": ["must be an object"]})
+        if override:
+            _check_config_size(services._merge(dict(source.config), override))
         run = services.run_clone(
             source,
             user=request.user,
-            name=ser.validated_data.get("name"),
-            config=ser.validated_data.get("config"),
+            # the default name keeps within the 200-character limit of a long source name
+            name=ser.validated_data.get("name") or f"{source.name[:192]} (clone)",
+            config=override,
         )
         return Response(run_to_dict(run), status=status.HTTP_201_CREATED)
 
