@@ -267,3 +267,23 @@ def test_runs_without_a_model_are_checked_too(api, project):
         "/api/runs/", {"project": project.id, "kind": "tabular", "config": NPG_CONFIG}, format="json"
     )
     assert resp.status_code == 201 and Run.objects.get().launch_check.workers == ["c1@cpu-host"]
+
+
+def test_a_resume_is_checked_again_against_the_workers_of_today(api, project, models):
+    """A lost run whose model the workers no longer have is refused at resume (400 naming the field,
+    the run stays lost, nothing queued); once a worker reports it again the resume goes through and the
+    run's launch check names that worker."""
+    report(models=models)
+    run_id = launch(api, project, model_path="Qwen/small").json()["id"]
+    Run.objects.filter(pk=run_id).update(status="lost")
+    report(models=[m for m in models if m["name"] != "Qwen/small"])
+    resp = api.post(f"/api/runs/{run_id}/resume/", {}, format="json")
+    assert resp.status_code == 400 and "config.model_path" in resp.json()["errors"], resp.content
+    run = Run.objects.get(pk=run_id)
+    assert run.status == "lost" and run.attempt == 1
+    report(name="g2@gpu-host", models=models)
+    resp = api.post(f"/api/runs/{run_id}/resume/", {}, format="json")
+    assert resp.status_code in (200, 201, 202), resp.content
+    run.refresh_from_db()
+    assert run.status == "queued" and run.attempt == 2
+    assert "g2@gpu-host" in run.launch_check.workers

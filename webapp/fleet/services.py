@@ -59,4 +59,8 @@ def report_stopped(name: str) -> None:
 
 
 def launch_check_record(run, *, queue: str, workers: Sequence[str]) -> LaunchCheck:
-    return LaunchCheck.objects.create(run=run, queue=queue, workers=list(workers))
+    """The newest check of the run's config (a resume checks again and replaces the launch's)."""
+    check, _ = LaunchCheck.objects.update_or_create(
+        run=run, defaults={"queue": queue, "workers": list(workers)}
+    )
+    return check

@@ -306,6 +306,10 @@ def run_resume(run: Run) -> Run:
     newest checkpoint, and metric writes are idempotent per step, so no point is lost or doubled."""
     if run.kind == Run.EXTERNAL:
         raise RunError("an external run is resumed by its own client", {"kind": [run.kind]})
+    if run.status not in Run.RESUMABLE:
+        raise RunError(f"a {run.status} run cannot be resumed", {"status": [run.status]})
+    # the fleet may have changed since launch (a model removed, fewer GPUs): check again, as a launch
+    verdict = _checked_launch(run.kind, run.config, run.queue or get_spec(run.kind).queue)
     updated = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
         status=Status.QUEUED,
         attempt=run.attempt + 1,
@@ -320,6 +324,7 @@ def run_resume(run: Run) -> Run:
     run.refresh_from_db()
     if not updated:
         raise RunError(f"a {run.status} run cannot be resumed", {"status": [run.status]})
+    launch_check_record(run, queue=verdict.queue, workers=verdict.workers)
     _enqueue(run)
     return run
 
@@ -432,7 +437,14 @@ def run_finish(
     if updated:
         attempt_end(run_id, attempt, status)
     if updated and status == Status.INTERRUPTED and _requeue_interrupted():
-        run_resume(Run.objects.get(pk=run_id))
+        try:
+            run_resume(Run.objects.get(pk=run_id))
+        except (
+            RunError
+        ) as exc:  # e.g. no worker reports its model any more: it stays interrupted, and says why
+            Run.objects.filter(pk=run_id, status=Status.INTERRUPTED).update(
+                error=f"not re-queued: {exc.message} {exc.field_errors}"
+            )
     return bool(updated)
 
 
