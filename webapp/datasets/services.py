@@ -1,6 +1,7 @@
 """Dataset import: streaming, validated row by row, all-or-nothing.
 
-The whole import runs in one transaction: a file with a bad row is rejected with the row numbers
+The whole import runs in one transaction (on SQLite batches commit one by one and a rejected import
+deletes them: see _import_transaction): a file with a bad row is rejected with the row numbers
 and reasons of the first errors, and nothing of it is stored. On PostgreSQL rows go in with COPY
 (tens of thousands of rows per second) and progress is written through a second connection, so
 the page and the API see it while the import's own transaction is still open."""
@@ -152,7 +153,7 @@ def dataset_import(dataset: Dataset, path: Path) -> Dataset:
     started = time.monotonic()
     try:
         raw, f = readers.open_counting(path)
-        with f, transaction.atomic():
+        with f, _import_transaction():
             with row_writer(model, fields) as write:
                 for row_no, record in readers.iter_records(f, fmt):
                     if isinstance(record, str):
@@ -211,7 +212,22 @@ def _refresh_statistics(model) -> None:
             cur.execute(f"ANALYZE {model._meta.db_table}")
 
 
+def _import_transaction():
+    """PostgreSQL: the whole import is one transaction (COPY streams into it; all or nothing). SQLite
+    (the embedded default) has one writer for the whole database, and an import-long transaction
+    would make a logging run or an API write wait past the busy timeout: there every batch of rows
+    commits on its own (row_writer's bulk inserts), the dataset stays `importing` until the end, and a
+    failed import deletes what it stored (``_reject``)."""
+    import contextlib
+
+    return transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext()
+
+
 def _reject(dataset: Dataset, errors: list[tuple[int, str]]):
+    if connection.vendor != "postgresql":  # SQLite imports commit batch by batch (_import_transaction)
+        with connection.cursor() as cur:
+            for model in (PreferencePair, Problem):
+                cur.execute(f"DELETE FROM {model._meta.db_table} WHERE dataset_id = %s", [dataset.pk])
     unit = "line" if dataset.meta.get("format") in ("jsonl", "csv") else "row"
     row_errors = [{unit: row, "error": msg} for row, msg in errors]
     summary = "; ".join(f"{unit} {row}: {msg}" if row else msg for row, msg in errors[:3])
@@ -371,7 +387,9 @@ def pair_rows_for_scoring(dataset: Dataset, chunk: int = 2000):
     after = -1
     while True:
         rows = list(
-            PreferencePair.objects.filter(dataset=dataset, row__gt=after).order_by("row").values(*fields)[:chunk]
+            PreferencePair.objects.filter(dataset=dataset, row__gt=after)
+            .order_by("row")
+            .values(*fields)[:chunk]
         )
         for row in rows:
             after = row.pop("row")
