@@ -590,11 +590,14 @@ class DatasetListApi(generics.ListAPIView):
 
     @extend_schema(
         request={"multipart/form-data": s.DatasetUploadSerializer},
-        responses={201: s.DatasetSerializer, 202: s.DatasetSerializer},
+        responses={201: s.DatasetSerializer, 202: s.DatasetSerializer, 400: OpenApiTypes.OBJECT},
         description="Import a file of preference pairs or problems. Every row is validated; a file with a "
         "bad row is rejected with the line numbers and reasons of the first errors, and nothing is stored. "
         f"Files up to {dataset_services.SYNC_IMPORT_BYTES // 2**20} MB are imported in the request (201 or "
-        "400); larger ones in the background (202: poll the dataset for status, progress and row errors).",
+        "400); larger ones in the background (202: poll the dataset for status, progress and row errors; "
+        "a failure ends it `failed` with its reason). 400 also for a file beyond the upload limit, a file "
+        "already imported or being imported, and a file beyond the reading limits (record size, nesting, "
+        "Parquet sizes: see the README).",
     )
     def post(self, request: Request) -> Response:
         ser = s.DatasetUploadSerializer(data=request.data)
