@@ -291,7 +291,13 @@
     try {
       const [, run] = await Promise.all([pollMetrics(), o.getJSON(data.run_api)]);
       applyRun(run);
-      if (applyAttempts(run)) await load(null);
+      // A resumed attempt's first write removes the older attempt's points after its checkpoint: a
+      // series whose last step went back is read again (its redone steps are drawn anew).
+      const truncated = Object.entries(run.last || {}).some(([key, v]) => {
+        const entry = charts.get(key);
+        return entry && entry.drawn && v && v.step !== null && v.step < entry.last;
+      });
+      if (applyAttempts(run) || truncated) await load(null);
       announce(run);
       // A key whose first points are older than what the charts have seen: load it in full.
       const unseen = (run.keys || []).filter((k) => !charts.has(k));
