@@ -9,3 +9,6 @@ urlpatterns = [
     path("healthz", healthz),
     path("", include("webapp.ui.urls")),
 ]
+
+# A URL no pattern matches under /api/ answers the API's JSON 404 (webapp/api/errors.py).
+handler404 = "webapp.api.errors.not_found"

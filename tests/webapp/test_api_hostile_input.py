@@ -185,3 +185,12 @@ def test_clones_keep_the_name_and_config_limits(api, project):
     assert len(resp.json()["name"]) <= 200 and resp.json()["name"].endswith("(clone)")
     resp = api.post(f"/api/runs/{source['id']}/clone/", {"config": {"more": "y" * 100_000}}, format="json")
     assert "config" in errors_of(resp)  # the merged config is over 256 KB
+
+
+def test_unmatched_api_urls_answer_the_json_404(api, client, alice):
+    resp = api.get("/api/runs/-1/")
+    assert resp.status_code == 404 and resp["Content-Type"] == "application/json"
+    assert resp.json()["detail"] == "not found"
+    client.force_login(alice)
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and "text/html" in page["Content-Type"]

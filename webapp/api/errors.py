@@ -55,3 +55,14 @@ def exception_handler(exc, context):
     if response is not None and isinstance(exc, ValidationError):
         response.data = {"detail": "invalid input", "errors": _flatten(response.data)}
     return response
+
+
+def not_found(request, exception=None):
+    """Django's 404 for a URL no pattern matches (``/api/runs/-1/``): the API's JSON shape under
+    /api/, as its documented 404 says, and Django's own page elsewhere."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "not found", "errors": {}}, status=404)
+    return page_not_found(request, exception)

@@ -34,8 +34,9 @@ def add_error_responses(result, generator, request, public):
                 continue
             responses = operation["responses"]
             responses.setdefault("400", _error("invalid input: `errors` names the fields"))
-            if "{" in path:
-                responses.setdefault("404", _error("no such object among yours"))
+            paged = any(p.get("name") == "page" for p in operation.get("parameters", []))
+            if "{" in path or paged:  # a page past the last one is a 404 too
+                responses.setdefault("404", _error("no such object among yours (or no such page)"))
             if method == "post" and path.rstrip("/").rsplit("/", 1)[-1] in EXTERNAL_ONLY_WRITES:
                 responses.setdefault("409", _error("a worker run: only external runs take results"))
     return result
