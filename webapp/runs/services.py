@@ -185,6 +185,7 @@ def run_create(
     if queue is None:
         queue = "" if external else get_spec(kind).queue
     verdict = None if external else _checked_launch(kind, config, queue)
+    status = Status.RUNNING if external else _start_status(config, project)
     run = Run.objects.create(
         project=project,
         name=name or kind,
@@ -196,14 +197,34 @@ def run_create(
         parent=parent,
         created_by=user,
         code_version=code_version(),
-        status=Status.RUNNING if external else Status.QUEUED,
+        status=status,
         started_at=timezone.now() if external else None,
         memory_estimate=launch_estimate(kind, config, queue, verdict),
     )
     if verdict is not None:
         launch_check_record(run, queue=queue, workers=verdict.workers)
-        _enqueue(run)
+        if status == Status.QUEUED:
+            _enqueue(run)  # a waiting run gets its message when its parent succeeds (dependencies)
     return run
+
+
+def _start_status(config: Mapping[str, Any], project: Project) -> str:
+    """queued, or waiting while the ``init_from_run`` parent has no checkpoint yet (a parent that
+    can never have one is a 400). The parent row stays locked until the caller's transaction ends, so
+    its end cannot miss this run (webapp.runs.dependencies)."""
+    from webapp.runs import dependencies
+
+    parent_id = dependencies.parent_id_of(config)
+    if parent_id is None:
+        return Status.QUEUED
+    parent = dependencies.locked_parent(parent_id, project.id)
+    if parent is None:  # checked by _check_dataset_refs; the same words
+        raise RunError(
+            "invalid config", {"config.init_from_run": [f"no run {parent_id} in project {project.name}"]}
+        )
+    if problem := dependencies.launch_problem(parent):
+        raise RunError("invalid config", {"config.init_from_run": [problem]})
+    return dependencies.launch_status(parent)
 
 
 def _checked_launch(kind: str, config: Mapping[str, Any], queue: str) -> LaunchVerdict:
@@ -281,14 +302,18 @@ def _set_path(cfg: dict, path: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+@transaction.atomic
 def run_request_cancel(run: Run) -> Run:
-    """A queued run is cancelled at once; a running one is asked to stop and its trainer stops at
-    its next step (the worker marks it cancelled)."""
+    """A queued or waiting run is cancelled at once (a waiting one never becomes queued; the runs
+    waiting for it fail); a running one is asked to stop and its trainer stops at its next step (the
+    worker marks it cancelled)."""
+    from webapp.runs import dependencies
+
     now = timezone.now()
-    if Run.objects.filter(pk=run.pk, status=Status.QUEUED).update(
+    if Run.objects.filter(pk=run.pk, status__in=(Status.QUEUED, Status.WAITING)).update(
         status=Status.CANCELLED, cancel_requested=True, finished_at=now
     ):
-        pass
+        dependencies.parent_ended([run.pk])
     elif run.kind == Run.EXTERNAL:
         Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(
             status=Status.CANCELLED, cancel_requested=True, finished_at=now
@@ -310,8 +335,10 @@ def run_resume(run: Run) -> Run:
         raise RunError(f"a {run.status} run cannot be resumed", {"status": [run.status]})
     # the fleet may have changed since launch (a model removed, fewer GPUs): check again, as a launch
     verdict = _checked_launch(run.kind, run.config, run.queue or get_spec(run.kind).queue)
+    # a run started from another run's checkpoint waits again while that run is not done
+    status = _start_status(run.config, run.project)
     updated = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
-        status=Status.QUEUED,
+        status=status,
         attempt=run.attempt + 1,
         cancel_requested=False,
         interrupt_requested=False,
@@ -325,7 +352,8 @@ def run_resume(run: Run) -> Run:
     if not updated:
         raise RunError(f"a {run.status} run cannot be resumed", {"status": [run.status]})
     launch_check_record(run, queue=verdict.queue, workers=verdict.workers)
-    _enqueue(run)
+    if status == Status.QUEUED:
+        _enqueue(run)
     return run
 
 
@@ -428,14 +456,17 @@ def run_finish(
     down; a user's cancel wins). An interrupted run is re-queued at once when
     ORLAB_REQUEUE_INTERRUPTED=1 (another worker continues from its checkpoint). Returns whether the
     run was still this attempt's to finish."""
+    from webapp.runs import dependencies
     from webapp.runs.attempts import attempt_end
 
     status = Status.CANCELLED if cancelled else Status.INTERRUPTED if interrupted else Status.SUCCEEDED
-    updated = Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
-        status=status, finished_at=timezone.now(), summary=_jsonable(summary)
-    )
-    if updated:
-        attempt_end(run_id, attempt, status)
+    with transaction.atomic():  # the runs waiting for this one move on with it (queued or failed)
+        updated = Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
+            status=status, finished_at=timezone.now(), summary=_jsonable(summary)
+        )
+        if updated:
+            attempt_end(run_id, attempt, status)
+            dependencies.parent_ended([run_id])
     if updated and status == Status.INTERRUPTED and _requeue_interrupted():
         try:
             run_resume(Run.objects.get(pk=run_id))
@@ -454,49 +485,72 @@ def _requeue_interrupted() -> bool:
     return os.environ.get("ORLAB_REQUEUE_INTERRUPTED", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+@transaction.atomic
 def run_fail(run_id: int, attempt: int, *, error: str, traceback: str) -> None:
+    """The trainer raised; the runs waiting for this one fail with it (same transaction)."""
+    from webapp.runs import dependencies
     from webapp.runs.attempts import attempt_end
 
     if Run.objects.filter(pk=run_id, status=Status.RUNNING, attempt=attempt).update(
         status=Status.FAILED, finished_at=timezone.now(), error=error[:10000], traceback=traceback
     ):
         attempt_end(run_id, attempt, Status.FAILED)
+        dependencies.parent_ended([run_id])
 
 
 def runs_mark_lost(*, timeout: float | None = None) -> int:
     """Running runs whose worker stopped heartbeating are lost. Cheap (one indexed UPDATE), so the
     housekeeping task (every few seconds on the `control` worker) and the pages both call it. Only
     running runs: a waiting or queued run has no worker to lose."""
+    from webapp.runs import dependencies
+
     timeout = settings.ORLAB_HEARTBEAT_TIMEOUT if timeout is None else timeout
     cutoff = timezone.now() - timedelta(seconds=timeout)
-    return (
-        Run.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff)
-        .exclude(kind=Run.EXTERNAL)
-        .update(
+    stale = Run.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff).exclude(kind=Run.EXTERNAL)
+    with transaction.atomic():
+        # the rows stay locked (a concurrent caller skips them), so the runs marked are exactly these
+        # and the runs waiting for them fail in the same transaction
+        ids = list(stale.select_for_update(skip_locked=True).values_list("id", flat=True))
+        if not ids:
+            return 0
+        lost = Run.objects.filter(pk__in=ids).update(
             status=Status.LOST,
             finished_at=timezone.now(),
             error=f"worker stopped heartbeating for more than {timeout:.0f} s",
         )
-    )
+        dependencies.parent_ended(ids)
+    return lost
 
 
 def runs_fail_orphaned_waiting() -> int:
-    """A waiting run whose parent (``init_from_run``) ended failed, cancelled or lost will never get
-    its checkpoint: it fails with that reason. Waiting runs are otherwise never swept."""
-    ended = (Status.FAILED, Status.CANCELLED, Status.LOST)
-    failed = 0
-    for run_id, config in Run.objects.filter(status=Status.WAITING).values_list("id", "config"):
-        parent_id = config.get("init_from_run") if isinstance(config, dict) else None
-        if not isinstance(parent_id, int) or isinstance(parent_id, bool):
+    """The backstop of webapp.runs.dependencies (the parent's end moves its waiting children on in
+    its own transaction): a waiting run whose parent (``init_from_run``) ended failed, cancelled or
+    lost, or is gone, fails with that reason; one whose parent succeeded is queued (or fails when it
+    left no checkpoint). Waiting runs are otherwise never swept. Returns how many moved on."""
+    from webapp.runs import dependencies
+
+    moved = 0
+    parents = set()
+    for run_id, project_id, config in Run.objects.filter(status=Status.WAITING).values_list(
+        "id", "project_id", "config"
+    ):
+        parent_id = dependencies.parent_id_of(config)
+        if parent_id is None:
             continue
-        parent = Run.objects.filter(pk=parent_id).values_list("status", flat=True).first()
-        if parent in ended:
-            failed += Run.objects.filter(pk=run_id, status=Status.WAITING).update(
+        parent = (
+            Run.objects.filter(pk=parent_id, project_id=project_id).values_list("status", flat=True).first()
+        )
+        if parent is None:
+            moved += Run.objects.filter(pk=run_id, status=Status.WAITING).update(
                 status=Status.FAILED,
                 finished_at=timezone.now(),
-                error=f"init_from_run {parent_id} ended {parent}: no checkpoint to start from",
+                error=f"init_from_run {parent_id}: no such run in this run's project",
             )
-    return failed
+        elif parent in dependencies.ENDED_WITHOUT_CHECKPOINT or parent == Status.SUCCEEDED:
+            parents.add(parent_id)
+    if parents:
+        moved += dependencies.parent_ended(sorted(parents))
+    return moved
 
 
 def checkpoint_record(
@@ -567,31 +621,25 @@ def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _wait_for_warm_start(run: Run, parent_id: int, timeout_s: float = 6 * 3600) -> str:
-    """The newest checkpoint of the run this one starts from, waiting for that run to finish (a demo
-    or a script may queue SFT and RL at once)."""
-    import time
-
+def _warm_start_directory(run: Run, parent_id: int) -> str:
+    """The newest checkpoint of the run this one starts from. No waiting here: a run is queued only
+    once its parent succeeded with a checkpoint (webapp.runs.dependencies), so anything else is an
+    error with the reason."""
     from webapp.runs.checkpoint_paths import worker_checkpoint_dir
 
-    deadline = time.monotonic() + timeout_s
-    while True:
-        # the parent must be in this run's project (checked at launch too); the same words whether it
-        # does not exist or is another team's
-        parent = Run.objects.filter(pk=parent_id, project_id=run.project_id).first()
-        if parent is None:
-            raise RuntimeError(f"init_from_run: no run {parent_id} in this run's project")
-        if parent.status == Status.SUCCEEDED:
-            checkpoint = newest_checkpoint(parent)
-            if checkpoint is None:
-                raise RuntimeError(f"run {parent_id} finished without a checkpoint to start from")
-            return str(worker_checkpoint_dir(checkpoint, project_id=run.project_id))
-        if parent.status not in Run.ACTIVE:
-            raise RuntimeError(f"init_from_run {parent_id} is {parent.status}; nothing to start from")
-        if Run.objects.filter(pk=run.pk, cancel_requested=True).exists() or time.monotonic() > deadline:
-            raise RuntimeError(f"gave up waiting for init_from_run {parent_id} to finish")
-        Run.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
-        time.sleep(2)
+    # the parent must be in this run's project (checked at launch too); the same words whether it
+    # does not exist or is another team's
+    parent = Run.objects.filter(pk=parent_id, project_id=run.project_id).first()
+    if parent is None:
+        raise RuntimeError(f"init_from_run: no run {parent_id} in this run's project")
+    if parent.status != Status.SUCCEEDED:
+        raise RuntimeError(
+            f"init_from_run {parent_id} is {parent.status}, not succeeded: nothing to start from"
+        )
+    checkpoint = newest_checkpoint(parent)
+    if checkpoint is None:
+        raise RuntimeError(f"run {parent_id} finished without a checkpoint to start from")
+    return str(worker_checkpoint_dir(checkpoint, project_id=run.project_id))
 
 
 def run_materialize_datasets(run: Run) -> dict[str, Any]:
@@ -609,7 +657,7 @@ def run_materialize_datasets(run: Run) -> dict[str, Any]:
         # refused at launch; a path in a stored config never reaches the trainer either
         raise RuntimeError(f"model_path: {problem}")
     if config.get("init_from_run") is not None:
-        config["model_path"] = _wait_for_warm_start(run, int(config["init_from_run"]))
+        config["model_path"] = _warm_start_directory(run, int(config["init_from_run"]))
     used = {}
     for name in get_spec(run.kind).dataset_fields:
         ref = config.get(name)
