@@ -86,8 +86,8 @@ def build(kind: str, folder: Path, big: int) -> Path:
             pa.table({"prompt": prompts, "chosen": value, "rejected": value}), p, compression="zstd"
         )
         return p
-    if kind == "dict-valid.parquet":  # 600 valid rows sharing one 1 MB chosen value: 600 MB to import
-        n = 600
+    if kind == "dict-valid.parquet":  # 1,500 valid rows sharing one 1 MB chosen value: 1.5 GB to import
+        n = 1500  # the drill's dictionary bomb (bench/drill/hostile_files.py)
         value = pa.DictionaryArray.from_arrays(pa.array([0] * n, pa.int32()), pa.array(["b" * (1 << 20)]))
         table = pa.table(
             {"prompt": [f"q{i}" for i in range(n)], "chosen": value, "rejected": [f"r{i}" for i in range(n)]}
