@@ -1,6 +1,6 @@
 """`make drill`: fault and hostile-input drill of a whole orlab deployment that it starts itself.
 
-    .venv/bin/python -m bench.drill [--only sigkill,sigterm,db,broker,writers,uploads] [--out FILE] [--keep]
+    .venv/bin/python -m bench.drill [--only sigkill,sigterm,db,broker,writers,import,uploads] [--out FILE] [--keep]
 
 It starts its own PostgreSQL cluster and Redis server on free ports in a temporary directory (never
 the machine's shared ones), gunicorn, four Celery workers (two training slots on `cpu`, one for
@@ -33,6 +33,7 @@ SCENARIOS = {
     "db": Drill.database_restart,
     "broker": Drill.broker_restart,
     "writers": Drill.concurrent_writers,
+    "import": Drill.import_worker_sigkill,
     "uploads": Drill.hostile_uploads,
 }
 

@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 
-def _pairs(n: int, start: int = 0):
+def pairs(n: int, start: int = 0):
     for i in range(start, start + n):
         yield {"prompt": f"question {i}?", "chosen": f"a good answer {i}", "rejected": f"bad {i}"}
 
 
-def _jsonl(path: Path, rows) -> Path:
+def write_jsonl(path: Path, rows) -> Path:
     with open(path, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
@@ -25,9 +25,12 @@ def build(folder: Path) -> list[tuple[str, Path]]:
     import pyarrow.parquet as pq
 
     out: list[tuple[str, Path]] = []
-    out.append(("valid JSONL, 1,000 pairs", _jsonl(folder / "valid-small.jsonl", _pairs(1000))))
+    out.append(("valid JSONL, 1,000 pairs", write_jsonl(folder / "valid-small.jsonl", pairs(1000))))
     out.append(
-        ("valid JSONL, 12 MB (background import)", _jsonl(folder / "valid-big.jsonl", _pairs(170_000, 1000)))
+        (
+            "valid JSONL, 12 MB (background import)",
+            write_jsonl(folder / "valid-big.jsonl", pairs(170_000, 1000)),
+        )
     )
 
     deep = folder / "deep.json"
@@ -40,7 +43,7 @@ def build(folder: Path) -> list[tuple[str, Path]]:
         f.write('{"prompt": ' + "[" * 50_000 + "]" * 50_000 + ', "chosen": "c", "rejected": "r"}\n')
     out.append(("JSONL line nested 50,000 deep", deep_line))
 
-    long_line = _jsonl(
+    long_line = write_jsonl(
         folder / "long-line.jsonl", [{"prompt": "p", "chosen": "x" * 30_000_000, "rejected": "r"}]
     )
     out.append(("JSONL with one 30 MB string", long_line))
@@ -65,7 +68,7 @@ def build(folder: Path) -> list[tuple[str, Path]]:
     out.append(("Parquet dictionary bomb (1 MB value x 1,500 rows)", bomb))
 
     many = folder / "many-groups.parquet"
-    rows = list(_pairs(20_000))
+    rows = list(pairs(20_000))
     pq.write_table(pa.Table.from_pylist(rows), many, row_group_size=10)
     out.append(("Parquet with 2,000 row groups", many))
 

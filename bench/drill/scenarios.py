@@ -467,3 +467,51 @@ class Drill:
         folder.mkdir(exist_ok=True)
         for label, path in hostile_files.build(folder):
             self.upload(label, path, name=f"up-{path.stem}")
+
+    def import_worker_sigkill(self, cap: float = 120) -> None:
+        """The worker importing a large upload in the background is SIGKILLed mid-import: how long
+        until the dataset leaves `importing` (nobody reads it), and whether rows were left."""
+        from bench.drill.hostile_files import pairs, write_jsonl
+        from webapp.datasets.models import Dataset, PreferencePair
+
+        folder = self.c.dir / "uploads"
+        folder.mkdir(exist_ok=True)
+        path = write_jsonl(folder / "import-kill.jsonl", pairs(400_000, 5_000_000))
+        with open(path, "rb") as f:
+            r = self.api("POST", "/api/datasets/", files={"file": (path.name, f)},
+                         data={"name": "import-kill", "kind": "preference", "project": str(self.project)},
+                         timeout=300)  # fmt: skip
+        code = r.status_code if r is not None else "no answer"
+        ds_id = r.json().get("id") if r is not None and r.status_code in (201, 202) else None
+        if ds_id is None:
+            self.record("import worker SIGKILL", f"upload answered {code}, no background import to kill")
+            return
+
+        def status():
+            return db(lambda: Dataset.objects.filter(pk=ds_id).values_list("status", flat=True).first())
+
+        started = time.monotonic()
+        while status() == "importing" and time.monotonic() - started < 30:
+            if (
+                db(lambda: Dataset.objects.filter(pk=ds_id).values_list("progress", flat=True).first() or 0)
+                > 0
+            ):
+                break  # under way
+            time.sleep(0.2)
+        before = status()
+        node = "short"
+        self.c.kill(node, signal.SIGKILL)
+        t0 = time.monotonic()
+        while status() == "importing" and time.monotonic() - t0 < cap:
+            time.sleep(0.5)
+        after, waited = status(), time.monotonic() - t0
+        self.c.start_worker(node)
+        rows = db(lambda: PreferencePair.objects.filter(dataset_id=ds_id).count())
+        figure = (f"{after} after {waited:.1f} s" if after != "importing"
+                  else f"stayed importing > {cap:.0f} s")  # fmt: skip
+        self.record(
+            "import worker SIGKILL (400,000-row upload)",
+            figure,
+            stuck=[] if after != "importing" else [f"dataset {ds_id} importing"],  # fmt: skip
+            notes=f"upload HTTP {code}; dataset {before} when killed; {rows} rows left behind",
+        )
