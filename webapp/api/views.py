@@ -32,6 +32,7 @@ from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
 from webapp.runs import selectors, services, table
 from webapp.runs.attempts import attempts_of
+from webapp.runs.dependencies import waiting_for
 from webapp.runs.metric_store import metrics_record, series_read
 from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
 
@@ -161,6 +162,8 @@ def run_to_dict(run: Run, last: dict | None = None, *, detail: bool = True, conf
         data["launch_check"] = launch_check_summary(run)  # the workers the config was checked against
         # attempt boundaries (first step, start/end) for the charts: webapp.runs.attempts
         data["attempts"] = attempts_of(run)
+        # {id, name, status} of the run a waiting run waits for (webapp.runs.dependencies); else null
+        data["waiting_for"] = waiting_for(run)
     return data
 
 

@@ -11,6 +11,8 @@ class Run(models.Model):
     Status transitions, made only through webapp.runs.services:
         queued -> running -> succeeded | failed | cancelled | lost
         queued -> cancelled                    (cancelled before a worker claimed it)
+        waiting -> queued | failed | cancelled (init_from_run: its parent succeeded | ended without
+                                                a checkpoint | the user; webapp.runs.dependencies)
         failed | cancelled | lost -> queued    (resume: attempt += 1, continues from the newest checkpoint)
     A run of kind ``external`` trains elsewhere and only logs through the API: it is created running
     and finished by its client; no worker ever claims it.
@@ -81,6 +83,13 @@ class Run(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in self.ACTIVE
+
+    @property
+    def waiting_for(self) -> dict | None:
+        """{id, name, status} of the run this waiting run waits for (webapp.runs.dependencies)."""
+        from webapp.runs.dependencies import waiting_for
+
+        return waiting_for(self)
 
     @property
     def duration(self):

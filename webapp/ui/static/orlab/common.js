@@ -3,7 +3,8 @@
   "use strict";
   const orlab = (window.orlab = window.orlab || {});
 
-  orlab.ACTIVE = ["queued", "running"];
+  // statuses that still change (pages poll them); waiting: for its init_from_run parent
+  orlab.ACTIVE = ["waiting", "queued", "running"];
   orlab.RESUMABLE = ["failed", "cancelled", "lost", "interrupted"];
 
   orlab.cookie = function (name) {

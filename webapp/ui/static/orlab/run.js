@@ -190,13 +190,25 @@
     if (el) el.hidden = !visible;
   }
 
+  /* "waiting for run #N (status)": the run a waiting run starts from; hidden once it moves on. */
+  function showWaiting(parent) {
+    const note = document.getElementById("waiting-note");
+    if (!note) return;
+    note.hidden = !parent;
+    if (!parent) return;
+    document.getElementById("waiting-link").href = note.dataset.runUrl.replace(/\/0\/$/, `/${Number(parent.id)}/`);
+    document.getElementById("waiting-id").textContent = parent.id;
+    document.getElementById("waiting-status").textContent = parent.status;
+  }
+
   function applyRun(run) {
     status = run.status;
     o.setBadge(document.getElementById("status-badge"), run.status);
     show("cancel-form", isActive(run.status));
     show("resume-form", o.RESUMABLE.includes(run.status));
     show("cancel-note", run.cancel_requested && isActive(run.status));
-    show("live-note", isActive(run.status));
+    show("live-note", isActive(run.status) && run.status !== "waiting");
+    showWaiting(run.waiting_for);
     document.getElementById("fact-attempt").textContent = run.attempt;
     document.getElementById("fact-worker").textContent = run.worker_host || "—";
     document.getElementById("fact-started").textContent = o.fmtTime(run.started_at);
