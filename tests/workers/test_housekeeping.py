@@ -109,9 +109,18 @@ def test_a_waiting_run_is_never_swept_until_its_parent_ends_failed_cancelled_or_
 
     Run.objects.filter(pk=parent.pk).update(heartbeat_at=old)  # the parent's worker died
     done = tasks.housekeeping()
-    assert done["lost"] == 1 and done["waiting_failed"] == 1
+    # marking the parent lost fails the child in the same transaction (webapp.runs.dependencies)
+    assert done["lost"] == 1 and done["waiting_failed"] == 0
     child.refresh_from_db()
     assert child.status == "failed" and f"init_from_run {parent.id} ended lost" in child.error
+
+    # the backstop: a child left waiting behind a parent that ended some other way
+    other = Run.objects.create(
+        project=project, name="rl", kind="synthetic", status="waiting", config={"init_from_run": parent.id}
+    )
+    assert tasks.housekeeping()["waiting_failed"] == 1
+    other.refresh_from_db()
+    assert other.status == "failed" and f"init_from_run {parent.id} ended lost" in other.error
 
 
 def test_settled_messages_are_pruned_after_the_keep_period_but_a_job_at_work_keeps_its_row(
