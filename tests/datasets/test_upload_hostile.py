@@ -313,3 +313,27 @@ def test_step_values_file_with_deep_nesting_or_a_huge_line_is_refused(tmp_path):
     with pytest.raises(services.ImportRejected) as err:
         read_step_rows(path)
     assert "NUL" in err.value.errors["rows"][0]
+
+
+@pytest.mark.django_db
+def test_small_file_with_large_rows_moves_from_the_request_to_a_worker(api, project, monkeypatch):
+    """A few KB of Parquet can hold GBs of rows: past the request's text budget the request rolls
+    back, answers 202 and a worker imports the file (it kept a gunicorn worker for minutes)."""
+    from webapp.outbox.models import Message
+    from workers.tasks import import_dataset
+
+    monkeypatch.setattr(services, "SYNC_IMPORT_TEXT_BYTES", 50_000)
+    rows = [{"prompt": f"q{i}", "chosen": "x" * 1000, "rejected": f"r{i}"} for i in range(300)]
+    content = _parquet(rows, compression="zstd")
+    assert len(content) < services.SYNC_IMPORT_BYTES
+    f = SimpleUploadedFile("small.parquet", content)
+    resp = api.post("/api/datasets/", {"file": f, "name": "sm", "kind": "preference", "project": project.id})
+    assert resp.status_code == 202, resp.content[:300]
+    ds = Dataset.objects.get(pk=resp.json()["id"])
+    assert ds.status == "importing" and not ds.pairs.exists()
+    message = Message.objects.get(task="workers.tasks.import_dataset")
+    assert message.args[0] == ds.id and Path(message.args[1]).exists()
+    import_dataset(*message.args)
+    ds.refresh_from_db()
+    assert ds.status == "ready" and ds.row_count == 300 and ds.pairs.count() == 300
+    assert not Path(message.args[1]).exists()

@@ -139,9 +139,15 @@ def _problem_columns(ds_id: int, row: int, p) -> tuple:
     return (ds_id, row, p.domain, p.prompt, p.answer, _json_text(p.tests), _json_text(p.metadata))
 
 
-def dataset_import(dataset: Dataset, path: Path) -> Dataset:
+class TooLongForRequest(Exception):
+    """An import in a request stored more than its budget: nothing of it is kept, and a worker
+    imports the file instead (a few KB of Parquet can hold GBs of rows)."""
+
+
+def dataset_import(dataset: Dataset, path: Path, *, request_budget: int | None = None) -> Dataset:
     """Validate and store every row of ``path`` into ``dataset``, or nothing. Raises ImportRejected
-    (after marking the dataset failed with its row errors)."""
+    (after marking the dataset failed with its row errors), or TooLongForRequest (nothing stored,
+    the dataset still importing) once the rows' text passes ``request_budget`` bytes."""
     fmt = dataset.meta["format"]
     if dataset.kind == Dataset.Kind.PREFERENCE:
         validate, columns, model, fields = validate_pair, _pair_columns, PreferencePair, PAIR_FIELDS
@@ -165,7 +171,12 @@ def dataset_import(dataset: Dataset, path: Path) -> Dataset:
                             errors.append((row_no, str(exc)))
                         else:
                             if not errors:
-                                write(columns(dataset.id, n, item))
+                                row = columns(dataset.id, n, item)
+                                write(row)
+                                if request_budget is not None:
+                                    request_budget -= sum(len(v) for v in row if isinstance(v, str))
+                                    if request_budget < 0:
+                                        raise TooLongForRequest()
                             n += 1
                             if not n % PROGRESS_EVERY:
                                 progress.update(raw.fraction, n)
@@ -181,6 +192,10 @@ def dataset_import(dataset: Dataset, path: Path) -> Dataset:
             )
     except _Abort:
         return _reject(dataset, errors)
+    except TooLongForRequest:
+        _discard_stored_rows(dataset)
+        Dataset.objects.filter(pk=dataset.pk).update(row_count=0, progress=0.0)
+        raise
     except readers.FileError as exc:
         errors.append((0, str(exc)))
         return _reject(dataset, errors)
@@ -223,11 +238,15 @@ def _import_transaction():
     return transaction.atomic() if connection.vendor == "postgresql" else contextlib.nullcontext()
 
 
-def _reject(dataset: Dataset, errors: list[tuple[int, str]]):
+def _discard_stored_rows(dataset: Dataset) -> None:
     if connection.vendor != "postgresql":  # SQLite imports commit batch by batch (_import_transaction)
         with connection.cursor() as cur:
             for model in (PreferencePair, Problem):
                 cur.execute(f"DELETE FROM {model._meta.db_table} WHERE dataset_id = %s", [dataset.pk])
+
+
+def _reject(dataset: Dataset, errors: list[tuple[int, str]]):
+    _discard_stored_rows(dataset)
     unit = "line" if dataset.meta.get("format") in ("jsonl", "csv") else "row"
     row_errors = [{unit: row, "error": msg} for row, msg in errors]
     summary = "; ".join(f"{unit} {row}: {msg}" if row else msg for row, msg in errors[:3])
@@ -247,6 +266,8 @@ def _reject(dataset: Dataset, errors: list[tuple[int, str]]):
 # Files up to this size are imported inside the upload request (immediate 201/400); larger ones go
 # to a worker and report progress on the dataset.
 SYNC_IMPORT_BYTES = 8 * 2**20
+# ... unless their rows' text passes this (the request stops, rolls back and hands the file on).
+SYNC_IMPORT_TEXT_BYTES = 64 * 2**20
 
 # The largest file an upload may bring (settings.ORLAB_MAX_UPLOAD_BYTES, else ORLAB_MAX_UPLOAD_MB in
 # the environment). Memory does not grow with it (the readers are bounded per record); disk and the
@@ -303,26 +324,34 @@ def dataset_upload(*, user, project, name: str, kind: str, upload) -> tuple[Data
         path.unlink(missing_ok=True)
         raise
     if path.stat().st_size > SYNC_IMPORT_BYTES:
-        from webapp.outbox import sender
-
-        # the outbox delivers it (broker down: later); should this process die between the dataset's
-        # commit and this row, the housekeeping fails the dataset (sender.sweep_orphan_imports)
-        sender.record(
-            "workers.tasks.import_dataset",
-            [dataset.id, str(path)],
-            queue="short",
-            subject=sender.Subject.DATASET,
-            subject_id=dataset.id,
-        )
+        _import_in_background(dataset, path)
         return dataset, True
     try:
-        dataset_import(dataset, path)
-    except ImportRejected:
-        dataset.delete()  # answered in this request: nothing of the file stays behind
-        raise
-    finally:
+        dataset_import(dataset, path, request_budget=SYNC_IMPORT_TEXT_BYTES)
+    except TooLongForRequest:
+        _import_in_background(dataset, path)
+        return dataset, True
+    except BaseException:
         path.unlink(missing_ok=True)
+        if Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.FAILED).exists():
+            dataset.delete()  # answered in this request: nothing of the file stays behind
+        raise
+    path.unlink(missing_ok=True)
     return dataset, False
+
+
+def _import_in_background(dataset: Dataset, path: Path) -> None:
+    from webapp.outbox import sender
+
+    # the outbox delivers it (broker down: later); should this process die between the dataset's
+    # commit and this row, the housekeeping fails the dataset (sender.sweep_orphan_imports)
+    sender.record(
+        "workers.tasks.import_dataset",
+        [dataset.id, str(path)],
+        queue="short",
+        subject=sender.Subject.DATASET,
+        subject_id=dataset.id,
+    )
 
 
 def dataset_export_jsonl(dataset: Dataset) -> Path:
