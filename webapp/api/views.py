@@ -597,7 +597,8 @@ class DatasetListApi(generics.ListAPIView):
         description="Import a file of preference pairs or problems. Every row is validated; a file with a "
         "bad row is rejected with the line numbers and reasons of the first errors, and nothing is stored. "
         f"Files up to {dataset_services.SYNC_IMPORT_BYTES // 2**20} MB are imported in the request (201 or "
-        "400); larger ones in the background (202: poll the dataset for status, progress and row errors; "
+        "400); larger ones, and small ones whose rows pass 64 MB of text, in the background (202: poll the "
+        "dataset for status, progress and row errors; "
         "a failure ends it `failed` with its reason). 400 also for a file beyond the upload limit, a file "
         "already imported or being imported, and a file beyond the reading limits (record size, nesting, "
         "Parquet sizes: see the README).",
