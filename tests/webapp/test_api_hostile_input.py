@@ -194,3 +194,13 @@ def test_unmatched_api_urls_answer_the_json_404(api, client, alice):
     client.force_login(alice)
     page = client.get("/no-such-page/")
     assert page.status_code == 404 and "text/html" in page["Content-Type"]
+
+
+def test_form_encoded_json_fields_have_the_same_limits(api, project):
+    """A config sent as a form field is parsed by the API too: deep nesting was a RecursionError."""
+    deep = "[" * 5000 + "]" * 5000
+    for config in (deep, '{"n": 100000000000000000000}', '{"a": "x\\u0000"}'):
+        body = {"project": project.id, "kind": "external", "config": config}
+        assert "config" in errors_of(api.post("/api/runs/", body, format="multipart"))
+    body = {"project": project.id, "kind": "external", "config": '{"lr": 0.1}'}
+    assert api.post("/api/runs/", body, format="multipart").status_code == 201

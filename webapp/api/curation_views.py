@@ -15,12 +15,13 @@ from rest_framework.views import APIView
 
 from webapp.api import serializers as s
 from webapp.api.errors import bad_request
+from webapp.api.json_safety import SafeJSONField
 from webapp.api.views import _dataset_for
 from webapp.datasets.curation import recipes, service
 
 
 class CurateRequestSerializer(serializers.Serializer):
-    recipe = serializers.JSONField(
+    recipe = SafeJSONField(
         help_text='{"name": ..., "steps": [{"step": "<name>", ...params}]}; see /api/curation/steps/'
     )
 

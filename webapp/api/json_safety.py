@@ -124,3 +124,20 @@ def json_field_validator(max_bytes: int | None = None):
                 )
 
     return validate
+
+
+class SafeJSONField(serializers.JSONField):
+    """A JSONField with check_json's limits. A JSON string from a form field is parsed by ``loads``
+    (DRF's own json.loads let a deeply nested one raise RecursionError: a 500); a parsed value is
+    checked before DRF re-encodes it (which recursed the same way)."""
+
+    def to_internal_value(self, data):
+        try:
+            if self.binary or getattr(data, "is_json_string", False):
+                return loads(data.decode() if isinstance(data, bytes) else data)
+            check_json(data)
+        except UnsafeJSON as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        except ValueError:
+            self.fail("invalid")
+        return super().to_internal_value(data)

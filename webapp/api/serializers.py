@@ -4,7 +4,7 @@ their JSON directly from these shapes without DRF's per-field machinery (see vie
 from django.conf import settings
 from rest_framework import serializers
 
-from webapp.api.json_safety import MAX_CONFIG_BYTES, json_field_validator
+from webapp.api.json_safety import MAX_CONFIG_BYTES, SafeJSONField, json_field_validator
 from webapp.datasets.models import Dataset, PreferencePair, Problem
 from webapp.projects.models import Project
 from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
@@ -37,7 +37,7 @@ MAX_STEP = 2**62
 
 def _config(**kwargs) -> serializers.JSONField:
     """A run config: check_json's limits (webapp/api/json_safety.py) and at most 256 KB."""
-    return serializers.JSONField(
+    return SafeJSONField(
         validators=[json_field_validator(MAX_CONFIG_BYTES)],
         help_text=f"at most {MAX_CONFIG_BYTES // 1024} KB encoded",
         **kwargs,
@@ -84,7 +84,7 @@ class SweepCreateSerializer(RunCreateSerializer):
 
 class RunCloneSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    config = serializers.JSONField(
+    config = SafeJSONField(
         required=False,
         validators=[json_field_validator(MAX_CONFIG_BYTES)],
         help_text="fields to override in the cloned config",
