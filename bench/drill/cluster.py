@@ -139,9 +139,9 @@ class Cluster:
         return out.stdout
 
     def start_web(self) -> None:
-        # the README's server command, 2 processes for the 2-core machine the drill was written on
-        argv = [str(BIN / "gunicorn"), "webapp.wsgi", "-w", "2", "-b", f"127.0.0.1:{self.web_port}",
-                "--timeout", "120"]  # fmt: skip
+        # the README's server command (gunicorn's defaults: sync workers, a 30 s request timeout), with
+        # 2 processes for the 2-core machine the drill was written on
+        argv = [str(BIN / "gunicorn"), "webapp.wsgi", "-w", "2", "-b", f"127.0.0.1:{self.web_port}"]
         self._spawn("web", argv)
         if not wait_port(self.web_port, 60):
             raise RuntimeError(f"gunicorn did not start: {self.log_tail('web')}")
