@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # a scenario that breaks is a figure too, and the others still run
                 traceback.print_exc()
                 drill.record(name, f"drill error: {type(exc).__name__}: {exc}"[:200])
-        # the housekeeping may still be ending what a scenario left (an import whose process died)
-        waited, left = drill.wait_unstuck(90)
+        # the housekeeping may still be ending what a scenario left (an import whose process died); 60 s
+        waited, left = drill.wait_unstuck(60)
         drill.record("end of drill: objects left", f"{len(left)} stuck after {waited:.0f} s", stuck=left)
     finally:
         cluster.close(keep=args.keep)

@@ -468,7 +468,7 @@ class Drill:
         for label, path in hostile_files.build(folder):
             self.upload(label, path, name=f"up-{path.stem}")
 
-    def import_worker_sigkill(self, cap: float = 120) -> None:
+    def import_worker_sigkill(self, cap: float = 90) -> None:
         """The worker importing a large upload in the background is SIGKILLed mid-import: how long
         until the dataset leaves `importing` (nobody reads it), and whether rows were left."""
         from bench.drill.hostile_files import pairs, write_jsonl
