@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import uuid
 from queue import Empty
@@ -26,9 +27,22 @@ from kombu.utils.json import dumps, loads
 STAMP_DIGITS = 20
 
 
+_last_stamp = 0
+_stamp_lock = threading.Lock()
+
+
+def _next_stamp() -> int:
+    """Wall-clock nanoseconds, strictly increasing within this process (a clock stepped back by NTP
+    must not put a later message of ours before an earlier one)."""
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns(), _last_stamp + 1)
+        return _last_stamp
+
+
 def message_name(queue: str, stamp_ns: int | None = None) -> str:
     """The file name of a message put now (or at ``stamp_ns``) on ``queue``."""
-    stamp = time.time_ns() if stamp_ns is None else stamp_ns
+    stamp = _next_stamp() if stamp_ns is None else stamp_ns
     return f"{stamp:0{STAMP_DIGITS}d}_{uuid.uuid4()}.{queue}.msg"
 
 
