@@ -507,6 +507,8 @@ def runs_mark_lost(*, timeout: float | None = None) -> int:
     timeout = settings.ORLAB_HEARTBEAT_TIMEOUT if timeout is None else timeout
     cutoff = timezone.now() - timedelta(seconds=timeout)
     stale = Run.objects.filter(status=Status.RUNNING, heartbeat_at__lt=cutoff).exclude(kind=Run.EXTERNAL)
+    if not stale.exists():  # the usual answer, in one indexed query (every page read asks)
+        return 0
     with transaction.atomic():
         # the rows stay locked (a concurrent caller skips them), so the runs marked are exactly these
         # and the runs waiting for them fail in the same transaction
