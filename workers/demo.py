@@ -112,7 +112,9 @@ def seed() -> tuple[int, str]:
     if created:
         user.set_password(PASSWORD)
         user.save()
-    project = Project.objects.filter(name="demo").first() or project_create(user=user, name="demo")
+    project = Project.objects.filter(name="demo", owner=user).first() or project_create(
+        user=user, name="demo"
+    )
     project_add_member(project=project, user=user)
     token, _ = Token.objects.get_or_create(user=user)
     if project.runs.exists():

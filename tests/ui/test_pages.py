@@ -545,3 +545,33 @@ def test_launch_queue_choices_are_the_run_queues(client_alice, project):
         == 302
     )
     assert Run.objects.get().queue == "short"
+
+
+def test_launch_form_json_gets_the_api_limits(client_alice, project):
+    """A config typed into the form's JSON box meets the same rules as the API's body: integers beyond
+    2^53, NUL, deep nesting and oversize configs are field errors, and nothing is created."""
+    import json
+
+    base = {k: v for k, v in GARNET_POST.items() if not k.startswith("config.")}
+    good = {
+        "method": "softmax_npg",
+        "step_size": 1.0,
+        "iterations": 5,
+        "mdp": {"kind": "named", "name": "chain"},
+    }
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    cases = {
+        ("config.iterations", "2^53"): {**good, "iterations": 2**60},
+        ("config.note", "NUL"): {**good, "note": "a\x00b"},
+        ("config.deep", "nested deeper than 64"): {**good, "deep": deep},
+        ("config", "at most 256 KB"): {**good, "blob": "x" * 300_000},
+    }
+    for (field, reason), config in cases.items():
+        html = client_alice.post(
+            f"/projects/{project.pk}/launch/", {**base, "config_json": json.dumps(config)}
+        ).content.decode()
+        summary = re.search(r'data-testid="error-summary".*?</div>', html, re.S)
+        assert summary and field in summary.group(0) and reason in summary.group(0), (field, summary)
+    assert Run.objects.count() == 0

@@ -11,71 +11,19 @@ MAX_CONFIG_BYTES (a 25 MB config made every runs page 25 MB)."""
 from __future__ import annotations
 
 import json
-import math
 
 from rest_framework import serializers
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
-MAX_SAFE_INT = 2**53  # JavaScript's Number.MAX_SAFE_INTEGER is 2^53 - 1
-MAX_DEPTH = 64
-MAX_CONFIG_BYTES = 256 * 1024
-
-
-class UnsafeJSON(ValueError):
-    """``path`` locates the offending value (``a.b[3]``); empty for the document itself."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path or 'value'}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-def _check_str(text: str, path: str) -> None:
-    if "\x00" in text:
-        raise UnsafeJSON(path, "NUL characters are not allowed")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UnsafeJSON(path, "lone surrogate characters are not allowed") from None
-
-
-def _printable(key: str) -> str:
-    """A key as it may appear in an error path: the response must itself be valid UTF-8 JSON."""
-    return key.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-
-
-def check_json(value, path: str = "", max_depth: int = MAX_DEPTH) -> None:
-    """Raises UnsafeJSON for the first unsafe value. Iterative, so a deep document cannot exhaust
-    the interpreter's recursion limit while being checked."""
-    stack = [(value, path, 0)]
-    while stack:
-        item, where, depth = stack.pop()
-        if isinstance(item, bool) or item is None:
-            continue
-        if isinstance(item, int):
-            if not -MAX_SAFE_INT <= item <= MAX_SAFE_INT:
-                raise UnsafeJSON(where, f"integers must be within +-2^53 ({MAX_SAFE_INT})")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                raise UnsafeJSON(where, "numbers must be finite")
-        elif isinstance(item, str):
-            _check_str(item, where)
-        elif isinstance(item, dict | list | tuple):
-            if depth >= max_depth:
-                raise UnsafeJSON(where, f"nested deeper than {max_depth} levels")
-            if isinstance(item, dict):
-                for key, child in item.items():
-                    if not isinstance(key, str):
-                        raise UnsafeJSON(where, "object keys must be strings")
-                    name = _printable(key)
-                    child_path = f"{where}.{name}" if where else name
-                    _check_str(key, child_path)
-                    stack.append((child, child_path, depth + 1))
-            else:
-                stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item))
-        else:
-            raise UnsafeJSON(where, f"unsupported type {type(item).__name__}")
+from webapp.json_checks import (  # noqa: F401  (re-exported: the API's names for them)
+    MAX_CONFIG_BYTES,
+    MAX_DEPTH,
+    MAX_SAFE_INT,
+    UnsafeJSON,
+    check_json,
+    encoded_size,
+)
 
 
 def loads(text: str | bytes):
@@ -117,7 +65,7 @@ def json_field_validator(max_bytes: int | None = None):
         except UnsafeJSON as exc:
             raise serializers.ValidationError(str(exc)) from None
         if max_bytes is not None:
-            size = len(json.dumps(value, separators=(",", ":")).encode())
+            size = encoded_size(value)
             if size > max_bytes:
                 raise serializers.ValidationError(
                     f"{size} bytes when encoded; at most {max_bytes // 1024} KB"

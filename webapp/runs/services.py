@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from trainers.base import get_spec
 from trainers.common.model_roots import model_name_problem
 from webapp.fleet.services import launch_check_record
+from webapp.json_checks import MAX_CONFIG_BYTES, UnsafeJSON, check_json, encoded_size
 from webapp.projects.models import Project
 from webapp.runs.launch_checks import LaunchVerdict, evaluate_launch
 from webapp.runs.memory import launch_estimate
@@ -69,25 +70,18 @@ def pydantic_field_errors(exc: ValidationError, prefix: str = "config") -> dict[
     return errors
 
 
-def _nul_paths(value: Any, path: str = "config") -> list[str]:
-    """Paths of strings holding NUL, which PostgreSQL's jsonb cannot store."""
-    if isinstance(value, str):
-        return [path] if "\x00" in value else []
-    if isinstance(value, Mapping):
-        return [
-            p
-            for k, v in value.items()
-            for p in ([f"{path}.{k}"] if "\x00" in str(k) else _nul_paths(v, f"{path}.{k}"))
-        ]
-    if isinstance(value, list | tuple):
-        return [p for i, v in enumerate(value) for p in _nul_paths(v, f"{path}[{i}]")]
-    return []
-
-
 def config_validate(kind: str, config: Mapping[str, Any]) -> dict[str, Any]:
     """The validated, fully-defaulted config of a run of ``kind`` (what the trainer will see)."""
-    if bad := _nul_paths(config):
-        raise RunError("invalid config", {p: ["NUL characters are not allowed"] for p in bad})
+    # the API's parser checked this already; the launch form and other callers come here directly
+    try:
+        check_json(config, "config")
+    except UnsafeJSON as exc:
+        raise RunError("invalid config", {exc.path: [exc.reason]}) from None
+    if (size := encoded_size(config)) > MAX_CONFIG_BYTES:
+        raise RunError(
+            "invalid config",
+            {"config": [f"{size} bytes when encoded; at most {MAX_CONFIG_BYTES // 1024} KB"]},
+        )
     if kind == Run.EXTERNAL:
         if not isinstance(config, Mapping):
             raise RunError("invalid config", {"config": ["must be an object"]})
