@@ -71,8 +71,17 @@ def report(drill: Drill, started: datetime, elapsed: float) -> str:
             "evaluations lost / duplicated", "stuck after", "notes"]  # fmt: skip
     rows = [[r["scenario"], r["figure"], r["points"], r["samples"], r["evaluations"], r["stuck"], r["notes"]]
             for r in drill.rows]  # fmt: skip
-    up_head = ["upload", "bytes", "HTTP", "dataset", "peak RSS above idle (MB)", "process", "notes"]
-    up_rows = [[u["file"], f"{u['bytes']:,}", u["http"], u["dataset"], u["peak_mb"], u["process"], u["notes"]]
+    up_head = [
+        "upload",
+        "bytes",
+        "HTTP",
+        "dataset",
+        "handled in (s)",
+        "peak RSS above idle (MB)",
+        "process",
+        "notes",
+    ]
+    up_rows = [[u["file"], f"{u['bytes']:,}", u["http"], u["dataset"], u["seconds"], u["peak_mb"], u["process"], u["notes"]]
                for u in drill.uploads]  # fmt: skip
     parts = [
         f"drill of {started:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.1f} min; {machine()}",

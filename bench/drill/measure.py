@@ -176,7 +176,8 @@ class PeakWatch:
         if not self.peak:
             return ("-", 0.0)
         pid = max(self.peak, key=lambda p: self.peak[p] - self.base[p])
-        return (self.label[pid], self.peak[pid] - self.base[pid])
+        grew = self.peak[pid] - self.base[pid]
+        return (self.label[pid], grew) if grew >= 1 else ("-", grew)  # under 1 MB: no process stands out
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

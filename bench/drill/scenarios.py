@@ -425,6 +425,7 @@ class Drill:
         from webapp.datasets.models import Dataset
 
         with PeakWatch(self._processes) as watch:
+            posted = time.monotonic()
             with open(path, "rb") as f:
                 r = self.api(
                     "POST",
@@ -439,19 +440,21 @@ class Drill:
                 body = r.json()
                 ds_id = body.get("id") if isinstance(body, dict) else None
             status = "-"
-            deadline = time.monotonic() + 60
+            # the whole import is watched (a background one too), up to 150 s
+            deadline = time.monotonic() + 150
             while ds_id is not None and time.monotonic() < deadline:
                 status = db(lambda: Dataset.objects.filter(pk=ds_id).values_list("status", flat=True).first())
                 if status != "importing":
                     break
                 time.sleep(0.5)
+            handled_s = time.monotonic() - posted
             if ds_id is None:
                 left = db(lambda: list(Dataset.objects.filter(name=name).values_list("status", flat=True)))
                 status = ",".join(left) if left else "no dataset row"
         who, mb = watch.worst()
         killed = "; killed by the drill: " + ", ".join(watch.killed) if watch.killed else ""
         row = {"file": label, "bytes": path.stat().st_size, "http": code, "dataset": status,
-               "peak_mb": round(mb), "process": who, "notes": killed.lstrip("; ")}  # fmt: skip
+               "peak_mb": round(mb), "process": who, "seconds": round(handled_s, 1), "notes": killed.lstrip("; ")}  # fmt: skip
         self.uploads.append(row)
         print(f"  {row}", flush=True)
         for wname in self.c.worker_specs:
