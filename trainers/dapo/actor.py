@@ -12,7 +12,12 @@ per-state mean over i of both the log-ratio and A/beta, which makes the loss bli
 engineering choice, not the paper's stated form.
 
 The update runs in token-budget micro-batches of whole states with gradient accumulation
-(:func:`actor_backward`); log-probs come from the LM head at the candidate's positions only."""
+(:func:`actor_backward`); log-probs come from the LM head at the candidate's positions only.
+
+Several ranks (trainers.common.distributed; no-ops in one process): every rank passes the global batch
+of states to :func:`actor_backward` and runs forward/backward on its contiguous share of them through
+the DDP-wrapped :class:`~trainers.rl.update.PolicyLogprobs`; the loss keeps the global state mean and
+the statistics are the global batch's."""
 
 from __future__ import annotations
 
@@ -22,10 +27,13 @@ from dataclasses import dataclass
 
 import torch
 
+from trainers.common import distributed
 from trainers.common.rollout import Completion, Prompts, RolloutEngine
-from trainers.common.token_batching import split_by_token_budget, token_logprobs
+from trainers.common.token_batching import split_by_token_budget
 from trainers.dapo.steps import StepSplitter
+from trainers.dapo.values import prompt_keys_kwargs
 from trainers.rl.batch import build_batch
+from trainers.rl.update import PolicyLogprobs
 
 
 @dataclass
@@ -113,29 +121,50 @@ def sample_candidates(
     tokenizer,
     splitter: StepSplitter,
     eos_ids: set[int],
+    prompt_keys: Sequence[int] | None = None,
 ) -> list[list[Candidate]]:
-    """K next steps from pi_ref for every state (its token ids, or text)."""
+    """K next steps from pi_ref for every state (its token ids, or text). ``prompt_keys`` (default: the
+    positions) name the states for the sampling noise: a rank sampling a share of the states passes
+    their global positions, so a state's candidates do not depend on the world size."""
+    if not contexts:
+        return []  # a rank whose share is empty
+    keys = prompt_keys_kwargs(prompt_keys, len(contexts)) if prompt_keys is not None else {}
     groups = engine.generate(
-        list(contexts), n=k, temperature=temperature, max_new_tokens=max_step_tokens, seed=seed
+        list(contexts), n=k, temperature=temperature, max_new_tokens=max_step_tokens, seed=seed, **keys
     )
     return [[to_candidate(c, tokenizer, splitter, eos_ids) for c in group] for group in groups]
 
 
 def _summed_logprobs(
-    model, contexts: Sequence[list[int]], actions: Sequence[list[int]], pad_id: int, *, with_entropy: bool
+    forward: torch.nn.Module,
+    contexts: Sequence[list[int]],
+    actions: Sequence[list[int]],
+    pad_id: int,
+    *,
+    with_entropy: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """log pi(a|s) summed over each action's tokens (N,) from the LM head at response positions only
-    (trainers.common.token_batching), the sum of the full-vocabulary entropy over all action tokens
-    (no gradient: a metric) when asked, and the number of action tokens."""
-    device = next(model.parameters()).device
+    (``forward``: a :class:`PolicyLogprobs`, maybe DDP-wrapped), the sum of the full-vocabulary entropy
+    over all action tokens (no gradient: a metric) when asked, and the number of action tokens."""
+    device = next(forward.parameters()).device
     batch = build_batch([(list(c), list(a)) for c, a in zip(contexts, actions, strict=True)], pad_id)
     mask = batch.response_mask.to(device)
-    logp, entropy = token_logprobs(
-        model, batch.input_ids.to(device), batch.attention_mask.to(device), mask,
-        with_entropy=with_entropy, entropy_grad=False,
+    logp, entropy = forward(
+        batch.input_ids.to(device), batch.attention_mask.to(device), mask,
+        temperature=1.0, with_entropy=with_entropy, entropy_grad=False,
     )  # fmt: skip
     entropy_sum = (entropy * mask).sum().detach() if entropy is not None else None
     return (logp * mask).sum(-1), entropy_sum, int(mask.sum())
+
+
+def _padding_pass(
+    forward: torch.nn.Module, pad_id: int, autocast: Callable[[], AbstractContextManager]
+) -> None:
+    """A zero-loss forward/backward: keeps a rank with fewer micro-batches in step with the others (DDP
+    reduces gradients in every backward, and every rank must join each reduction)."""
+    with autocast():
+        summed, _, _ = _summed_logprobs(forward, [[pad_id] * 2], [[pad_id] * 2], pad_id, with_entropy=False)
+    (summed.sum() * 0.0).backward()
 
 
 @torch.no_grad()
@@ -156,8 +185,9 @@ def step_logprobs(
     for group in split_by_token_budget(lengths, token_budget):
         with autocast():
             summed, _, _ = _summed_logprobs(
-                model, [contexts[i] for i in group], [actions[i] for i in group], pad_id, with_entropy=False
-            )
+                PolicyLogprobs(model), [contexts[i] for i in group], [actions[i] for i in group], pad_id,
+                with_entropy=False,
+            )  # fmt: skip
         out[torch.tensor(group, device=device)] = summed.float()
     return out
 
@@ -174,6 +204,7 @@ def actor_backward(
     center: bool,
     token_budget: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
+    forward: torch.nn.Module | None = None,
 ) -> tuple[DapoLoss, float]:
     """Accumulate the gradient of the DAPO loss of S states (``contexts[s]`` with its K candidates
     ``actions[s]``; ``ref_logp``, ``adv`` (S, K)) and return the loss with its statistics and the
@@ -181,24 +212,41 @@ def actor_backward(
 
     Micro-batches hold whole states (centering couples a state's K candidates), at most
     ``token_budget`` padded tokens each; the loss is a mean over states, so each micro-batch's mean is
-    weighted by its share of the states, and loss and gradients equal those of the un-split batch."""
+    weighted by its share of the states, and loss and gradients equal those of the un-split batch.
+
+    Several ranks: every rank passes the same S states and works on its contiguous share of them,
+    through ``forward`` (the DDP-wrapped ``PolicyLogprobs(model)``; default: ``model`` unwrapped). The
+    weights stay shares of all S states and the loss is multiplied by the world size (DDP averages the
+    gradients), ranks with fewer micro-batches pad them with zero-loss passes, and loss, entropy and
+    the log-ratio statistics are summed / gathered over the ranks: the global batch's."""
     S, K = ref_logp.shape
+    forward = forward if forward is not None else PolicyLogprobs(model)
+    world = distributed.world_size()
+    mine = list(range(*distributed.shard_bounds(S)))
     # a state's K rows padded to its longest candidate: K x that length is its padded size
-    lengths = [K * max(len(contexts[s]) + len(a) for a in actions[s]) for s in range(S)]
+    lengths = [K * max(len(contexts[s]) + len(a) for a in actions[s]) for s in mine]
+    groups = [[mine[i] for i in g] for g in split_by_token_budget(lengths, token_budget)]
+    padding = int(distributed.all_reduce_max(float(len(groups)))) - len(groups) if world > 1 else 0
     log_ratio = torch.zeros_like(ref_logp)
     loss, entropy_sum, tokens = 0.0, 0.0, 0
-    for group in split_by_token_budget(lengths, token_budget):
+    for group in groups:
         rows = torch.tensor(group, device=ref_logp.device)
         with autocast():
             summed, entropy, n = _summed_logprobs(
-                model, [contexts[s] for s in group for _ in range(K)], [a for s in group for a in actions[s]],
+                forward, [contexts[s] for s in group for _ in range(K)], [a for s in group for a in actions[s]],
                 pad_id, with_entropy=True,
             )  # fmt: skip
         part = dapo_loss(summed.view(len(group), K), ref_logp[rows], adv[rows], beta=beta, center=center)
         weighted = part.loss * (len(group) / S)
-        weighted.backward()
+        (weighted * world if world > 1 else weighted).backward()
         loss += float(weighted.detach())
         log_ratio[rows] = summed.detach().view(len(group), K).float() - ref_logp[rows]
         entropy_sum += float(entropy)
         tokens += n
+    for _ in range(padding):
+        _padding_pass(forward, pad_id, autocast)
+    if world > 1:
+        sums = distributed.all_reduce_sums({"loss": loss, "entropy": entropy_sum, "tokens": float(tokens)})
+        loss, entropy_sum, tokens = sums["loss"], sums["entropy"], int(sums["tokens"])
+        log_ratio = distributed.all_reduce_sum(log_ratio)  # each row is set on one rank, 0 elsewhere
     return _stats(torch.tensor(loss), log_ratio, adv), entropy_sum / max(1, tokens)

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
-from trainers.common.compute_config import ModelComputeFields, VllmEngineFields
+from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields, VllmEngineFields
 
 
 class _Section(BaseModel):
@@ -96,13 +96,16 @@ class EvalConfig(_Section):
     max_problems: int = Field(0, ge=0, description="evaluate on at most this many problems (0: all)")
 
 
-class DAPOConfig(ModelComputeFields, TrainerConfig):
+class DAPOConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     """DAPO (Direct Advantage Policy Optimization): Monte-Carlo step values from pi_ref, a critic trained
     on them and frozen, then the actor regresses log(pi/pi_ref) of K sampled next steps onto A/beta.
 
     The compute fields (dtype, micro_batch_tokens, gradient_checkpointing, chat_template,
     save_optimizer, retention) apply to the actor and the critic alike; micro_batch_tokens also bounds
-    every scoring forward (critic values, reference log-probs)."""
+    every scoring forward (critic values, reference log-probs). With several ranks (``nproc_per_node``
+    x ``nodes``) each samples, scores and trains on its share of every stage's global batch and DDP
+    averages the gradients; losses and metrics stay those of the global batch. DAPO trains with torch
+    (DDP) only: it has no DeepSpeed engine, so ZeRO does not apply."""
 
     model_path: str = Field(
         "tiny",

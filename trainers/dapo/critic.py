@@ -12,7 +12,9 @@ solution's final verdict.
 
 Training and scoring run in token-budget micro-batches (``micro_batch_tokens``) of whole sequences;
 the loss is a mean over prefix states, so each micro-batch's mean is weighted by its share of them
-and the accumulated update equals the un-split one."""
+and the accumulated update equals the un-split one. Several ranks: every rank passes the global batch
+to :func:`critic_backward` and trains on its contiguous share of the sequences through the
+DDP-wrapped critic (trainers.common.distributed; no-ops in one process)."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from trainers.common import distributed
 from trainers.common.models import ValueModel
 from trainers.common.token_batching import split_by_token_budget
 from trainers.dapo.encoding import StateEncoder
@@ -67,9 +70,10 @@ def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return ids, mask
 
 
-def prefix_logits(model: ValueModel, batch: Sequence[PrefixSequence], pad_id: int) -> torch.Tensor:
-    """The head's logits at every prefix end of every sequence, flattened in order (one forward)."""
-    device = model.value_head.weight.device
+def prefix_logits(model: torch.nn.Module, batch: Sequence[PrefixSequence], pad_id: int) -> torch.Tensor:
+    """The head's logits at every prefix end of every sequence, flattened in order (one forward).
+    ``model``: a :class:`ValueModel`, or one wrapped in DDP."""
+    device = next(model.parameters()).device
     ids, mask = _pad([s.ids for s in batch], pad_id)
     out = model(ids.to(device), attention_mask=mask.to(device))
     rows = torch.tensor([i for i, s in enumerate(batch) for _ in s.ends], device=device)
@@ -90,22 +94,39 @@ def critic_backward(
     loss: str,
     token_budget: int,
     autocast: Callable[[], AbstractContextManager] = nullcontext,
+    forward: torch.nn.Module | None = None,
 ) -> float:
     """Accumulate the gradient of the critic loss of ``batch`` (a mean over all its prefix states)
     micro-batch by micro-batch, and return the loss. Each micro-batch's mean is weighted by its share
-    of the batch's prefixes, so the loss and the gradients equal those of the un-split batch."""
-    device = model.value_head.weight.device
+    of the batch's prefixes, so the loss and the gradients equal those of the un-split batch.
+
+    Several ranks: every rank passes the same (global) ``batch`` and trains on its contiguous share of
+    the sequences through ``forward`` (``model`` in DDP; default ``model``). The weights stay shares
+    of the global batch's prefixes, the loss is multiplied by the world size (DDP averages the
+    gradients), ranks with fewer micro-batches pad them with zero-loss passes (every rank must join
+    each gradient reduction), and the returned loss is summed over the ranks."""
+    forward = forward if forward is not None else model
+    device = next(model.parameters()).device
+    world = distributed.world_size()
     total = sum(len(s.ends) for s in batch)
+    lo, hi = distributed.shard_bounds(len(batch))
+    mine = list(batch[lo:hi])
+    groups = micro_batches(mine, token_budget) if mine else []
+    padding = int(distributed.all_reduce_max(float(len(groups)))) - len(groups) if world > 1 else 0
     value = 0.0
-    for group in micro_batches(batch, token_budget):
-        part = [batch[i] for i in group]
+    for group in groups:
+        part = [mine[i] for i in group]
         labels = torch.tensor([v for s in part for v in s.labels], device=device)
         with autocast():
-            logits = prefix_logits(model, part, pad_id)
+            logits = prefix_logits(forward, part, pad_id)
         weighted = critic_loss(logits.float(), labels, loss) * (len(labels) / total)
-        weighted.backward()
+        (weighted * world if world > 1 else weighted).backward()
         value += float(weighted.detach())
-    return value
+    for _ in range(padding):  # zero-loss passes: one short sequence whose loss is multiplied by 0
+        with autocast():
+            logits = prefix_logits(forward, [PrefixSequence([pad_id] * 2, [1], [0.0], False)], pad_id)
+        (logits.float().sum() * 0.0).backward()
+    return float(distributed.all_reduce_sum(value))
 
 
 @torch.no_grad()

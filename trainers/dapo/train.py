@@ -27,6 +27,17 @@ log-probs), so no second copy is held: it samples and scores in the compute dtyp
 critic trains the same way, then is frozen and cast to the compute dtype. Every forward that trains
 or scores runs in token-budget micro-batches (``micro_batch_tokens``); ``gradient_checkpointing``
 applies to actor and critic. Every prompt is rendered with the chat template (trainers.dapo.encoding).
+
+Several ranks (``nproc_per_node`` x ``nodes``, started by torch.distributed's launcher; the sink is a
+RankZeroSink, trainers.common.distributed): every rank holds the whole pipeline state and draws the same
+random choices (prompts, states, batch orders: one seed), and each works on its contiguous share of
+every global batch. Generation samples and scores its share of the problems and states with globally
+keyed sampling noise (trainers.dapo.values), so the samples do not depend on the world size; the
+actor's candidates, verdicts, V(s) and reference log-probs are computed per share and gathered. Critic
+and actor train in DDP, their losses kept the global batch's means (trainers.dapo.critic, .actor).
+Rank 0 writes the step-value JSONL, evaluates, logs the critic's held-out metrics and value curves and
+writes the checkpoints (every rank calls the sink's checkpoint collectives). DAPO has no DeepSpeed
+engine: ZeRO does not apply. On the CPU, 2 gloo ranks give the one-process losses (tests/trainers).
 """
 
 from __future__ import annotations
@@ -42,13 +53,13 @@ from typing import Any
 import torch
 
 from trainers.base import Sink
-from trainers.common import vllm_engine
+from trainers.common import distributed, vllm_engine
 from trainers.common.chat import end_of_turn_ids
 from trainers.common.checkpoints import (
     load_optimizer_state,
     read_trainer_state,
     save_optimizer_state,
-    save_policy,
+    write_policy,
     write_trainer_state,
 )
 from trainers.common.models import ValueModel, load_policy, seed_everything
@@ -70,6 +81,7 @@ from trainers.dapo.steps import StepSplitter
 from trainers.dapo.values import Timings, generate_step_data
 from trainers.eval.core import evaluate
 from trainers.rl.train import load_problems, make_engine
+from trainers.rl.update import PolicyLogprobs
 from trainers.sft.train import resolve_model_path
 
 GENERATE, CRITIC, ACTOR = 0.0, 1.0, 2.0
@@ -86,6 +98,7 @@ class Pipeline:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
+        distributed.init()  # no-op in one process, or when the launcher's entry point joined already
         self.precision = resolve_precision(cfg.dtype, "torch", pick_device())
         self.device = self.precision.device
         resume = Path(sink.resume_from) if sink.resume_from is not None else None
@@ -94,6 +107,9 @@ class Pipeline:
         if state is not None:
             self.first_iteration = state["iteration"] + (1 if state["complete"] else 0)
             self.step = state["step"] + 1
+        if resume is None and distributed.is_rank_zero():  # "tiny" is built once, by rank 0, read by all
+            resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
+        distributed.barrier()
         self.model_dir = resume or resolve_model_path(cfg.model_path, Path(sink.workdir), cfg.seed)
         # the actor, fp32 master weights on the device; also pi_ref until its first update
         self.policy, self.tokenizer = load_policy(
@@ -103,6 +119,11 @@ class Pipeline:
             load_optimizer_state(resume, None, master=self.policy)
         if cfg.gradient_checkpointing:
             enable_gradient_checkpointing(self.policy)
+        # what the actor's loss runs through: the policy's log-probs module, in DDP across several ranks
+        # (gradients averaged in backward; actor_backward scales the loss for that)
+        self.actor_forward: torch.nn.Module = PolicyLogprobs(self.policy)
+        if distributed.world_size() > 1:
+            self.actor_forward = self._ddp(self.actor_forward)
         self.char_tokenizer = is_char_tokenizer_dir(self.model_dir)
         self.pad_id = self.tokenizer.pad_token_id
         self.encoder = StateEncoder(self.tokenizer, cfg.chat_template)
@@ -137,6 +158,12 @@ class Pipeline:
         self.timings: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
         self.last_checkpoint: int | None = None
+
+    def _ddp(self, module: torch.nn.Module) -> torch.nn.Module:
+        return torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[torch.cuda.current_device()] if self.device.type == "cuda" else None,
+            broadcast_buffers=False,  # constant buffers (rotary tables): a forward does no collective
+        )  # fmt: skip
 
     def _vllm_model_len(self) -> int | None:
         """vLLM's context for this run; None where vLLM will not run (the model's own context then)."""
@@ -175,19 +202,21 @@ class Pipeline:
             return  # a stop right after an iteration's checkpoint: nothing new to save
         self.last_checkpoint = self.step
         save_dtype = self.precision.save_dtype
-        directory = save_policy(
-            self.sink, self.step, self.policy, self.tokenizer, self.char_tokenizer, dtype=save_dtype
-        )
-        if self.critic is not None:
-            self.critic.save_pretrained(directory / "critic")
-            self.tokenizer.save_pretrained(directory / "critic")
-        if self.cfg.save_optimizer and self.optimizer is not None:
-            master = self.policy if save_dtype != self.precision.param_dtype else None
-            save_optimizer_state(directory, self.optimizer, master=master)
-        write_trainer_state(
-            directory, {"kind": "dapo", "iteration": iteration, "complete": complete, "step": self.step}
-        )
-        (directory / "orlab.json").write_text(json.dumps({"kind": "dapo", "step": self.step}))
+        # every rank agrees on the folder (a collective); rank 0 writes it (DDP keeps the ranks' actors,
+        # critics and optimizer states equal); the checkpoint is recorded once, when it is complete
+        directory = Path(self.sink.checkpoint_dir(self.step))
+        if distributed.is_rank_zero():
+            write_policy(directory, self.policy, self.tokenizer, self.char_tokenizer, dtype=save_dtype)
+            if self.critic is not None:
+                self.critic.save_pretrained(directory / "critic")
+                self.tokenizer.save_pretrained(directory / "critic")
+            if self.cfg.save_optimizer and self.optimizer is not None:
+                master = self.policy if save_dtype != self.precision.param_dtype else None
+                save_optimizer_state(directory, self.optimizer, master=master)
+            write_trainer_state(
+                directory, {"kind": "dapo", "iteration": iteration, "complete": complete, "step": self.step}
+            )
+            (directory / "orlab.json").write_text(json.dumps({"kind": "dapo", "step": self.step}))
         self.sink.save_checkpoint(self.step, directory, dict(self.last_val))
         if complete:
             # the next actor stage starts a fresh AdamW: its 8 bytes per parameter are not kept through
@@ -198,14 +227,17 @@ class Pipeline:
         cfg = self.cfg.eval
         self.policy.eval()
         self.engine.sync_weights(self.policy)
-        metrics, protocol = evaluate(
-            self.engine, self.eval_set, self.pool, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens, seed=self.cfg.seed, chat_template=self.cfg.chat_template,
-            tokenizer=self.tokenizer,
-        )  # fmt: skip
-        # the config field: the platform names the dataset version it held ("arith-bench v1")
-        name = "eval" if self.cfg.eval_dataset is None else "eval_dataset"
-        self.sink.log_evaluation(self.step, name, metrics, protocol)
+        metrics = None
+        if distributed.is_rank_zero():  # rank 0 evaluates; the others wait at the broadcast
+            metrics, protocol = evaluate(
+                self.engine, self.eval_set, self.pool, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
+                max_new_tokens=cfg.max_new_tokens, seed=self.cfg.seed, chat_template=self.cfg.chat_template,
+                tokenizer=self.tokenizer,
+            )  # fmt: skip
+            # the config field: the platform names the dataset version it held ("arith-bench v1")
+            name = "eval" if self.cfg.eval_dataset is None else "eval_dataset"
+            self.sink.log_evaluation(self.step, name, metrics, protocol)
+        metrics = distributed.broadcast_object(metrics)
         # accuracy = the mean over all k samples (avg@k): pass@1 with less variance; with k = 1 at
         # temperature 0 it is the greedy accuracy
         accuracy = metrics[f"avg@{cfg.k}"]
@@ -228,14 +260,20 @@ class Pipeline:
             seed=self.rng.randrange(2**31), problem_ids=ids, timings=timings,
             context=lambda problem, steps: self.encoder.state(problem.prompt, steps),
         )  # fmt: skip
+        if distributed.world_size() > 1:  # all ranks' counts; the slowest rank's time
+            counts = distributed.all_reduce_sums({"rollouts": timings.rollouts, "tokens": timings.tokens})
+            timings.rollouts, timings.tokens = int(counts["rollouts"]), int(counts["tokens"])
+            timings.generation_s = distributed.all_reduce_max(timings.generation_s)
+            timings.verification_s = distributed.all_reduce_max(timings.verification_s)
         self.add_time("generation_s", timings.generation_s)
         self.add_time("verification_s", timings.verification_s)
         self.timings["rollouts"] = self.timings.get("rollouts", 0) + timings.rollouts
         path = Path(self.sink.workdir) / f"step-values-iter{iteration}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
+        if distributed.is_rank_zero():  # every rank holds all the rows; one writes them
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "w") as f:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
         protocol = {
             "policy": str(self.model_dir)
             if iteration == 0
@@ -301,8 +339,12 @@ class Pipeline:
             enable_gradient_checkpointing(self.critic)
         self.critic.train()
         optimizer = torch.optim.AdamW(self.critic.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # several ranks: DDP averages the gradients (critic_backward scales the loss for that)
+        forward = self._ddp(self.critic) if distributed.world_size() > 1 else self.critic
 
         def held_out(final: bool) -> dict[str, float]:
+            if not distributed.is_rank_zero():
+                return {}  # rank 0 measures and logs the held-out calibration; the others' logs are dropped
             metrics, table = evaluate_critic(
                 self.critic, val, self.pad_id, loss=cfg.loss, bins=cfg.calibration_bins, token_budget=budget,
                 autocast=self.precision.autocast,
@@ -328,9 +370,9 @@ class Pipeline:
             for start in range(0, len(order), cfg.batch_size):
                 batch = [train[i] for i in order[start : start + cfg.batch_size]]
                 optimizer.zero_grad(set_to_none=True)
-                loss = critic_backward(
+                loss = critic_backward(  # the global batch: each rank trains on its share
                     self.critic, batch, self.pad_id, loss=cfg.loss, token_budget=budget,
-                    autocast=self.precision.autocast,
+                    autocast=self.precision.autocast, forward=forward,
                 )  # fmt: skip
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.critic.parameters(), 1.0)
                 optimizer.step()
@@ -340,7 +382,7 @@ class Pipeline:
                 if done == total or (cfg.eval_every and done % cfg.eval_every == 0):
                     metrics |= held_out(final=done == total)
                 self.log(CRITIC, metrics)
-        del optimizer
+        del optimizer, forward
         # frozen: the backbone in the compute dtype (the value head stays fp32, see ValueModel)
         self.critic.eval().requires_grad_(False)
         self.critic.backbone.to(self.precision.compute_dtype)
@@ -348,7 +390,10 @@ class Pipeline:
         self.add_time("critic_s", time.perf_counter() - t0)
 
     def _log_value_curves(self, rows: list[dict[str, Any]], val_ids: set[int]) -> None:
-        """Per-step value curves (MC and critic) of a few held-out solutions, right and wrong ones."""
+        """Per-step value curves (MC and critic) of a few held-out solutions, right and wrong ones
+        (rank 0's: what it logs)."""
+        if not distributed.is_rank_zero():
+            return
         held = [r for r in rows if r["problem_id"] in val_ids]
         n = self.cfg.critic.curves
         right = [r for r in held if r["correct"]][: n // 2]
@@ -391,13 +436,16 @@ class Pipeline:
         contexts = [self.encoder.state(by_id[p].prompt, steps) for p, steps in states]
         self.policy.eval()
         self.step_engine.sync_weights(self.policy)
-        candidates = sample_candidates(
-            self.step_engine, contexts, k=cfg.candidates, temperature=cfg.temperature,
+        # each rank samples and scores its share of the states (all of them in one process); noise keyed
+        # by the state's global position, results gathered in rank order: the one-process values
+        mine = range(*distributed.shard_bounds(len(states)))
+        own = sample_candidates(
+            self.step_engine, [contexts[si] for si in mine], k=cfg.candidates, temperature=cfg.temperature,
             max_step_tokens=cfg.max_step_tokens, seed=self.rng.randrange(2**31), tokenizer=self.tokenizer,
-            splitter=self.splitter, eos_ids=self.eos_ids,
+            splitter=self.splitter, eos_ids=self.eos_ids, prompt_keys=mine,
         )  # fmt: skip
         t_gen = time.perf_counter() - t0
-        flat = [(si, c) for si, group in enumerate(candidates) for c in group]
+        flat = [(si, c) for si, group in zip(mine, own, strict=True) for c in group]
         t1 = time.perf_counter()
         # Q(s, a): the verifier's reward when a ends the solution, else the critic's V(s.a) (a step cut
         # at max_step_tokens is never terminal: see to_candidate)
@@ -410,23 +458,28 @@ class Pipeline:
         )
         t_verify = time.perf_counter() - t1
         rewards = iter(v.reward for v in verdicts)
-        v_state = self.values(contexts)
+        v_state = self.values([contexts[si] for si in mine])
         v_next = iter(self.values([contexts[si] + c.ids for si, c in flat if not c.terminal]).tolist())
         q = torch.tensor([next(rewards) if c.terminal else next(v_next) for _, c in flat])
-        K = cfg.candidates
-        adv = (q.view(len(states), K) - v_state[:, None]).to(self.device)
         # pi_ref's log-probs: the actor before its first update, in the compute dtype
         ref_logp = step_logprobs(
             self.policy, [contexts[si] for si, _ in flat], [c.ids for _, c in flat], self.pad_id,
             token_budget=budget, autocast=self.precision.autocast,
-        ).view(len(states), K)  # fmt: skip
-        self._log_candidates(states, by_id, candidates, adv, q)
+        )  # fmt: skip
+        candidates = distributed.gather_lists(own)
+        q, v_state, ref_logp = _gathered(q), _gathered(v_state), _gathered(ref_logp)
+        n_terminal = sum(c.terminal for group in candidates for c in group)
+        K = cfg.candidates
+        adv = (q.view(len(states), K) - v_state[:, None]).to(self.device)
+        ref_logp = ref_logp.view(len(states), K)
+        if distributed.is_rank_zero():
+            self._log_candidates(states, by_id, candidates, adv, q)
         t_prepare = time.perf_counter() - t0
         self.add_time("actor_candidates_s", t_gen)
         self.add_time("verification_s", t_verify)
         self.log(
             ACTOR,
-            {"actor/states": len(states), "actor/terminal_share": len(terminal) / max(1, len(flat)),
+            {"actor/states": len(states), "actor/terminal_share": n_terminal / max(1, len(q)),
              "actor/adv_std": float(adv.std()), "actor/value_state_mean": float(v_state.mean()),
              "timing_s/actor_candidates": t_gen, "timing_s/actor_prepare": t_prepare, **self.memory()},
         )  # fmt: skip
@@ -444,10 +497,10 @@ class Pipeline:
             for start in range(0, len(order), cfg.states_per_batch):
                 sel = order[start : start + cfg.states_per_batch]
                 optimizer.zero_grad(set_to_none=True)
-                out, entropy = actor_backward(
+                out, entropy = actor_backward(  # the global batch: each rank trains on its share
                     self.policy, [contexts[si] for si in sel], [[c.ids for c in candidates[si]] for si in sel],
                     ref_logp[sel], adv[sel], self.pad_id, beta=cfg.beta, center=cfg.center, token_budget=budget,
-                    autocast=self.precision.autocast,
+                    autocast=self.precision.autocast, forward=self.actor_forward,
                 )  # fmt: skip
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
                 optimizer.step()
@@ -486,6 +539,14 @@ class Pipeline:
                 )
         if samples:
             self.sink.log_samples(self.step, samples)
+
+
+def _gathered(values: torch.Tensor) -> torch.Tensor:
+    """Every rank's 1-d ``values`` concatenated in rank order, on this rank's device (itself in one
+    process): per-share results as the global batch's."""
+    if distributed.world_size() == 1:
+        return values
+    return torch.tensor(distributed.gather_lists(values.tolist()), dtype=values.dtype, device=values.device)
 
 
 def vllm_context(cfg: DAPOConfig, longest_prompt: int) -> int:
