@@ -533,9 +533,22 @@ def test_launch_offers_an_integer_or_word_field_as_one_input(client_alice, proje
 def test_launch_queue_choices_are_the_run_queues(client_alice, project):
     """short, cpu and gpu are offered (tabular runs default to short); housekeeping's control queue
     and the evaluations' eval queue are refused, and nothing is created."""
+    from webapp.fleet.services import report_upsert
+
+    report_upsert(
+        name="w@h",
+        host="h",
+        queues=["control", "short", "cpu", "eval"],
+        slots=1,
+        gpus=[],
+        packages={},
+        catalogue=[],
+    )
     html = client_alice.get(f"/projects/{project.pk}/launch/?kind=tabular&preset=").content.decode()
+    assert 'data-queue="short"' in html
     select = re.search(r'<select id="f-queue" name="queue">(.*?)</select>', html, re.S).group(1)
     assert re.findall(r'<option value="(\w+)"', select) == ["short", "cpu", "gpu"]
+    assert 'data-queue="control"' not in html and 'data-queue="eval"' not in html  # fleet panel
     html = client_alice.post(
         f"/projects/{project.pk}/launch/", {**GARNET_POST, "queue": "control"}
     ).content.decode()

@@ -55,7 +55,9 @@ def _worker_row(report) -> dict[str, Any]:
 def fleet_context(form: LaunchForm, *, default_queue: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(the panel's queues, the page data of launch-models.js). Turns the form's ``model_path`` field
     into a picker when the trainer has one."""
-    fleet = fleet_by_queue(QUEUES)
+    # housekeeping's and the evaluations' queues take no runs: not offered, not listed
+    not_for_runs = set(settings.ORLAB_QUEUES) - set(QUEUES)
+    fleet = [q for q in fleet_by_queue(QUEUES) if q["queue"] not in not_for_runs]
     target = form.meta.get("queue") or default_queue
     panel = [
         {
