@@ -43,6 +43,19 @@ def test_integers_beyond_2_53_are_refused_and_the_list_still_answers(api, projec
     assert api.get("/api/runs/?fields=config").status_code == 200
 
 
+def test_a_stored_integer_beyond_64_bits_never_breaks_a_read(api, project):
+    """Seen under schemathesis: one external run held an integer beyond 64 bits, and every read of its
+    project's runs was a 500 (orjson cannot encode it). Whatever wrote it, reads now answer, with the
+    number as a string."""
+    run = Run.objects.get(pk=create(api, project, {}).json()["id"])
+    Run.objects.filter(pk=run.pk).update(summary={"x": 10**30, "deep": [{"y": -(2**70)}], "ok": 2**60})
+    for url in ("/api/runs/", f"/api/runs/{run.id}/", f"/api/runs/?project={project.id}"):
+        resp = api.get(url)
+        assert resp.status_code == 200, (url, resp.content[:200])
+    summary = api.get(f"/api/runs/{run.id}/").json()["summary"]
+    assert summary == {"x": str(10**30), "deep": [{"y": str(-(2**70))}], "ok": 2**60}
+
+
 def test_nul_and_lone_surrogates_are_refused_naming_the_field(api, project):
     assert "tags[0]" in errors_of(create(api, project, {}, tags=["a\x00b"]))
     # json.dumps escapes a lone surrogate as \ud800: valid JSON syntax, not encodable UTF-8
