@@ -19,7 +19,9 @@ from webapp.runs.models import Checkpoint, MetricSeries, Run, RunAttempt, Sample
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 RL_TINY = {
-    "steps": 8,
+    # long enough that the SIGTERM, sent once step 2 is visible, lands before the end on an idle
+    # machine too (with 8 steps CI's run had finished by then and ended succeeded)
+    "steps": 24,
     "checkpoint_every": 0,  # no periodic checkpoint: the one the interrupt writes is the only one
     "rollout": {"n": 2, "prompts_per_step": 2, "stages": [{"until_step": 10**9, "max_response": 8}]},
     "eval": {"every": 0, "k": 1, "max_problems": 2},
