@@ -224,3 +224,17 @@ def test_a_bad_page_size_is_a_400_not_the_default_page(api, project):
     for raw in ("null", "0", "-3", "1e3", "\u00e9"):
         assert "page_size" in errors_of(api.get("/api/runs/", {"page_size": raw})), raw
     assert api.get("/api/runs/?page_size=100000").status_code == 200  # capped at 1,000
+
+
+def test_schema_violations_found_by_schemathesis_are_400s(api, project):
+    """Requests the schema calls invalid were answered 200/201: a number where a string is due, a page
+    that is empty or given twice, an empty ?fields=, a boolean parameter set to 0.05."""
+    run_id = create(api, project, {}).json()["id"]
+    assert "name" in errors_of(api.post(f"/api/runs/{run_id}/clone/", {"name": 222141}, format="json"))
+    assert "name" in errors_of(create(api, project, {}, name=12))
+    for query in ("page=", "page=0", "page=1&page=2", "page_size=5&page_size=6"):
+        assert list(errors_of(api.get(f"/api/projects/?{query}"))) == [query.split("=")[0]], query
+    assert api.get("/api/projects/?page=1&page_size=5").status_code == 200
+    assert "fields" in errors_of(api.get("/api/runs/?fields="))
+    assert "with_wall" in errors_of(api.get(f"/api/runs/{run_id}/metrics/?with_wall=0.05"))
+    assert api.get(f"/api/runs/{run_id}/metrics/?with_wall=true").status_code == 200

@@ -7,13 +7,24 @@ class PageNumberPagination(pagination.PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 1000
 
+    def get_page_number(self, request, paginator):
+        """``page`` must be one positive integer when given (DRF read '' or a list's last value as
+        page 1 and answered 200 to what the schema calls invalid)."""
+        values = request.query_params.getlist(self.page_query_param)
+        if values:
+            raw = values[0]
+            if len(values) > 1 or not (raw.isascii() and raw.isdigit() and int(raw) >= 1):
+                raise RunError("invalid query", {self.page_query_param: ["a positive integer, given once"]})
+        return super().get_page_number(request, paginator)
+
     def get_page_size(self, request):
         """A page_size that is not a positive integer is a 400 naming it (DRF fell back to the default
         silently, so a typo went unnoticed); above max_page_size it is capped, as documented."""
-        raw = request.query_params.get(self.page_size_query_param)
+        values = request.query_params.getlist(self.page_size_query_param)
+        raw = values[0] if values else None
         if raw is not None:
             try:
-                valid = int(raw) >= 1
+                valid = int(raw) >= 1 and len(values) == 1
             except ValueError:
                 valid = False
             if not valid:

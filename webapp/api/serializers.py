@@ -17,17 +17,27 @@ class ProjectSerializer(serializers.ModelSerializer):
         read_only_fields = ["id", "created_at"]
 
 
+class TextField(serializers.CharField):
+    """A string field that takes strings only: DRF's CharField turns a number into its text, so a
+    name sent as 222141 was accepted where the schema says string."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class TrainerSerializer(serializers.Serializer):
-    kind = serializers.CharField()
-    title = serializers.CharField()
-    description = serializers.CharField()
-    queue = serializers.CharField()
+    kind = TextField()
+    title = TextField()
+    description = TextField()
+    queue = TextField()
     config_schema = serializers.JSONField(help_text="JSON Schema of the run config")
     presets = serializers.JSONField(help_text="name -> a complete config")
     preset_hardware = serializers.JSONField(
         help_text="preset name -> {summary, gpu_memory_gb (null: CPU), gpus_per_node, nodes}: what it needs"
     )
-    primary_metrics = serializers.ListField(child=serializers.CharField())
+    primary_metrics = serializers.ListField(child=TextField())
 
 
 # Ids and steps beyond these are refused with a 400 naming the field (PostgreSQL's bigint would 500).
@@ -48,19 +58,17 @@ class RunCreateSerializer(serializers.Serializer):
     project = serializers.IntegerField(
         min_value=1, max_value=MAX_ID, help_text="id of a project you belong to"
     )
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    kind = serializers.CharField(max_length=64, help_text="a trainer kind from /api/trainers/, or 'external'")
+    name = TextField(max_length=200, required=False, allow_blank=True, default="")
+    kind = TextField(max_length=64, help_text="a trainer kind from /api/trainers/, or 'external'")
     config = _config(required=False, default=dict)
-    preset = serializers.CharField(
+    preset = TextField(
         required=False,
         allow_blank=True,
         default="",
         help_text="start from this preset; config keys override it",
     )
-    group = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    tags = serializers.ListField(
-        child=serializers.CharField(max_length=64), required=False, default=list, max_length=100
-    )
+    group = TextField(max_length=200, required=False, allow_blank=True, default="")
+    tags = serializers.ListField(child=TextField(max_length=64), required=False, default=list, max_length=100)
     queue = serializers.ChoiceField(
         choices=list(settings.ORLAB_RUN_QUEUES), required=False, help_text="default: the trainer's queue"
     )
@@ -74,7 +82,7 @@ class SweepCreateSerializer(RunCreateSerializer):
         default=dict,
         help_text='dotted config path -> values, e.g. {"step_size": [0.1, 1]}; overrides the sweep preset\'s',
     )
-    sweep_preset = serializers.CharField(
+    sweep_preset = TextField(
         required=False,
         allow_blank=True,
         default="",
@@ -83,7 +91,7 @@ class SweepCreateSerializer(RunCreateSerializer):
 
 
 class RunCloneSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    name = TextField(max_length=200, required=False, allow_blank=True)
     config = SafeJSONField(
         required=False,
         validators=[json_field_validator(MAX_CONFIG_BYTES)],
@@ -93,7 +101,7 @@ class RunCloneSerializer(serializers.Serializer):
 
 class RunFinishSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["succeeded", "failed"])
-    error = serializers.CharField(required=False, allow_blank=True, default="")
+    error = TextField(required=False, allow_blank=True, default="")
     summary = serializers.DictField(required=False, default=dict, validators=[json_field_validator()])
 
 
@@ -102,7 +110,7 @@ class RunSerializer(serializers.ModelSerializer):
 
     last = serializers.DictField(help_text="key -> {step, value}: last values of the primary metrics")
     keys = serializers.ListField(
-        child=serializers.CharField(), required=False, help_text="every metric key logged (detail view only)"
+        child=TextField(), required=False, help_text="every metric key logged (detail view only)"
     )
     duration_s = serializers.FloatField(allow_null=True)
     launch_check = serializers.DictField(
@@ -136,7 +144,7 @@ class RunSerializer(serializers.ModelSerializer):
 
 
 class MetricPointSerializer(serializers.Serializer):
-    key = serializers.CharField(max_length=255)
+    key = TextField(max_length=255)
     step = serializers.IntegerField(min_value=0, max_value=MAX_STEP)
     value = serializers.FloatField(allow_null=True, help_text="null stores a non-finite value (NaN/inf)")
     wall_time = serializers.FloatField(required=False, help_text="unix seconds; default: time of receipt")
@@ -144,15 +152,15 @@ class MetricPointSerializer(serializers.Serializer):
 
 class SampleInSerializer(serializers.Serializer):
     step = serializers.IntegerField(min_value=0, max_value=MAX_STEP)
-    prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    completion = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    prompt = TextField(allow_blank=True, trim_whitespace=False)
+    completion = TextField(allow_blank=True, trim_whitespace=False)
     reward = serializers.FloatField(required=False, allow_null=True, default=None)
     advantage = serializers.FloatField(required=False, allow_null=True, default=None)
-    verdict = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    verdict = TextField(max_length=32, required=False, allow_blank=True, default="")
     length = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
     truncated = serializers.BooleanField(required=False, default=False)
     extra = serializers.DictField(required=False, default=dict, validators=[json_field_validator()])
-    client_key = serializers.CharField(
+    client_key = TextField(
         max_length=100, required=False, allow_null=True, default=None,
         help_text="unique per run: a re-sent sample with the same key is stored once",
     )  # fmt: skip
@@ -173,7 +181,7 @@ class SampleFilterSerializer(serializers.Serializer):
     step = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
     step_min = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
     step_max = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
-    verdict = serializers.CharField(
+    verdict = TextField(
         required=False, help_text=f"one or more (comma-separated) of {', '.join(SAMPLE_VERDICTS)}"
     )
     truncated = serializers.ChoiceField(choices=["true", "false"], required=False)
@@ -218,7 +226,7 @@ class EvaluationInSerializer(serializers.Serializer):
     """An evaluation a client ran itself (an external run), as trainers log them through the sink."""
 
     step = serializers.IntegerField(min_value=0, max_value=2**62)
-    benchmark = serializers.CharField(max_length=200, help_text="the benchmark's name")
+    benchmark = TextField(max_length=200, help_text="the benchmark's name")
     metrics = serializers.DictField(
         child=serializers.FloatField(allow_null=True),
         allow_empty=False,
@@ -248,14 +256,14 @@ class ScoreRequestSerializer(serializers.Serializer):
 class ScoringJobSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     dataset = serializers.IntegerField(source="dataset_id")
-    dataset_name = serializers.CharField(source="dataset.name")
+    dataset_name = TextField(source="dataset.name")
     dataset_version = serializers.IntegerField(source="dataset.version")
     checkpoint = serializers.IntegerField(source="checkpoint_id")
     checkpoint_step = serializers.IntegerField(source="checkpoint.step")
-    status = serializers.CharField()
+    status = TextField()
     progress = serializers.FloatField()
     scored = serializers.IntegerField()
-    error = serializers.CharField()
+    error = TextField()
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
 
@@ -313,7 +321,7 @@ class DatasetSerializer(serializers.ModelSerializer):
 
 class DatasetUploadSerializer(serializers.Serializer):
     file = serializers.FileField(help_text="JSONL, JSON (one array), CSV or Parquet")
-    name = serializers.CharField(max_length=200)
+    name = TextField(max_length=200)
     kind = serializers.ChoiceField(choices=["preference", "problems"])
     project = serializers.IntegerField(min_value=1, max_value=MAX_ID)
 

@@ -107,8 +107,10 @@ LIST_FIELDS = ("config",)  # what ?fields= can add to a list's runs
 def list_fields(request) -> set[str]:
     """?fields=config: what a list endpoint adds to each run. A run's config can be large (up to
     256 KB), so lists leave it out unless asked; an unknown name is a 400."""
-    raw = request.query_params.get("fields", "")
-    names = {f.strip() for f in raw.split(",") if f.strip()}
+    raw = request.query_params.get("fields")
+    if raw is None:
+        return set()
+    names = {f.strip() for f in raw.split(",")}
     if unknown := names - set(LIST_FIELDS):
         raise services.RunError(
             "invalid query",
@@ -385,6 +387,18 @@ def _external_run_for_write(request, pk) -> Run:
     return run
 
 
+def _bool_param(request, name: str) -> bool:
+    """true/1 or false/0 (absent: false); anything else is a 400 naming the parameter."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    if raw.lower() in ("1", "true"):
+        return True
+    if raw.lower() in ("0", "false"):
+        return False
+    raise services.RunError("invalid query", {name: ["must be true or false"]})
+
+
 def _int_param(request, name: str, lo: int, hi: int) -> int | None:
     raw = request.query_params.get(name)
     if raw in (None, ""):
@@ -423,7 +437,7 @@ class RunMetricsApi(APIView):
             _keys_param(request),
             since_step=_int_param(request, "since_step", -1, 2**62),
             max_points=_int_param(request, "max_points", 4, 1_000_000),
-            with_wall=request.query_params.get("with_wall") in ("1", "true"),
+            with_wall=_bool_param(request, "with_wall"),
         )[run.id]
         return HttpResponse(render_series(data), content_type="application/json")
 
@@ -474,7 +488,7 @@ class CompareMetricsApi(APIView):
             _keys_param(request),
             since_step=_int_param(request, "since_step", -1, 2**62),
             max_points=_int_param(request, "max_points", 4, 1_000_000),
-            with_wall=request.query_params.get("with_wall") in ("1", "true"),
+            with_wall=_bool_param(request, "with_wall"),
         )
         return HttpResponse(
             render_series({str(k): v for k, v in data.items()}), content_type="application/json"
