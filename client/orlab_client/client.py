@@ -59,14 +59,24 @@ class Client:
     def request(self, method: str, path: str, body: Any = None, *, retries: int | None = None) -> Any:
         """JSON request with exponential backoff on connection errors, timeouts and 5xx.
         Raises OrlabError on 4xx, Unreachable when every try failed."""
-        retries = self.retries if retries is None else retries
         data = None if body is None else json.dumps(body, allow_nan=False)
+        return self._with_retries(
+            method,
+            path,
+            lambda: self._session.request(method, self.url + path, data=data, timeout=self.timeout),
+            retries,
+        )
+
+    def _with_retries(self, method: str, path: str, send, retries: int | None = None) -> Any:
+        """Call ``send()`` (one HTTP try returning a response) with exponential backoff on connection
+        errors, timeouts and 5xx; the JSON body of the first answer below 400, OrlabError on 4xx."""
+        retries = self.retries if retries is None else retries
         last: Exception | None = None
         for attempt in range(retries + 1):
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                resp = self._session.request(method, self.url + path, data=data, timeout=self.timeout)
+                resp = send()
             except requests.RequestException as exc:
                 last = exc
                 continue
@@ -162,30 +172,17 @@ class Client:
         archive.unlink(missing_ok=True)
 
     def _send_file(self, path: str, archive: Path, params: dict) -> Any:
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff * 2 ** (attempt - 1))
-            try:
-                with open(archive, "rb") as f:  # a file object: requests streams it with its length
-                    resp = self._session.post(
-                        self.url + path,
-                        params=params,
-                        data=f,
-                        headers={"Content-Type": "application/x-tar"},
-                        timeout=(self.timeout, max(self.timeout, 300.0)),
-                    )
-            except requests.RequestException as exc:
-                last = exc
-                continue
-            if resp.status_code >= 500:
-                last = Unreachable(f"HTTP {resp.status_code} from {path}")
-                continue
-            body_out = resp.json() if resp.content else None
-            if resp.status_code >= 400:
-                raise OrlabError(resp.status_code, body_out)
-            return body_out
-        raise Unreachable(f"POST {path}: {last}") from last
+        def send():
+            with open(archive, "rb") as f:  # a file object: requests streams it with its length
+                return self._session.post(
+                    self.url + path,
+                    params=params,
+                    data=f,
+                    headers={"Content-Type": "application/x-tar"},
+                    timeout=(self.timeout, max(self.timeout, 300.0)),
+                )
+
+        return self._with_retries("POST", path, send)
 
     def _send_record(self, record: dict) -> None:
         run_id, kind, body = record["run"], record["type"], record["body"]
