@@ -318,6 +318,8 @@ def test_malformed_uploads_are_400s_naming_the_part(api, alice, project):
         (url + "?step=abc", good, "step"),
         (url + "?step=1&metrics=not-json", good, "metrics"),
         (url + '?step=1&metrics={"a":"x"}', good, "metrics.a"),
+        (url + "?step=1&metrics=" + "[" * 10_000 + "]" * 10_000, good, "metrics"),  # was a RecursionError
+        (url + '?step=1&metrics={"a":' + str(2**70) + "}", good, "metrics"),
         (url + "?step=1", b"", "body"),
         (url + "?step=1", b"\x00garbage" * 100, "body"),
         (url + "?step=1", gzip.compress(b"not a tar" * 100), "body"),

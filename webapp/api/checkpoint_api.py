@@ -8,14 +8,13 @@ handed a path a user chose."""
 
 from __future__ import annotations
 
-import json
-
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from webapp.api import serializers as s
 from webapp.api.errors import bad_request
+from webapp.api.json_safety import loads as safe_loads
 from webapp.runs import services
 from webapp.runs.checkpoint_upload import UploadRefused, store_checkpoint_upload
 from webapp.runs.models import Checkpoint, Run
@@ -72,7 +71,7 @@ def _query_fields(request: Request) -> dict:
     raw = request.query_params.get("metrics")
     if raw:
         try:
-            data["metrics"] = json.loads(raw)
+            data["metrics"] = safe_loads(raw)  # the API's JSON limits (depth, NUL, 2^53), not json.loads
         except ValueError:
             data["metrics"] = raw  # the serializer names the field
     return data
