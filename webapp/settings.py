@@ -71,6 +71,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "webapp.middleware.ServerTimingMiddleware",
     "webapp.middleware.RejectNulMiddleware",
+    "webapp.compression.CompressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from webapp.api import table_views as tv
 from webapp.api import views as v
+from webapp.api.compare_group_views import CompareGroupsApi
 from webapp.api.curation_views import urlpatterns as curation_urls
 from webapp.api.fleet_views import urlpatterns as fleet_urls
 from webapp.api.step_values_views import urlpatterns as step_values_urls
@@ -31,6 +32,7 @@ urlpatterns = [
     path("compare/", v.CompareMetricsApi.as_view(), name="api-compare"),
     path("compare/evaluations/", tv.CompareEvaluationsApi.as_view(), name="api-compare-evaluations"),
     path("compare/series/", tv.CompareSeriesApi.as_view(), name="api-compare-series"),
+    path("compare/groups/", CompareGroupsApi.as_view(), name="api-compare-groups"),
     path("datasets/", v.DatasetListApi.as_view(), name="api-datasets"),
     path("datasets/<int:pk>/", v.DatasetDetailApi.as_view(), name="api-dataset"),
     path("datasets/<int:pk>/pairs/", v.DatasetPairsApi.as_view(), name="api-dataset-pairs"),
