@@ -184,15 +184,16 @@ def test_compare_page_controls_and_exports(live_server, project, sweep, browser,
     wait_drawn(page, "train/loss", 4 * STEPS)
     wait_drawn(page, "policy/entropy", 4 * STEPS)
 
-    # smoothing: at the default 0.6 each run is a faint raw curve plus its EMA
+    # smoothing: at the default 0.6 each run is a faint raw curve plus its EMA (every raw layer
+    # under every smoothed line)
     drawn = traces(page, "train/loss")
-    assert [t["kind"] for t in drawn] == ["raw", "smoothed"] * 4
-    raw, smooth06 = drawn[0]["y"], drawn[1]["y"]
+    assert [t["kind"] for t in drawn] == ["raw"] * 4 + ["smoothed"] * 4
+    raw, smooth06 = drawn[0]["y"], drawn[4]["y"]
     assert raw != smooth06 and np.std(np.diff(smooth06)) < np.std(np.diff(raw))
     page.evaluate("""() => { const s = document.getElementById('smooth'); s.value = '0.95';
                              s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }""")
-    wait_for(lambda: traces(page, "train/loss")[1]["y"] != smooth06, timeout=5, message="a smoother curve")
-    smooth095 = traces(page, "train/loss")[1]["y"]
+    wait_for(lambda: traces(page, "train/loss")[4]["y"] != smooth06, timeout=5, message="a smoother curve")
+    smooth095 = traces(page, "train/loss")[4]["y"]
     assert np.std(np.diff(smooth095)) < np.std(np.diff(smooth06))
     assert page.text_content('[data-testid="smooth-value"]') == "0.95"
     assert "smooth=0.95" in page.url
@@ -260,13 +261,13 @@ def test_compare_page_controls_and_exports(live_server, project, sweep, browser,
     wait_for(lambda: "xkey=tokens_seen" in page.url, timeout=5, message="x by tokens")
     wait_drawn(page, "train/loss", 4 * STEPS)
     wait_for(
-        lambda: traces(page, "train/loss")[1]["x"][:2] == [4096.0, 8192.0], timeout=10, message="tokens as x"
+        lambda: traces(page, "train/loss")[4]["x"][:2] == [4096.0, 8192.0], timeout=10, message="tokens as x"
     )
-    seed1 = traces(page, "train/loss")[3]["x"]
+    seed1 = traces(page, "train/loss")[5]["x"]
     assert seed1[:2] == [8192.0, 16384.0]  # seed 1 sees twice the tokens per step
     page.select_option('[data-testid="x-mode"]', "rel")
     wait_for(
-        lambda: traces(page, "train/loss")[1]["x"][:2] == [0, 0.5], timeout=10, message="relative minutes"
+        lambda: traces(page, "train/loss")[4]["x"][:2] == [0, 0.5], timeout=10, message="relative minutes"
     )
     page.check('[data-testid="log-toggle"]')
     wait_for(lambda: "log=1" in page.url, timeout=5, message="log in the URL")

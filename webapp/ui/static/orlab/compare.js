@@ -1,18 +1,27 @@
 /* Compare page: one chart per chosen metric key with every selected run overlaid.
 
    Data: GET /api/compare/series/?runs=..&keys=<one key>&max_points=N (one request per key, in
-   parallel; the answer of /api/compare/, read faster; the server downsamples each series with M4,
-   so spikes survive) plus with_wall=1 for the time axes.
+   parallel; the server downsamples each series with M4, so spikes survive; fewer points per series
+   when many runs share a chart) plus with_wall=1 for the time axes. Grouped by step, a chart fetches
+   only its groups' mean and band, computed on the server: GET /api/compare/groups/?groups=1,2;3,4
+   (O(groups x points) whatever the number of runs). This script runs before plotly.js loads, so the
+   data is on its way while the browser fetches and parses plotly.
    Everything else happens here, on the points as fetched:
-   - smoothing: TensorBoard's debiased EMA (the raw curve stays faint behind the smoothed one);
+   - smoothing: TensorBoard's debiased EMA (the raw curve stays faint behind the smoothed one: the
+     raw layer, off by default above MANY runs); grouped, the server's mean and band edges are
+     smoothed (the mean of smoothed curves is the smoothed mean);
    - x axis: step, wall time, time since the run's first point, or another logged key (a counter
      such as tokens seen), read at the same steps by linear interpolation;
-   - grouping by a config field: each group's runs (smoothed) are interpolated onto a common x grid
-     and drawn as the mean with a min-max or +-std band;
+   - grouping by a config field: by step the server's mean and band; on another x axis each group's
+     runs (smoothed) are interpolated here onto a common x grid and drawn as the mean with a min-max
+     or +-std band;
+   - colours: one hue per group (the chosen grouping, else the runs' own groups), shades per run;
+   - drawing: a chart is drawn when it scrolls into view (IntersectionObserver), one chart per task;
+     a smoothing step or a legend click restyles only the affected traces (Plotly.restyle);
    - CSV export of exactly what the charts draw, PNG per chart, the whole state in the URL;
    - live: while a run is queued or running, every 2 s the new points of every chosen key
-     (since_step), the statuses and collapse flags (GET /api/runs/table/?ids=), and now and then
-     the evaluations. */
+     (since_step; grouped: the groups again), the statuses and collapse flags
+     (GET /api/runs/table/?ids=), and now and then the evaluations. */
 (function () {
   "use strict";
   const o = window.orlab;
@@ -22,20 +31,38 @@
 
   const POLL_MS = 2000;
   const EVAL_EVERY = 5; // polls
-  const MAX_POINTS = data.max_points || 1500;
+  const MANY = 10; // above this many runs: raw layer off by default, grouping offered first
+  const GROUP_POINTS = data.max_points || 1500;
+  // per series: 1500 points for a few runs, down to 400 at 50+ runs (a chart is ~700 px wide)
+  const MAX_POINTS = Math.max(400, Math.min(GROUP_POINTS, Math.round(20000 / data.runs.length)));
   const GRID_POINTS = 1000;
   const PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-    "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d",
-    "#31a354", "#756bb1",
+    "#17becf",
   ];
+  const GROUP_HUES = [212, 28, 122, 356, 272, 182, 318, 48, 88, 240, 14, 160];
+  const GROUPS_API = data.groups_api || data.series_api.replace(/series\/$/, "groups/");
   const runs = data.runs.map((r, i) => ({ ...r, index: i, color: PALETTE[i % PALETTE.length] }));
   const byId = new Map(runs.map((r) => [r.id, r]));
-  const state = { ...data.state, hide: new Set(data.state.hide || []) };
+  const urlParams = new URLSearchParams(window.location.search);
+  const state = {
+    ...data.state,
+    hide: new Set(data.state.hide || []),
+    raw: urlParams.has("raw") ? urlParams.get("raw") === "1" : runs.length <= MANY,
+  };
   const store = new Map(); // key -> Map(run id -> {steps, values, walls})
+  const gstore = new Map(); // key -> {sig, groups: [{steps, mean, std, min, max, count} | null]}
+  let storeStale = false; // per-run points not kept up to date (grouped on the server while live)
   let withWall = needsWall();
   let generation = 0;
   let polls = 0;
+  let ready = false; // plotly loaded and the first data in
+
+  const plotlyReady = new Promise((resolve) => {
+    if (window.Plotly) resolve();
+    else if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", resolve, { once: true });
+    else window.addEventListener("load", resolve, { once: true });
+  });
 
   const $ = (id) => document.getElementById(id);
   const keySelect = $("key-select");
@@ -45,6 +72,7 @@
   const xMode = $("x-mode");
   const logToggle = $("log-toggle");
   const logxToggle = $("logx-toggle");
+  const rawToggle = $("raw-toggle");
   const groupBy = $("group-by");
   const band = $("band");
   const legendMode = $("legend-mode");
@@ -66,17 +94,57 @@
     return keys;
   }
 
+  /* Grouped by step: the mean and band come from the server. */
+  function serverGroups() {
+    return !!state.group && state.x === "step";
+  }
+
   // --- colours and labels ---
-  function rgba(hex, alpha) {
-    const n = parseInt(hex.slice(1), 16);
+  function hsl(h, s, l, a) {
+    return a === undefined ? `hsl(${h}, ${s}%, ${l}%)` : `hsla(${h}, ${s}%, ${l}%, ${a})`;
+  }
+  function groupHue(index) {
+    return index < GROUP_HUES.length ? GROUP_HUES[index] : Math.round((index * 137.508) % 360);
+  }
+  function rgba(color, alpha) {
+    if (color.startsWith("hsl(")) return color.replace("hsl(", "hsla(").replace(")", `, ${alpha})`);
+    const n = parseInt(color.slice(1), 16);
     return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
   }
   function runLabel(r) {
     return state.legend === "name" ? r.name : r.label;
   }
-  for (const r of runs) {
-    const sw = document.querySelector(`[data-swatch="${r.id}"]`);
-    if (sw) sw.style.background = r.color;
+  /* One hue per group (the chosen grouping, else the runs' own groups when they differ) with a
+     shade per run; ungrouped, up to 10 runs the usual palette, more get hues spread by the golden
+     angle at alternating lightness (no two runs share a colour). */
+  function assignColours() {
+    let colourGroups = state.group ? groups() : null;
+    if (!colourGroups && new Set(runs.map((r) => r.group || "")).size > 1) {
+      const out = new Map();
+      for (const r of runs) {
+        const key = r.group || "";
+        if (!out.has(key)) out.set(key, { index: out.size, runs: [] });
+        out.get(key).runs.push(r);
+      }
+      colourGroups = [...out.values()];
+    }
+    if (colourGroups) {
+      for (const g of colourGroups) {
+        const hue = groupHue(g.index);
+        const n = g.runs.length;
+        g.runs.forEach((r, j) => {
+          r.color = hsl(hue, 70, n > 1 ? Math.round(26 + (44 * j) / (n - 1)) : 42);
+        });
+      }
+    } else if (runs.length <= PALETTE.length) {
+      for (const r of runs) r.color = PALETTE[r.index];
+    } else {
+      for (const r of runs) r.color = hsl(Math.round((r.index * 137.508) % 360), 68, [40, 55, 30][r.index % 3]);
+    }
+    for (const r of runs) {
+      const sw = document.querySelector(`[data-swatch="${r.id}"]`);
+      if (sw) sw.style.background = r.color;
+    }
   }
 
   // --- smoothing: TensorBoard's debiased exponential moving average ---
@@ -177,14 +245,26 @@
     const clash = data.differing.filter((p) => p.split(".").pop() === last).length > 1;
     return clash ? path : last;
   }
+  let groupCache = null;
   function groups() {
+    if (groupCache && groupCache.by === state.group) return groupCache.groups;
     const out = new Map();
     for (const r of runs) {
       const g = groupOf(r);
-      if (!out.has(g.key)) out.set(g.key, { key: g.key, label: g.label, runs: [], index: out.size });
+      if (!out.has(g.key)) {
+        const index = out.size;
+        out.set(g.key, { key: g.key, label: g.label, runs: [], index, color: hsl(groupHue(index), 70, 42) });
+      }
       out.get(g.key).runs.push(r);
     }
-    return [...out.values()];
+    groupCache = { by: state.group, groups: [...out.values()] };
+    return groupCache.groups;
+  }
+  /* The groups as the server reads them: run ids, groups separated by ";". */
+  function groupSig() {
+    return groups()
+      .map((g) => ids(g.runs))
+      .join(";");
   }
 
   /* Mean and band of the members' curves on a common x grid. */
@@ -258,6 +338,53 @@
     }
     return card;
   }
+  function plotOf(key) {
+    const card = chartsEl.querySelector(`.chart-card[data-key="${CSS.escape(key)}"]`);
+    return card ? card.querySelector(".chart") : null;
+  }
+
+  // Lazy drawing: a chart is drawn (or redrawn after a change) when it is within 200 px of the
+  // viewport; one chart per task, so the page stays responsive while 10 charts draw.
+  const inView = new Set();
+  const dirty = new Set();
+  const queue = new Set();
+  const observed = new WeakSet();
+  const observer = new IntersectionObserver(
+    (entries) => {
+      for (const e of entries) {
+        const key = e.target.dataset.key;
+        if (e.isIntersecting) {
+          inView.add(key);
+          if (dirty.has(key)) schedule(key);
+        } else {
+          inView.delete(key);
+        }
+      }
+    },
+    { rootMargin: "200px 0px" }
+  );
+  let draining = false;
+  function schedule(key) {
+    queue.add(key);
+    if (!draining) {
+      draining = true;
+      setTimeout(drain, 0);
+    }
+  }
+  function drain() {
+    const key = queue.values().next().value;
+    if (key !== undefined) {
+      queue.delete(key);
+      if (ready && dirty.has(key) && inView.has(key) && state.keys.includes(key)) drawChart(key);
+    }
+    if (queue.size) setTimeout(drain, 0);
+    else draining = false;
+  }
+  /* Draw every chart that waits for its turn now, in view or not (exports need them all). */
+  function flush() {
+    if (!ready) return;
+    for (const key of state.keys) if (dirty.has(key)) drawChart(key);
+  }
 
   function layoutCards() {
     const placeholder = chartsEl.querySelector('[data-testid="no-keys"]');
@@ -267,6 +394,8 @@
       if (!keep.has(card.dataset.key)) {
         const plot = card.querySelector(".chart");
         if (plot && plot.data) Plotly.purge(plot);
+        observer.unobserve(card);
+        inView.delete(card.dataset.key);
         card.remove();
       }
     }
@@ -275,6 +404,10 @@
       const card = chartCard(key);
       const want = prev ? prev.nextElementSibling : chartsEl.firstElementChild;
       if (card !== want) chartsEl.insertBefore(card, want); // moves a chart only when the order changed
+      if (!observed.has(card)) {
+        observed.add(card);
+        observer.observe(card);
+      }
       prev = card;
     }
   }
@@ -288,78 +421,139 @@
     return "%{x:.6~g}";
   }
 
+  /* What decides a chart's traces and layout, but for the smoothing weight and the hidden series:
+     while it stays the same those two are restyled in place. */
+  function structure(key) {
+    return [state.smooth > 0, state.raw, state.group, state.band, state.x, state.xkey, state.logx, logY(key),
+      state.legend, withWall].join("|"); // fmt: skip
+  }
+
+  function bandOf(agg) {
+    if (state.band === "std") {
+      return {
+        lower: agg.mean.map((m, i) => m - agg.std[i]),
+        upper: agg.mean.map((m, i) => m + agg.std[i]),
+      };
+    }
+    return { lower: agg.min, upper: agg.max };
+  }
+
+  function groupTraces(g, agg, runIds, traces, smoothSrc) {
+    // agg: {x, mean, lower, upper, count}; smoothSrc set: y restyled from these on a smoothing step
+    const color = g.color;
+    const hideId = `g:${g.key}`;
+    const visible = !state.hide.has(hideId);
+    const n = runIds.length;
+    const label = o.plotText(`${g.label} (${n} run${n > 1 ? "s" : ""})`);
+    const sm = (ys) => (smoothSrc ? ema(ys, state.smooth) : ys);
+    const add = (trace, src) => {
+      if (smoothSrc) smoothSrc.push({ i: traces.length, src });
+      traces.push(trace);
+    };
+    if (state.band !== "none") {
+      const bandName = state.band === "std" ? "± std" : "min–max";
+      add({
+        x: agg.x, y: sm(agg.lower), type: "scatter", mode: "lines", line: { width: 0, color }, visible,
+        hoverinfo: "skip", showlegend: false, name: `${label} lower`,
+        meta: { series: g.label, runs: runIds, kind: state.band === "std" ? "mean-std" : "min", hide: hideId },
+      }, agg.lower); // fmt: skip
+      add({
+        x: agg.x, y: sm(agg.upper), type: "scatter", mode: "lines", line: { width: 0, color }, visible,
+        fill: "tonexty", fillcolor: rgba(color, 0.2), hoverinfo: "skip", showlegend: false,
+        name: `${label} ${bandName}`,
+        meta: { series: g.label, runs: runIds, kind: state.band === "std" ? "mean+std" : "max", hide: hideId },
+      }, agg.upper); // fmt: skip
+    }
+    add({
+      x: agg.x, y: sm(agg.mean), type: "scatter", mode: "lines", name: label, line: { color, width: 2 }, visible,
+      customdata: agg.count, connectgaps: false,
+      hovertemplate: `${label}<br>${hoverX()}: %{y:.6g} (mean of %{customdata})<extra></extra>`,
+      meta: { series: g.label, runs: runIds, kind: "mean", hide: hideId },
+    }, agg.mean); // fmt: skip
+  }
+
   function drawChart(key) {
+    dirty.delete(key);
     const card = chartCard(key);
     const plot = card.querySelector(".chart");
-    const perRun = store.get(key) || new Map();
     const unit = state.x === "rel" ? relUnit() : null;
     const traces = [];
     const shapes = [];
+    const shapeOwners = [];
+    let smoothSrc = []; // [{i: trace index, src: unsmoothed y}], null: a smoothing step redraws
     let points = 0;
-    let shown = 0;
-    const curves = new Map(); // run id -> {x, y (smoothed or raw)}
-    for (const r of runs) {
-      const s = perRun.get(r.id);
-      if (!s) continue;
-      points += s.steps.length;
-      const x = xsOf(r, s, unit);
-      if (!x) continue;
-      const y = s.values;
-      const ys = ema(y, state.smooth);
-      curves.set(r.id, { x, y: ys });
-      if (state.group || state.hide.has(r.id)) continue;
-      shown++;
-      const label = o.plotText(runLabel(r));
-      const hover = `${label}<br>${o.plotText(xTitle(unit || { name: "" }))} ${hoverX()}: %{y:.6g}<extra></extra>`;
-      if (state.smooth > 0) {
-        traces.push({
-          x, y, type: "scatter", mode: "lines", name: `${label} (raw)`, showlegend: false, hoverinfo: "skip",
-          line: { color: r.color, width: 1 }, opacity: 0.25, meta: { series: runLabel(r), runs: [r.id], kind: "raw" },
-        }); // fmt: skip
-      }
-      traces.push({
-        x, y: ys, type: "scatter", mode: "lines", name: label, connectgaps: false,
-        line: { color: r.color, width: state.smooth > 0 ? 1.8 : 1.5 }, hovertemplate: hover,
-        meta: { series: runLabel(r), runs: [r.id], kind: state.smooth > 0 ? "smoothed" : "raw" },
-      }); // fmt: skip
-      const c = r.collapse;
-      if (c && c.key === key && state.x === "step" && c.step !== null) {
-        shapes.push({
-          type: "line", xref: "x", yref: "paper", x0: c.step, x1: c.step, y0: 0, y1: 1,
-          line: { color: r.color, width: 1, dash: "dot" },
-        }); // fmt: skip
-      }
-    }
-    if (state.group) {
-      for (const g of groups()) {
-        const members = g.runs.filter((r) => curves.has(r.id));
-        if (!members.length || state.hide.has(`g:${g.key}`)) continue;
-        shown++;
-        const color = PALETTE[g.index % PALETTE.length];
-        const agg = aggregate(members.map((r) => curves.get(r.id)));
-        const label = o.plotText(`${g.label} (${members.length} run${members.length > 1 ? "s" : ""})`);
-        const runIds = members.map((r) => r.id);
-        if (state.band !== "none") {
-          const bandName = state.band === "std" ? "± std" : "min–max";
-          traces.push({
-            x: agg.grid, y: agg.lower, type: "scatter", mode: "lines", line: { width: 0, color },
-            hoverinfo: "skip", showlegend: false, name: `${label} lower`,
-            meta: { series: g.label, runs: runIds, kind: state.band === "std" ? "mean-std" : "min" },
-          }); // fmt: skip
-          traces.push({
-            x: agg.grid, y: agg.upper, type: "scatter", mode: "lines", line: { width: 0, color },
-            fill: "tonexty", fillcolor: rgba(color, 0.2), hoverinfo: "skip", showlegend: false,
-            name: `${label} ${bandName}`,
-            meta: { series: g.label, runs: runIds, kind: state.band === "std" ? "mean+std" : "max" },
+    let logged = "";
+    if (serverGroups()) {
+      const entry = gstore.get(key);
+      const found = entry && entry.sig === groupSig() ? entry.groups : [];
+      groups().forEach((g, gi) => {
+        const agg = found[gi];
+        if (!agg || !agg.steps.length) return;
+        points += agg.steps.length;
+        const b = bandOf(agg);
+        const runIds = g.runs.map((r) => r.id);
+        groupTraces(g, { x: agg.steps, mean: agg.mean, lower: b.lower, upper: b.upper, count: agg.count },
+          runIds, traces, smoothSrc); // fmt: skip
+      });
+    } else {
+      const perRun = store.get(key) || new Map();
+      const rawLayer = state.raw && state.smooth > 0;
+      const raws = [];
+      const mains = [];
+      const curves = new Map(); // run id -> {x, y (smoothed or raw)}
+      for (const r of runs) {
+        const s = perRun.get(r.id);
+        if (!s) continue;
+        points += s.steps.length;
+        const x = xsOf(r, s, unit);
+        if (!x) continue;
+        const ys = ema(s.values, state.smooth);
+        curves.set(r.id, { x, y: ys });
+        if (state.group) continue;
+        const visible = !state.hide.has(r.id);
+        const label = o.plotText(runLabel(r));
+        const hover = `${label}<br>${o.plotText(xTitle(unit || { name: "" }))} ${hoverX()}: %{y:.6g}<extra></extra>`;
+        if (rawLayer) {
+          raws.push({
+            x, y: s.values, type: "scatter", mode: "lines", name: `${label} (raw)`, showlegend: false, hoverinfo: "skip",
+            line: { color: r.color, width: 1 }, opacity: 0.25, visible,
+            meta: { series: runLabel(r), runs: [r.id], kind: "raw", hide: r.id },
           }); // fmt: skip
         }
-        traces.push({
-          x: agg.grid, y: agg.mean, type: "scatter", mode: "lines", name: label, line: { color, width: 2 },
-          customdata: agg.count, connectgaps: false,
-          hovertemplate: `${label}<br>${hoverX()}: %{y:.6g} (mean of %{customdata})<extra></extra>`,
-          meta: { series: g.label, runs: runIds, kind: "mean" },
+        mains.push({
+          trace: {
+            x, y: ys, type: "scatter", mode: "lines", name: label, connectgaps: false, visible,
+            line: { color: r.color, width: state.smooth > 0 ? 1.8 : 1.5 }, hovertemplate: hover,
+            meta: { series: runLabel(r), runs: [r.id], kind: state.smooth > 0 ? "smoothed" : "raw", hide: r.id },
+          },
+          src: s.values,
         }); // fmt: skip
+        const c = r.collapse;
+        if (c && c.key === key && state.x === "step" && c.step !== null) {
+          shapes.push({
+            type: "line", xref: "x", yref: "paper", x0: c.step, x1: c.step, y0: 0, y1: 1, visible,
+            line: { color: r.color, width: 1, dash: "dot" },
+          }); // fmt: skip
+          shapeOwners.push(r.id);
+        }
       }
+      // every raw layer under every smoothed line
+      traces.push(...raws);
+      for (const m of mains) {
+        smoothSrc.push({ i: traces.length, src: m.src });
+        traces.push(m.trace);
+      }
+      if (state.group) {
+        smoothSrc = null; // the band of smoothed curves: recomputed on a smoothing step
+        for (const g of groups()) {
+          const members = g.runs.filter((r) => curves.has(r.id));
+          if (!members.length) continue;
+          const agg = aggregate(members.map((r) => curves.get(r.id)));
+          groupTraces(g, { x: agg.grid, mean: agg.mean, lower: agg.lower, upper: agg.upper, count: agg.count },
+            members.map((r) => r.id), traces, null); // fmt: skip
+        }
+      }
+      if (perRun.size < runs.length) logged = `${perRun.size} of ${runs.length} runs logged it`;
     }
     const layout = o.plotLayout({ log: logY(key), height: 320, legend: false });
     layout.hovermode = "closest";
@@ -374,17 +568,20 @@
     layout.shapes = shapes;
     layout.uirevision = `${key}|${state.x}|${state.xkey}|${state.logx}|${logY(key)}`;
     Plotly.react(plot, traces, layout, o.plotConfig);
+    plot._orlab = { structure: structure(key), smooth: smoothSrc, shapeOwners };
     plot.dataset.points = String(points);
     plot.dataset.traces = String(traces.length);
-    const count = card.querySelector(".chart-count");
-    count.textContent = perRun.size < runs.length ? `${perRun.size} of ${runs.length} runs logged it` : "";
-    void shown;
+    plot.dataset.draws = String(Number(plot.dataset.draws || 0) + 1);
+    card.querySelector(".chart-count").textContent = logged;
   }
 
+  /* Every chart is redrawn: now where it is in view, else when it scrolls into view. */
   function drawAll() {
     layoutCards();
-    for (const key of state.keys) drawChart(key);
+    for (const key of state.keys) dirty.add(key);
     drawLegend();
+    if (!ready) return;
+    for (const key of state.keys) if (inView.has(key)) schedule(key);
     drawEvaluations();
   }
 
@@ -397,12 +594,61 @@
     });
   }
 
+  /* A smoothing step: new y for the smoothed traces (and group bands) only, chart by chart. */
+  let smoothPending = 0;
+  function restyleSmoothing() {
+    if (smoothPending) return;
+    smoothPending = requestAnimationFrame(() => {
+      smoothPending = 0;
+      for (const key of state.keys) {
+        const plot = plotOf(key);
+        const meta = plot && plot._orlab;
+        if (!ready || dirty.has(key) || !meta || !meta.smooth || meta.structure !== structure(key)) {
+          dirty.add(key);
+          if (inView.has(key)) schedule(key);
+        } else if (!inView.has(key)) {
+          dirty.add(key); // restyled when it scrolls into view
+        } else if (meta.smooth.length) {
+          Plotly.restyle(
+            plot,
+            { y: meta.smooth.map((e) => ema(e.src, state.smooth)) },
+            meta.smooth.map((e) => e.i)
+          );
+        }
+      }
+    });
+  }
+
+  /* A legend click: the visibility of that run's (or group's) traces, chart by chart. */
+  function restyleHidden(id) {
+    const visible = !state.hide.has(id);
+    for (const key of state.keys) {
+      const plot = plotOf(key);
+      const meta = plot && plot._orlab;
+      if (!ready || dirty.has(key) || !meta || !inView.has(key) || !plot.data) {
+        dirty.add(key);
+        if (inView.has(key)) schedule(key);
+        continue;
+      }
+      const idx = [];
+      plot.data.forEach((t, i) => {
+        if (t.meta && t.meta.hide === id) idx.push(i);
+      });
+      if (idx.length) Plotly.restyle(plot, { visible }, idx);
+      const shapeUpdate = {};
+      meta.shapeOwners.forEach((owner, j) => {
+        if (owner === id) shapeUpdate[`shapes[${j}].visible`] = visible;
+      });
+      if (Object.keys(shapeUpdate).length) Plotly.relayout(plot, shapeUpdate);
+    }
+  }
+
   // --- legend: one for every chart; click an entry to hide or show it everywhere ---
   function drawLegend() {
     const items = state.group
       ? groups().map((g) => ({
           id: `g:${g.key}`,
-          color: PALETTE[g.index % PALETTE.length],
+          color: g.color,
           text: `${g.label} (${g.runs.length})`,
           title: g.runs.map((r) => r.name).join(", "),
         }))
@@ -428,8 +674,10 @@
         b.addEventListener("click", () => {
           if (state.hide.has(it.id)) state.hide.delete(it.id);
           else state.hide.add(it.id);
+          b.classList.toggle("off", state.hide.has(it.id));
           syncUrl();
-          redraw();
+          restyleHidden(it.id);
+          if (ready) drawEvaluations();
         });
         return b;
       })
@@ -487,7 +735,7 @@
           if (!series.has(id)) {
             series.set(id, {
               label: g ? g.label : runLabel(run),
-              color: g ? PALETTE[g.index % PALETTE.length] : run.color,
+              color: g ? g.color : run.color,
               runs: new Set(),
               metric: name,
               pass: isPass,
@@ -541,16 +789,54 @@
     const series = await o.getJSON(apiUrl(data.series_api, params));
     if (gen !== generation) return;
     if (store.has(key)) store.get(key).clear();
+    else store.set(key, new Map());
     for (const r of runs) {
       const s = (series[String(r.id)] || {})[key];
       if (s) setSeries(key, r.id, s);
     }
   }
 
-  async function load(keys) {
-    const gen = ++generation;
-    await Promise.all((keys || fetchedKeys()).map((k) => fetchKey(k, gen)));
+  const nanify = (a) => (a || []).map((v) => (v === null ? NaN : v));
+  async function fetchGroupKey(key, sig, gen) {
+    const body = await o.getJSON(apiUrl(GROUPS_API, { groups: sig, keys: key, max_points: GROUP_POINTS }));
     if (gen !== generation) return;
+    gstore.set(key, {
+      sig,
+      groups: body.groups.map((g) => {
+        const s = g.series[key];
+        if (!s) return null;
+        return { steps: s.steps, mean: nanify(s.mean), std: nanify(s.std), min: nanify(s.min), max: nanify(s.max), count: s.count }; // fmt: skip
+      }),
+    });
+  }
+
+  /* Fetch what the current view needs and does not hold yet: the groups' aggregates (grouped by
+     step) or the runs' series. */
+  async function ensureData(gen) {
+    if (serverGroups()) {
+      const sig = groupSig();
+      const missing = state.keys.filter((k) => !(gstore.has(k) && gstore.get(k).sig === sig));
+      await Promise.all(missing.map((k) => fetchGroupKey(k, sig, gen)));
+    } else {
+      if (storeStale) {
+        storeStale = false;
+        store.clear();
+      }
+      await Promise.all(fetchedKeys().filter((k) => !store.has(k)).map((k) => fetchKey(k, gen)));
+    }
+  }
+
+  async function refresh() {
+    await ensureData(generation);
+    drawAll();
+  }
+
+  async function load() {
+    const gen = ++generation;
+    await ensureData(gen); // started before plotly.js has loaded
+    await plotlyReady;
+    if (gen !== generation) return;
+    ready = true;
     drawAll();
   }
 
@@ -567,7 +853,13 @@
     polls++;
     const keys = fetchedKeys();
     const table = await o.getJSON(apiUrl(data.table_api, { ids: ids(active), page_size: 100 })).catch(() => null);
-    if (keys.length) {
+    if (keys.length && serverGroups()) {
+      // grouped on the server: the groups' aggregates again (the per-run points fall behind)
+      storeStale = true;
+      const sig = groupSig();
+      await Promise.all(state.keys.map((k) => fetchGroupKey(k, sig, gen)));
+      if (gen !== generation) return true;
+    } else if (keys.length) {
       // from the oldest last step among the series that have points (a run that has not logged a
       // key yet must not make every poll re-read whole histories)
       const lasts = keys.flatMap((k) => active.map((r) => lastStep(k, r.id))).filter((s) => s >= 0);
@@ -648,6 +940,7 @@
     if (state.x === "key") q.set("xkey", state.xkey);
     if (state.log !== null) q.set("log", state.log ? "1" : "0");
     if (state.logx) q.set("logx", "1");
+    if (state.raw !== runs.length <= MANY) q.set("raw", state.raw ? "1" : "0");
     if (state.group) q.set("group", state.group);
     if (state.band !== "minmax") q.set("band", state.band);
     if (state.legend !== "config") q.set("legend", state.legend);
@@ -665,6 +958,7 @@
     return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   }
   function exportCsv() {
+    flush(); // the charts not scrolled into view yet
     const rows = [["chart", "series", "runs", "kind", "x_axis", "x", "y"]];
     const plots = [
       ...chartsEl.querySelectorAll('[data-testid="compare-chart"]'),
@@ -676,6 +970,7 @@
       const title = plot.layout && plot.layout.xaxis && plot.layout.xaxis.title;
       const xAxis = (plot.layout && plot.layout.meta && plot.layout.meta.xTitle) || (title && title.text) || "step";
       for (const t of plot.data) {
+        if (t.visible === false) continue; // hidden from the legend
         const m = t.meta || {};
         const x = t.x || [];
         const y = t.y || [];
@@ -702,6 +997,7 @@
     const button = event.target.closest(".png-button");
     if (!button) return;
     const plot = button.closest(".chart-card").querySelector(".chart");
+    if (plot.dataset.testid === "compare-chart" && dirty.has(plot.dataset.key) && ready) drawChart(plot.dataset.key);
     const name = (plot.dataset.key || "chart").replace(/[^\w.-]+/g, "_");
     Plotly.downloadImage(plot, {
       format: "png",
@@ -739,12 +1035,7 @@
     if (state.log === null && state.keys.length) logToggle.checked = data.log_keys.includes(state.keys[0]);
     syncUrl();
     layoutCards();
-    const missing = added.filter((k) => !store.has(k));
-    if (missing.length) {
-      const gen = generation;
-      await Promise.all(missing.map((k) => fetchKey(k, gen)));
-    }
-    drawAll();
+    await refresh();
   });
   keyFilter.addEventListener("input", () => {
     const q = keyFilter.value.trim().toLowerCase();
@@ -753,7 +1044,7 @@
   smooth.addEventListener("input", () => {
     state.smooth = Number(smooth.value);
     smoothValue.textContent = smooth.value;
-    redraw();
+    restyleSmoothing();
   });
   smooth.addEventListener("change", syncUrl);
   xMode.addEventListener("change", async () => {
@@ -761,16 +1052,11 @@
     state.x = v.startsWith("key:") ? "key" : v;
     state.xkey = v.startsWith("key:") ? v.slice(4) : "";
     syncUrl();
-    const wall = needsWall();
-    if (wall && !withWall) {
+    if (needsWall() && !withWall) {
       withWall = true;
-      await load();
-    } else if (state.x === "key" && !store.has(state.xkey)) {
-      await fetchKey(state.xkey, generation);
-      drawAll();
-    } else {
-      drawAll();
+      store.clear();
     }
+    await refresh();
   });
   logToggle.addEventListener("change", () => {
     state.log = logToggle.checked;
@@ -782,11 +1068,18 @@
     syncUrl();
     drawAll();
   });
-  groupBy.addEventListener("change", () => {
-    state.group = groupBy.value;
-    state.hide = new Set([...state.hide].filter((h) => typeof h === "number"));
+  rawToggle.addEventListener("change", () => {
+    state.raw = rawToggle.checked;
     syncUrl();
     drawAll();
+  });
+  groupBy.addEventListener("change", async () => {
+    state.group = groupBy.value;
+    state.hide = new Set([...state.hide].filter((h) => typeof h === "number"));
+    assignColours();
+    syncUrl();
+    drawLegend();
+    await refresh();
   });
   band.addEventListener("change", () => {
     state.band = band.value;
@@ -807,12 +1100,14 @@
     evalMetric.addEventListener("change", () => {
       state.evals = evalMetric.value;
       syncUrl();
-      drawEvaluations();
+      if (ready) drawEvaluations();
     });
   }
 
   // The initial checkbox: log when the first chart's key is charted on a log axis by default.
   if (state.log === null && state.keys.length) logToggle.checked = data.log_keys.includes(state.keys[0]);
+  rawToggle.checked = state.raw;
+  assignColours();
 
   load()
     .catch((err) => console.warn("orlab: could not load", err))
