@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from django.db import connection, transaction
 
+from webapp.runs import summaries
 from webapp.runs.downsample import m4
 from webapp.runs.models import MetricChunk, MetricSeries
+from webapp.runs.summaries import summarize
 
 STEP = np.dtype("<i8")
 FLOAT = np.dtype("<f8")
@@ -45,6 +47,7 @@ def decode(raw, dtype) -> np.ndarray:
 
 
 def _chunk_fields(cols: Columns) -> dict:
+    """A chunk's columns, its summaries included (every write of a chunk's points goes through here)."""
     return {
         "step_lo": int(cols.steps[0]),
         "step_hi": int(cols.steps[-1]),
@@ -52,6 +55,7 @@ def _chunk_fields(cols: Columns) -> dict:
         "steps": cols.steps.astype(STEP, copy=False).tobytes(),
         "values": cols.values.astype(FLOAT, copy=False).tobytes(),
         "walls": cols.walls.astype(FLOAT, copy=False).tobytes(),
+        **summarize(cols.steps, cols.values, cols.walls),
     }
 
 
@@ -197,36 +201,103 @@ def series_read(
     max_points: int | None = None,
     with_wall: bool = False,
 ) -> dict[int, dict[str, dict[str, np.ndarray]]]:
-    """``{run_id: {key: {"steps": int64[], "values": float64[] (, "walls")}}}`` in step order.
+    """The one metric reader (the run page, the compare page, /api/runs/{id}/metrics/, /api/compare/
+    and /api/compare/series/): ``{run_id: {key: {"steps": int64[], "values": float64[] (, "walls")}}}``
+    in step order; a series without points (after ``since_step``) is left out.
 
     ``since_step`` returns only points after it (the live-chart cursor); ``max_points`` downsamples
-    each series with M4 so spikes stay visible."""
+    each series with M4 (the rule in webapp.runs.downsample), from the summaries of
+    webapp.runs.summaries when the series is long, so the read costs O(max_points) whatever the
+    series' length."""
     run_ids = list(run_ids)
     series = MetricSeries.objects.filter(run_id__in=run_ids)
     if keys is not None:
         series = series.filter(key__in=list(keys))
-    chunks = MetricChunk.objects.filter(series__in=series)
-    if since_step is not None:
-        chunks = chunks.filter(step_hi__gt=since_step)
-    fields = ["series__run_id", "series__key", "step_lo", "steps", "values"] + (
-        ["walls"] if with_wall else []
-    )
-    grouped: dict[tuple[int, str], list[tuple]] = {}
-    for row in fetch_rows(chunks.order_by("series_id", "step_lo").values_list(*fields)):
-        grouped.setdefault((row[0], row[1]), []).append(row[2:])
-
+    rows = list(series.values_list("id", "run_id", "key", "count"))
     out: dict[int, dict[str, dict[str, np.ndarray]]] = {rid: {} for rid in run_ids}
-    for (run_id, key), parts in grouped.items():
-        steps = np.concatenate([decode(p[1], STEP) for p in parts])
-        values = np.concatenate([decode(p[2], FLOAT) for p in parts])
-        walls = np.concatenate([decode(p[3], FLOAT) for p in parts]) if with_wall else None
-        out[run_id][key] = finish_series(steps, values, walls, since_step=since_step, max_points=max_points)
+    for (run_id, key), entry in read_series(
+        rows, since_step=since_step, max_points=max_points, with_wall=with_wall
+    ).items():
+        out[run_id][key] = entry
     return out
 
 
-def finish_series(steps, values, walls, *, since_step, max_points, downsample=m4) -> dict[str, np.ndarray]:
+def read_series(
+    rows: Iterable[tuple[int, int, str, int]],
+    *,
+    since_step: int | None = None,
+    max_points: int | None = None,
+    with_wall: bool = False,
+) -> dict[tuple[int, str], dict[str, np.ndarray]]:
+    """series_read for MetricSeries rows ``(id, run_id, key, count)``: ``{(run_id, key): entry}``.
+    Long series read at ``max_points`` (and no ``since_step``) come from their chunks' summaries,
+    the others from their points."""
+    names = {sid: (run_id, key) for sid, run_id, key, _ in rows}
+    out: dict[tuple[int, str], dict[str, np.ndarray]] = {}
+    by_level: dict[int, list[int]] = {}
+    points: list[int] = []
+    for sid, _, _, count in rows:
+        level = None
+        if max_points is not None and since_step is None and count > max_points:
+            level = summaries.level_for(count, max_points)
+        (by_level.setdefault(level, []) if level else points).append(sid)
+    for level, ids in by_level.items():
+        chunks = MetricChunk.objects.filter(series_id__in=ids).order_by("series_id", "step_lo")
+        grouped: dict[int, list[tuple]] = {}
+        for sid, lo, hi, summary in fetch_rows(
+            chunks.values_list("series_id", "step_lo", "step_hi", summaries.column(level))
+        ):
+            grouped.setdefault(sid, []).append((lo, hi, summary))
+        for sid, parts in grouped.items():
+            overlap = any(parts[i][0] <= parts[i - 1][1] for i in range(1, len(parts)))
+            if overlap or any(p[2] is None for p in parts):
+                points.append(sid)  # out-of-order points, or chunks from before the summaries
+                continue
+            records = summaries.decode_records(p[2] for p in parts)
+            out[names[sid]] = summaries.m4_records(records, max_points, with_wall)
+    if points:
+        for sid, entry in _read_points(points, since_step, max_points, with_wall).items():
+            out[names[sid]] = entry
+    return out
+
+
+def _read_points(
+    series_ids: list[int], since_step: int | None, max_points: int | None, with_wall: bool
+) -> dict[int, dict[str, np.ndarray]]:
+    """The points of the series (by id), finished by finish_series. A chunk whose steps are
+    contiguous (step_hi - step_lo + 1 == n: strictly increasing integers can only fill the range
+    exactly) does not ship its steps: they are rebuilt with arange (half the bytes for metrics
+    logged at every step, the common case)."""
+    from django.db.models import BinaryField, Case, F, Value, When
+
+    chunks = MetricChunk.objects.filter(series_id__in=series_ids)
+    if since_step is not None:
+        chunks = chunks.filter(step_hi__gt=since_step)
+    steps_or_null = Case(
+        When(step_hi=F("step_lo") + F("n") - 1, then=Value(None, output_field=BinaryField())),
+        default=F("steps"),
+        output_field=BinaryField(),
+    )
+    fields = ["series_id", "step_lo", "n", "_steps", "values"] + (["walls"] if with_wall else [])
+    grouped: dict[int, list[tuple]] = {}
+    for row in fetch_rows(
+        chunks.annotate(_steps=steps_or_null).order_by("series_id", "step_lo").values_list(*fields)
+    ):
+        grouped.setdefault(row[0], []).append(row[1:])
+    out = {}
+    for sid, parts in grouped.items():
+        steps = np.concatenate(
+            [np.arange(p[0], p[0] + p[1], dtype=STEP) if p[2] is None else decode(p[2], STEP) for p in parts]
+        )
+        values = np.concatenate([decode(p[3], FLOAT) for p in parts])
+        walls = np.concatenate([decode(p[4], FLOAT) for p in parts]) if with_wall else None
+        out[sid] = finish_series(steps, values, walls, since_step=since_step, max_points=max_points)
+    return out
+
+
+def finish_series(steps, values, walls, *, since_step, max_points) -> dict[str, np.ndarray]:
     """Decoded chunk columns of one series -> what readers return: step-sorted (out-of-order chunks
-    interleave), cut after ``since_step``, downsampled to ``max_points``."""
+    interleave), cut after ``since_step``, downsampled to ``max_points`` (exact M4)."""
     if len(steps) > 1 and np.any(steps[1:] <= steps[:-1]):
         order = np.argsort(steps, kind="stable")
         steps, values = steps[order], values[order]
@@ -236,7 +307,7 @@ def finish_series(steps, values, walls, *, since_step, max_points, downsample=m4
         steps, values = steps[keep], values[keep]
         walls = walls[keep] if walls is not None else None
     if max_points is not None and len(steps) > max_points:
-        idx = downsample(steps, values, max_points)
+        idx = m4(steps, values, max_points)
         steps, values = steps[idx], values[idx]
         walls = walls[idx] if walls is not None else None
     entry = {"steps": steps, "values": values}

@@ -174,6 +174,12 @@ class MetricChunk(models.Model):
     steps = models.BinaryField()
     values = models.BinaryField()
     walls = models.BinaryField()
+    # Summary records of the points in blocks of 64 / 256 / 1,024 / 4,096 (webapp.runs.summaries),
+    # written with the points: downsampled reads of long series read these instead of the points.
+    summary_64 = models.BinaryField(null=True)
+    summary_256 = models.BinaryField(null=True)
+    summary_1024 = models.BinaryField(null=True)
+    summary_4096 = models.BinaryField(null=True)
 
     class Meta:
         indexes = [models.Index(fields=["series", "step_hi"], name="chunk_series_step_hi")]

@@ -44,6 +44,7 @@ from django.db.models import CharField, F, Func, OuterRef, Q, QuerySet, Subquery
 from django.db.models.expressions import RowRange
 from django.db.models.fields.json import KeyTransform
 
+from webapp.runs.downsample import m4
 from webapp.runs.models import Evaluation, MetricChunk, MetricSeries, Run
 from webapp.runs.services import RunError
 
@@ -631,53 +632,11 @@ def evaluations_of(run_ids: list[int]) -> list[dict]:
 
 # --- compare reads -----------------------------------------------------------------------------------
 #
-# The compare page reads 20 runs x 10 keys x 100k points (20 M points) per load. Two savings over
-# metric_store.series_read, same answer:
-# * a chunk whose steps are contiguous (step_hi - step_lo + 1 == n: strictly increasing integers
-#   can only fill the range exactly) does not ship its steps: they are rebuilt with arange. Metrics
-#   logged every step (the common case) cost half the bytes;
-# * contiguous steps are bucketed by whole steps: M4's buckets are the rows of a reshaped array
-#   (m4_fast), ~5x faster than comparing every value with its bucket's extreme.
+# The compare page reads many runs x keys per load through the one metric reader
+# (metric_store.read_series: summaries for long series, the M4 rule of webapp.runs.downsample), with
+# a cache of downsampled series in front of it.
 
-
-def m4_fast(steps: np.ndarray, values: np.ndarray, max_points: int) -> np.ndarray:
-    """M4 (first, last, min and max of equal-width step buckets; NaN ignored for min/max) like
-    webapp.runs.downsample.m4. Steps logged at every step (contiguous: the common case) are
-    bucketed by whole steps, so the buckets are the rows of a reshaped array and their min and max
-    come from one argmin/argmax (~5x faster on 100k points); other steps go to m4 itself."""
-    from webapp.runs.downsample import m4
-
-    n = len(steps)
-    if n <= max_points:
-        return np.arange(n)
-    if int(steps[-1]) - int(steps[0]) + 1 != n:
-        return m4(steps, values, max_points)
-    width = -(-n // max(1, max_points // 4))  # steps per bucket, rounded up
-    rows = -(-n // width)
-    # pad the last bucket with copies of the last value: argmin/argmax return a first occurrence,
-    # so a copy is never picked over the original
-    padded = values if rows * width == n else np.concatenate([values, np.full(rows * width - n, values[-1])])
-    block = padded.reshape(rows, width)
-    nan = np.isnan(block)
-    if nan.any():
-        lows = np.where(nan, np.inf, block).argmin(axis=1)
-        highs = np.where(nan, -np.inf, block).argmax(axis=1)
-        empty = nan.all(axis=1)  # only NaN: first and last
-        lows[empty] = highs[empty] = 0
-    else:
-        lows, highs = block.argmin(axis=1), block.argmax(axis=1)
-    base = np.arange(rows) * width
-    # per bucket: first <= min/max in order <= last, so the flattened table is sorted already
-    picks = np.stack(
-        [
-            base,
-            base + np.minimum(lows, highs),
-            base + np.maximum(lows, highs),
-            np.minimum(base + width - 1, n - 1),
-        ],
-        axis=1,
-    ).ravel()
-    return picks[np.r_[True, picks[1:] != picks[:-1]]]
+m4_fast = m4  # the name the compare page's reader had; there is one M4 (webapp.runs.downsample)
 
 
 def compare_series(
@@ -688,72 +647,37 @@ def compare_series(
     max_points: int | None = None,
     with_wall: bool = False,
 ) -> dict[int, dict[str, dict[str, np.ndarray]]]:
-    """metric_store.series_read's answer (``{run_id: {key: {steps, values[, walls]}}}``), read with
-    the savings above."""
-    from django.db.models import BinaryField, Case, When
-
-    from webapp.runs.metric_store import FLOAT, STEP, decode, fetch_rows, finish_series
+    """metric_store.series_read's answer (``{run_id: {key: {steps, values[, walls]}}}``), read by
+    it, with downsampled series cached until their series is written to."""
+    from webapp.runs.metric_store import read_series
 
     run_ids = list(run_ids)
     series = MetricSeries.objects.filter(run_id__in=run_ids)
     if keys is not None:
         series = series.filter(key__in=list(keys))
+    rows = list(series.values_list("id", "run_id", "key", "count", "last_step"))
     out: dict[int, dict[str, dict[str, np.ndarray]]] = {rid: {} for rid in run_ids}
     cache_keys: dict[tuple[int, str], str] = {}
+    todo = rows
     if max_points is not None and since_step is None and compare_cache_enabled():
         # A downsampled series is cached under its point count and last step: any write changes
         # them, so a finished run's series is read once (per cache: see compare_cache_enabled).
-        meta = list(series.values_list("id", "run_id", "key", "count", "last_step"))
-        for sid, run_id, key, count, last in meta:
+        for sid, run_id, key, count, last in rows:
             cache_keys[(run_id, key)] = f"orlab:m4:{sid}:{count}:{last}:{max_points}:{int(with_wall)}"
         hits = cache.get_many(list(cache_keys.values()))
         todo = []
-        for sid, run_id, key, _, _ in meta:
-            hit = hits.get(cache_keys[(run_id, key)])
+        for row in rows:
+            hit = hits.get(cache_keys[(row[1], row[2])])
             if hit is not None:
-                out[run_id][key] = hit
+                out[row[1]][row[2]] = hit
             else:
-                todo.append(sid)
-        if not todo:
-            return out
-        chunks = MetricChunk.objects.filter(series_id__in=todo)
-    else:
-        chunks = MetricChunk.objects.filter(series__in=series)
-    if since_step is not None:
-        chunks = chunks.filter(step_hi__gt=since_step)
-    steps_or_null = Case(
-        When(step_hi=F("step_lo") + F("n") - 1, then=Value(None, output_field=BinaryField())),
-        default=F("steps"),
-        output_field=BinaryField(),
-    )
-    fields = ["series__run_id", "series__key", "step_lo", "n", "_steps", "values"] + (
-        ["walls"] if with_wall else []
-    )
-    rows = fetch_rows(
-        chunks.annotate(_steps=steps_or_null).order_by("series_id", "step_lo").values_list(*fields)
-    )
-    grouped: dict[tuple[int, str], list[tuple]] = {}
-    for row in rows:
-        grouped.setdefault((row[0], row[1]), []).append(row[2:])
-
+                todo.append(row)
+    if not todo:
+        return out
     fresh = {}
-    for (run_id, key), parts in grouped.items():
-        if all(p[2] is None for p in parts) and all(
-            parts[i][0] == parts[i - 1][0] + parts[i - 1][1] for i in range(1, len(parts))
-        ):  # one contiguous run of steps
-            steps = np.arange(parts[0][0], parts[0][0] + sum(p[1] for p in parts), dtype=STEP)
-        else:
-            steps = np.concatenate(
-                [
-                    np.arange(p[0], p[0] + p[1], dtype=STEP) if p[2] is None else decode(p[2], STEP)
-                    for p in parts
-                ]
-            )
-        values = np.concatenate([decode(p[3], FLOAT) for p in parts])
-        walls = np.concatenate([decode(p[4], FLOAT) for p in parts]) if with_wall else None
-        entry = finish_series(
-            steps, values, walls, since_step=since_step, max_points=max_points, downsample=m4_fast
-        )
+    for (run_id, key), entry in read_series(
+        [r[:4] for r in todo], since_step=since_step, max_points=max_points, with_wall=with_wall
+    ).items():
         out[run_id][key] = entry
         if (run_id, key) in cache_keys:
             fresh[cache_keys[(run_id, key)]] = entry
