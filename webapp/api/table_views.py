@@ -5,7 +5,6 @@ the evaluations of compared runs. Errors use the API's one shape (webapp.api.err
 from __future__ import annotations
 
 from django.db import IntegrityError
-from django.db.models import F
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -16,24 +15,21 @@ from rest_framework.views import APIView
 
 from webapp.api.metrics_io import render_series
 from webapp.api.pagination import PageNumberPagination
-from webapp.api.views import FIELDS_PARAMETER, _int_param, list_fields, run_to_dict
+from webapp.api.views import (
+    FIELDS_PARAMETER,
+    ORDERING_DOC,
+    RUN_QUERY_PARAMETERS,
+    _int_param,
+    list_fields,
+    run_to_dict,
+)
 from webapp.projects.selectors import project_list
 from webapp.runs import collapse, selectors, services, table
 from webapp.runs.models import MetricSeries, Run, SavedView
 from webapp.runs.services import RunError
+from webapp.selectors.runs import RunTableQuery
 
 MAX_ID = 2**63 - 1
-# ?ordering= names of the run fields (the columns' specs sort too).
-ORDERING_FIELDS = {
-    "created_at": "created_at",
-    "name": "name",
-    "status": "status",
-    "kind": "kind",
-    "group": "group",
-    "started_at": "started_at",
-    "finished_at": "finished_at",
-    "id": "id",
-}
 
 
 def _id(raw, field: str) -> int:
@@ -53,30 +49,6 @@ def _ids(raw: str, field: str, limit: int) -> list[int]:
     return ids
 
 
-def _ordering(raw: str):
-    """-> (column or None, order_by list, descending)."""
-    descending = raw.startswith("-")
-    name = raw.lstrip("-")
-    if not name:
-        return None, [F("created_at").desc(), F("id").desc()], True
-    if name in ORDERING_FIELDS:
-        f = F(ORDERING_FIELDS[name])
-        return (
-            None,
-            [
-                f.desc(nulls_last=True) if descending else f.asc(nulls_last=True),
-                F("id").desc() if descending else F("id").asc(),
-            ],
-            descending,
-        )
-    try:
-        return table.parse_column(name), [F("created_at").desc(), F("id").desc()], descending
-    except ValueError as exc:
-        raise RunError(
-            "invalid query", {"ordering": [f"{exc}; or one of {', '.join(ORDERING_FIELDS)}"]}
-        ) from None
-
-
 COLUMN_DOC = (
     "repeat for several: config:<dotted path> or metric:<key>:<agg>, agg = last | min | max | best_min | "
     "best_max | mean_last_<N>"
@@ -93,19 +65,12 @@ class RunTableApi(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("project", int),
-            OpenApiParameter("kind", str),
-            OpenApiParameter("status", str, description="a status, or several comma-separated"),
-            OpenApiParameter("group", str),
-            OpenApiParameter("tag", str),
-            OpenApiParameter("search", str, description="substring of name or group"),
-            OpenApiParameter("ids", str, description="only these runs (comma-separated ids, at most 1000)"),
+            *RUN_QUERY_PARAMETERS,
             OpenApiParameter("col", str, many=True, description=COLUMN_DOC),
             OpenApiParameter(
                 "ordering",
                 str,
-                description=f"[-]<field or column spec>; fields: {', '.join(ORDERING_FIELDS)}. Sorting by "
-                "mean_last_N is done in Python over at most 5,000 matching runs (per page beyond).",
+                description=ORDERING_DOC,
             ),
             OpenApiParameter("page", int),
             OpenApiParameter("page_size", int),
@@ -116,33 +81,15 @@ class RunTableApi(APIView):
     def get(self, request: Request) -> Response:
         with_config = "config" in list_fields(request)
         services.runs_mark_lost()
-        params = request.query_params.copy()
-        if "search" in params and "q" not in params:
-            params["q"] = params["search"]
-        qs = selectors.run_list(user=request.user)
-        if raw_ids := params.get("ids"):
-            qs = qs.filter(pk__in=_ids(raw_ids, "ids", 1000))
-        qs, _, _ = table.filter_runs(qs, params)
-        cols, _ = table.parse_columns(params.getlist("col"))
-        sort_col, order_by, descending = _ordering(params.get("ordering", ""))
-        qs = qs.defer("traceback")
+        query = RunTableQuery.parse(request.query_params, selectors.run_list(user=request.user))
+        cols = query.columns
+        deferred = ("traceback",)
         if not with_config and not any(c.kind == "config" for c in cols):
-            qs = qs.defer("config")  # read only for config columns or ?fields=config
-
+            deferred += ("config",)  # read only for config columns or ?fields=config
         paginator = PageNumberPagination()
-        if sort_col is not None and not sort_col.db_sortable:
-            ids = table.sorted_ids(qs, sort_col, descending, order_by)
-            if ids is None:
-                raise RunError(
-                    "invalid query",
-                    {"ordering": [f"more than {table.PYTHON_SORT_LIMIT} runs match: filter first"]},
-                )
-            page_ids = paginator.paginate_queryset(ids, request, view=self)
-            found = qs.in_bulk(page_ids)
-            page = [found[i] for i in page_ids if i in found]
-        else:
-            qs = table.order_by_column(qs, sort_col, descending) if sort_col else qs.order_by(*order_by)
-            page = list(paginator.paginate_queryset(qs, request, view=self))
+        page, _ = query.rows(
+            lambda items: paginator.paginate_queryset(items, request, view=self), defer=deferred
+        )
 
         rule = collapse.Rule.from_settings()
         series = table.series_rows(

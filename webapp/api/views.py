@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import functools
 
-from django.db.models import Q
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,10 +17,11 @@ from trainers.base import all_specs, get_spec
 from webapp.api import checkpoint_api
 from webapp.api import serializers as s
 from webapp.api.errors import WorkerRunConflict, bad_request
-from webapp.api.filters import DatasetFilter, RunFilter
+from webapp.api.filters import DatasetFilter
 from webapp.api.json_safety import MAX_CONFIG_BYTES, json_field_validator
 from webapp.api.metrics_io import BatchError, parse_metric_batch, render_series
 from webapp.api.pagination import PageNumberPagination
+from webapp.api.parsers import FormParser, MultiPartParser
 from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, Problem, ScoringJob
 from webapp.datasets.selectors import CappedPaginator
@@ -30,11 +29,13 @@ from webapp.fleet.selectors import launch_check_summary
 from webapp.projects import services as project_services
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
-from webapp.runs import selectors, services, table
+from webapp.runs import selectors, services
 from webapp.runs.attempts import attempts_of
 from webapp.runs.dependencies import waiting_for
 from webapp.runs.metric_store import metrics_record, series_read
 from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
+from webapp.selectors.runs import ORDERINGS as RUN_ORDERINGS
+from webapp.selectors.runs import RunTableQuery
 
 # --- projects ---------------------------------------------------------------------------------
 
@@ -208,40 +209,47 @@ def _sweep_preset(kind: str, name: str) -> dict:
     return named[name]
 
 
+ORDERING_DOC = (
+    "[-]<name or column spec>; names: " + ", ".join(RUN_ORDERINGS) + " (also created_at, started_at, "
+    "finished_at); several names comma-separated. Default -created, ties by id. Sorting by mean_last_N is "
+    "done in Python over at most 5,000 matching runs (a 400 beyond)."
+)
+#: The runs-table query's parameters (webapp.selectors.runs), shared by GET /api/runs/ and /api/runs/table/.
+RUN_QUERY_PARAMETERS = [
+    OpenApiParameter("project", {"type": "integer", "minimum": 1, "maximum": 2**53}),
+    OpenApiParameter("kind", str),
+    OpenApiParameter("status", str, description="a status, or several comma-separated"),
+    OpenApiParameter("status__in", str, description="old spelling of status (comma-separated)"),
+    OpenApiParameter("group", str),
+    OpenApiParameter("tag", str, description="runs carrying this tag"),
+    OpenApiParameter("q", str, description="substring of name or group"),
+    OpenApiParameter("search", str, description="old spelling of q"),
+    OpenApiParameter("ids", str, description="only these runs (comma-separated ids, at most 1000)"),
+]
+
+
 class RunListApi(generics.ListAPIView):
-    """Runs of your projects. Filter with ?project= &kind= &status= &group= &tag= &search=; sort with
-    ?ordering= (created_at, name, status, kind, started_at, finished_at; prefix - for descending)."""
+    """Runs of your projects: the runs-table query (webapp.selectors.runs, the same as the runs page and
+    GET /api/runs/table/). Filter with ?project= &kind= &status= &group= &tag= &q= &ids= and
+    config.<path>[__op]=<value>; sort with ?ordering=[-]<name or column spec>."""
 
     serializer_class = s.RunSerializer
-    queryset = Run.objects.none()  # for the schema generator; requests use get_queryset()
-    ordering_fields = ["created_at", "name", "status", "kind", "started_at", "finished_at", "group"]
-    ordering = ["-created_at"]
-    filterset_class = RunFilter
-
-    def get_queryset(self):
-        qs = selectors.run_list(user=self.request.user)
-        params = self.request.query_params
-        if tag := params.get("tag"):
-            qs = qs.filter(tags__contains=[tag]) if _is_postgres() else qs.filter(tags__icontains=f'"{tag}"')
-        if search := params.get("search"):
-            qs = qs.filter(Q(name__icontains=search) | Q(group__icontains=search))
-        # config.<path>[__op]=value filters (e.g. config.optim.lr__gt=1e-6); a bad one is a 400
-        return table.apply_config_filters(qs, table.parse_config_filters(params))
+    queryset = Run.objects.none()  # for the schema generator; requests use the runs-table query
+    filter_backends = []
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("tag", str, description="runs carrying this tag"),
-            OpenApiParameter("search", str, description="substring of name or group"),
+            *RUN_QUERY_PARAMETERS,
+            OpenApiParameter("ordering", str, description=ORDERING_DOC),
             FIELDS_PARAMETER,
         ]
     )
     def get(self, request, *args, **kwargs):
         with_config = "config" in list_fields(request)
         services.runs_mark_lost()
-        qs = self.filter_queryset(self.get_queryset()).defer("traceback")
-        if not with_config:
-            qs = qs.defer("config")
-        page = self.paginate_queryset(qs)
+        query = RunTableQuery.parse(request.query_params, selectors.run_list(user=request.user))
+        deferred = ("traceback",) if with_config else ("traceback", "config")
+        page, _ = query.rows(self.paginate_queryset, defer=deferred)
         last = selectors.last_values(page)
         return self.get_paginated_response(
             [run_to_dict(r, last[r.id], detail=False, config=with_config) for r in page]
@@ -724,12 +732,6 @@ class DatasetProblemsApi(generics.ListAPIView):
         if domain := self.request.query_params.get("domain"):
             qs = qs.filter(domain=domain)
         return qs
-
-
-def _is_postgres() -> bool:
-    from django.db import connection
-
-    return connection.vendor == "postgresql"
 
 
 # --- checkpoints: on-demand evaluation and reward-model scoring ------------------------------------

@@ -13,8 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import IntegrityError
-from django.db.models import Count, F, OuterRef, Subquery
-from django.db.models.functions import Coalesce, Now
+from django.db.models import Count, OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -30,23 +29,13 @@ from webapp.projects.selectors import project_list
 from webapp.runs import collapse, selectors, services, table
 from webapp.runs.models import Run, SavedView
 from webapp.runs.services import RunError
+from webapp.selectors.runs import RunTableQuery
 from webapp.ui import run_panels
 from webapp.ui.fleet_panel import fleet_context
 from webapp.ui.forms import LaunchForm, ProjectCreateForm, preset_fill
 
 PAGE_SIZES = (50, 100, 200, 500, 1000)
-MAX_PAGE_SIZE = 1000
 MAX_COMPARE = 100
-# Sortable columns of the runs list: ?ordering=<name> or -<name>.
-ORDERINGS = {
-    "name": "name",
-    "status": "status",
-    "kind": "kind",
-    "group": "group",
-    "started": "started_at",
-    "created": "created_at",
-    "duration": "duration_db",
-}
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -146,37 +135,15 @@ CF_OPS = (("exact", "="), ("ne", "≠"), ("gt", ">"), ("gte", "≥"), ("lt", "<"
 COL_AGGS = (("last", "last"), ("best_min", "min"), ("best_max", "max"), ("mean_last", "mean of last N"))
 
 
-def _filtered_runs(request: HttpRequest, project, errors: list[str] | None = None):
-    qs = selectors.run_list(user=request.user).filter(project=project)
+def _table_query(request: HttpRequest, project) -> RunTableQuery:
+    """The runs-table query (webapp.selectors.runs, shared with GET /api/runs/ and /api/runs/table/),
+    read the page's way: bad parameters are listed and ignored; the project is the page's."""
     params = request.GET.copy()
     params.pop("project", None)  # the page's project, always
-    qs, filters, config_filters = table.filter_runs(qs, params, errors=errors if errors is not None else [])
-    filters.pop("project", None)
-    return qs, filters, config_filters
-
-
-def _ordering(raw: str) -> tuple[str, list]:
-    name = raw.lstrip("-")
-    if name not in ORDERINGS:
-        return "-created", [F("created_at").desc(), F("id").desc()]
-    field = F(ORDERINGS[name])
-    desc = raw.startswith("-")
-    expr = field.desc(nulls_last=True) if desc else field.asc(nulls_last=True)
-    return raw, [expr, F("id").desc() if desc else F("id").asc()]
-
-
-def _table_params(
-    filters: dict, config_filters, cols, page_size: int, ordering: str
-) -> list[tuple[str, str]]:
-    """The table's canonical query, in a stable order (links, saved views, redirects)."""
-    items = [(k, v) for k, v in filters.items() if v]
-    items += [(f.param, f.raw) for f in config_filters]
-    items += [("col", c.spec) for c in cols]
-    if page_size != 50:
-        items.append(("page_size", str(page_size)))
-    if ordering and ordering != "-created":
-        items.append(("ordering", ordering))
-    return items
+    runs = selectors.run_list(user=request.user).filter(project=project)
+    query = RunTableQuery.parse(params, runs, strict=False)
+    query.filters.pop("project", None)
+    return query
 
 
 def _qs(items: list[tuple[str, str]]) -> str:
@@ -211,8 +178,7 @@ def _builder_redirect(request: HttpRequest, project) -> HttpResponse:
     key = params.get("add_col_key", "").strip()
     if key:
         if not any(k == "col" for k, _ in items):  # keep the default columns in view
-            qs, _, _ = _filtered_runs(request, project)
-            kinds = qs.order_by().values_list("kind", flat=True).distinct()
+            kinds = _table_query(request, project).qs.order_by().values_list("kind", flat=True).distinct()
             items += [("col", c.spec) for c in _default_columns(sorted(kinds))]
         if params.get("add_col") == "config":
             spec = f"config:{key.removeprefix('config.')}"
@@ -255,57 +221,21 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
     if any(k in request.GET for k in BUILDER_FIELDS):
         return _builder_redirect(request, project)
     services.runs_mark_lost()
-    errors: list[str] = []
-    qs, filters, config_filters = _filtered_runs(request, project, errors)
-    explicit_cols, col_errors = table.parse_columns(request.GET.getlist("col"), strict=False)
-    errors += col_errors
-    try:
-        page_size = min(max(int(request.GET.get("page_size", 50)), 1), MAX_PAGE_SIZE)
-    except ValueError:
-        page_size = 50
-
-    raw_ordering = request.GET.get("ordering", "")
-    sort_col = None
-    if raw_ordering.lstrip("-") not in ORDERINGS and ":" in raw_ordering:
-        try:
-            sort_col = table.parse_column(raw_ordering.lstrip("-"))
-        except ValueError as exc:
-            errors.append(f"ordering: {exc}")
-    descending = raw_ordering.startswith("-")
-    ordering, order_by = _ordering(raw_ordering)
-    if sort_col is not None:
-        ordering = raw_ordering
-    if ordering.lstrip("-") == "duration":
-        qs = qs.annotate(duration_db=Coalesce(F("finished_at"), Now()) - F("started_at"))
+    query = _table_query(request, project)
+    errors, filters, config_filters = query.errors, query.filters, query.config_filters
+    explicit_cols, page_size, ordering = query.columns, query.page_size, query.ordering
     deferred = ("traceback", "summary", "dataset_versions", "error")
     if not any(c.kind == "config" for c in explicit_cols):
         deferred += ("config",)
+    paged = {}
 
-    sort_note = ""
-    if sort_col is not None and sort_col.db_sortable:
-        qs = table.order_by_column(qs, sort_col, descending).defer(*deferred)
-        page = Paginator(qs, page_size).get_page(request.GET.get("page"))
-        runs = list(page.object_list)
-    elif sort_col is not None:
-        # mean_last_N: computed for every filtered run, sorted here (see webapp.runs.table)
-        ids = table.sorted_ids(qs, sort_col, descending, order_by)
-        if ids is not None:
-            page = Paginator(ids, page_size).get_page(request.GET.get("page"))
-            found = qs.defer(*deferred).in_bulk(list(page.object_list))
-            runs = [found[i] for i in page.object_list if i in found]
-        else:
-            page = Paginator(qs.order_by(*order_by).defer(*deferred), page_size).get_page(
-                request.GET.get("page")
-            )
-            runs = list(page.object_list)
-            sort_note = (
-                f"More than {table.PYTHON_SORT_LIMIT:,} runs match: sorted by {sort_col.label} "
-                "within this page only."
-            )
-    else:
-        qs = qs.order_by(*order_by).defer(*deferred)
-        page = Paginator(qs, page_size).get_page(request.GET.get("page"))
-        runs = list(page.object_list)
+    def paginate(items):
+        paged["page"] = Paginator(items, page_size).get_page(request.GET.get("page"))
+        return paged["page"].object_list
+
+    # a mean_last_N column is sorted in Python (within the page only beyond PYTHON_SORT_LIMIT runs)
+    runs, sort_note = query.rows(paginate, defer=deferred)
+    page = paged["page"]
 
     implicit = not explicit_cols
     columns_shown = explicit_cols or _default_columns(dict.fromkeys(r.kind for r in runs))
@@ -313,8 +243,6 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
     metric_keys = {c.key for c in columns_shown if c.kind == "metric"}
     series = table.series_rows([r.id for r in runs], metric_keys | set(rule.keys))
     values = table.column_values(runs, columns_shown, series=series)
-    if sort_note:  # too many runs to sort them all in Python: sort the page
-        runs = table.python_sort(runs, table.column_values(runs, [sort_col]), sort_col, descending)
     flags = {
         rid: v for rid, v in collapse.verdicts([r.id for r in runs], rule, series=series).items() if v.flagged
     }
@@ -331,7 +259,7 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
         rows.append(mark_safe(_run_row_html(run, run_url, cells, verdict.message if verdict else "")))  # noqa: S308 (escaped inside)
 
     def link(items_ordering: str) -> str:
-        return _qs(_table_params(filters, config_filters, explicit_cols, page_size, items_ordering))
+        return _qs(query.link_items(ordering=items_ordering))
 
     def sort_link(name: str, first_desc: bool = False) -> tuple[str, str]:
         current = ordering.lstrip("-") == name
@@ -369,20 +297,18 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
                 "kind": col.kind,
                 "url": url,
                 "arrow": arrow,
-                "remove_url": ""
-                if implicit
-                else _qs(_table_params(filters, config_filters, remaining, page_size, ordering)),
+                "remove_url": "" if implicit else _qs(query.link_items(columns=remaining)),
             }
         )
 
-    base_items = _table_params(filters, config_filters, explicit_cols, page_size, ordering)
+    base_items = query.link_items()
     chips = []
     for f in config_filters:
         others = [g for g in config_filters if g is not f]
         chips.append(
             {
                 "text": f.describe(),
-                "url": _qs(_table_params(filters, others, explicit_cols, page_size, ordering)),
+                "url": _qs(query.link_items(config_filters=others)),
             }
         )
     current_query = urlencode(base_items)
