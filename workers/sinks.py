@@ -27,6 +27,7 @@ import numpy as np
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
+from trainers.common import sandbox_record
 from webapp.runs import attempts, services
 from webapp.runs.metric_store import Columns, metrics_record
 from webapp.runs.models import Sample
@@ -70,6 +71,7 @@ class DbSink:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._background, name=f"sink-run-{run_id}", daemon=True)
         self._thread.start()
+        sandbox_record.listen(self._note_sandbox)
 
     # --- Sink protocol (trainer thread) --------------------------------------------------------
     def log(self, step: int, metrics: Mapping[str, float]) -> None:
@@ -146,6 +148,19 @@ class DbSink:
         except ImportRejected as exc:  # the run's error message should say which rows and why
             raise ValueError(f"{exc.detail}: {json.dumps(exc.errors)}") from None
 
+    def note_summary(self, values: Mapping[str, Any]) -> None:
+        """Stored in the run's summary at once (not by the trainer's return), so a run that fails, is
+        cancelled or is lost before its trainer returns keeps them."""
+        db_retry(
+            lambda: services.run_summary_note(self.run_id, self.attempt, values),
+            f"record the summary of run {self.run_id}",
+        )
+
+    def _note_sandbox(self, guards: dict[str, Any]) -> None:
+        """While the sink is open: the guards a reward pool's first batch with code runs under
+        (trainers.common.sandbox_record.announce), stored when scoring starts."""
+        self.note_summary({"sandbox": guards})
+
     # --- lifecycle ------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write everything buffered so far (from the calling thread), after any write in flight."""
@@ -154,6 +169,7 @@ class DbSink:
         self._raise_if_failed()
 
     def close(self) -> None:
+        sandbox_record.unlisten(self._note_sandbox)
         self._closing = True
         self._thread.join(timeout=30)
         self.flush()

@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from trainers.common.sandbox import require_sandbox
+from trainers.common.sandbox_record import announce
 from trainers.common.verifiers.code import verify_code
 from trainers.common.verifiers.math import verify_math
 from trainers.common.verifiers.verdict import Verdict
@@ -151,6 +152,7 @@ class RewardPool:
         ORLAB_SANDBOX_ALLOW_WEAK=1)."""
         if self.sandbox is None and any(item[0] == "code" for item in items):
             self.sandbox = require_sandbox()
+            announce(self.sandbox)  # the worker stores them now: a run that fails later still has them
         results: list[Verdict | None] = [None] * len(items)
         queue = list(range(len(items)))  # items not yet handed out, in order
         isolate: list[int] = []  # items that were in flight when the pool broke: rerun one at a time

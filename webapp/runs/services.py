@@ -23,6 +23,7 @@ from trainers.common.model_roots import model_name_problem
 from webapp.fleet.services import launch_check_record
 from webapp.json_checks import MAX_CONFIG_BYTES, UnsafeJSON, check_json, encoded_size
 from webapp.projects.models import Project
+from webapp.runs import capabilities
 from webapp.runs.launch_checks import LaunchVerdict, evaluate_launch
 from webapp.runs.memory import launch_estimate
 from webapp.runs.model_refs import is_checkpoint_ref, model_ref_directory, model_ref_errors
@@ -118,9 +119,6 @@ def _enqueue(run: Run) -> None:
         )
 
 
-POLICY_KINDS = ("sft", "rl", "dapo")
-
-
 def _check_dataset_refs(kind: str, config: Mapping[str, Any], project: Project) -> None:
     """Dataset ids in a config must name ready datasets of the right kind in the run's project, and
     ``init_from_run`` a policy run of the same project."""
@@ -133,9 +131,10 @@ def _check_dataset_refs(kind: str, config: Mapping[str, Any], project: Project) 
         source = Run.objects.filter(pk=parent, project=project).first()
         if source is None:
             errors["config.init_from_run"] = [f"no run {parent} in project {project.name}"]
-        elif source.kind not in POLICY_KINDS:
+        elif not capabilities.policy_checkpoints(source.kind):
+            policies = ", ".join(capabilities.kinds_that(capabilities.policy_checkpoints))
             errors["config.init_from_run"] = [
-                f"run {parent} is a {source.kind} run, not a policy (sft, rl, dapo)"
+                f"run {parent} is a {source.kind} run, not a policy ({policies})"
             ]
     for name in spec.dataset_fields:
         ref = config.get(name)
@@ -492,6 +491,24 @@ def run_fail(run_id: int, attempt: int, *, error: str, traceback: str) -> None:
         dependencies.parent_ended([run_id])
 
 
+def run_summary_note(run_id: int, attempt: int, values: Mapping[str, Any]) -> bool:
+    """Facts a running attempt records before its trainer returns (the sandbox guards once scoring
+    started): merged into the run's summary at once, so a run that then fails, is cancelled or is lost
+    still has them. The trainer's returned summary replaces the whole summary when it finishes (and
+    includes them). Returns whether the attempt was still running (nothing is written otherwise)."""
+    with transaction.atomic():
+        run = (
+            Run.objects.select_for_update()
+            .filter(pk=run_id, status=Status.RUNNING, attempt=attempt)
+            .only("id", "summary")
+            .first()
+        )
+        if run is None:
+            return False
+        Run.objects.filter(pk=run_id).update(summary={**(run.summary or {}), **_jsonable(values)})
+    return True
+
+
 def runs_mark_lost(*, timeout: float | None = None) -> int:
     """Running runs whose worker stopped heartbeating are lost. Cheap (one indexed UPDATE), so the
     housekeeping task (every few seconds on the `control` worker) and the pages both call it. Only
@@ -716,24 +733,15 @@ EVALUATION_FALLBACK = {
 
 
 def evaluation_settings(run: Run, step: int) -> dict[str, Any]:
-    """The generation settings a run evaluates with at ``step``, from its config: RL the eval section
-    and the response limit of the stage ``step`` is in (trainers.rl.train.stage_at's rule), DAPO its
-    eval section, SFT its greedy evaluation (k 1, temperature 0, its max_new_tokens); every kind its
-    chat_template. What the config does not say comes from EVALUATION_FALLBACK."""
+    """The generation settings a run evaluates with at ``step``, from its config: the eval section's k,
+    temperature and top_p, then what its trainer adds (TrainerSpec.evaluation_settings: RL the response
+    limit of the stage ``step`` is in, DAPO its eval section's max_new_tokens, SFT its greedy evaluation:
+    k 1, temperature 0, its max_new_tokens); every kind its chat_template. What the config does not say
+    comes from EVALUATION_FALLBACK."""
     config = run.config or {}
     section = config.get("eval") if isinstance(config.get("eval"), Mapping) else {}
     found: dict[str, Any] = {key: section[key] for key in ("k", "temperature", "top_p") if key in section}
-    if run.kind == "rl":
-        stages = (config.get("rollout") or {}).get("stages") or []
-        current = next((s for s in stages if step < s.get("until_step", 0)), stages[-1] if stages else None)
-        if current and "max_response" in current:
-            found["max_new_tokens"] = current["max_response"]
-    elif run.kind == "dapo" and "max_new_tokens" in section:
-        found["max_new_tokens"] = section["max_new_tokens"]
-    elif run.kind == "sft":
-        found.update(k=1, temperature=0.0, top_p=1.0)
-        if "max_new_tokens" in config:
-            found["max_new_tokens"] = config["max_new_tokens"]
+    found.update(capabilities.evaluation_defaults(run.kind, config, step))
     if isinstance(config.get("chat_template"), str):
         found["chat_template"] = config["chat_template"]
     return {**EVALUATION_FALLBACK, **found}
@@ -756,10 +764,9 @@ def evaluation_request(
 
     if benchmark.kind != Dataset.Kind.PROBLEMS or benchmark.status != Dataset.Status.READY:
         raise RunError("invalid benchmark", {"benchmark": ["must be a ready problems dataset"]})
-    if checkpoint.run.kind not in ("sft", "rl", "dapo"):
-        raise RunError(
-            "invalid checkpoint", {"checkpoint": ["not a policy checkpoint (sft, rl or dapo run)"]}
-        )
+    if not capabilities.evaluates_checkpoints(checkpoint.run.kind):  # the trainer declares an evaluator
+        evaluated = ", ".join(capabilities.kinds_that(capabilities.evaluates_checkpoints))
+        raise RunError("invalid checkpoint", {"checkpoint": [f"not a policy checkpoint ({evaluated} run)"]})
     given = {"k": k, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
     protocol = {
         **evaluation_settings(checkpoint.run, checkpoint.step),
