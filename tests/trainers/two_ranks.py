@@ -66,8 +66,10 @@ def _rank(
         summary = spec.train_fn()(spec.validate(config), distributed.RankZeroSink(inner))
         if inner is not None:
             Path(out).write_text(json.dumps(summarise(inner, summary), default=str))
-    finally:
-        distributed.close()
+    except BaseException:
+        distributed.close(synchronise=False)  # the other rank may never reach the closing barrier
+        raise
+    distributed.close()
 
 
 def run_two_ranks(

@@ -20,8 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 RL_TINY = {
     # long enough that the SIGTERM, sent once step 2 is visible, lands before the end on an idle
-    # machine too (with 8 steps CI's run had finished by then and ended succeeded)
-    "steps": 24,
+    # machine too: with 8 steps, and once with 24, CI's run had finished by then and ended succeeded
+    # (a tiny step takes ~0.1 s there; the request reaches the sink at its next heartbeat, which the
+    # worker below beats every 0.2 s)
+    "steps": 60,
     "checkpoint_every": 0,  # no periodic checkpoint: the one the interrupt writes is the only one
     "rollout": {"n": 2, "prompts_per_step": 2, "stages": [{"until_step": 10**9, "max_response": 8}]},
     "eval": {"every": 0, "k": 1, "max_problems": 2},
@@ -51,7 +53,7 @@ def steps_of(run_id, key) -> list[int]:
 def test_sigterm_interrupts_a_running_rl_run_with_a_checkpoint_and_resume_continues_from_it(
     start_worker, api, project
 ):
-    first = start_worker("w1", concurrency=1)
+    first = start_worker("w1", concurrency=1, ORLAB_HEARTBEAT_INTERVAL="0.2")
     run_id = launch(api, project, "rl", RL_TINY)
     wait_for(lambda: last_step(run_id) >= 2, 180, message=f"two RL steps:\n{first.log()[-3000:]}")
 

@@ -12,6 +12,7 @@ through NCCL: they are a few bytes from the CPU, and NCCL would make each one a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -82,12 +83,29 @@ def init(timeout_s: float = DEFAULT_TIMEOUT_S) -> Layout:
     return lay
 
 
-def close() -> None:
-    """Leave the process group (DeepSpeed's cached groups too, when DeepSpeed made it)."""
+#: How long a finishing rank waits at the closing barrier for the others before leaving anyway.
+CLOSE_BARRIER_TIMEOUT_S = 60.0
+
+
+def close(synchronise: bool = True) -> None:
+    """Leave the process group (DeepSpeed's cached groups too, when DeepSpeed made it).
+
+    ``synchronise`` (the normal end of a run): wait at a barrier until every rank is done first. A rank
+    that tore its sockets down while a peer still finished its last collective got that peer aborted
+    by gloo (SIGABRT, "connection closed by peer": seen once in CI on a 2-rank reward resume). The
+    monitored barrier times out instead of hanging when a peer is gone; pass ``False`` on an error
+    path, where the others may never arrive."""
     global _control_group
     if not initialized():
         return
     import sys
+
+    if synchronise and world_size() > 1:
+        group = _control_group  # gloo on every device: monitored_barrier exists only there
+        with contextlib.suppress(Exception):  # a peer died at the end: leaving is all that is left
+            dist.monitored_barrier(
+                group=group, timeout=timedelta(seconds=CLOSE_BARRIER_TIMEOUT_S), wait_all_ranks=True
+            )
 
     if "deepspeed.comm" in sys.modules:
         from trainers.common import deepspeed_glue
