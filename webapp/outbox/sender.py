@@ -235,8 +235,10 @@ def _fail_subject(message: Message, reason: str) -> bool:
     now, pk = timezone.now(), message.subject_id
     if message.subject == Subject.DATASET:
         failed = Dataset.objects.filter(pk=pk, status=Dataset.Status.IMPORTING).update(
-            status=Dataset.Status.FAILED, error=reason
+            status=Dataset.Status.FAILED, error=reason, row_count=0, progress=0.0
         )
+        if failed:
+            discard_rows(pk)
         if message.task == "workers.tasks.import_dataset" and len(message.args) > 1:
             _remove_upload(str(message.args[1]))
         return bool(failed)
@@ -253,6 +255,39 @@ def _fail_subject(message: Message, reason: str) -> bool:
             ).update(status=Evaluation.Status.FAILED, error=reason)
         )
     return False
+
+
+#: rows deleted per statement by discard_rows: each delete is a short transaction of its own
+DISCARD_BATCH = 5000
+
+
+def discard_rows(dataset_id: int) -> int:
+    """Delete every row a failed import or curation stored in dataset ``dataset_id``. On SQLite (the
+    embedded default) an import commits batch by batch (webapp.datasets.services._import_transaction),
+    so a worker killed mid-import leaves the batches it committed; deleting them here, when the
+    housekeeping fails the dataset, makes imports all-or-nothing there too. On PostgreSQL the import
+    is one transaction and a killed one leaves nothing: the deletes find no rows. Batches of
+    DISCARD_BATCH rows, each its own transaction, so no delete holds SQLite's write lock for long.
+    Returns how many rows were deleted."""
+    from django.db import connection
+
+    from webapp.datasets.models import PreferencePair, Problem, StepSolution
+
+    deleted = 0
+    for model in (PreferencePair, Problem, StepSolution):
+        table = connection.ops.quote_name(model._meta.db_table)
+        sql = (
+            f"DELETE FROM {table} WHERE id IN "
+            f"(SELECT id FROM {table} WHERE dataset_id = %s LIMIT {DISCARD_BATCH})"
+        )
+        while True:
+            with transaction.atomic(), connection.cursor() as cur:
+                cur.execute(sql, [dataset_id])
+                count = cur.rowcount
+            deleted += max(count, 0)
+            if count < DISCARD_BATCH:
+                break
+    return deleted
 
 
 def _remove_upload(path: str) -> None:
@@ -285,14 +320,22 @@ def sweep_orphan_imports(max_age: float | None = None) -> int:
     max_age = settings.ORLAB_IMPORT_STALE_AFTER if max_age is None else max_age
     cutoff = timezone.now() - timedelta(seconds=max_age)
     with_message = Message.objects.filter(subject=Subject.DATASET).values("subject_id")
-    return (
-        Dataset.objects.filter(status=Dataset.Status.IMPORTING, created_at__lt=cutoff)
-        .exclude(pk__in=with_message)
-        .update(
-            status=Dataset.Status.FAILED,
-            error=f"the import stopped: still importing after {max_age:.0f} s with no worker on it",
-        )
+    stale = Dataset.objects.filter(status=Dataset.Status.IMPORTING, created_at__lt=cutoff).exclude(
+        pk__in=with_message
     )
+    failed = 0
+    for pk in list(stale.values_list("pk", flat=True)[:1000]):
+        # one by one: a dataset whose import ended meanwhile is left as it is, and only the ones
+        # failed here lose their rows (an import inside a killed web request, on SQLite)
+        if Dataset.objects.filter(pk=pk, status=Dataset.Status.IMPORTING).update(
+            status=Dataset.Status.FAILED,
+            row_count=0,
+            progress=0.0,
+            error=f"the import stopped: still importing after {max_age:.0f} s with no worker on it",
+        ):
+            discard_rows(pk)
+            failed += 1
+    return failed
 
 
 def prune_settled(keep_days: float | None = None) -> int:
