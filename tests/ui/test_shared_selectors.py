@@ -213,3 +213,112 @@ def test_query_parse_canonical_items():
     assert "ordering" in exc.value.field_errors
     lenient = RunTableQuery.parse(QueryDict("ordering=bogus&status=zzz"), Run.objects.none(), strict=False)
     assert lenient.ordering == "-created" and lenient.errors and lenient.filters["status"] == ""
+
+
+# --- pairs: the pair browser and GET /api/datasets/<id>/pairs/ share webapp.selectors.pairs.PairQuery ---
+
+from tests.ui import test_datasets_pages  # noqa: E402
+
+browse = test_datasets_pages.browse  # the 6-pair set with a reward model that scored 4 pairs
+rows_of = test_datasets_pages.rows_of
+
+
+def pair_page_rows(client, ds, query: str) -> list[int]:
+    response = client.get(f"/datasets/{ds.pk}/pairs/?{query}")
+    assert response.status_code == 200
+    return rows_of(response.content.decode())
+
+
+def pair_api(api, ds, query: str):
+    return api.get(f"/api/datasets/{ds.pk}/pairs/?{query}")
+
+
+def pair_api_rows(api, ds, query: str) -> list[int]:
+    response = pair_api(api, ds, query)
+    assert response.status_code == 200, response.content
+    return [p["row"] for p in response.json()["results"]]
+
+
+PAIR_QUERIES = [
+    "",
+    "ordering=-row",
+    "ordering=-chosen_len",
+    "ordering=rejected_len",
+    "ordering=source",
+    "source=magpie",
+    "kept=false",
+    "kept=true&source=magpie",
+    "drop_reason=near_dedup",
+    "q=photosynthesis",
+    "min_len=30",
+    "max_len=30",
+    "min_len=30&max_len=38",
+    "min_len=30&ordering=-chosen_len",
+    "rm={rm}",
+    "rm={rm}&ordering=margin",
+    "rm={rm}&ordering=-margin",
+    "rm={rm}&ordering=margin&source=magpie",
+    "rm={rm}&ordering=-margin&q=photosynthesis",
+    "rm={rm}&ordering=margin&min_len=30",
+]
+
+
+@pytest.mark.parametrize("query", PAIR_QUERIES, ids=lambda q: q or "default")
+def test_the_pair_browser_and_the_pairs_api_give_the_same_rows(client_alice, api, browse, query):
+    ds, query = browse["dataset"], query.format(rm=browse["ckpt"].pk)
+    on_page = pair_page_rows(client_alice, ds, query)
+    assert on_page, "the query selects nothing: the comparison would say nothing"
+    assert pair_api_rows(api, ds, query) == on_page
+
+
+def test_pairs_api_filters_by_length_and_orders_by_margin(api, browse):
+    ds, rm = browse["dataset"], browse["ckpt"].pk
+    lengths = {p.row: p.chosen_len for p in browse["pairs"]}
+    assert pair_api_rows(api, ds, "min_len=30") == [r for r in range(6) if lengths[r] >= 30]
+    assert pair_api_rows(api, ds, "min_len=30&max_len=38") == [r for r in range(6) if 30 <= lengths[r] <= 38]
+    assert pair_api_rows(api, ds, f"max_len={min(lengths.values())}") == [
+        r for r in range(6) if lengths[r] == min(lengths.values())
+    ]
+    # margins ascending and descending, unscored pairs last by row; each pair carries its margin
+    assert pair_api_rows(api, ds, f"rm={rm}&ordering=margin") == [1, 3, 0, 2, 4, 5]
+    assert pair_api_rows(api, ds, f"rm={rm}&ordering=-margin") == [2, 0, 3, 1, 4, 5]
+    results = pair_api(api, ds, f"rm={rm}&ordering=-margin").json()["results"]
+    assert [p["margin"] for p in results] == [2.0, 0.5, 0.1, -1.25, None, None]
+    assert all(p["margin"] is None for p in pair_api(api, ds, "").json()["results"])
+    # the filtered count is exact below the cap
+    body = pair_api(api, ds, "min_len=30").json()
+    assert body["count"] == len([r for r in range(6) if lengths[r] >= 30]) and body["count_capped"] is False
+
+
+def test_pairs_api_old_spelling_search_is_q(api, browse):
+    ds = browse["dataset"]
+    assert (
+        pair_api_rows(api, ds, "search=photosynthesis")
+        == pair_api_rows(api, ds, "q=photosynthesis")
+        == [0, 5]
+    )
+    assert pair_api_rows(api, ds, "kept=0") == pair_api_rows(api, ds, "kept=false") == [3]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("min_len=abc", "min_len"),
+        ("max_len=-1", "max_len"),
+        ("ordering=bogus", "ordering"),
+        ("ordering=margin", "ordering"),  # no reward model
+        ("rm=999999", "rm"),
+        ("kept=maybe", "kept"),
+    ],
+)
+def test_pairs_api_bad_parameters_are_400s_and_the_page_ignores_them(client_alice, api, browse, query, field):
+    ds = browse["dataset"]
+    r = pair_api(api, ds, query)
+    assert r.status_code == 400 and field in r.json()["errors"], r.content
+    assert pair_page_rows(client_alice, ds, query) == [0, 1, 2, 3, 4, 5]
+
+
+def test_pairs_api_does_not_offer_another_users_reward_model(bob_api, api, browse, bob):
+    ds, rm = browse["dataset"], browse["ckpt"].pk
+    assert pair_api(bob_api, ds, "").status_code == 404  # not bob's dataset
+    assert pair_api(api, ds, f"rm={rm}").status_code == 200

@@ -2,6 +2,7 @@
 their JSON directly from these shapes without DRF's per-field machinery (see views.run_to_dict)."""
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from webapp.api.json_safety import MAX_CONFIG_BYTES, SafeJSONField, json_field_validator
@@ -327,12 +328,18 @@ class DatasetUploadSerializer(serializers.Serializer):
 
 
 class PreferencePairSerializer(serializers.ModelSerializer):
+    margin = serializers.SerializerMethodField(help_text="chosen - rejected score of ?rm= (null without it)")
+
     class Meta:
         model = PreferencePair
         fields = [
             "id", "row", "prompt", "chosen", "rejected", "source", "metadata", "chosen_len", "rejected_len",
-            "kept", "drop_reason",
+            "kept", "drop_reason", "margin",
         ]  # fmt: skip
+
+    @extend_schema_field({"type": "number", "format": "double", "nullable": True})
+    def get_margin(self, pair) -> float | None:
+        return getattr(pair, "margin", None)
 
 
 class ProblemSerializer(serializers.ModelSerializer):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 from django.http import Http404, HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
@@ -24,7 +22,6 @@ from webapp.api.pagination import PageNumberPagination
 from webapp.api.parsers import FormParser, MultiPartParser
 from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, Problem, ScoringJob
-from webapp.datasets.selectors import CappedPaginator
 from webapp.fleet.selectors import launch_check_summary
 from webapp.projects import services as project_services
 from webapp.projects.models import Project
@@ -34,6 +31,9 @@ from webapp.runs.attempts import attempts_of
 from webapp.runs.dependencies import waiting_for
 from webapp.runs.metric_store import metrics_record, series_read
 from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
+from webapp.selectors.pairs import MAX_LEN as PAIR_MAX_LEN
+from webapp.selectors.pairs import MAX_QUERY_CHARS as PAIR_MAX_QUERY_CHARS
+from webapp.selectors.pairs import PAIR_SORT_KEYS, PairQuery
 from webapp.selectors.runs import ORDERINGS as RUN_ORDERINGS
 from webapp.selectors.runs import RunTableQuery
 
@@ -660,13 +660,7 @@ class PairPagination(PageNumberPagination):
     dataset's row count)."""
 
     def paginate_queryset(self, queryset, request, view=None):
-        p = request.query_params
-        self.django_paginator_class = functools.partial(
-            CappedPaginator,
-            total=getattr(view, "pair_total", None),
-            search=bool(p.get("search")),
-            by_row=p.get("ordering", "row").lstrip("-") == "row",
-        )
+        self.django_paginator_class = view.pair_query.paginator
         return super().paginate_queryset(queryset, request, view)
 
     def get_paginated_response(self, data):
@@ -681,45 +675,40 @@ class PairPagination(PageNumberPagination):
 
 
 class DatasetPairsApi(generics.ListAPIView):
-    """Pairs of a preference dataset: ?search= (full text over prompt and chosen response) &source=
-    &kept=true|false &drop_reason= &min_len= &max_len= &ordering=row|-row|chosen_len|...
+    """Pairs of a preference dataset, selected as the pair browser selects them (webapp.selectors.pairs):
+    ?q= (full text over prompt and chosen response; ?search= is the old spelling) &source=
+    &kept=true|false &drop_reason= &min_len= &max_len= (chosen length, inclusive) &rm=<checkpoint id>
+    (a reward model that scored the dataset: each pair gets its ``margin``)
+    &ordering=[-]row|chosen_len|rejected_len|source|margin (margin needs rm; unscored pairs last).
     Counts of filtered lists stop at 10,000 (``count_capped``)."""
 
     serializer_class = s.PreferencePairSerializer
     filter_backends = []
     pagination_class = PairPagination
-    pair_total: int | None = None
+    pair_query: PairQuery | None = None
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("search", str),
+            OpenApiParameter("q", str, description=f"full text, at most {PAIR_MAX_QUERY_CHARS} characters"),
+            OpenApiParameter("search", str, description="old spelling of q"),
             OpenApiParameter("source", str),
             OpenApiParameter("kept", bool),
             OpenApiParameter("drop_reason", str),
-            OpenApiParameter("ordering", str),
+            OpenApiParameter("min_len", {"type": "integer", "minimum": 0, "maximum": PAIR_MAX_LEN}),
+            OpenApiParameter("max_len", {"type": "integer", "minimum": 0, "maximum": PAIR_MAX_LEN}),
+            OpenApiParameter("rm", int, description="a reward-model checkpoint that scored this dataset"),
+            OpenApiParameter("ordering", str, enum=[f"{d}{k}" for k in PAIR_SORT_KEYS for d in ("", "-")]),
         ]
     )
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        from webapp.datasets.selectors import pair_list
-
         dataset = _dataset_for(self.request, self.kwargs["pk"])
-        p = self.request.query_params
-        filters = ("search", "source", "kept", "drop_reason")
-        self.pair_total = None if any(p.get(f) for f in filters) else dataset.row_count
-        try:
-            return pair_list(
-                dataset,
-                search=p.get("search", ""),
-                source=p.get("source", ""),
-                kept=p.get("kept", ""),
-                drop_reason=p.get("drop_reason", ""),
-                ordering=p.get("ordering", "row"),
-            )
-        except ValueError as exc:
-            raise services.RunError("invalid query", {"ordering": [str(exc)]}) from None
+        self.pair_query = PairQuery(
+            self.request.query_params, dataset, user=self.request.user, strict=True, list_reward_models=False
+        )
+        return self.pair_query.queryset()
 
 
 class DatasetProblemsApi(generics.ListAPIView):

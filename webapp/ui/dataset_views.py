@@ -16,9 +16,8 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
-from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count, Exists, F, FilteredRelation, Max, OuterRef, Q
+from django.db.models import Count
 from django.db.models.functions import Substr
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -32,16 +31,11 @@ from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, PairScore, PreferencePair, Problem
 from webapp.projects.selectors import project_list
 from webapp.runs import selectors as run_selectors
-from webapp.runs.models import Checkpoint
+from webapp.selectors.pairs import PAIR_PAGE_SIZES, PairQuery, reward_models
 
-PAIR_PAGE_SIZES = (25, 50, 100, 200)
 PROBLEM_PAGE_SIZE = 50
 EXCERPT_CHARS = 240
-MAX_QUERY_CHARS = 500
-MAX_SCORERS = 200  # reward models offered in the pair browser
-SCORERS_CACHE_SECONDS = 600
-# Sortable pair-browser columns: ?ordering=<key> or -<key>; ties go by row.
-PAIR_SORT_KEYS = ("row", "chosen_len", "rejected_len", "margin")
+# The pair list's filters and ordering: webapp.selectors.pairs.PairQuery (shared with the pairs API).
 # The first click on a column header sorts this way (longest first, lowest margin first).
 FIRST_CLICK = {"row": "row", "chosen_len": "-chosen_len", "rejected_len": "-rejected_len", "margin": "margin"}
 
@@ -436,185 +430,15 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
 # --- the pair browser ----------------------------------------------------------------------------------
 
 
-def _reward_models(request: HttpRequest, dataset: Dataset) -> list[Checkpoint]:
-    """Checkpoints (of runs the user can see) that scored pairs of this dataset.
-
-    Finding them reads every pair of the dataset (PairScore has no dataset column), so the answer
-    is cached until a new score is stored anywhere (the newest PairScore id is in the key)."""
-    newest = PairScore.objects.aggregate(m=Max("id"))["m"] or 0
-    key = f"orlab:dataset-scorers:{dataset.id}:{request.user.pk}:{newest}"
-    ids = cache.get(key)
-    if ids is None:
-        scored = PairScore.objects.filter(checkpoint=OuterRef("pk"), pair__dataset=dataset)
-        ids = list(
-            Checkpoint.objects.filter(run__in=run_selectors.run_list(user=request.user))
-            .filter(Exists(scored))
-            .values_list("id", flat=True)[:MAX_SCORERS]
-        )
-        cache.set(key, ids, SCORERS_CACHE_SECONDS)
-    return list(
-        Checkpoint.objects.filter(pk__in=ids, run__in=run_selectors.run_list(user=request.user))
-        .select_related("run")
-        .order_by("run__name", "run_id", "-step")
-    )
-
-
-def _reward_model(request: HttpRequest, dataset: Dataset, raw) -> Checkpoint | None:
-    """The checkpoint ?rm= names, if the user can see it and it scored this dataset."""
-    pk = _int_param(raw)
-    if pk is None:
-        return None
-    checkpoint = (
-        Checkpoint.objects.filter(run__in=run_selectors.run_list(user=request.user), pk=pk)
-        .select_related("run")
-        .first()
-    )
-    if (
-        checkpoint is None
-        or not PairScore.objects.filter(checkpoint=checkpoint, pair__dataset=dataset).exists()
-    ):
-        return None
-    return checkpoint
-
-
-def _int_param(raw: str | None) -> int | None:
-    try:
-        value = int(str(raw).strip())
-    except (TypeError, ValueError):
-        return None
-    return value if 0 <= value < 2**31 else None
-
-
-class PairQuery:
-    """The pair browser's state, read from the query string (so every view of it is a shareable URL),
-    and the queryset it selects: filters, the chosen reward model's margin, and the ordering."""
-
-    def __init__(self, request: HttpRequest, dataset: Dataset, *, list_reward_models: bool = True):
-        p = request.GET
-        self.dataset = dataset
-        self.q = p.get("q", "").strip()[:MAX_QUERY_CHARS]
-        self.source = p.get("source", "")
-        self.kept = p.get("kept", "") if p.get("kept", "") in ("true", "false") else ""
-        self.drop_reason = p.get("drop_reason", "")
-        self.min_len = _int_param(p.get("min_len"))
-        self.max_len = _int_param(p.get("max_len"))
-        if list_reward_models:
-            self.reward_models = _reward_models(request, dataset)
-            self.rm = {c.id: c for c in self.reward_models}.get(_int_param(p.get("rm")))
-        else:
-            self.reward_models = []
-            self.rm = _reward_model(request, dataset, p.get("rm"))
-        ordering = p.get("ordering", "row")
-        key = ordering.lstrip("-")
-        if key not in PAIR_SORT_KEYS or (key == "margin" and self.rm is None):
-            ordering, key = "row", "row"
-        self.ordering, self.key, self.desc = ordering, key, ordering.startswith("-")
-        try:
-            self.page_size = int(p.get("page_size", 50))
-        except ValueError:
-            self.page_size = 50
-        if self.page_size not in PAIR_PAGE_SIZES:
-            self.page_size = 50
-
-    @property
-    def params(self) -> dict:
-        """The state as query parameters (defaults left out), without the page."""
-        return {
-            "q": self.q,
-            "source": self.source,
-            "kept": self.kept,
-            "drop_reason": self.drop_reason,
-            "min_len": self.min_len,
-            "max_len": self.max_len,
-            "rm": self.rm.id if self.rm else "",
-            "ordering": self.ordering if self.ordering != "row" else "",
-            "page_size": self.page_size if self.page_size != 50 else "",
-        }
-
-    @property
-    def filtered(self) -> bool:
-        return bool(
-            self.q or self.source or self.kept or self.drop_reason
-            or self.min_len is not None or self.max_len is not None
-        )  # fmt: skip
-
-    def queryset(self):
-        qs = dataset_selectors.pair_list(
-            self.dataset, search=self.q, source=self.source, kept=self.kept, drop_reason=self.drop_reason
-        )
-        if self.min_len is not None:
-            qs = qs.filter(chosen_len__gte=self.min_len)
-        if self.max_len is not None:
-            qs = qs.filter(chosen_len__lte=self.max_len)
-        if self.rm is not None:
-            # a LEFT JOIN on this reward model's score: pairs it did not score stay, with no margin
-            qs = qs.annotate(
-                rm_score=FilteredRelation("scores", condition=Q(scores__checkpoint_id=self.rm.id))
-            ).annotate(margin=F("rm_score__margin"))
-        return qs.order_by(*self.order_by())
-
-    def order_by(self, reverse: bool = False) -> list:
-        desc = self.desc != reverse
-        # A plain "row" leaves the plan to PostgreSQL (datasets.selectors.SEARCH_SQL): a common word
-        # walks the (dataset, row) index and stops at the first page, a rare one uses the GIN index.
-        row = F("row")
-        if self.key == "row":
-            return [row.desc() if desc else row.asc()]
-        nulls = {"nulls_first": True} if reverse else {"nulls_last": True}  # no margin: listed last
-        first = F(self.key).desc(**nulls) if desc else F(self.key).asc(**nulls)
-        return [first, row.desc() if reverse else row.asc()]
-
-    def _around(self, value, row: int) -> tuple[Q, Q]:
-        """(before, after): the pairs listed before and after the pair at (value, row)."""
-        if self.key == "row":
-            lower, higher = Q(row__lt=row), Q(row__gt=row)
-            return (higher, lower) if self.desc else (lower, higher)
-        k = self.key
-        if value is None:  # no margin: listed last, by row
-            null = Q(**{f"{k}__isnull": True})
-            return Q(**{f"{k}__isnull": False}) | (null & Q(row__lt=row)), null & Q(row__gt=row)
-        ahead, behind = (f"{k}__gt", f"{k}__lt") if self.desc else (f"{k}__lt", f"{k}__gt")
-        before = Q(**{ahead: value}) | Q(**{k: value}, row__lt=row)
-        after = Q(**{behind: value}) | Q(**{k: value}, row__gt=row) | Q(**{f"{k}__isnull": True})
-        return before, after
-
-    def neighbours(self, pair: PreferencePair) -> dict:
-        qs = self.queryset()
-        if self.key == "margin":
-            value = (
-                PairScore.objects.filter(pair=pair, checkpoint=self.rm)
-                .values_list("margin", flat=True)
-                .first()
-            )
-        else:
-            value = getattr(pair, self.key)
-        before, after = self._around(value, pair.row)
-        rows = qs.values_list("row", flat=True)
-        position = qs.filter(before).count() + 1
-        return {
-            "prev": rows.filter(before).order_by(*self.order_by(reverse=True)).first(),
-            "next": rows.filter(after).first(),
-            "position": position,
-            "total": qs.count(),
-            "in_list": qs.filter(pk=pair.pk).exists(),
-        }
-
-
 def pair_browser(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _dataset(request, pk, kind=Dataset.Kind.PREFERENCE)
-    state = PairQuery(request, dataset)
+    state = PairQuery(request.GET, dataset, user=request.user)
     qs = (
         state.queryset()
         .only("id", "row", "source", "chosen_len", "rejected_len", "kept", "drop_reason")
         .annotate(excerpt=Substr("prompt", 1, EXCERPT_CHARS))
     )
-    # counts stop at a cap (a common word matches most of a million pairs); unfiltered, the
-    # dataset knows its size
-    total = None if state.filtered else dataset.row_count
-    paginator = dataset_selectors.CappedPaginator(
-        qs, state.page_size, total=total, search=bool(state.q), by_row=state.key == "row"
-    )
-    page = paginator.get_page(request.GET.get("page"))
+    page = state.paginator(qs, state.page_size).get_page(request.GET.get("page"))
     params = state.params
     pair_query = _query(params)
     rows = [
@@ -683,7 +507,7 @@ def _turns(conversation) -> list[dict]:
 def pair_detail(request: HttpRequest, pk: int, row: int) -> HttpResponse:
     dataset = _dataset(request, pk, kind=Dataset.Kind.PREFERENCE)
     pair = get_object_or_404(PreferencePair, dataset=dataset, row=row)
-    state = PairQuery(request, dataset, list_reward_models=False)
+    state = PairQuery(request.GET, dataset, user=request.user, list_reward_models=False)
     around = state.neighbours(pair)
     params = state.params
     query = _query(params)
@@ -843,7 +667,7 @@ def curate(request: HttpRequest, pk: int) -> HttpResponse:
         "errors": [
             f"{k}: {m}" if k not in ("recipe", "__all__") else m for k, msgs in errors.items() for m in msgs
         ],
-        "reward_models": _reward_models(request, dataset),
+        "reward_models": reward_models(request.user, dataset),
         "benchmarks": list(
             _datasets(request.user)
             .filter(status=Dataset.Status.READY)
