@@ -29,6 +29,15 @@ class OrlabError(Exception):
         super().__init__(f"HTTP {status}: {body}")
 
 
+class AuthError(OrlabError):
+    """The server refused the API token (401): a wrong or revoked ``ORLAB_TOKEN``."""
+
+    def __init__(self, status: int, body: Any):
+        super().__init__(status, body)
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        self.args = (f"orlab refused the API token (HTTP {status}: {detail}); check ORLAB_TOKEN",)
+
+
 class Unreachable(Exception):
     """The server could not be reached (connection error, timeout or 5xx) after every retry."""
 
@@ -48,7 +57,7 @@ class Client:
         token = token or os.environ.get("ORLAB_TOKEN")
         if not token:
             raise ValueError("an API token is needed: Client(url, token=...) or ORLAB_TOKEN")
-        self.spool_dir = Path(spool_dir) if spool_dir else DEFAULT_SPOOL
+        self.spool_dir = Path(spool_dir or os.environ.get("ORLAB_SPOOL_DIR") or DEFAULT_SPOOL)
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
@@ -84,6 +93,8 @@ class Client:
                 last = Unreachable(f"HTTP {resp.status_code} from {path}")
                 continue
             body_out = resp.json() if resp.content else None
+            if resp.status_code == 401:
+                raise AuthError(resp.status_code, body_out)
             if resp.status_code >= 400:
                 raise OrlabError(resp.status_code, body_out)
             return body_out
@@ -189,7 +200,13 @@ class Client:
         if kind == "checkpoint":
             self.upload_checkpoint(run_id, body)
             return
-        paths = {"metrics": "metrics", "samples": "samples", "checkpoint": "checkpoints", "finish": "finish"}
+        paths = {
+            "metrics": "metrics",
+            "samples": "samples",
+            "evaluation": "evaluations",
+            "checkpoint": "checkpoints",
+            "finish": "finish",
+        }
         try:
             self.request("POST", f"/api/runs/{run_id}/{paths[kind]}/", body)
         except OrlabError as exc:
@@ -230,6 +247,20 @@ class Run:
         }
         with self._lock:
             self._records.append(("samples", body))
+
+    def log_evaluation(
+        self, step: int, benchmark: str, metrics: dict[str, float], protocol: dict | None = None
+    ) -> None:
+        """An evaluation the script ran itself at ``step`` (e.g. pass@1 on a held-out set). One per
+        (step, benchmark): logging it again replaces it."""
+        body = {
+            "step": int(step),
+            "benchmark": benchmark,
+            "metrics": {k: _json_number(v) for k, v in metrics.items()},
+            "protocol": dict(protocol or {}),
+        }
+        with self._lock:
+            self._records.append(("evaluation", body))
 
     def log_checkpoint(
         self, step: int, directory: str | os.PathLike, metrics: dict[str, float] | None = None

@@ -6,6 +6,7 @@ from webapp.api import views as v
 from webapp.api.compare_group_views import CompareGroupsApi
 from webapp.api.curation_views import urlpatterns as curation_urls
 from webapp.api.fleet_views import urlpatterns as fleet_urls
+from webapp.api.project_resolve_views import urlpatterns as project_resolve_urls
 from webapp.api.step_values_views import urlpatterns as step_values_urls
 
 urlpatterns = [
@@ -43,4 +44,5 @@ urlpatterns = [
 ]
 urlpatterns += curation_urls
 urlpatterns += fleet_urls
+urlpatterns += project_resolve_urls
 urlpatterns += step_values_urls
