@@ -1,20 +1,29 @@
-"""Targets 3 and 4: reading metrics for charts.
+"""Targets 3 and 4 (issue 12's read-path speeds): reading metrics for charts.
 
-3. GET /api/runs/{id}/metrics/?keys=k&max_points=2000 on a 1,000,000-point series.
-4. GET /api/compare/?runs=<10 runs>&keys=k&max_points=2000, each run with 100,000 points.
+3. GET /api/runs/{id}/metrics/?keys=k&max_points=2000 on a 1,000,000- and a 10,000,000-point series
+   (<= 20 ms server time).
+4. GET /api/compare/?runs=<10 runs>&keys=k&max_points=2000, each run with 100,000 points (<= 30 ms);
+   also through /api/compare/series/ (the compare page's endpoint, its cache off).
+4b. GET /api/compare/?runs=<100 runs>&keys=<10 keys>&max_points=500, 100,000 points per series
+   (100 M points; <= 300 ms).
 
 Seeding goes straight through webapp.runs.metric_store.metrics_record in 100,000-point batches (not
-over HTTP). Each run also has other keys, so the key filter has something to skip. Every request
-is timed twice: "server time" from the Server-Timing header, "wall" on the client (includes the
-socket and the body transfer). Medians of ``--repeat`` requests after ``--warmup`` unmeasured ones.
-For comparison with MLflow, the same series is also read whole (no max_points) and as 320 points.
+over HTTP), so the chunks and their summaries are what live writes make. Each run also has other
+keys, so the key filter has something to skip. Every request is timed twice: "server time" from the
+Server-Timing header, "wall" on the client (includes the socket and the body transfer). The first
+request of each path (cold: just after the server started, nothing of it in the process) is
+reported on its own, then the medians of ``--repeat`` requests after ``--warmup`` unmeasured ones.
+For comparison with MLflow, the 1M series is also read whole (no max_points) and as 320 points. The
+compare page's cache of downsampled series is off (ORLAB_COMPARE_CACHE=0): the numbers are the reader.
 
-    python -m bench.bench_read_metrics [--points 1000000] [--compare-runs 10] [--compare-points 100000]
+    python -m bench.bench_read_metrics [--points 1000000,10000000] [--compare-runs 10]
+        [--compare-points 100000] [--big-runs 100 --big-keys 10 --big-points 100000] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -31,9 +40,12 @@ from bench.common import (
     timed_requests,
 )
 
-TARGET_SINGLE_MS = 100.0
-TARGET_COMPARE_MS = 150.0
+TARGET_SINGLE_MS = 20.0
+TARGET_COMPARE_MS = 30.0
+TARGET_BIG_COMPARE_MS = 300.0
 SEED_BATCH = 100_000
+MLFLOW_SINGLE = "0.78 s for a 320-point sample; 47.6 s for the whole 1M history (bench/RESULTS.md, Nov 25)"
+MLFLOW_COMPARE = "0.89 s (10 runs x 100k, downsampled; bench/RESULTS.md, Nov 25)"
 
 
 def curve(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,17 +67,36 @@ def seed_series(run_id: int, key: str, n: int, seed: int) -> None:
         metrics_record(run_id, {key: Columns.of(steps[sl], values[sl], walls[sl])})
 
 
+def seed_run_keys(run_id: int, keys: list[str], n: int, seed: int) -> None:
+    """``n`` points for each of ``keys``, one metrics_record call per run (as one big sink flush)."""
+    from webapp.runs.metric_store import Columns, metrics_record
+
+    batch = {}
+    for j, key in enumerate(keys):
+        steps, values, walls = curve(n, seed + j)
+        batch[key] = Columns.of(steps, values, walls)
+    metrics_record(run_id, batch)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--points", type=int, default=1_000_000, help="points of the single big series")
+    parser.add_argument(
+        "--points",
+        default="1000000,10000000",
+        help="comma-separated sizes of the single big series (one run each)",
+    )
     parser.add_argument("--compare-runs", type=int, default=10)
     parser.add_argument("--compare-points", type=int, default=100_000)
     parser.add_argument("--max-points", type=int, default=2000)
+    parser.add_argument("--big-runs", type=int, default=100, help="4b: runs (0 skips 4b)")
+    parser.add_argument("--big-keys", type=int, default=10)
+    parser.add_argument("--big-points", type=int, default=100_000)
+    parser.add_argument("--big-max-points", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="also print where the time of 3 and 4 goes")
 
 
-def check_series(max_points: int, runs: int = 1):
+def check_series(max_points: int, runs: int = 1, keys: int = 1):
     def check(resp) -> None:
         data = resp.json()
         series = (
@@ -73,6 +104,8 @@ def check_series(max_points: int, runs: int = 1):
         )
         if runs > 1 and len(data) != runs:
             raise RuntimeError(f"expected {runs} runs in the answer, got {len(data)}")
+        if len(series) != runs * keys:
+            raise RuntimeError(f"expected {runs * keys} series in the answer, got {len(series)}")
         for s in series:
             n = len(s["steps"])
             if not 0 < n <= max_points or n != len(s["values"]):
@@ -81,7 +114,28 @@ def check_series(max_points: int, runs: int = 1):
     return check
 
 
+def cold_and_warm(client: Client, path: str, args: argparse.Namespace, check) -> dict:
+    """The first request of ``path`` (cold), then timed_requests' warm medians."""
+    first = client.request("GET", path)
+    if first.status != 200:
+        raise RuntimeError(f"GET {path} -> {first.status}: {first.body[:500]!r}")
+    m = timed_requests(client, path, warmup=args.warmup, repeat=args.repeat, check=check)
+    m["cold_server_ms"] = round(first.server_ms, 2) if first.server_ms is not None else None
+    m["cold_wall_ms"] = round(first.wall_ms, 2)
+    return m
+
+
+def note_of(m: dict) -> str:
+    return (
+        f"server time median of {m['requests']} after {m['warmup']} warm-up (p90 {m['server_ms']['p90']} ms); "
+        f"cold first request {m['cold_server_ms']} ms server / {m['cold_wall_ms']} ms wall; client wall "
+        f"median {m['wall_ms']['median']} ms; {m['response_bytes']:,} bytes"
+    )
+
+
 def run(args: argparse.Namespace) -> list[dict]:
+    os.environ["ORLAB_COMPARE_CACHE"] = "0"  # the gunicorn workers inherit it: measure the reader
+    sizes = [int(x) for x in str(args.points).split(",") if x]
     rows = []
     with bench_database() as fx:
         from django.utils import timezone
@@ -101,18 +155,34 @@ def run(args: argparse.Namespace) -> list[dict]:
             )
 
         t0 = time.perf_counter()
-        big = new_run("big")
-        seed_series(big.id, "k", args.points, 0)
-        for j in range(4):
-            seed_series(big.id, f"other/{j}", 100_000, 100 + j)
+        bigs = []
+        for size in sizes:
+            t = time.perf_counter()
+            big = new_run(f"big-{size}")
+            seed_series(big.id, "k", size, 0)
+            for j in range(4):
+                seed_series(big.id, f"other/{j}", 100_000, 100 + j)
+            bigs.append((size, big))
+            print(f"seeded {size:,} points in {time.perf_counter() - t:.1f} s", flush=True)
+        t = time.perf_counter()
         compare = [new_run(f"compare-{i}") for i in range(args.compare_runs)]
         for i, r in enumerate(compare):
             seed_series(r.id, "k", args.compare_points, 1000 + i)
             seed_series(r.id, "other/0", args.compare_points // 10, 2000 + i)
+        print(f"seeded {args.compare_runs} compare runs in {time.perf_counter() - t:.1f} s", flush=True)
+        big_keys = [f"m/{j:02d}" for j in range(args.big_keys)]
+        t = time.perf_counter()
+        many = [new_run(f"many-{i}") for i in range(args.big_runs)]
+        for i, r in enumerate(many):
+            seed_run_keys(r.id, big_keys, args.big_points, 10_000 + 100 * i)
+        if many:
+            print(
+                f"seeded {args.big_runs} runs x {args.big_keys} keys x {args.big_points:,} points in "
+                f"{time.perf_counter() - t:.1f} s ({args.big_points * args.big_keys * args.big_runs / (time.perf_counter() - t):,.0f} points/s)",
+                flush=True,
+            )
         print(
-            f"seeded {args.points:,} + 4 x 100,000 points (1 run) and {args.compare_runs} runs x "
-            f"{args.compare_points:,} (+{args.compare_points // 10:,}) points in {time.perf_counter() - t0:.1f} s; "
-            f"{MetricChunk.objects.count():,} chunks",
+            f"seeding done in {time.perf_counter() - t0:.1f} s; {MetricChunk.objects.count():,} chunks",
             flush=True,
         )
         from django.db import connection
@@ -124,97 +194,116 @@ def run(args: argparse.Namespace) -> list[dict]:
             client = Client(server.url, fx.token)
             mp = args.max_points
 
-            path = f"/api/runs/{big.id}/metrics/?keys=k&max_points={mp}"
-            m = timed_requests(client, path, warmup=args.warmup, repeat=args.repeat, check=check_series(mp))
-            print(f"single: {m}", flush=True)
-            rows.append(
-                result(
-                    "3",
-                    f"GET /api/runs/{{id}}/metrics/?keys=k&max_points={mp}, {args.points:,}-point series",
-                    m["server_ms"]["median"],
-                    "ms",
-                    TARGET_SINGLE_MS,
-                    "lower",
-                    mlflow="0.78 s for a 320-point sample; 47.6 s for the whole 1M history",
-                    note=f"server time median of {m['requests']} after {m['warmup']} warm-up; client wall median "
-                    f"{m['wall_ms']['median']} ms; p90 server {m['server_ms']['p90']} ms; "
-                    f"{m['response_bytes']:,} bytes",
-                    path=path,
-                    **m,
+            for size, big in bigs:
+                path = f"/api/runs/{big.id}/metrics/?keys=k&max_points={mp}"
+                m = cold_and_warm(client, path, args, check_series(mp))
+                print(f"single {size:,}: {m}", flush=True)
+                rows.append(
+                    result(
+                        "3",
+                        f"GET /api/runs/{{id}}/metrics/?keys=k&max_points={mp}, {size:,}-point series",
+                        m["server_ms"]["median"],
+                        "ms",
+                        TARGET_SINGLE_MS,
+                        "lower",
+                        mlflow=MLFLOW_SINGLE if size == 1_000_000 else "",
+                        note=note_of(m),
+                        path=path,
+                        **m,
+                    )
                 )
-            )
 
             ids = ",".join(str(r.id) for r in compare)
-            path = f"/api/compare/?runs={ids}&keys=k&max_points={mp}"
-            m = timed_requests(
-                client, path, warmup=args.warmup, repeat=args.repeat, check=check_series(mp, len(compare))
-            )
-            print(f"compare: {m}", flush=True)
-            rows.append(
-                result(
-                    "4",
-                    f"GET /api/compare/?runs=<{len(compare)} runs>&keys=k&max_points={mp}, "
-                    f"{args.compare_points:,} points each",
-                    m["server_ms"]["median"],
-                    "ms",
-                    TARGET_COMPARE_MS,
-                    "lower",
-                    mlflow="0.89 s (10 runs x 100k, downsampled)",
-                    note=f"server time median of {m['requests']} after {m['warmup']} warm-up; client wall median "
-                    f"{m['wall_ms']['median']} ms; p90 server {m['server_ms']['p90']} ms; "
-                    f"{m['response_bytes']:,} bytes",
-                    path=path,
-                    **m,
+            for api in ("/api/compare/", "/api/compare/series/"):
+                path = f"{api}?runs={ids}&keys=k&max_points={mp}"
+                m = cold_and_warm(client, path, args, check_series(mp, len(compare)))
+                print(f"compare {api}: {m}", flush=True)
+                rows.append(
+                    result(
+                        "4",
+                        f"GET {api}?runs=<{len(compare)} runs>&keys=k&max_points={mp}, "
+                        f"{args.compare_points:,} points each",
+                        m["server_ms"]["median"],
+                        "ms",
+                        TARGET_COMPARE_MS,
+                        "lower",
+                        mlflow=MLFLOW_COMPARE,
+                        note=note_of(m),
+                        path=path,
+                        **m,
+                    )
                 )
-            )
 
-            # For the MLflow comparison only (no target): the 320-point sample and the whole history.
-            path = f"/api/runs/{big.id}/metrics/?keys=k&max_points=320"
-            m = timed_requests(client, path, warmup=2, repeat=args.repeat, check=check_series(320))
-            rows.append(
-                result(
-                    "3b",
-                    "(info) same series, max_points=320",
-                    m["server_ms"]["median"],
-                    "ms",
-                    None,
-                    "lower",
-                    mlflow="0.78 s",
-                    note=f"client wall median {m['wall_ms']['median']} ms",
-                    path=path,
-                    **m,
+            if many:
+                ids = ",".join(str(r.id) for r in many)
+                bmp = args.big_max_points
+                path = f"/api/compare/?runs={ids}&keys={','.join(big_keys)}&max_points={bmp}"
+                m = cold_and_warm(client, path, args, check_series(bmp, len(many), len(big_keys)))
+                print(f"compare {len(many)} runs x {len(big_keys)} keys: {m}", flush=True)
+                rows.append(
+                    result(
+                        "4b",
+                        f"GET /api/compare/?runs=<{len(many)} runs>&keys=<{len(big_keys)} keys>&max_points={bmp}, "
+                        f"{args.big_points:,} points each",
+                        m["server_ms"]["median"],
+                        "ms",
+                        TARGET_BIG_COMPARE_MS,
+                        "lower",
+                        note=note_of(m),
+                        path=path,
+                        **m,
+                    )
                 )
-            )
 
-            def check_full(resp) -> None:
-                n = len(resp.json()["k"]["steps"])
-                if n != args.points:
-                    raise RuntimeError(f"full read returned {n} points, expected {args.points}")
-
-            path = f"/api/runs/{big.id}/metrics/?keys=k"
-            m = timed_requests(client, path, warmup=1, repeat=5, check=check_full)
-            rows.append(
-                result(
-                    "3c",
-                    f"(info) same series, all {args.points:,} points (no max_points)",
-                    m["server_ms"]["median"],
-                    "ms",
-                    None,
-                    "lower",
-                    mlflow="47.6 s",
-                    note=f"client wall median {m['wall_ms']['median']} ms; {m['response_bytes'] / 2**20:.1f} MiB",
-                    path=path,
-                    **m,
+            million = next((big for size, big in bigs if size == 1_000_000), None)
+            if million is not None:
+                # For the MLflow comparison only (no target): the 320-point sample and the whole history.
+                path = f"/api/runs/{million.id}/metrics/?keys=k&max_points=320"
+                m = timed_requests(client, path, warmup=2, repeat=args.repeat, check=check_series(320))
+                rows.append(
+                    result(
+                        "3b",
+                        "(info) 1M series, max_points=320",
+                        m["server_ms"]["median"],
+                        "ms",
+                        None,
+                        "lower",
+                        mlflow="0.78 s",
+                        note=f"client wall median {m['wall_ms']['median']} ms",
+                        path=path,
+                        **m,
+                    )
                 )
-            )
+
+                def check_full(resp) -> None:
+                    n = len(resp.json()["k"]["steps"])
+                    if n != 1_000_000:
+                        raise RuntimeError(f"full read returned {n} points, expected 1,000,000")
+
+                path = f"/api/runs/{million.id}/metrics/?keys=k"
+                m = timed_requests(client, path, warmup=1, repeat=5, check=check_full)
+                rows.append(
+                    result(
+                        "3c",
+                        "(info) 1M series, all 1,000,000 points (no max_points)",
+                        m["server_ms"]["median"],
+                        "ms",
+                        None,
+                        "lower",
+                        mlflow="47.6 s",
+                        note=f"client wall median {m['wall_ms']['median']} ms; {m['response_bytes'] / 2**20:.1f} MiB",
+                        path=path,
+                        **m,
+                    )
+                )
             client.close()
 
         if args.profile:
-            for row in rows[:2]:
-                print(
-                    f"breakdown of GET {row['details']['path']}: {breakdown_get(row['details']['path'], token=fx.token)}"
-                )
-                print(profile_get(row["details"]["path"], token=fx.token, top=20))
+            for row in rows:
+                if row["target"] in ("3", "4", "4b"):
+                    path = row["details"]["path"]
+                    print(f"breakdown of GET {path}: {breakdown_get(path, token=fx.token)}")
+                    print(profile_get(path, token=fx.token, top=20))
     return rows
 
 

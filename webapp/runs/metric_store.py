@@ -15,8 +15,9 @@ from django.db import connection, transaction
 from webapp.runs import summaries
 from webapp.runs.downsample import m4
 from webapp.runs.models import MetricChunk, MetricSeries
-from webapp.runs.summaries import summarize
+from webapp.runs.summaries import summarize, summarize_chunks
 
+CHUNK = MetricChunk.CHUNK_POINTS
 STEP = np.dtype("<i8")
 FLOAT = np.dtype("<f8")
 
@@ -46,8 +47,9 @@ def decode(raw, dtype) -> np.ndarray:
     return np.frombuffer(bytes(raw) if isinstance(raw, memoryview) else raw, dtype=dtype)
 
 
-def _chunk_fields(cols: Columns) -> dict:
-    """A chunk's columns, its summaries included (every write of a chunk's points goes through here)."""
+def _chunk_fields(cols: Columns, summary: dict | None = None) -> dict:
+    """A chunk's columns, its summaries included (every write of a chunk's points goes through here;
+    ``summary``: summaries.summarize of these points, when the caller computed it already)."""
     return {
         "step_lo": int(cols.steps[0]),
         "step_hi": int(cols.steps[-1]),
@@ -55,7 +57,7 @@ def _chunk_fields(cols: Columns) -> dict:
         "steps": cols.steps.astype(STEP, copy=False).tobytes(),
         "values": cols.values.astype(FLOAT, copy=False).tobytes(),
         "walls": cols.walls.astype(FLOAT, copy=False).tobytes(),
-        **summarize(cols.steps, cols.values, cols.walls),
+        **(summary or summarize(cols.steps, cols.values, cols.walls)),
     }
 
 
@@ -129,9 +131,15 @@ def _write_series(series: MetricSeries, cols: Columns, new_chunks: list[MetricCh
             )
             MetricChunk.objects.filter(pk=chunk.pk).update(**_chunk_fields(merged))
             start = len(head)
+        rest = tail.take(slice(start, None))
+        # the new chunks' summaries in one go (a big sink flush writes many chunks a key)
+        sums = summarize_chunks(rest.steps, rest.values, rest.walls) if len(rest) else []
         tail_parts = [
-            MetricChunk(series=series, **_chunk_fields(tail.take(slice(i, i + MetricChunk.CHUNK_POINTS))))
-            for i in range(start, len(tail), MetricChunk.CHUNK_POINTS)
+            MetricChunk(
+                series=series,
+                **_chunk_fields(rest.take(slice(i * CHUNK, (i + 1) * CHUNK)), sums[i]),
+            )
+            for i in range(len(sums))
         ]
         if tail_parts:
             new_chunks.extend(tail_parts)
@@ -253,7 +261,7 @@ def read_series(
             if overlap or any(p[2] is None for p in parts):
                 points.append(sid)  # out-of-order points, or chunks from before the summaries
                 continue
-            records = summaries.decode_records(p[2] for p in parts)
+            records = summaries.decode_records([bytes(p[2]) for p in parts])
             out[names[sid]] = summaries.m4_records(records, max_points, with_wall)
     if points:
         for sid, entry in _read_points(points, since_step, max_points, with_wall).items():

@@ -53,27 +53,52 @@ def column(level: int) -> str:
 
 def summarize(steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> dict[str, bytes]:
     """``{column: bytes}`` of the summary records of one chunk's points (step-sorted), every level."""
+    return summarize_chunks(steps, values, walls)[0]
+
+
+def summarize_chunks(steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> list[dict[str, bytes]]:
+    """summarize for consecutive chunks at once: the points of chunk i are ``[4096 i, 4096 (i + 1))``
+    (only the last may be shorter). Written for few numpy calls whatever the number of chunks (it
+    runs on every write of a chunk, live appends included)."""
     n = len(steps)
+    top = LEVELS[-1]
+    n_chunks = max(1, -(-n // top))
+    size = n_chunks * top
     nan = np.isnan(values)
-    lo_key = np.where(nan, np.inf, values)
-    hi_key = np.where(nan, -np.inf, values)
-    out = {}
+    # padding follows the points, so a block's first occurrence of its extreme is a stored point
+    lo = np.full(size, np.inf)
+    lo[:n] = np.where(nan, np.inf, values)
+    hi = np.full(size, -np.inf)
+    hi[:n] = np.where(nan, -np.inf, values)
+    picks, counts = [], []
     for level in LEVELS:
         rows = -(-n // level)
-        pad = rows * level - n
-        lo = np.concatenate([lo_key, np.full(pad, np.inf)]) if pad else lo_key
-        hi = np.concatenate([hi_key, np.full(pad, -np.inf)]) if pad else hi_key
-        base = np.arange(rows) * level
-        # padding follows the block's points, so a first occurrence is always a stored point
-        imin = base + lo.reshape(rows, level).argmin(axis=1)
-        imax = base + hi.reshape(rows, level).argmax(axis=1)
-        ilast = np.minimum(base + level - 1, n - 1)
-        rec = np.empty(rows, RECORD)
-        for name, idx in (("first", base), ("last", ilast), ("min", imin), ("max", imax)):
-            rec[f"{name}_step"] = steps[idx]
-            rec[f"{name}_value"] = values[idx]
-            rec[f"{name}_wall"] = walls[idx]
-        out[column(level)] = rec.tobytes()
+        base = np.arange(0, rows * level, level)
+        picks.append(
+            np.stack(
+                [
+                    base,
+                    np.minimum(base + level - 1, n - 1),
+                    base + lo.reshape(-1, level)[:rows].argmin(axis=1),
+                    base + hi.reshape(-1, level)[:rows].argmax(axis=1),
+                ],
+                axis=1,
+            )
+        )
+        counts.append(rows)
+    idx = np.concatenate(picks)  # (records, 4): first, last, min, max
+    table = np.empty((len(idx), 12), dtype="<i8")  # the RECORD layout
+    table[:, 0:4] = steps[idx]
+    table[:, 4:8] = values.astype("<f8", copy=False)[idx].view("<i8")
+    table[:, 8:12] = walls.astype("<f8", copy=False)[idx].view("<i8")
+    out: list[dict[str, bytes]] = [{} for _ in range(n_chunks)]
+    start = 0
+    for level, rows in zip(LEVELS, counts, strict=True):
+        per_chunk = top // level
+        for i, chunk in enumerate(out):
+            lo_row = start + i * per_chunk
+            chunk[column(level)] = table[lo_row : min(lo_row + per_chunk, start + rows)].tobytes()
+        start += rows
     return out
 
 
@@ -86,33 +111,35 @@ def level_for(count: int, max_points: int) -> int | None:
 
 
 def decode_records(parts) -> np.ndarray:
-    return np.frombuffer(b"".join(bytes(p) for p in parts), dtype=RECORD)
+    """The records of summary column values, as an (records, 12) int64 array in the RECORD layout
+    (columns 0-3 steps, 4-7 values' bits, 8-11 walls' bits: first, last, min, max)."""
+    return np.frombuffer(b"".join(parts), dtype="<i8").reshape(-1, 12)
 
 
-def m4_records(rec: np.ndarray, max_points: int, with_wall: bool) -> dict[str, np.ndarray]:
+def m4_records(table: np.ndarray, max_points: int, with_wall: bool) -> dict[str, np.ndarray]:
     """M4 (the rule in webapp.runs.downsample, edges snapped to block starts) of a series given as
-    its step-ordered, non-overlapping block records."""
-    width = bucket_width(rec["first_step"][0], rec["last_step"][-1], max_points)
-    bucket = (rec["first_step"] - rec["first_step"][0]) // width
+    its step-ordered, non-overlapping block records (decode_records)."""
+    first_steps = table[:, 0]
+    width = bucket_width(first_steps[0], table[-1, 1], max_points)
+    bucket = (first_steps - first_steps[0]) // width
     starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-    ends = np.r_[starts[1:], len(rec)] - 1
+    ends = np.r_[starts[1:], len(table)] - 1
     counts = ends - starts + 1
-    picked = [
-        rec[starts][["first_step", "first_value", "first_wall"]],
-        rec[ends][["last_step", "last_value", "last_wall"]],
-    ]
-    for name, reduce, fill in (("min", np.minimum, np.inf), ("max", np.maximum, -np.inf)):
-        v = rec[f"{name}_value"]
+    rows, cols = [starts, ends], [0, 1]
+    for col, reduce, fill in ((2, np.minimum, np.inf), (3, np.maximum, -np.inf)):
+        v = table[:, 4 + col].view("<f8")
         key = np.where(np.isnan(v), fill, v)
         extreme = reduce.reduceat(key, starts)
         hit = np.flatnonzero(key == np.repeat(extreme, counts))
         owner = np.searchsorted(starts, hit, side="right") - 1
-        first = hit[np.r_[True, owner[1:] != owner[:-1]]]
-        picked.append(rec[first][[f"{name}_step", f"{name}_value", f"{name}_wall"]])
-    steps = np.concatenate([p[p.dtype.names[0]] for p in picked])
-    values = np.concatenate([p[p.dtype.names[1]] for p in picked])
-    steps, index = np.unique(steps, return_index=True)  # steps are unique in a series: same point
-    entry = {"steps": steps, "values": values[index]}
+        rows.append(hit[np.r_[True, owner[1:] != owner[:-1]]])
+        cols.append(col)
+    row = np.concatenate(rows)
+    col = np.concatenate([np.full(len(r), c) for r, c in zip(rows, cols, strict=True)])
+    # steps are unique in a series: one step is one point (a bucket's first may also be its min)
+    steps, index = np.unique(table[row, col], return_index=True)
+    row, col = row[index], col[index]
+    entry = {"steps": steps, "values": table[row, col + 4].view("<f8")}
     if with_wall:
-        entry["walls"] = np.concatenate([p[p.dtype.names[2]] for p in picked])[index]
+        entry["walls"] = table[row, col + 8].view("<f8")
     return entry
