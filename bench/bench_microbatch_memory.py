@@ -143,9 +143,10 @@ def _step_after(model, optimizer, seqs, advantages, pad_id: int) -> int:
     """The trainer's update now: trainers.rl.update.update_minibatch on the whole batch."""
     import torch
 
-    from trainers.rl.batch import build_batch
+    from trainers.common.policy_step import PolicyLogprobs, TorchStepper
+    from trainers.common.rollout_batch import build_batch
     from trainers.rl.config import AlgoConfig
-    from trainers.rl.update import PolicyLogprobs, TorchStepper, update_minibatch
+    from trainers.rl.update import update_minibatch
 
     batch = build_batch(seqs, pad_id)
     old_logp = torch.zeros(batch.response_mask.shape)

@@ -294,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("    .venv/bin/pip install trl      (a bench-only tool: not an orlab dependency)")
 
+    from trainers.common.demo_data import write_jsonl
     from trainers.common.tiny import build_tiny_model
-    from trainers.reward.demo_data import write_jsonl
 
     info = machine()
     print(f"# reward-model training throughput, {info['date']}")

@@ -252,7 +252,7 @@ def build_inputs(shape: Shape, work: Path) -> Inputs:
 
     from trainers.common import arith
     from trainers.common.bpe_tokenizer import build_qwen_style_model
-    from trainers.reward.demo_data import generate_pairs, write_jsonl
+    from trainers.common.demo_data import generate_pairs, write_jsonl
 
     model = build_qwen_style_model(
         work / "policy", vocab_size=shape.vocab_size, hidden_size=shape.hidden, layers=shape.layers,

@@ -37,7 +37,7 @@ def seed_llm_demo(user, project) -> None:
 
     from trainers.base import get_spec
     from trainers.common import arith
-    from trainers.reward.demo_data import write_demo_datasets
+    from trainers.common.demo_data import write_demo_datasets
     from webapp.runs import services
 
     work = Path(settings.VAR_DIR) / "demo-data"

@@ -16,13 +16,13 @@ from trainers.base import MemorySink, get_spec
 from trainers.common.checkpoints import OPTIMIZER_FILE, STATE_FILE
 from trainers.common.models import ValueModel, load_policy
 from trainers.common.precision import enable_gradient_checkpointing
+from trainers.common.rollout_batch import build_batch
 from trainers.common.tiny import build_tiny_model
 from trainers.common.token_batching import split_by_token_budget
 from trainers.dapo.actor import actor_backward, dapo_loss
 from trainers.dapo.critic import PrefixSequence, critic_backward, critic_loss, micro_batches, prefix_logits
 from trainers.dapo.encoding import StateEncoder
 from trainers.dapo.train import Pipeline
-from trainers.rl.batch import build_batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

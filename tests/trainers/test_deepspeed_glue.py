@@ -16,9 +16,9 @@ import torch
 
 from trainers.base import MemorySink
 from trainers.common import deepspeed_glue
+from trainers.common.demo_data import generate_pairs, write_jsonl
 from trainers.common.tiny import build_tiny_model
 from trainers.reward.config import RewardConfig
-from trainers.reward.demo_data import generate_pairs, write_jsonl
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -32,10 +32,10 @@ from tests.trainers.two_ranks import run_one_process, run_two_ranks
 from trainers.common import distributed
 from trainers.common.deepspeed_glue import free_port
 from trainers.common.models import ValueModel, load_policy
+from trainers.common.policy_step import PolicyLogprobs
 from trainers.common.tiny import build_tiny_model
 from trainers.dapo.actor import actor_backward
 from trainers.dapo.critic import PrefixSequence, critic_backward
-from trainers.rl.update import PolicyLogprobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

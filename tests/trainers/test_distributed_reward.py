@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.trainers.two_ranks import run_one_process, run_two_ranks
+from trainers.common.demo_data import generate_pairs, write_jsonl
 from trainers.common.tiny import build_tiny_model
-from trainers.reward.demo_data import generate_pairs, write_jsonl
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 

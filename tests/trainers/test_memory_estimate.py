@@ -168,11 +168,10 @@ def test_logits_are_chunked():
 
 
 def test_mirrored_constants_match_the_trainers():
-    from trainers.common import token_batching
-    from trainers.rl import train as rl_train
+    from trainers.common import engines, token_batching
 
     assert me.CHUNK_LOGIT_BYTES == token_batching.CHUNK_LOGIT_BYTES
-    assert me.TORCH_SAMPLER_ROWS == rl_train.SAMPLER_BATCH
+    assert me.TORCH_SAMPLER_ROWS == engines.SAMPLER_BATCH
 
 
 def test_rollout_shares():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from trainers.common.demo_data import write_demo_datasets
 from trainers.common.tiny import build_tiny_model
-from trainers.reward.demo_data import write_demo_datasets
 
 ROOT = Path(__file__).resolve().parents[2]
 

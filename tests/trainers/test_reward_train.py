@@ -17,11 +17,11 @@ from safetensors.torch import load_file
 
 from trainers.base import MemorySink
 from trainers.common.data import PreferenceEncoder, read_preference_jsonl
+from trainers.common.demo_data import generate_pairs, write_demo_datasets, write_jsonl
 from trainers.common.models import seed_everything
 from trainers.common.precision import enable_gradient_checkpointing
 from trainers.common.tiny import build_tiny_model
 from trainers.reward.config import RewardConfig
-from trainers.reward.demo_data import generate_pairs, write_demo_datasets, write_jsonl
 from trainers.reward.evaluation import collate, score_encoded
 from trainers.reward.losses import bt_loss
 from trainers.reward.model import build_reward_model

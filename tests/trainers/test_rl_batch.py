@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from trainers.common.models import load_policy
+from trainers.common.rollout_batch import build_batch, logprobs_and_entropy
 from trainers.common.tiny import build_tiny_model
-from trainers.rl.batch import build_batch, logprobs_and_entropy
 from trainers.rl.core import policy_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")

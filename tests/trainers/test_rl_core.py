@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from trainers.eval.core import pass_at_k
 from trainers.rl.core import (
     EntropyController,
     group_advantages,
     informative_groups,
-    pass_at_k,
     policy_loss,
     token_entropy,
 )

@@ -13,11 +13,12 @@ import pytest
 import torch
 
 from trainers.common.models import load_policy
+from trainers.common.policy_step import PolicyLogprobs, TorchStepper
 from trainers.common.precision import enable_gradient_checkpointing
+from trainers.common.rollout_batch import build_batch, logprobs_and_entropy
 from trainers.common.tiny import build_tiny_model
-from trainers.rl.batch import build_batch, logprobs_and_entropy
 from trainers.rl.core import policy_loss
-from trainers.rl.update import PolicyLogprobs, TorchStepper, batch_logprobs, micro_batches, update_minibatch
+from trainers.rl.update import batch_logprobs, micro_batches, update_minibatch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -298,7 +298,7 @@ def reward_run(live_server, alice, project, api, tmp_path):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from trainers.base import MemorySink, get_spec
-    from trainers.reward.demo_data import generate_pairs, write_jsonl
+    from trainers.common.demo_data import generate_pairs, write_jsonl
     from webapp.runs.models import Checkpoint, Run
     from webapp.runs.retention import run_artifact_dir
 

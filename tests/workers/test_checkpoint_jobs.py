@@ -9,8 +9,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from trainers.base import MemorySink, get_spec
+from trainers.common.demo_data import generate_pairs, write_jsonl
 from trainers.common.tiny import build_tiny_model
-from trainers.reward.demo_data import generate_pairs, write_jsonl
 from webapp.datasets.models import PairScore, ScoringJob
 from webapp.runs.models import Checkpoint, Evaluation, Run
 from webapp.runs.retention import run_artifact_dir

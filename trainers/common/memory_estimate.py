@@ -72,7 +72,7 @@ SAMPLER_VOCAB_COPIES = 4
 #: eager attention per score: the float32 softmax output, its cast to the compute dtype and one more
 #: score-sized tensor (Gemma-2's soft-capping tanh) in the compute dtype: 4 + 2e bytes
 EAGER_SCORE_FLOAT32_BYTES = 4
-#: rows per chunk of the torch sampler in RL and DAPO (trainers.rl.train.make_engine)
+#: rows per chunk of the torch sampler in RL and DAPO (trainers.common.engines.make_engine)
 TORCH_SAMPLER_ROWS = 256
 #: DeepSpeed's default reduce / all-gather bucket (elements) and ZeRO-3's live-parameter prefetch
 DEEPSPEED_BUCKET_ELEMENTS = 500_000_000

@@ -28,7 +28,8 @@ from transformers import (
 )
 
 from trainers.common.checkpoints import save_model
-from trainers.common.tiny import is_char_tokenizer_dir
+from trainers.common.model_roots import model_directory
+from trainers.common.tiny import build_tiny_model, is_char_tokenizer_dir
 
 VALUE_HEAD_FILE = "value_head.safetensors"
 VALUE_HEAD_CONFIG = "value_head.json"
@@ -172,3 +173,14 @@ def load_value_model(
         model.value_head.load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
     model.value_head.to(device)
     return model
+
+
+def resolve_model_path(model_path: str, workdir: Path, seed: int) -> Path:
+    """The directory of ``model_path``: "tiny" is built (seeded) in ``workdir``; an absolute path is
+    used as it is; anything else is a catalogue name under the worker's model roots."""
+    if model_path == "tiny":
+        target = workdir / "tiny-init"
+        if not (target / "config.json").exists():
+            build_tiny_model(target, seed=seed)
+        return target
+    return model_directory(model_path)

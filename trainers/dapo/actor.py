@@ -16,7 +16,7 @@ The update runs in token-budget micro-batches of whole states with gradient accu
 
 Several ranks (trainers.common.distributed; no-ops in one process): every rank passes the global batch
 of states to :func:`actor_backward` and runs forward/backward on its contiguous share of them through
-the DDP-wrapped :class:`~trainers.rl.update.PolicyLogprobs`; the loss keeps the global state mean and
+the DDP-wrapped :class:`~trainers.common.policy_step.PolicyLogprobs`; the loss keeps the global state mean and
 the statistics are the global batch's."""
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from dataclasses import dataclass
 import torch
 
 from trainers.common import distributed
+from trainers.common.policy_step import PolicyLogprobs
 from trainers.common.rollout import Completion, Prompts, RolloutEngine
+from trainers.common.rollout_batch import build_batch
 from trainers.common.token_batching import split_by_token_budget
 from trainers.dapo.steps import StepSplitter
 from trainers.dapo.values import prompt_keys_kwargs
-from trainers.rl.batch import build_batch
-from trainers.rl.update import PolicyLogprobs
 
 
 @dataclass

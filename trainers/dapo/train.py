@@ -62,7 +62,9 @@ from trainers.common.checkpoints import (
     write_policy,
     write_trainer_state,
 )
-from trainers.common.models import ValueModel, load_policy, seed_everything
+from trainers.common.engines import make_engine
+from trainers.common.models import ValueModel, load_policy, resolve_model_path, seed_everything
+from trainers.common.policy_step import PolicyLogprobs
 from trainers.common.precision import (
     enable_gradient_checkpointing,
     peak_memory_bytes,
@@ -79,10 +81,7 @@ from trainers.dapo.critic import critic_backward, encode_row, evaluate_critic, s
 from trainers.dapo.encoding import StateEncoder
 from trainers.dapo.steps import StepSplitter
 from trainers.dapo.values import Timings, generate_step_data
-from trainers.eval.core import evaluate
-from trainers.rl.train import load_problems, make_engine
-from trainers.rl.update import PolicyLogprobs
-from trainers.sft.train import resolve_model_path
+from trainers.eval.core import evaluate, load_problems
 
 GENERATE, CRITIC, ACTOR = 0.0, 1.0, 2.0
 LEGACY_STATE_FILE = "dapo_state.json"  # the trainer state of checkpoints written before issue 10

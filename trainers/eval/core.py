@@ -11,11 +11,12 @@ twice."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import ChatTemplateEngine
-from trainers.rl.core import pass_at_k
 
 VERIFIER_VERSION = "orlab-verifiers-1 (math-verify, sandboxed tests)"
 
@@ -25,6 +26,34 @@ class Problem:
     prompt: str
     domain: str  # "math" | "code"
     reference: object  # answer text, or the tests
+
+
+def load_problems(path: str | None, generated: int, seed: int, *, eval_split: bool) -> list[Problem]:
+    if path is None:
+        from trainers.common import arith
+
+        train, test = arith.disjoint_splits(
+            generated if not eval_split else 1, generated if eval_split else 1, seed=seed
+        )
+        chosen = test if eval_split else train
+        return [Problem(p.prompt, "math", str(p.answer)) for p in chosen]
+    out = []
+    for line in Path(path).read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            ref = row.get("tests") if row.get("domain") == "code" else row.get("answer")
+            out.append(Problem(row["prompt"], row.get("domain", "math"), ref))
+    return out
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021): 1 - C(n-c, k) / C(n, k)."""
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
 
 
 def evaluate(

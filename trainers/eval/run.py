@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 
 from trainers.common.chat import ChatTemplateError
+from trainers.common.engines import make_engine
 from trainers.common.models import load_policy
 from trainers.common.precision import inference_precision
 from trainers.common.rewards import RewardPool
 from trainers.common.sandbox_record import sandbox_record
-from trainers.eval.core import evaluate
-from trainers.rl.train import load_problems, make_engine
+from trainers.eval.core import evaluate, load_problems
 
 
 def evaluate_checkpoint(

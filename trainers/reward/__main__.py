@@ -4,14 +4,14 @@ Prints one JSON object per logged step to stdout, ``{"step": k, "train/loss": ..
 holds the data summary and the first evaluation); everything else (library warnings, progress bars,
 the final summary) goes to stderr, so stdout stays JSON lines. The config is JSON or YAML (by
 extension, else by content); ``train_dataset`` / ``eval_dataset`` are paths of JSONL files in the
-platform's export format (``python -m trainers.reward.demo_data OUT`` writes a demo pair). A config
+platform's export format (``python -m trainers.common.demo_data OUT`` writes a demo pair). A config
 that does not validate prints ``field.path: message`` lines on stderr and exits with status 2,
 printing nothing on stdout; so does an unreadable file or a missing dataset. Checkpoints go to
 --workdir (default: a fresh temporary folder, named on stderr).
 
 Example::
 
-    python -m trainers.reward.demo_data /tmp/rm-data
+    python -m trainers.common.demo_data /tmp/rm-data
     printf 'model_path: tiny\\nlr: 1.0e-3\\nbatch_size: 16\\nthreads: 1\\n' > rm.yaml
     printf 'train_dataset: /tmp/rm-data/train.jsonl\\neval_dataset: /tmp/rm-data/eval.jsonl\\n' >> rm.yaml
     python -m trainers.reward --config rm.yaml

@@ -85,6 +85,7 @@ from trainers.common.data import (
 )
 from trainers.common.model_roots import model_directory
 from trainers.common.models import seed_everything
+from trainers.common.policy_step import DeepSpeedStepper, TorchStepper
 from trainers.common.precision import enable_gradient_checkpointing, peak_memory_bytes, resolve_precision
 from trainers.common.tiny import build_tiny_model, is_char_tokenizer_dir
 from trainers.common.token_batching import split_by_token_budget
@@ -92,7 +93,6 @@ from trainers.reward.config import TINY, RewardConfig
 from trainers.reward.evaluation import collate, eval_metrics, score_encoded
 from trainers.reward.losses import bt_loss, pair_stats
 from trainers.reward.model import build_reward_model
-from trainers.rl.update import DeepSpeedStepper, TorchStepper
 
 GRAD_CLIP = 1.0
 STATE_JSON = STATE_FILE

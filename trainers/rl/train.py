@@ -65,7 +65,9 @@ from trainers.common.checkpoints import (
     write_policy,
     write_trainer_state,
 )
-from trainers.common.models import load_policy, seed_everything
+from trainers.common.engines import make_engine
+from trainers.common.models import load_policy, resolve_model_path, seed_everything
+from trainers.common.policy_step import DeepSpeedStepper, PolicyLogprobs, TorchStepper
 from trainers.common.precision import (
     enable_gradient_checkpointing,
     inference_precision,
@@ -74,22 +76,14 @@ from trainers.common.precision import (
 )
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import ChatTemplateEngine, TorchSampler
+from trainers.common.rollout_batch import build_batch
 from trainers.common.sandbox_record import sandbox_record
 from trainers.common.tiny import is_char_tokenizer_dir
-from trainers.eval.core import Problem, evaluate
-from trainers.rl.batch import build_batch
+from trainers.eval.core import evaluate, load_problems
 from trainers.rl.config import RLConfig
 from trainers.rl.core import EntropyController, group_advantages, informative_groups
 from trainers.rl.prompts import EpochSampler, read_pass_rates, step_seed, within_max_prompt
-from trainers.rl.update import (
-    DeepSpeedStepper,
-    PolicyLogprobs,
-    TorchStepper,
-    batch_logprobs,
-    shared_weights,
-    update_minibatch,
-)
-from trainers.sft.train import resolve_model_path
+from trainers.rl.update import batch_logprobs, shared_weights, update_minibatch
 
 SELF_REFLECTION = (
     "rethink",
@@ -102,65 +96,6 @@ SELF_REFLECTION = (
 )
 DEEPSPEED_DIR = "deepspeed"
 DEEPSPEED_TAG = "state"
-SAMPLER_BATCH = 256  # rows the torch sampler decodes at once
-
-
-def load_problems(path: str | None, generated: int, seed: int, *, eval_split: bool) -> list[Problem]:
-    if path is None:
-        from trainers.common import arith
-
-        train, test = arith.disjoint_splits(
-            generated if not eval_split else 1, generated if eval_split else 1, seed=seed
-        )
-        chosen = test if eval_split else train
-        return [Problem(p.prompt, "math", str(p.answer)) for p in chosen]
-    out = []
-    for line in Path(path).read_text().splitlines():
-        if line.strip():
-            row = json.loads(line)
-            ref = row.get("tests") if row.get("domain") == "code" else row.get("answer")
-            out.append(Problem(row["prompt"], row.get("domain", "math"), ref))
-    return out
-
-
-def make_engine(
-    kind: str,
-    model,
-    tokenizer,
-    model_dir: Path,
-    *,
-    compute_dtype: torch.dtype | None = None,
-    max_model_len: int | None = None,
-    gpu_memory_utilization: float | None = None,
-    sync_bucket_mb: int | None = None,
-):
-    """The rollout engine: vLLM when asked for (or ``auto`` and available), else the KV-cache torch
-    sampler on the policy's device, computing in ``compute_dtype`` (autocast; bf16 on CUDA).
-
-    vLLM is sized by ``max_model_len`` (the caller's longest prompt + generation; default: the model's
-    own context, vLLM's default) and shares the GPU at ``gpu_memory_utilization``. It has never run on
-    a GPU in orlab's tests (README, "The GPU path")."""
-    if kind in ("auto", "vllm"):
-        from trainers.common import vllm_engine
-
-        if vllm_engine.available():
-            if max_model_len is None:
-                max_model_len = int(model.config.max_position_embeddings)
-            extra = {}
-            if gpu_memory_utilization is not None:
-                extra["gpu_memory_utilization"] = gpu_memory_utilization
-            if sync_bucket_mb is not None:
-                extra["sync_bucket_bytes"] = sync_bucket_mb << 20
-            return vllm_engine.VllmEngine(
-                model_dir,
-                tokenizer=tokenizer,
-                max_model_len=max_model_len,
-                dtype=compute_dtype or torch.bfloat16,
-                **extra,
-            )
-        if kind == "vllm":
-            raise RuntimeError("rollout.engine = vllm, but vllm or CUDA is not available on this worker")
-    return TorchSampler(model, tokenizer, batch_size=SAMPLER_BATCH, compute_dtype=compute_dtype)
 
 
 def rollout_model_len(cfg: RLConfig) -> int:

@@ -45,12 +45,10 @@ from trainers.common.checkpoints import (
     load_optimizer_state,
     read_trainer_state,
     save_optimizer_state,
-    save_policy,
     write_policy,
     write_trainer_state,
 )
-from trainers.common.model_roots import model_directory
-from trainers.common.models import load_policy, seed_everything
+from trainers.common.models import load_policy, resolve_model_path, seed_everything
 from trainers.common.precision import (
     Precision,
     enable_gradient_checkpointing,
@@ -58,27 +56,13 @@ from trainers.common.precision import (
     resolve_precision,
 )
 from trainers.common.rollout import TorchSampler
-from trainers.common.tiny import build_tiny_model, is_char_tokenizer_dir
+from trainers.common.tiny import is_char_tokenizer_dir
 from trainers.common.token_batching import split_by_token_budget, token_logprobs_and_hits
 from trainers.common.verifiers.math import verify_math
 from trainers.sft.config import SFTConfig
 from trainers.sft.data import Example, generated, read_problems
 
-# Re-exported for the RL/DAPO trainers until they import trainers.common.checkpoints themselves.
-__all__ = ["resolve_model_path", "save_policy", "train"]
-
 IGNORE = -100
-
-
-def resolve_model_path(model_path: str, workdir: Path, seed: int) -> Path:
-    """The directory of ``model_path``: "tiny" is built (seeded) in ``workdir``; an absolute path is
-    used as it is; anything else is a catalogue name under the worker's model roots."""
-    if model_path == "tiny":
-        target = workdir / "tiny-init"
-        if not (target / "config.json").exists():
-            build_tiny_model(target, seed=seed)
-        return target
-    return model_directory(model_path)
 
 
 def encode_example(

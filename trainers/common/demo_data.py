@@ -19,7 +19,7 @@ hep-python             reasoning  "Write add(a, b) in Python." -> the right oper
 =====================  =========  ===========================================================
 
 Texts use only characters of the tiny model's character vocabulary. ``python -m
-trainers.reward.demo_data OUT_DIR`` writes ``train.jsonl`` and ``eval.jsonl`` in the platform's export
+trainers.common.demo_data OUT_DIR`` writes ``train.jsonl`` and ``eval.jsonl`` in the platform's export
 format (``{"id", "prompt", "chosen", "rejected", "chosen_text", "rejected_text", "source"}``).
 """
 
@@ -181,7 +181,7 @@ def write_demo_datasets(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m trainers.reward.demo_data", description=__doc__.split("\n\n")[0]
+        prog="python -m trainers.common.demo_data", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("out", type=Path, help="folder for train.jsonl and eval.jsonl")
     parser.add_argument("--train", type=int, default=4096, help="training pairs")
