@@ -24,6 +24,9 @@ def hostile_scorer(domain, completion, reference):
         raise ValueError("scorer blew up")
     if completion == "NOT_A_VERDICT":
         return 1.0
+    if completion.startswith("SLOW "):  # "SLOW <seconds> <completion>"
+        _, seconds, completion = completion.split(" ", 2)
+        time.sleep(float(seconds))
     return score(domain, completion, reference)
 
 
@@ -108,3 +111,65 @@ def test_unpicklable_reference_is_an_error():
     with RewardPool(processes=1, item_timeout_s=60) as pool:
         out = pool.score_batch([("math", r"\boxed{1}", lambda: 1), ("math", r"\boxed{1}", "1")])
     assert [v.verdict for v in out] == ["error", "correct"], out
+
+
+def _math_batch(n: int) -> list[tuple[str, str, str]]:
+    """n math items of every verdict: correct (exact and by math_verify), wrong, no answer."""
+    forms = [r"\boxed{%d}", r"so the answer is %d.", r"\boxed{%d.0}", "no idea", r"x = \frac{%d}{2}"]
+    items = []
+    for i in range(n):
+        form = forms[i % len(forms)]
+        items.append(("math", form % (i % 7) if "%d" in form else form, str(i % 3)))
+    return items
+
+
+def test_math_items_go_in_chunks_and_score_as_in_the_trainer_process():
+    items = _math_batch(60)
+    items[30:30] = [("code", ADD, ADD_TESTS)]  # code goes alone, the chunks around it still form
+    with RewardPool(processes=2, item_timeout_s=60) as pool:
+        out = pool.score_batch(items)
+        assert pool.tasks < len(items) // 3, pool.tasks  # chunks, not one task per item
+        assert pool.score_batch(items) == out
+    assert out == [score(*item) for item in items]  # same verdicts, same order
+    assert {v.verdict for v in out} == {"correct", "wrong", "no_answer"}
+    assert out[30].verdict == "correct"
+
+
+def test_the_time_limit_is_per_item_not_per_chunk():
+    # one process: the first chunk holds 6 items of 0.5 s, 3 s in all, over the 2 s limit of one item
+    items = [("math", rf"SLOW 0.5 \boxed{{{i}}}", str(i)) for i in range(12)]
+    with RewardPool(processes=1, item_timeout_s=2, scorer=hostile_scorer) as pool:
+        out = pool.score_batch(items)
+        assert pool.tasks < len(items)
+        assert pool.restarts == 0
+    assert [v.verdict for v in out] == ["correct"] * len(items), out
+
+
+@pytest.mark.slow
+def test_a_hanging_item_inside_a_chunk_times_out_alone():
+    items = _math_batch(40)
+    items[5] = ("math", "HANG", "1")  # in the middle of the first chunk (10 items)
+    with RewardPool(processes=2, item_timeout_s=3, scorer=hostile_scorer) as pool:
+        out = pool.score_batch(items)
+        assert pool.restarts == 1
+    assert out[5].verdict == "timeout" and "longer than 3s" in out[5].detail, out[5]
+    expected = [score(*item) for item in items]
+    assert out[:5] + out[6:] == expected[:5] + expected[6:]  # its chunk's other items were scored again
+
+
+def test_a_crash_inside_a_chunk_is_an_error_for_that_item_only():
+    items = _math_batch(40)
+    items[13] = ("math", "CRASH", "1")  # in the middle of the second chunk
+    items[24] = ("math", "RAISE", "1")
+    items[33] = ("math", r"\boxed{1}", lambda: 1)  # cannot be pickled: its chunk is resent one per task
+    with RewardPool(processes=2, item_timeout_s=60, scorer=hostile_scorer) as pool:
+        out = pool.score_batch(items)
+        assert pool.restarts >= 1
+        again = pool.score_batch(_math_batch(8))  # the replaced pool works
+    assert out[13].verdict == "error" and "worker process died" in out[13].detail, out[13]
+    assert out[24].verdict == "error" and "ValueError: scorer blew up" in out[24].detail
+    assert out[33].verdict == "error", out[33]
+    expected = [score(*item) for item in items]
+    others = [i for i in range(len(items)) if i not in (13, 24, 33)]
+    assert [out[i] for i in others] == [expected[i] for i in others]
+    assert again == [score(*item) for item in _math_batch(8)]

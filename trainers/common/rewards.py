@@ -3,11 +3,17 @@
 `score(domain, completion, reference)` picks the math or the code verifier. `RewardPool` scores a batch in a
 pool of worker processes (forkserver: never forked from a threaded trainer) with a per-item time limit. An
 item that raises, crashes its worker or overruns gets reward 0 (verdict "error" or "timeout") and the rest of
-the batch is still scored; a broken pool is replaced. Results come back in the order of the batch."""
+the batch is still scored; a broken pool is replaced. Results come back in the order of the batch.
+
+Math items go to the workers in chunks (one task per chunk, not per item: a task's round trip costs the
+trainer and the worker about half a millisecond of CPU, as much as scoring a short answer), code items one
+per task. The time limit stays per item: before each item a worker writes the item's position and start time
+into a shared array (one slot per task in flight), so the pool times out the item that overran, not its chunk."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import os
 import signal
@@ -15,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 from trainers.common.sandbox import require_sandbox
@@ -27,7 +34,14 @@ __all__ = ["DOMAINS", "RewardPool", "Verdict", "score"]
 
 DOMAINS = ("math", "code")
 Item = tuple[str, str, Any]  # (domain, completion, reference)
-PREFETCH = 2  # items in flight per worker process
+PREFETCH = 2  # tasks in flight per worker process
+# Chunk sizes shrink as the batch drains (guided scheduling): a chunk takes 1/(CHUNK_SHARE x processes) of
+# the items not yet handed out, at most MAX_CHUNK, so the last chunks are small and the workers finish together.
+CHUNK_SHARE = 2
+MAX_CHUNK = 32
+_NOT_STARTED = -1.0
+
+_progress = None  # in a worker: the pool's shared array, (position, start time) per task slot
 
 
 def score(domain: str, completion: str, reference: Any) -> Verdict:
@@ -55,9 +69,37 @@ def _score_in_worker(
         return Verdict.fail("error", f"{type(e).__name__}: {e}")
 
 
-def _worker_init() -> None:
+def _score_chunk(
+    scorer: Callable[[str, str, Any], Verdict], slot: int, chunk: Sequence[Item]
+) -> list[Verdict]:
+    """Score a chunk of items in order. Before each item, its position in the chunk and its start time
+    (time.monotonic: one clock for all processes on Linux) go to the task's slot, where the pool reads them to
+    time out that item. The start time is written first: a reader between the two writes sees the previous
+    position with the new (later) start, which only moves that item's deadline later by microseconds."""
+    out = []
+    progress = _progress
+    for pos, item in enumerate(chunk):
+        if progress is not None:
+            progress[2 * slot + 1] = time.monotonic()
+            progress[2 * slot] = float(pos)
+        out.append(_score_in_worker(scorer, *item))
+    return out
+
+
+def _worker_init(progress=None) -> None:
     # The trainer's Ctrl-C is the trainer's business: workers are shut down by the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _progress
+    _progress = progress
+
+
+@dataclass
+class _Task:
+    """One submitted chunk: the batch indices it scores, its progress slot, when it was submitted."""
+
+    idxs: list[int]
+    slot: int
+    submitted: float
 
 
 def _preload_forkserver(ctx) -> None:
@@ -79,9 +121,9 @@ def _preload_forkserver(ctx) -> None:
 class RewardPool:
     """Score batches of (domain, completion, reference) in `processes` worker processes.
 
-    `item_timeout_s` bounds one item's scoring; with PREFETCH items in flight per worker, an item queued
-    behind another gets one more `item_timeout_s` for its wait. By default it covers the code verifier's
-    global limit (300 s) plus slack. `scorer` must be a module-level function (it is pickled by reference)."""
+    `item_timeout_s` bounds one item's scoring, from the moment its worker starts it (chunks or not). By
+    default it covers the code verifier's global limit (300 s) plus slack. `scorer` must be a module-level
+    function (it is pickled by reference)."""
 
     def __init__(
         self,
@@ -104,7 +146,11 @@ class RewardPool:
         if context == "forkserver":
             _preload_forkserver(self._ctx)
         self._executor: ProcessPoolExecutor | None = None
+        # (position in the chunk, start time) of the item each task in flight is scoring, per task slot;
+        # shared with the workers (passed at their start, so it outlives a replaced pool)
+        self._progress = self._ctx.RawArray("d", 2 * processes * PREFETCH)
         self.restarts = 0  # how many times a broken or stuck pool was replaced
+        self.tasks = 0  # tasks (chunks) submitted so far
         # sandbox_guards() once a batch had code: the guards its programs ran under
         self.sandbox: dict | None = None
 
@@ -113,7 +159,10 @@ class RewardPool:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                self.processes, mp_context=self._ctx, initializer=_worker_init
+                self.processes,
+                mp_context=self._ctx,
+                initializer=_worker_init,
+                initargs=(self._progress,),
             )
         return self._executor
 
@@ -157,76 +206,185 @@ class RewardPool:
         queue = list(range(len(items)))  # items not yet handed out, in order
         isolate: list[int] = []  # items that were in flight when the pool broke: rerun one at a time
         suspects: set[int] = set()
+        alone: set[int] = set()  # items handed out one per task (their chunk failed to go out)
         while queue or isolate:
             if isolate:
                 batch, limit = [isolate.pop(0)], 1
             else:
-                # Two items per worker in flight: the next one is already queued when a worker
-                # finishes, so the ~1 ms hand-off per item does not serialise a batch of fast items.
+                # Two tasks per worker in flight: the next one is already queued when a worker
+                # finishes, so the hand-off does not leave a worker idle.
                 batch, limit = queue, self.processes * PREFETCH
-            self._run(items, batch, limit, results, isolate, suspects)
+            self._run(items, batch, limit, results, isolate, suspects, alone)
         return [r if r is not None else Verdict.fail("error", "not scored") for r in results]
 
+    def _take(self, items: Sequence[Item], pending: list[int], alone: set[int]) -> list[int]:
+        """The next chunk from the front of `pending` (consumed in place): consecutive math items, a share
+        of what is left (at most MAX_CHUNK); a code item (seconds of sandboxed programs: a task's
+        overhead is nothing to it, and one per task spreads them over the workers) or an item in `alone`
+        goes by itself."""
+        size = min(MAX_CHUNK, math.ceil(len(pending) / (self.processes * CHUNK_SHARE)))
+        n = 0
+        while n < len(pending) and (n == 0 or n < size):
+            idx = pending[n]
+            n += 1
+            if idx in alone or items[idx][0] == "code":
+                if n > 1:
+                    n -= 1  # it starts the next chunk
+                break
+        chunk = pending[:n]
+        del pending[:n]
+        return chunk
+
+    def _position(self, task: _Task) -> tuple[int | None, float]:
+        """(position in its chunk, start time) of the item `task` is scoring; (None, 0) before it starts."""
+        pos = self._progress[2 * task.slot]
+        if pos < 0:
+            return None, 0.0
+        return int(pos), self._progress[2 * task.slot + 1]
+
     def _run(
-        self, items, pending: list[int], limit: int, results: list, isolate: list[int], suspects: set[int]
+        self,
+        items: Sequence[Item],
+        pending: list[int],
+        limit: int,
+        results: list,
+        isolate: list[int],
+        suspects: set[int],
+        alone: set[int],
     ) -> None:
-        """Hand out `pending` (consumed in place), at most `limit` in flight, until it is empty or the pool
-        breaks (then the in-flight items go to `isolate`, or get an error verdict if already isolated)."""
-        in_flight: dict[Future, tuple[int, float]] = {}
+        """Hand out `pending` (consumed in place) in chunks, at most `limit` tasks in flight, until it is
+        empty or the pool breaks (see _broken). An item that runs longer than item_timeout_s gets a
+        timeout verdict; the pool is replaced and the other items in flight go back to `pending`."""
+        limit_s = self.item_timeout_s
+        in_flight: dict[Future, _Task] = {}
+        free = list(range(limit))  # progress slots not used by a task in flight
+        activity = time.monotonic()  # when a task last finished
         while pending or in_flight:
             while pending and len(in_flight) < limit:
-                idx = pending.pop(0)
+                idxs = self._take(items, pending, alone)
+                slot = free.pop()
+                self._progress[2 * slot] = _NOT_STARTED
+                self._progress[2 * slot + 1] = time.monotonic()
                 try:
-                    fut = self._pool().submit(_score_in_worker, self.scorer, *items[idx])
+                    fut = self._pool().submit(_score_chunk, self.scorer, slot, [items[i] for i in idxs])
                 except Exception as e:  # BrokenProcessPool, pickling errors ...
+                    free.append(slot)
                     if isinstance(e, BrokenProcessPool | RuntimeError):
-                        self._discard_pool()
-                        pending.insert(0, idx)
-                        self._requeue(in_flight, results, isolate, suspects, "the worker pool broke")
+                        pending[:0] = idxs
+                        self._broken(list(in_flight.values()), pending, results, isolate, suspects,
+                                     "the worker pool broke")  # fmt: skip
                         return
-                    results[idx] = Verdict.fail(
+                    if len(idxs) > 1:  # find the item that could not go: one per task
+                        alone.update(idxs)
+                        pending[:0] = idxs
+                        continue
+                    results[idxs[0]] = Verdict.fail(
                         "error", f"could not submit the item: {type(e).__name__}: {e}"
                     )
                     continue
-                # an item queued behind `depth` others per worker may wait for them before it starts
-                depth = len(in_flight) // self.processes
-                in_flight[fut] = (idx, time.monotonic() + self.item_timeout_s * (1 + depth))
+                self.tasks += 1
+                in_flight[fut] = _Task(idxs, slot, time.monotonic())
             if not in_flight:
                 continue  # every pending item failed to submit (and has its error verdict)
-            next_deadline = min(deadline for _, deadline in in_flight.values())
             done, _ = wait(
                 list(in_flight),
-                timeout=max(0.0, next_deadline - time.monotonic()),
+                timeout=max(0.0, min(self._deadlines(in_flight, activity).values()) - time.monotonic()),
                 return_when=FIRST_COMPLETED,
             )
-            broken = False
+            broken: list[_Task] = []
             for fut in done:
-                idx, _ = in_flight.pop(fut)
+                task = in_flight.pop(fut)
                 try:
-                    results[idx] = fut.result()
+                    verdicts = fut.result()
                 except BrokenProcessPool:
-                    broken = True
-                    self._suspect(idx, results, isolate, suspects, "its worker process died")
-                except BaseException as e:
-                    results[idx] = Verdict.fail("error", f"{type(e).__name__}: {e}")
+                    broken.append(task)
+                    continue
+                except BaseException as e:  # e.g. an item that cannot be pickled
+                    free.append(task.slot)
+                    if len(task.idxs) > 1:  # resend one per task: only the culprit gets the error
+                        alone.update(task.idxs)
+                        pending.extend(task.idxs)
+                        pending.sort()
+                    else:
+                        results[task.idxs[0]] = Verdict.fail("error", f"{type(e).__name__}: {e}")
+                    continue
+                free.append(task.slot)
+                activity = time.monotonic()
+                for idx, verdict in zip(task.idxs, verdicts, strict=True):
+                    results[idx] = verdict
             if broken:
-                self._discard_pool()
-                self._requeue(in_flight, results, isolate, suspects, "its worker process died")
+                self._broken(broken + list(in_flight.values()), pending, results, isolate, suspects,
+                             "its worker process died")  # fmt: skip
                 return
             now = time.monotonic()
-            late = [fut for fut, (_, deadline) in in_flight.items() if deadline <= now and not fut.done()]
-            if late:
-                for fut in late:
-                    idx, _ = in_flight.pop(fut)
-                    results[idx] = Verdict.fail(
-                        "timeout", f"scoring took longer than {self.item_timeout_s:g}s"
+            due = self._deadlines(in_flight, activity)
+            late = [task for fut, task in in_flight.items() if due[fut] <= now and not fut.done()]
+            if not late:
+                continue
+            for task in late:
+                pos, _ = self._position(task)
+                if pos is not None:
+                    results[task.idxs[pos]] = Verdict.fail(
+                        "timeout", f"scoring took longer than {limit_s:g}s"
                     )
-                # The stuck worker can't be cancelled: replace the pool and rerun what shared it.
-                self._discard_pool()
-                for idx, _ in in_flight.values():
-                    pending.insert(0, idx)
-                in_flight.clear()
-                pending.sort()
+                    continue
+                for idx in task.idxs:  # no worker took it up: suspects, rerun alone (see _deadlines)
+                    if idx in suspects:
+                        results[idx] = Verdict.fail("timeout", f"scoring did not start within {limit_s:g}s")
+                    else:
+                        suspects.add(idx)
+                        isolate.append(idx)
+            # The stuck worker can't be cancelled: replace the pool and rerun what shared it (the items
+            # a chunk had scored before the stuck one included: their verdicts never came back).
+            self._discard_pool()
+            for task in in_flight.values():
+                pending.extend(i for i in task.idxs if results[i] is None and i not in suspects)
+            in_flight.clear()
+            free = list(range(limit))
+            pending.sort()
+            isolate.sort()
+
+    def _deadlines(self, in_flight: dict[Future, _Task], activity: float) -> dict[Future, float]:
+        """When each task in flight is late. A started one: its current item's start plus item_timeout_s.
+        One no worker has started yet: never while another task is scoring (that one has its deadline, and
+        the queued ones wait for it); otherwise item_timeout_s after the later of its submission and the
+        last task to finish (`activity`): a worker that takes nothing up does not hang the batch."""
+        positions = {fut: self._position(task) for fut, task in in_flight.items()}
+        scoring = any(pos is not None for pos, _ in positions.values())
+        due = {}
+        for fut, task in in_flight.items():
+            pos, start = positions[fut]
+            if pos is not None:
+                due[fut] = start + self.item_timeout_s
+            elif scoring:
+                due[fut] = math.inf
+            else:
+                due[fut] = max(task.submitted, activity) + self.item_timeout_s
+        return due
+
+    def _broken(
+        self,
+        tasks: list[_Task],
+        pending: list[int],
+        results: list,
+        isolate: list[int],
+        suspects: set[int],
+        why: str,
+    ) -> None:
+        """The pool broke with `tasks` in flight: replace it. The item each task was scoring is a suspect
+        (rerun alone; a suspect that breaks the pool alone is the culprit); the rest of their items go back
+        to `pending`. When no task had started an item, all their items are suspects."""
+        positions = [self._position(task)[0] for task in tasks]
+        self._discard_pool()
+        started = any(pos is not None for pos in positions)
+        for task, pos in zip(tasks, positions, strict=True):
+            for k, idx in enumerate(task.idxs):
+                if not started or k == pos:
+                    self._suspect(idx, results, isolate, suspects, why)
+                else:
+                    pending.append(idx)
+        pending.sort()
+        isolate.sort()
 
     def _suspect(self, idx: int, results: list, isolate: list[int], suspects: set[int], why: str) -> None:
         if idx in suspects:  # it broke the pool while running alone: it is the culprit
@@ -234,14 +392,6 @@ class RewardPool:
         else:
             suspects.add(idx)
             isolate.append(idx)
-
-    def _requeue(
-        self, in_flight: dict, results: list, isolate: list[int], suspects: set[int], why: str
-    ) -> None:
-        for idx, _ in list(in_flight.values()):
-            self._suspect(idx, results, isolate, suspects, why)
-        in_flight.clear()
-        isolate.sort()
 
 
 def score_batch(items: Sequence[Item], processes: int = 2, **kwargs) -> list[Verdict]:
