@@ -9,8 +9,10 @@ tail chunk that live appends grow, truncation), so they are never stale.
 
 A read at ``max_points`` with B = max_points // 4 buckets picks the coarsest level whose blocks hold
 no more points than a bucket does on average (count / B), so it reads between B and 4 B records per
-series (96 bytes each), whatever the series' length: a 10,000,000-point series at max_points 2,000
-reads 2,442 chunk records (234 kB) instead of 240 MB of points. ``m4_records`` then applies the M4
+series (96 bytes each) up to 4,096 x max_points points (8 M at max_points 2,000); beyond that it
+reads one record per chunk (count / 4,096): a 10,000,000-point series at max_points 2,000 reads
+2,442 records (234 kB) instead of 240 MB of points. (A level over groups of chunks would keep
+longer series at O(max_points) too; not built yet.) ``m4_records`` then applies the M4
 rule of webapp.runs.downsample to the blocks: a block belongs to the bucket of its first step
 (edges snap to block starts), a bucket's minimum is the minimum of its blocks' minima (exact), the
 same for the maximum, and its first and last points are its first block's first and its last
