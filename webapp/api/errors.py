@@ -5,7 +5,7 @@ from rest_framework.exceptions import APIException, UnsupportedMediaType, Valida
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from webapp.runs.services import RunError
+from webapp.errors import ServiceError
 
 
 def _flatten(data, prefix="") -> dict[str, list[str]]:
@@ -42,8 +42,8 @@ class WorkerRunConflict(APIException):
 
 
 def exception_handler(exc, context):
-    if isinstance(exc, RunError):
-        return bad_request(exc.message, exc.field_errors)
+    if isinstance(exc, ServiceError):  # every service's error (webapp.errors): 400 unless it says otherwise
+        return Response({"detail": exc.message, "errors": exc.field_errors}, status=exc.status)
     if isinstance(exc, UnsupportedMediaType):
         # a body the API cannot parse is bad input like any other: 400 naming the header
         return bad_request("unsupported content type", {"content_type": [str(exc.detail)]})

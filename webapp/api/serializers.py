@@ -8,7 +8,7 @@ from rest_framework import serializers
 from webapp.api.json_safety import MAX_CONFIG_BYTES, SafeJSONField, json_field_validator
 from webapp.datasets.models import Dataset, PreferencePair, Problem
 from webapp.projects.models import Project
-from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
+from webapp.runs.models import SAMPLE_VERDICTS, Checkpoint, Evaluation, Run, Sample
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -169,11 +169,6 @@ class SampleInSerializer(serializers.Serializer):
 
 class SampleBatchSerializer(serializers.Serializer):
     samples = SampleInSerializer(many=True, max_length=10_000, allow_empty=False)
-
-
-# The verifiers' verdicts (trainers.common.verifiers.verdict.VERDICTS). webapp may import only
-# trainers.base, so they are repeated here; tests/webapp/test_api_samples.py checks the two agree.
-SAMPLE_VERDICTS = ("correct", "wrong", "no_answer", "timeout", "error")
 
 
 class SampleFilterSerializer(serializers.Serializer):

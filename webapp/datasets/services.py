@@ -22,6 +22,7 @@ from webapp.datasets import readers
 from webapp.datasets.models import Dataset, PairScore, PreferencePair, Problem, ScoringJob
 from webapp.datasets.row_writer import row_writer
 from webapp.datasets.validation import RowError, validate_pair, validate_problem
+from webapp.errors import ServiceError
 from webapp.projects.models import Project
 
 log = logging.getLogger(__name__)
@@ -31,11 +32,11 @@ ANALYZE_AFTER_ROWS = 20_000  # a file this large gets the table's statistics ref
 PROGRESS_EVERY = 5000  # rows between looks at the clock (progress is written at most twice a second)
 
 
-class ImportRejected(Exception):
+class ImportRejected(ServiceError):
     """``errors`` maps a field ("file", "name", ...) or a row ("row 12") to messages."""
 
     def __init__(self, detail: str, errors: dict[str, list[str]]):
-        super().__init__(detail)
+        super().__init__(detail, errors)
         self.detail = detail
         self.errors = errors
 

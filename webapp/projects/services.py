@@ -1,11 +1,15 @@
 from django.db import IntegrityError, transaction
 
+from webapp.errors import ServiceError
 from webapp.projects.models import Membership, Project
 
 
-class ProjectNameTaken(IntegrityError):
+class ProjectNameTaken(ServiceError, IntegrityError):
     """``user`` already owns a project of that name (other owners' names are never consulted). An
-    IntegrityError, as the database's own clash was, so callers that caught that still do."""
+    IntegrityError too, as the database's own clash was, so callers that caught that still do."""
+
+    def __init__(self, name: str):
+        super().__init__("name taken", {"name": ["you already have a project with this name"]})
 
 
 def project_create(*, user, name: str, description: str = "") -> Project:

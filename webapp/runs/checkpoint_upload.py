@@ -27,6 +27,7 @@ from typing import IO
 
 from django.conf import settings
 
+from webapp.errors import ServiceError
 from webapp.runs.retention import run_artifact_dir
 
 CHUNK = 1 << 20
@@ -36,12 +37,12 @@ UPLOADS = "uploads"
 DEFAULT_MAX_BYTES = 20 * 2**30
 
 
-class UploadRefused(Exception):
+class UploadRefused(ServiceError):
     """A refused upload: ``status`` 400 or 413, ``field`` the request part to name in the error."""
 
     def __init__(self, status: int, field: str, message: str):
-        super().__init__(message)
-        self.status, self.field, self.message = status, field, message
+        super().__init__(message, {field: [message]})
+        self.status, self.field = status, field
 
 
 @dataclass

@@ -239,6 +239,11 @@ class Evaluation(models.Model):
         indexes = [models.Index(fields=["run", "benchmark", "step"], name="eval_run_bench_step")]
 
 
+# The verifiers' verdicts (trainers.common.verifiers.verdict.VERDICTS). webapp may import only
+# trainers.base, so they are repeated here; tests/webapp/test_api_samples.py checks the two agree.
+SAMPLE_VERDICTS = ("correct", "wrong", "no_answer", "timeout", "error")
+
+
 class Sample(models.Model):
     """One rollout: what the policy wrote for a prompt and how it was judged."""
 

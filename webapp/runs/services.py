@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from trainers.base import get_spec
 from trainers.common.model_roots import model_name_problem
+from webapp.errors import ServiceError
 from webapp.fleet.services import launch_check_record
 from webapp.json_checks import MAX_CONFIG_BYTES, UnsafeJSON, check_json, encoded_size
 from webapp.projects.models import Project
@@ -32,13 +33,8 @@ from webapp.runs.models import Checkpoint, Run
 Status = Run.Status
 
 
-class RunError(Exception):
-    """A request that cannot be carried out; ``field_errors`` maps field paths to messages."""
-
-    def __init__(self, message: str, field_errors: Mapping[str, list[str]] | None = None):
-        super().__init__(message)
-        self.message = message
-        self.field_errors = dict(field_errors or {})
+class RunError(ServiceError):
+    """A run request that cannot be carried out; ``field_errors`` maps field paths to messages."""
 
 
 @lru_cache(maxsize=1)

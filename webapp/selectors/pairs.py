@@ -8,7 +8,7 @@ length, inclusive). ``rm=<checkpoint id>``: a reward model that scored the datas
 rejected score) is annotated as ``margin``. Ordering: ``ordering=[-]row|chosen_len|rejected_len|source|
 margin`` (margin needs ``rm``; pairs the model did not score are listed last either way); ties by row.
 
-``strict`` (the API): a bad parameter raises ``RunError`` naming it (a 400). Otherwise (the pages) it is
+``strict`` (the API): a bad parameter raises ``ServiceError`` naming it (a 400). Otherwise (the pages) it is
 ignored: an unknown ordering, or margin without a reward model, lists by row.
 """
 
@@ -19,9 +19,9 @@ from django.db.models import Exists, F, FilteredRelation, Max, OuterRef, Q
 
 from webapp.datasets import selectors as dataset_selectors
 from webapp.datasets.models import Dataset, PairScore, PreferencePair
+from webapp.errors import ServiceError
 from webapp.runs import selectors as run_selectors
 from webapp.runs.models import Checkpoint
-from webapp.runs.services import RunError
 
 PAIR_PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
@@ -98,7 +98,7 @@ class PairQuery:
 
         def bad(name: str, message: str) -> None:
             if strict:
-                raise RunError("invalid query", {name: [message]})
+                raise ServiceError("invalid query", {name: [message]})
 
         q_name = "q" if "q" in p else "search"
         self.q = (p.get(q_name) or "").strip()

@@ -17,12 +17,11 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from webapp.api.serializers import SAMPLE_VERDICTS
 from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, ScoringJob
 from webapp.projects.selectors import project_list
 from webapp.runs import selectors
-from webapp.runs.models import Checkpoint, Evaluation, MetricSeries, Run, Sample
+from webapp.runs.models import SAMPLE_VERDICTS, Checkpoint, Evaluation, MetricSeries, Run, Sample
 
 REWARD_KIND = "reward"
 SAMPLE_PAGE_SIZE = 25

@@ -23,12 +23,12 @@ from django.views.decorators.http import require_http_methods, require_POST
 from pydantic import ValidationError
 
 from trainers.base import all_specs, get_spec
+from webapp.errors import ServiceError
 from webapp.fleet.selectors import launch_check_for
 from webapp.projects import services as project_services
 from webapp.projects.selectors import project_list
 from webapp.runs import collapse, selectors, services, table
 from webapp.runs.models import Run, SavedView
-from webapp.runs.services import RunError
 from webapp.selectors.runs import RunTableQuery
 from webapp.ui import run_panels
 from webapp.ui.fleet_panel import fleet_context
@@ -83,9 +83,8 @@ def _query(params: dict) -> str:
     return "?" + urlencode(clean) if clean else "?"
 
 
-def _error_text(exc: RunError) -> str:
-    details = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in exc.field_errors.items())
-    return f"{exc.message} ({details})" if details else exc.message
+def _error_text(exc: ServiceError) -> str:
+    return exc.text()
 
 
 # --- projects ---------------------------------------------------------------------------------------
@@ -396,12 +395,12 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
         if form.is_valid():
             try:
                 return _launch(request, project, spec, form, clone_of)
-            except RunError as exc:
+            except ServiceError as exc:
                 form.add_errors(exc.field_errors, exc.message)
         else:  # also show what the trainer thinks of the rest
             try:
                 services.config_validate(spec.kind, form.config)
-            except RunError as exc:
+            except ServiceError as exc:
                 form.add_errors(exc.field_errors)
     elif clone_of is not None:
         form = LaunchForm(
@@ -519,7 +518,7 @@ def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     run = selectors.run_get(user=request.user, pk=pk)
     try:
         run = services.run_request_cancel(run)
-    except RunError as exc:
+    except ServiceError as exc:
         messages.error(request, f"Could not cancel: {_error_text(exc)}")
     else:
         if run.status == Run.Status.CANCELLED:
@@ -534,7 +533,7 @@ def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
     run = selectors.run_get(user=request.user, pk=pk)
     try:
         run = services.run_resume(run)
-    except RunError as exc:
+    except ServiceError as exc:
         messages.error(request, f"Could not resume: {_error_text(exc)}")
     else:
         messages.success(request, f"Run queued again as attempt {run.attempt}.")
@@ -547,7 +546,7 @@ def run_clone(request: HttpRequest, pk: int) -> HttpResponse:
     run = selectors.run_get(user=request.user, pk=pk)
     try:
         clone = services.run_clone(run, user=request.user)
-    except RunError as exc:
+    except ServiceError as exc:
         messages.error(request, f"Could not clone: {_error_text(exc)}")
         return redirect("run", pk=run.pk)
     messages.success(request, f"Launched {clone.name}.")

@@ -30,9 +30,9 @@ from webapp.datasets.curation import recipes as r
 from webapp.datasets.curation import steps as st
 from webapp.datasets.models import Dataset, PairScore, PreferencePair, Problem
 from webapp.datasets.services import _Progress
+from webapp.errors import ServiceError
 from webapp.projects.selectors import project_list
 from webapp.runs.models import Checkpoint
-from webapp.runs.services import RunError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ MAX_REASON = 200  # PreferencePair.drop_reason
 STREAM_CHUNK = 5000
 
 
-class CurationError(RunError):
+class CurationError(ServiceError):
     """A curation request that cannot be carried out; ``field_errors`` maps recipe paths
     (``steps[2].threshold``) or ``dataset`` to messages."""
 
