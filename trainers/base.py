@@ -184,6 +184,13 @@ class JsonlSink:
         self.stream.write(json.dumps(row, default=str) + "\n")
 
 
+#: The run-page panels a trainer may ask for (TrainerSpec.panels).
+RUN_PANELS = {
+    "memory": "the per-GPU memory estimate made at launch next to the measured peak",
+    "scoring": "score a preference dataset with a checkpoint (needs TrainerSpec.scorer)",
+}
+
+
 def _load(dotted: str) -> Any:
     module, _, attr = dotted.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -212,11 +219,59 @@ class TrainerSpec:
     #: Named sweeps offered at launch: {"name": {"preset": <a key of presets>, "grid": {dotted.path: [values]}}}.
     sweep_presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
+    # --- Capabilities: what the platform offers for this kind's runs besides training. The web app and
+    # the workers read them here and keep no list of kinds (tests/webapp/test_trainer_capabilities.py).
+    #: The run's checkpoints are policies another run may start from (``model_path: "checkpoint:<id>"``,
+    #: ``init_from_run``).
+    policy_checkpoints: bool = False
+    #: "module:attr" of ``evaluate(checkpoint_dir, benchmark_jsonl, *, k, temperature, top_p,
+    #: max_new_tokens, chat_template) -> (metrics, protocol)``: a checkpoint is evaluated on demand on a
+    #: problems dataset (POST /api/checkpoints/{id}/evaluate/; workers.tasks.evaluate_checkpoint).
+    evaluator: str | None = None
+    #: "module:attr" of ``settings(config, step) -> dict``, light (the web app calls it): the generation
+    #: settings (k, temperature, top_p, max_new_tokens) the kind's raw config gives an on-demand
+    #: evaluation of its step-``step`` checkpoint beyond the config's ``eval`` section
+    #: (webapp.runs.services.evaluation_settings).
+    evaluation_settings: str | None = None
+    #: "module:attr" of ``score(checkpoint_dir, rows, batch_size) -> iterator of (row id, chosen score,
+    #: rejected score)``: a checkpoint scores preference datasets (workers.tasks.score_dataset).
+    scorer: str | None = None
+    #: Dataset kinds its runs publish through ``Sink.publish_dataset`` (e.g. DAPO's "step_values").
+    publishes_datasets: tuple[str, ...] = ()
+    #: Run-page panels besides the charts, evaluations and samples (every run has those): keys of
+    #: RUN_PANELS.
+    panels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.panels) - set(RUN_PANELS))
+        if unknown:
+            raise ValueError(
+                f"trainer {self.kind!r}: unknown run-page panels {unknown}; known: {sorted(RUN_PANELS)}"
+            )
+        if "scoring" in self.panels and self.scorer is None:
+            raise ValueError(f"trainer {self.kind!r}: the scoring panel needs a scorer")
+
     def config_model(self) -> type[TrainerConfig]:
         return _load(self.config)
 
     def train_fn(self) -> Callable[[TrainerConfig, Sink], Mapping[str, Any]]:
         return _load(self.entry)
+
+    def evaluate_fn(self) -> Callable[..., tuple[dict[str, float], dict[str, Any]]]:
+        """The evaluator (raises when this kind declares none)."""
+        if self.evaluator is None:
+            raise ValueError(f"trainer {self.kind!r} does not evaluate checkpoints")
+        return _load(self.evaluator)
+
+    def score_fn(self) -> Callable[..., Any]:
+        """The scorer (raises when this kind declares none)."""
+        if self.scorer is None:
+            raise ValueError(f"trainer {self.kind!r} does not score datasets")
+        return _load(self.scorer)
+
+    def evaluation_defaults(self, config: Mapping[str, Any], step: int) -> dict[str, Any]:
+        """What :attr:`evaluation_settings` says for ``config`` at ``step`` ({} when it is not set)."""
+        return dict(_load(self.evaluation_settings)(config, step)) if self.evaluation_settings else {}
 
     def json_schema(self) -> dict[str, Any]:
         return self.config_model().model_json_schema()

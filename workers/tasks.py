@@ -175,7 +175,7 @@ def score_dataset(job_id: int) -> None:
     and the job row carries the progress."""
     from django.utils import timezone
 
-    from trainers.reward.score import load_reward_model, score_pairs
+    from trainers.base import get_spec
     from webapp.datasets import services
     from webapp.datasets.models import ScoringJob
     from webapp.runs.checkpoint_paths import worker_checkpoint_dir
@@ -187,14 +187,16 @@ def score_dataset(job_id: int) -> None:
     ).update(status=ScoringJob.Status.RUNNING)
     if not claimed:
         return
-    job = ScoringJob.objects.select_related("dataset", "checkpoint").get(pk=job_id)
+    job = ScoringJob.objects.select_related("dataset", "checkpoint__run").get(pk=job_id)
     total = max(1, job.dataset.row_count)
     try:
-        model = load_reward_model(str(worker_checkpoint_dir(job.checkpoint)))
+        # the scorer the checkpoint's trainer declares (TrainerSpec.scorer); it loads the model first
+        score = get_spec(job.checkpoint.run.kind).score_fn()
+        scores = score(
+            str(worker_checkpoint_dir(job.checkpoint)), services.pair_rows_for_scoring(job.dataset), 32
+        )
         batch, done = [], 0
-        for pid, chosen, rejected in score_pairs(
-            model, services.pair_rows_for_scoring(job.dataset), batch_size=32
-        ):
+        for pid, chosen, rejected in scores:
             batch.append((pid, chosen, rejected))
             if len(batch) >= 512:
                 services.pair_scores_record(job.checkpoint_id, batch)
@@ -216,7 +218,7 @@ def score_dataset(job_id: int) -> None:
 @app.task(name="workers.tasks.evaluate_checkpoint", ignore_result=True)
 def evaluate_checkpoint(evaluation_id: int) -> None:
     """avg@k / pass@k of a checkpoint on a benchmark; the result and its protocol go on the row."""
-    from trainers.eval.run import evaluate_checkpoint as run_eval
+    from trainers.base import get_spec
     from webapp.datasets.services import dataset_export_jsonl
     from webapp.runs.checkpoint_paths import worker_checkpoint_dir
     from webapp.runs.models import Evaluation
@@ -228,9 +230,10 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
         pk=evaluation_id, status=Evaluation.Status.QUEUED
     ).update(status=Evaluation.Status.RUNNING):
         return
-    ev = Evaluation.objects.select_related("checkpoint", "benchmark").get(pk=evaluation_id)
+    ev = Evaluation.objects.select_related("checkpoint", "benchmark", "run").get(pk=evaluation_id)
     try:
         p = ev.protocol
+        run_eval = get_spec(ev.run.kind).evaluate_fn()  # the evaluator the trainer declares
         metrics, protocol = run_eval(
             str(worker_checkpoint_dir(ev.checkpoint)),
             dataset_export_jsonl(ev.benchmark),

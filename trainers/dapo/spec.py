@@ -1,4 +1,15 @@
+from collections.abc import Mapping
+from typing import Any
+
 from trainers.base import CPU_ONLY, TrainerSpec, register
+
+
+def evaluation_settings(config: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """An on-demand evaluation of a DAPO checkpoint takes its eval section's max_new_tokens
+    (TrainerSpec.evaluation_settings)."""
+    section = config.get("eval") if isinstance(config.get("eval"), Mapping) else {}
+    return {"max_new_tokens": section["max_new_tokens"]} if "max_new_tokens" in section else {}
+
 
 #: The CPU demo: the SFT warm-started tiny policy on generated arithmetic written in steps, one
 #: partial sum per line. A few minutes on 2 cores.
@@ -37,5 +48,10 @@ SPEC = register(
         sweep_presets={
             "beta-sweep": {"preset": "tiny-cpu-demo", "grid": {"actor.beta": [0.1, 0.5, 1.0, 5.0]}}
         },
+        policy_checkpoints=True,
+        evaluator="trainers.eval.run:evaluate_checkpoint",
+        evaluation_settings="trainers.dapo.spec:evaluation_settings",
+        publishes_datasets=("step_values",),
+        panels=("memory",),
     )
 )

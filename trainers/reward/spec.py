@@ -8,7 +8,7 @@ is a placeholder to replace with a local copy of the base model.
 from trainers.base import CPU_ONLY, TrainerSpec, hardware, register
 
 PRESETS = {
-    # A random-init tiny model on demo pairs (python -m trainers.reward.demo_data): held-out accuracy
+    # A random-init tiny model on demo pairs (python -m trainers.common.demo_data): held-out accuracy
     # climbs from about 0.5 to 0.8-0.9 within a few minutes on one CPU core.
     "tiny-cpu-demo": {
         "model_path": "tiny",
@@ -104,5 +104,7 @@ SPEC = register(
         dataset_fields=("train_dataset", "eval_dataset"),
         presets=PRESETS,
         preset_hardware=PRESET_HARDWARE,
+        scorer="trainers.reward.score:score_pairs",
+        panels=("memory", "scoring"),
     )
 )

@@ -1,4 +1,18 @@
+from collections.abc import Mapping
+from typing import Any
+
 from trainers.base import CPU_ONLY, TrainerSpec, hardware, register
+
+
+def evaluation_settings(config: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """An on-demand evaluation of an RL checkpoint generates up to the response limit of the stage
+    ``step`` is in (trainers.rl.train.stage_at's rule) (TrainerSpec.evaluation_settings)."""
+    stages = (config.get("rollout") or {}).get("stages") or []
+    current = next((s for s in stages if step < s.get("until_step", 0)), stages[-1] if stages else None)
+    if current and "max_response" in current:
+        return {"max_new_tokens": current["max_response"]}
+    return {}
+
 
 # The CPU demo. 16 updates per rollout batch (4 mini-batches x 4 epochs, off-policy) make the entropy
 # move within 40 steps, and the controller's step and cap are scaled up so it can act that fast: the
@@ -116,5 +130,9 @@ SPEC = register(
                 nodes=2,
             ),
         },
+        policy_checkpoints=True,
+        evaluator="trainers.eval.run:evaluate_checkpoint",
+        evaluation_settings="trainers.rl.spec:evaluation_settings",
+        panels=("memory",),
     )
 )

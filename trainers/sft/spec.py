@@ -1,4 +1,17 @@
+from collections.abc import Mapping
+from typing import Any
+
 from trainers.base import CPU_ONLY, TrainerSpec, register
+
+
+def evaluation_settings(config: Mapping[str, Any], step: int) -> dict[str, Any]:
+    """An on-demand evaluation of an SFT checkpoint repeats the run's greedy evaluation: k 1,
+    temperature 0, its max_new_tokens (TrainerSpec.evaluation_settings)."""
+    found: dict[str, Any] = {"k": 1, "temperature": 0.0, "top_p": 1.0}
+    if "max_new_tokens" in config:
+        found["max_new_tokens"] = config["max_new_tokens"]
+    return found
+
 
 SPEC = register(
     TrainerSpec(
@@ -23,5 +36,9 @@ SPEC = register(
             },
         },
         preset_hardware={"tiny-cpu-demo": CPU_ONLY},
+        policy_checkpoints=True,
+        evaluator="trainers.eval.run:evaluate_checkpoint",
+        evaluation_settings="trainers.sft.spec:evaluation_settings",
+        panels=("memory",),
     )
 )
