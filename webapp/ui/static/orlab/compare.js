@@ -32,9 +32,9 @@
   const POLL_MS = 2000;
   const EVAL_EVERY = 5; // polls
   const MANY = 10; // above this many runs: raw layer off by default, grouping offered first
-  const GROUP_POINTS = data.max_points || 1500;
   // per series: 1500 points for a few runs, down to 400 at 50+ runs (a chart is ~700 px wide)
-  const MAX_POINTS = Math.max(400, Math.min(GROUP_POINTS, Math.round(20000 / data.runs.length)));
+  const MAX_POINTS = Math.max(400, Math.min(data.max_points || 1500, Math.round(20000 / data.runs.length)));
+  const GROUP_POINTS = 600; // a group's mean and band (M4 on the mean)
   const GRID_POINTS = 1000;
   const PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -345,7 +345,8 @@
 
   // Lazy drawing: a chart is drawn (or redrawn after a change) when it is within 200 px of the
   // viewport; one chart per task, so the page stays responsive while 10 charts draw.
-  const inView = new Set();
+  const inView = new Set(); // within 200 px of the viewport
+  const onScreen = new Set(); // in the viewport itself
   const dirty = new Set();
   const queue = new Set();
   const observed = new WeakSet();
@@ -363,6 +364,12 @@
     },
     { rootMargin: "200px 0px" }
   );
+  const screenObserver = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (e.isIntersecting) onScreen.add(e.target.dataset.key);
+      else onScreen.delete(e.target.dataset.key);
+    }
+  });
   let draining = false;
   function schedule(key) {
     queue.add(key);
@@ -395,7 +402,9 @@
         const plot = card.querySelector(".chart");
         if (plot && plot.data) Plotly.purge(plot);
         observer.unobserve(card);
+        screenObserver.unobserve(card);
         inView.delete(card.dataset.key);
+        onScreen.delete(card.dataset.key);
         card.remove();
       }
     }
@@ -407,6 +416,7 @@
       if (!observed.has(card)) {
         observed.add(card);
         observer.observe(card);
+        screenObserver.observe(card);
       }
       prev = card;
     }
@@ -594,7 +604,8 @@
     });
   }
 
-  /* A smoothing step: new y for the smoothed traces (and group bands) only, chart by chart. */
+  /* A smoothing step: new y for the smoothed traces (and group bands) only. The charts on screen
+     in this frame; those just outside it one per task after; the others when scrolled to. */
   let smoothPending = 0;
   function restyleSmoothing() {
     if (smoothPending) return;
@@ -608,6 +619,9 @@
           if (inView.has(key)) schedule(key);
         } else if (!inView.has(key)) {
           dirty.add(key); // restyled when it scrolls into view
+        } else if (!onScreen.has(key)) {
+          dirty.add(key);
+          schedule(key);
         } else if (meta.smooth.length) {
           Plotly.restyle(
             plot,
