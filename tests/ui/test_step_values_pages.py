@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def step_dataset(project, alice, tmp_path):
     run = Run.objects.create(
-        project=project, name="dapo run", kind="synthetic", status="running", created_by=alice
+        project=project, name="dapo run", kind="dapo", status="running", created_by=alice
     )
     rows = []
     for i in range(120):

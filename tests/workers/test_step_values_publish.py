@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def running(project, alice):
     return Run.objects.create(
-        project=project, name="dapo", kind="synthetic", status="running", created_by=alice, attempt=1
+        project=project, name="dapo", kind="dapo", status="running", created_by=alice, attempt=1
     )
 
 

@@ -24,6 +24,7 @@ from webapp.datasets.row_writer import row_writer
 from webapp.datasets.validation import RowError, validate_pair, validate_problem
 from webapp.errors import ServiceError
 from webapp.projects.models import Project
+from webapp.runs import capabilities
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,7 @@ def scoring_job_create(*, user, dataset: Dataset, checkpoint) -> ScoringJob:
         raise ImportRejected("invalid input", {"dataset": ["only preference datasets can be scored"]})
     if dataset.status != Dataset.Status.READY:
         raise ImportRejected("invalid input", {"dataset": [f"dataset is {dataset.status}, not ready"]})
-    if checkpoint.run.kind != "reward":
+    if not capabilities.scores_datasets(checkpoint.run.kind):  # the trainer declares a scorer
         raise ImportRejected("invalid input", {"checkpoint": ["not a checkpoint of a reward-model run"]})
     with transaction.atomic():
         # the row lock orders this with retention (webapp.runs.retention): deleted first, or protected

@@ -16,6 +16,7 @@ from django.db.models import Max
 
 from webapp.datasets.models import Dataset, StepSolution
 from webapp.datasets.services import ImportRejected, file_sha256
+from webapp.runs import capabilities
 
 # Enough for any CPU demo and far beyond; a GPU run publishing millions of prefixes should stream.
 MAX_ROWS = 1_000_000
@@ -83,10 +84,15 @@ def read_step_rows(path: Path) -> list[StepSolution]:
 
 def step_values_publish(run, *, kind: str, name: str, path: Path, meta: Mapping[str, Any] | None) -> Dataset:
     """Store ``path`` as the next version of dataset ``name`` in the run's project. Publishing the same
-    file again from the same run (a resumed attempt) returns the existing version."""
+    file again from the same run (a resumed attempt) returns the existing version. A run publishes only
+    what its trainer declares (TrainerSpec.publishes_datasets)."""
     if kind != Dataset.Kind.STEP_VALUES:
         raise ImportRejected(
             "unknown dataset kind", {"kind": [f"a run can publish only step_values, not {kind!r}"]}
+        )
+    if kind not in capabilities.publishes(run.kind):
+        raise ImportRejected(
+            "undeclared dataset kind", {"kind": [f"{run.kind} runs do not publish {kind} datasets"]}
         )
     name = (name or "").strip()[:200] or f"run-{run.pk}-step-values"
     sha = file_sha256(path)

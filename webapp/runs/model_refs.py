@@ -1,20 +1,21 @@
 """``model_path: "checkpoint:<id>"``: start a run from a policy checkpoint of a run in the same project
 (issue 11: a model is "tiny", a name in the workers' catalogue, or such a checkpoint; never a path).
 
-Launch checks the reference (the checkpoint exists in the run's project, belongs to an sft/rl/dapo run,
-was not deleted by retention); the worker turns it into the checkpoint's folder only when a worker wrote
-that folder for that run (webapp.runs.checkpoint_paths). An id of another team's checkpoint gets the
-same answer as an id that does not exist."""
+Launch checks the reference (the checkpoint exists in the run's project, belongs to a run whose trainer
+declares policy checkpoints (TrainerSpec.policy_checkpoints: sft, rl, dapo), was not deleted by
+retention); the worker turns it into the checkpoint's folder only when a worker wrote that folder for
+that run (webapp.runs.checkpoint_paths). An id of another team's checkpoint gets the same answer as an
+id that does not exist."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+from webapp.runs import capabilities
 from webapp.runs.models import Checkpoint
 
 PREFIX = "checkpoint:"
-POLICY_KINDS = ("sft", "rl", "dapo")
 _REF = re.compile(r"checkpoint:([1-9][0-9]{0,15})")
 
 
@@ -40,7 +41,7 @@ def model_ref_errors(config: dict, project) -> dict[str, list[str]]:
     checkpoint = Checkpoint.objects.select_related("run").filter(pk=ident, run__project=project).first()
     if checkpoint is None:
         return {"config.model_path": [f"no checkpoint {ident} in project {project.name}"]}
-    if checkpoint.run.kind not in POLICY_KINDS:
+    if not capabilities.policy_checkpoints(checkpoint.run.kind):
         return {"config.model_path": [f"checkpoint {ident} is of a {checkpoint.run.kind} run, not a policy"]}
     if checkpoint.deleted_at is not None:
         return {"config.model_path": [f"checkpoint {ident} was deleted by the retention policy"]}

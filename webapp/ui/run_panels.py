@@ -1,6 +1,7 @@
 """The run page's data panels beyond the metric charts: benchmark evaluations, the samples browser,
-the memory estimate against the measured peak, and (for reward-model runs) scoring a preference
-dataset with a checkpoint. The views here give
+the memory estimate against the measured peak, and (for kinds whose checkpoints score, a trainer's
+"scoring" panel) scoring a preference dataset with a checkpoint. Which panels a run shows besides
+evaluations and samples is its trainer's choice (TrainerSpec.panels). The views here give
 the page its first state; the page's scripts then read and poll the REST API:
 
   run-evaluations.js  GET /api/runs/{id}/evaluations/  accuracy against step, the evaluations table
@@ -20,14 +21,11 @@ from django.views.decorators.http import require_POST
 from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, ScoringJob
 from webapp.projects.selectors import project_list
-from webapp.runs import selectors
+from webapp.runs import capabilities, selectors
 from webapp.runs.models import SAMPLE_VERDICTS, Checkpoint, Evaluation, MetricSeries, Run, Sample
 
-REWARD_KIND = "reward"
 SAMPLE_PAGE_SIZE = 25
 MAX_JOBS_SHOWN = 100
-#: trainers with a per-GPU memory estimate (trainers.common.memory_estimate.KINDS)
-MODEL_KINDS = ("rl", "dapo", "sft", "reward")
 #: the per-step metric of torch.cuda.max_memory_allocated, in GiB (only logged on CUDA)
 PEAK_METRIC = "memory/peak_gb"
 GIB = 2**30
@@ -61,8 +59,8 @@ def sample_filters(params) -> dict:
 
 def memory_panel(run: Run) -> dict | None:
     """The launch-time estimate (components and phases, GiB) next to the measured peak: the largest
-    ``memory/peak_gb`` any step logged. None for runs that train no model."""
-    if run.kind not in MODEL_KINDS:
+    ``memory/peak_gb`` any step logged. None for runs whose trainer asks for no memory panel."""
+    if "memory" not in capabilities.panels(run.kind):
         return None
     estimate = run.memory_estimate or {}
     components = estimate.get("components") or {}
@@ -90,14 +88,14 @@ def memory_panel(run: Run) -> dict | None:
 def panels_context(request: HttpRequest, run: Run) -> tuple[dict, dict]:
     """(template context, page data for the scripts) of the three panels."""
     filters = sample_filters(request.GET)
-    is_reward = run.kind == REWARD_KIND
+    scoring = "scoring" in capabilities.panels(run.kind)
     jobs = (
         list(
             ScoringJob.objects.filter(checkpoint__run=run)
             .select_related("dataset", "checkpoint")
             .order_by("-id")[:MAX_JOBS_SHOWN]
         )
-        if is_reward
+        if scoring
         else []
     )
     for job in jobs:
@@ -107,13 +105,13 @@ def panels_context(request: HttpRequest, run: Run) -> tuple[dict, dict]:
         "has_samples": Sample.objects.filter(run=run).exists(),
         "verdicts": SAMPLE_VERDICTS,
         "sample_filters": filters,
-        "is_reward": is_reward,
+        "scoring": scoring,
         "score_datasets": list(
             Dataset.objects.filter(
                 project=run.project, kind=Dataset.Kind.PREFERENCE, status=Dataset.Status.READY
             ).order_by("name", "-version")
         )
-        if is_reward
+        if scoring
         else [],
         "scoring_jobs": jobs,
         "memory": memory_panel(run),
@@ -123,7 +121,7 @@ def panels_context(request: HttpRequest, run: Run) -> tuple[dict, dict]:
         "samples_api": reverse("api-run-samples", args=[run.pk]),
         "sample_page_size": SAMPLE_PAGE_SIZE,
         "verdicts": list(SAMPLE_VERDICTS),
-        "scoring_api": reverse("api-run-scoring", args=[run.pk]) if is_reward else "",
+        "scoring_api": reverse("api-run-scoring", args=[run.pk]) if scoring else "",
         # "/datasets/0/pairs/": the script puts each job's dataset id in place of the 0
         "pairs_url": reverse("dataset-pairs", args=[0]),
         "score_url": reverse("run-score", args=[run.pk, 0]),
