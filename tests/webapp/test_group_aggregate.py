@@ -95,3 +95,19 @@ def test_json_is_gzip_compressed_for_clients_that_accept_it(api, sweep):
     assert "Content-Encoding" not in plain and packed["Content-Encoding"] == "gzip"
     assert len(packed.content) < len(plain.content) / 2
     assert gzip.decompress(packed.content) == plain.content
+
+
+def test_streaming_responses_pass_uncompressed():
+    """A stream (server-sent events, a log tail) must reach the client chunk by chunk: gzip would
+    hold the chunks back until its buffer fills."""
+    from django.http import HttpResponse, StreamingHttpResponse
+    from django.test import RequestFactory
+
+    from webapp.compression import CompressMiddleware
+
+    request = RequestFactory().get("/", HTTP_ACCEPT_ENCODING="gzip")
+    stream = StreamingHttpResponse(iter([b"data: 1\n\n", b"data: 2\n\n"]), content_type="text/event-stream")
+    out = CompressMiddleware(lambda r: stream)(request)
+    assert "Content-Encoding" not in out and list(out.streaming_content) == [b"data: 1\n\n", b"data: 2\n\n"]
+    page = HttpResponse(b'{"x": [' + b"1.2345, " * 500 + b"0]}", content_type="application/json")
+    assert CompressMiddleware(lambda r: page)(request)["Content-Encoding"] == "gzip"
