@@ -8,8 +8,9 @@
   it (no worker claimed it), it went out more than ORLAB_OUTBOX_RESEND_AFTER seconds ago, and the
   broker holds it neither in its queue nor as a fresh reservation of a worker (see
   webapp.outbox.broker; with late acks a live worker starts what it reserves at once and claims the
-  object first, so a reservation that old with the object unclaimed belongs to a dead worker). Only
-  a Redis broker can be inspected; elsewhere a sent message is never re-sent.
+  object first, so a reservation that old with the object unclaimed belongs to a dead worker; the
+  embedded broker names the process holding a reservation, so a dead one is seen as such). Redis and
+  the embedded broker can be inspected; on RabbitMQ a sent message is never re-sent.
 - ``claim`` is how a job without a heartbeat of its own (import, curation, scoring, evaluation)
   claims its message, and ``Heartbeat`` keeps the claim fresh while it works, so the housekeeping
   can fail the job of a worker that died (``sweep_dead_claims``). Runs claim the Run row instead
