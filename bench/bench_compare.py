@@ -49,7 +49,7 @@ from bench.common import (  # noqa: E402 (the database name above must be set fi
 )
 
 TARGET_MS = 1000.0
-MAX_POINTS = 1500  # what compare.js asks for (webapp.ui.views.COMPARE_MAX_POINTS)
+MAX_POINTS = 1500  # what compare.js asks for (webapp.ui.compare_views.COMPARE_MAX_POINTS)
 RESULTS = Path(__file__).resolve().parent / "compare_results.json"
 SERIES_API = "/api/compare/series/"  # what compare.js fetches
 GENERIC_API = "/api/compare/"  # metric_store.series_read, for comparison

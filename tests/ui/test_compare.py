@@ -13,7 +13,7 @@ import pytest
 from webapp.datasets.models import Dataset
 from webapp.runs.metric_store import Columns, metrics_record
 from webapp.runs.models import Evaluation, Run
-from webapp.ui.views import config_diff, run_labels
+from webapp.ui.compare_views import config_diff, run_labels
 
 pytestmark = pytest.mark.django_db
 

@@ -3,7 +3,15 @@ from django.urls import path
 
 import webapp.ui.dataset_views as dataset_views
 import webapp.ui.step_values_views as step_values_views
-from webapp.ui import run_panels, views
+from webapp.ui import (
+    compare_views,
+    launch_views,
+    project_views,
+    run_panels,
+    run_views,
+    runs_views,
+    token_views,
+)
 
 urlpatterns = [
     path(
@@ -14,16 +22,16 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", views.project_index, name="projects"),
-    path("projects/<int:pk>/", views.project_runs, name="project"),
-    path("projects/<int:pk>/launch/", views.launch, name="launch"),
-    path("runs/<int:pk>/", views.run_detail, name="run"),
-    path("runs/<int:pk>/cancel/", views.run_cancel, name="run-cancel"),
-    path("runs/<int:pk>/resume/", views.run_resume, name="run-resume"),
-    path("runs/<int:pk>/clone/", views.run_clone, name="run-clone"),
+    path("", project_views.project_index, name="projects"),
+    path("projects/<int:pk>/", runs_views.project_runs, name="project"),
+    path("projects/<int:pk>/launch/", launch_views.launch, name="launch"),
+    path("runs/<int:pk>/", run_views.run_detail, name="run"),
+    path("runs/<int:pk>/cancel/", run_views.run_cancel, name="run-cancel"),
+    path("runs/<int:pk>/resume/", run_views.run_resume, name="run-resume"),
+    path("runs/<int:pk>/clone/", run_views.run_clone, name="run-clone"),
     path("runs/<int:pk>/checkpoints/<int:checkpoint_pk>/score/", run_panels.run_score, name="run-score"),
-    path("compare/", views.compare, name="compare"),
-    path("settings/token/", views.api_token, name="api-token"),
+    path("compare/", compare_views.compare, name="compare"),
+    path("settings/token/", token_views.api_token, name="api-token"),
     path("projects/<int:pk>/datasets/", dataset_views.dataset_list, name="datasets"),
     path("datasets/<int:pk>/", dataset_views.dataset_detail, name="dataset"),
     path("datasets/<int:pk>/pairs/", dataset_views.pair_browser, name="dataset-pairs"),

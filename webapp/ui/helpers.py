@@ -1,0 +1,62 @@
+"""What the page modules share: the project of a URL, a trainer spec, how durations and values read,
+query strings, a service error as one line."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+
+from trainers.base import get_spec
+from webapp.errors import ServiceError
+from webapp.projects.selectors import project_list
+
+# --- helpers --------------------------------------------------------------------------------------
+
+def _project(request: HttpRequest, pk: int):
+    return get_object_or_404(project_list(user=request.user), pk=pk)
+
+
+def _spec(kind: str):
+    try:
+        return get_spec(kind)
+    except KeyError:
+        return None
+
+
+def format_duration(delta: timedelta | None) -> str:
+    if delta is None:
+        return ""
+    seconds = max(delta.total_seconds(), 0.0)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+def format_value(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value == 0 or 1e-3 <= abs(value) < 1e5:
+        return f"{value:.4g}"
+    return f"{value:.3e}"
+
+
+def _query(params: dict) -> str:
+    clean = {k: v for k, v in params.items() if v not in (None, "")}
+    return "?" + urlencode(clean) if clean else "?"
+
+
+def _error_text(exc: ServiceError) -> str:
+    return exc.text()

@@ -1,0 +1,95 @@
+"""One run's page (charts, panels, checkpoints) and its actions: cancel, resume, clone."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from webapp.errors import ServiceError
+from webapp.fleet.selectors import launch_check_for
+from webapp.runs import selectors, services
+from webapp.runs.models import Run
+from webapp.ui import run_panels
+from webapp.ui.helpers import _error_text, _spec, format_duration
+
+# --- one run --------------------------------------------------------------------------------------
+
+
+def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    services.runs_mark_lost()
+    run = selectors.run_get(user=request.user, pk=pk)
+    spec = _spec(run.kind)
+    keys = selectors.metric_keys(run)
+    primary = list(spec.primary_metrics) if spec else []
+    keys = [k for k in primary if k in keys] + [k for k in keys if k not in primary]
+    page_data = {
+        "id": run.id,
+        "status": run.status,
+        "keys": keys,
+        "primary": primary,
+        "log_keys": list(spec.log_scale_metrics) if spec else [],
+        "run_api": reverse("api-run", args=[run.pk]),
+        "metrics_api": reverse("api-run-metrics", args=[run.pk]),
+        "checkpoints_api": reverse("api-run-checkpoints", args=[run.pk]),
+    }
+    panels, panels_data = run_panels.panels_context(request, run)
+    page_data.update(panels_data)
+    context = {
+        **panels,
+        "run": run,
+        "project": run.project,
+        "spec": spec,
+        "keys": keys,
+        "duration": format_duration(run.duration),
+        "config_json": json.dumps(run.config, indent=2, sort_keys=True),
+        "summary_json": json.dumps(run.summary, indent=2) if run.summary else "",
+        "checkpoints": selectors.checkpoint_list(run),
+        "page_data": page_data,
+        "launch_check": launch_check_for(run),
+    }
+    return render(request, "ui/run.html", context)
+
+
+@require_POST
+def run_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    run = selectors.run_get(user=request.user, pk=pk)
+    try:
+        run = services.run_request_cancel(run)
+    except ServiceError as exc:
+        messages.error(request, f"Could not cancel: {_error_text(exc)}")
+    else:
+        if run.status == Run.Status.CANCELLED:
+            messages.success(request, "Run cancelled.")
+        else:
+            messages.info(request, "Cancellation requested; the trainer stops at its next step.")
+    return redirect("run", pk=run.pk)
+
+
+@require_POST
+def run_resume(request: HttpRequest, pk: int) -> HttpResponse:
+    run = selectors.run_get(user=request.user, pk=pk)
+    try:
+        run = services.run_resume(run)
+    except ServiceError as exc:
+        messages.error(request, f"Could not resume: {_error_text(exc)}")
+    else:
+        messages.success(request, f"Run queued again as attempt {run.attempt}.")
+    return redirect("run", pk=run.pk)
+
+
+@require_POST
+def run_clone(request: HttpRequest, pk: int) -> HttpResponse:
+    """Relaunch a copy as it is (the Clone link opens the launch form prefilled instead)."""
+    run = selectors.run_get(user=request.user, pk=pk)
+    try:
+        clone = services.run_clone(run, user=request.user)
+    except ServiceError as exc:
+        messages.error(request, f"Could not clone: {_error_text(exc)}")
+        return redirect("run", pk=run.pk)
+    messages.success(request, f"Launched {clone.name}.")
+    return redirect("run", pk=clone.pk)
