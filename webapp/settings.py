@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "webapp.fleet",
     "webapp.outbox",
     "webapp.api",
+    "webapp.mlflow_api",
     "webapp.ui",
 ]
 

@@ -3,7 +3,8 @@ from django.contrib.auth.views import redirect_to_login
 
 # Paths a visitor without a session may reach. The API authenticates itself (token or session)
 # and answers 401 rather than redirecting to a login page.
-PUBLIC_PREFIXES = ("/login/", "/static/", "/api/", "/healthz")
+# /mlflow/ (webapp/mlflow_api) takes only token or basic auth and answers MLflow's 401 itself.
+PUBLIC_PREFIXES = ("/login/", "/static/", "/api/", "/healthz", "/mlflow/")
 
 
 class LoginRequiredMiddleware:

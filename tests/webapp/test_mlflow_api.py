@@ -1,0 +1,316 @@
+"""The MLflow-compatible tracking API (/mlflow, webapp/mlflow_api) driven by the stock mlflow-skinny
+client over real HTTP (pytest-django's live_server), as a training script that logs with mlflow would:
+only MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN (or USERNAME/PASSWORD) change."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import pytest
+import requests
+
+# live_server: committed data, read by the server's request threads with their own connections
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def mlflow_env(live_server, alice, monkeypatch):
+    import mlflow
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.create(user=alice).key
+    uri = f"{live_server.url}/mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a refused request fails at once
+    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    # The client's kept-alive sessions are closed after the test, so that no server thread idles on
+    # a socket holding its database connection (the test database could not be dropped at the end)
+    from mlflow.utils import request_utils
+
+    cached, sessions = request_utils._cached_get_request_session, []
+
+    def tracked_session(*args, **kwargs):
+        session = cached(*args, **kwargs)
+        sessions.append(session)
+        return session
+
+    monkeypatch.setattr(request_utils, "_cached_get_request_session", tracked_session)
+    mlflow.set_tracking_uri(uri)
+    yield {"uri": uri, "token": token, "mlflow": mlflow}
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    for session in sessions:
+        session.close()
+    cached.cache_clear()
+    _end_idle_request_threads()
+
+
+def _end_idle_request_threads() -> None:
+    """The live server's request threads still waiting on a kept-alive socket (one the client side
+    did not close: a pooled connection some error path kept) hold a database connection each until
+    their socket ends, and the test database could not be dropped: end their sockets and wait."""
+    import socket
+    import threading
+
+    for thread in threading.enumerate():
+        if "process_request_thread" in thread.name and thread._args:  # socketserver's (request, address)
+            with contextlib.suppress(OSError):
+                thread._args[0].shutdown(socket.SHUT_RDWR)
+            thread.join(timeout=10)
+
+
+def _raw(env, method, endpoint, token=None, **kwargs):
+    headers = {
+        "Authorization": f"Bearer {token or env['token']}",
+        "Connection": "close",
+        **kwargs.pop("headers", {}),
+    }
+    return requests.request(
+        method, f"{env['uri']}/api/2.0/mlflow/{endpoint}", headers=headers, timeout=30, **kwargs
+    )
+
+
+def test_a_script_logs_with_the_stock_client(mlflow_env, alice):
+    from mlflow import MlflowClient
+
+    from webapp.projects.models import Project
+    from webapp.runs.metric_store import series_read
+    from webapp.runs.models import Run
+
+    mlflow = mlflow_env["mlflow"]
+    exp = mlflow.set_experiment("grpo-sweep")
+    project = Project.objects.get(pk=int(exp.experiment_id))
+    assert project.name == "grpo-sweep" and project.owner == alice
+    assert mlflow.set_experiment("grpo-sweep").experiment_id == exp.experiment_id  # found, not recreated
+
+    with mlflow.start_run(run_name="lr-1e-3") as active:
+        run_id = active.info.run_id
+        mlflow.log_param("lr", "0.001")
+        mlflow.log_params(
+            {"optimizer.name": "adam", "optimizer.betas": "[0.9, 0.99]", "epochs": 3, "flag": True}
+        )
+        for step in range(5):
+            mlflow.log_metric("loss", 1.0 / (step + 1), step=step)
+        mlflow.log_metrics({"reward": 0.5, "kl": float("nan"), "ratio": float("inf")}, step=7)
+        mlflow.set_tag("team", "rl")
+        mlflow.set_tag("stage", "warmup")
+        MlflowClient().delete_tag(run_id, "stage")
+        mlflow.log_text("hello", "notes/hello.txt")
+        mlflow.log_dict({"a": 1}, "cfg.json")
+
+    run = Run.objects.get(pk=int(run_id))
+    assert (run.kind, run.status, run.name, run.project_id) == (
+        "external",
+        "succeeded",
+        "lr-1e-3",
+        project.pk,
+    )
+    assert run.config == {
+        "lr": 0.001,
+        "optimizer": {"name": "adam", "betas": [0.9, 0.99]},
+        "epochs": 3,
+        "flag": True,
+    }
+    assert "team=rl" in run.tags and not any(t.startswith("stage") for t in run.tags)
+    # the metrics are orlab's own series: what the run page and its live charts read
+    stored = series_read([run.pk], ["loss"])[run.pk]["loss"]
+    assert stored["steps"].tolist() == [0, 1, 2, 3, 4]
+
+    client = MlflowClient()
+    got = client.get_run(run_id)
+    assert got.info.status == "FINISHED" and got.info.end_time is not None
+    assert got.data.params == {
+        "lr": "0.001",
+        "optimizer.name": "adam",
+        "optimizer.betas": "[0.9, 0.99]",
+        "epochs": "3",
+        "flag": "True",
+    }
+    assert got.data.tags["team"] == "rl" and "stage" not in got.data.tags
+    assert got.data.tags["mlflow.runName"] == "lr-1e-3"
+    assert got.data.metrics["loss"] == pytest.approx(0.2)
+    assert math.isnan(got.data.metrics["kl"]) and got.data.metrics["ratio"] == math.inf
+
+    history = client.get_metric_history(run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(s, pytest.approx(1.0 / (s + 1))) for s in range(5)]
+    assert all(m.timestamp > 1e12 for m in history)
+    paged = client._tracking_client.store.get_metric_history(run_id, "loss", max_results=2)
+    assert [m.step for m in paged] == [0, 1] and paged.token
+    rest = client._tracking_client.store.get_metric_history(
+        run_id, "loss", max_results=10, page_token=paged.token
+    )
+    assert [m.step for m in rest] == [2, 3, 4] and rest.token is None
+
+    assert sorted(a.path for a in client.list_artifacts(run_id)) == ["cfg.json", "notes"]
+    local = client.download_artifacts(run_id, "notes/hello.txt")
+    assert Path(local).read_text() == "hello"
+
+    # a second run, then search with MLflow's grammar
+    with mlflow.start_run(run_name="lr-1e-2"):
+        mlflow.log_param("lr", "0.01")
+        mlflow.log_metric("loss", 0.05, step=3)
+        mlflow.set_tag("team", "rl")
+    found = mlflow.search_runs(
+        experiment_ids=[exp.experiment_id],
+        filter_string="metrics.loss < 0.1 AND params.lr = '0.01' AND tags.team LIKE 'r%'",
+        output_format="list",
+    )
+    assert [r.info.run_name for r in found] == ["lr-1e-2"]
+    ordered = mlflow.search_runs(
+        experiment_ids=[exp.experiment_id], order_by=["metrics.loss DESC"], output_format="list"
+    )
+    assert [r.info.run_name for r in ordered] == ["lr-1e-3", "lr-1e-2"]
+    finished = client.search_runs(
+        [exp.experiment_id], "attributes.status = 'FINISHED' AND attributes.run_name ILIKE 'LR-1E-3'"
+    )
+    assert [r.info.run_id for r in finished] == [run_id]
+    page = client.search_runs([exp.experiment_id], max_results=1)
+    assert len(page) == 1 and page.token
+    page2 = client.search_runs([exp.experiment_id], max_results=1, page_token=page.token)
+    assert len(page2) == 1 and page2[0].info.run_id != page[0].info.run_id
+
+    # delete / restore: lifecycle_stage, search's view types
+    client.delete_run(run_id)
+    assert client.get_run(run_id).info.lifecycle_stage == "deleted"
+    assert [r.info.run_name for r in client.search_runs([exp.experiment_id])] == ["lr-1e-2"]
+    client.restore_run(run_id)
+    assert len(client.search_runs([exp.experiment_id])) == 2
+
+    # experiments: get, get-by-name, search; the default experiment "0" is the caller's "Default"
+    assert client.get_experiment(exp.experiment_id).name == "grpo-sweep"
+    assert [e.name for e in client.search_experiments(filter_string="name LIKE 'grpo%'")] == ["grpo-sweep"]
+    mlflow.set_experiment(experiment_id="0")
+    with mlflow.start_run() as default_run:
+        mlflow.log_metric("x", 1.0)
+    assert Run.objects.get(pk=int(default_run.info.run_id)).project.name == "Default"
+
+
+def test_bad_input_answers_mlflow_errors(mlflow_env):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlflow = mlflow_env["mlflow"]
+    client = MlflowClient()
+    exp_id = client.create_experiment("errors")
+    with pytest.raises(MlflowException) as exc:
+        client.create_experiment("errors")
+    assert exc.value.error_code == "RESOURCE_ALREADY_EXISTS"
+    run_id = client.create_run(exp_id).info.run_id
+
+    client.log_param(run_id, "lr", "0.1")
+    client.log_param(run_id, "lr", "0.1")  # the same value again is fine
+    with pytest.raises(MlflowException) as exc:
+        client.log_param(run_id, "lr", "0.2")
+    assert exc.value.error_code == "INVALID_PARAMETER_VALUE" and "Changing param values" in exc.value.message
+
+    def post(endpoint, body):
+        return _raw(mlflow_env, "POST", endpoint, json=body)
+
+    r = post("runs/log-metric", {"run_id": run_id, "key": "x", "value": 1, "timestamp": 0, "step": 2**53 + 1})
+    assert (
+        r.status_code == 400
+        and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+        and "step" in r.json()["message"]
+    )
+    assert post(
+        "runs/log-metric", {"run_id": run_id, "key": "x", "value": 1, "timestamp": 0, "step": -(2**53)}
+    ).ok
+    r = post("runs/log-metric", {"run_id": run_id, "key": "x", "value": "abc", "timestamp": 0})
+    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE" and "value" in r.json()["message"]
+    r = post("runs/log-metric", {"run_id": run_id, "value": 1, "timestamp": 0})
+    assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE" and "key" in r.json()["message"]
+    metrics = [{"key": "m", "value": 1, "timestamp": 0, "step": i} for i in range(1001)]
+    r = post("runs/log-batch", {"run_id": run_id, "metrics": metrics})
+    assert r.status_code == 400 and "at most 1000 metrics" in r.json()["message"]
+    params = [{"key": f"p{i}", "value": "v"} for i in range(101)]
+    r = post("runs/log-batch", {"run_id": run_id, "params": params})
+    assert r.status_code == 400 and "at most 100 params" in r.json()["message"]
+    r = post("runs/log-parameter", {"run_id": run_id, "key": "big", "value": "x" * 6001})
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert post("runs/log-parameter", {"run_id": run_id, "key": "big", "value": "x" * 6000}).ok
+    r = _raw(
+        mlflow_env, "POST", "runs/log-batch", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code in (400, 401)
+    r = post("runs/search", {"experiment_ids": [exp_id], "filter": "metrics.loss << 1"})
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    r = post("runs/search", {"experiment_ids": [exp_id], "filter": "params.lr > '1'"})
+    assert r.status_code == 400 and "comparator" in r.json()["message"]
+    r = post("runs/search", {"experiment_ids": [exp_id], "filter": "metrics.x = 1 OR metrics.x = 2"})
+    assert r.status_code == 400
+    assert [m.step for m in client.get_metric_history(run_id, "x")] == [-(2**53)]
+    found = post("runs/search", {"experiment_ids": [exp_id], "filter": "metrics.x = 1"}).json()["runs"]
+    assert [r["info"]["run_id"] for r in found] == [run_id]
+
+    # unknown endpoints, missing credentials
+    r = _raw(mlflow_env, "POST", "runs/no-such-thing", json={})
+    assert r.status_code == 404 and r.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+    r = requests.get(f"{mlflow_env['uri']}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=30)
+    assert r.status_code == 401 and r.json()["error_code"] == "UNAUTHENTICATED"
+    r = requests.get(f"{mlflow_env['uri']}/nothing/here", timeout=30)
+    assert r.status_code == 404 and r.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+    with pytest.raises(MlflowException) as exc:
+        client.get_run("123456789")
+    assert exc.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert mlflow.get_experiment_by_name("no such experiment") is None
+
+
+def test_another_team_sees_nothing(mlflow_env, bob, alice, monkeypatch, live_server):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    from rest_framework.authtoken.models import Token
+
+    from webapp.runs.models import Run
+
+    client = MlflowClient()
+    exp_id = client.create_experiment("alice-private")
+    run_id = client.create_run(exp_id).info.run_id
+    client.log_metric(run_id, "secret", 42.0)
+    client.log_param(run_id, "p", "v")
+
+    bob_token = Token.objects.create(user=bob).key
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", bob_token)
+    for call in (
+        lambda: client.get_run(run_id),
+        lambda: client.get_experiment(exp_id),
+        lambda: client.log_metric(run_id, "secret", 0.0, step=1),
+        lambda: client.set_tag(run_id, "x", "y"),
+        lambda: client.get_metric_history(run_id, "secret"),
+        lambda: client.search_runs([exp_id]),
+        lambda: client.delete_run(run_id),
+    ):
+        with pytest.raises(MlflowException) as exc:
+            call()
+        assert exc.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+        assert "42" not in exc.value.message
+    r = requests.get(
+        f"{mlflow_env['uri']}/api/2.0/mlflow-artifacts/artifacts",
+        params={"path": f"{exp_id}/{run_id}/artifacts"},
+        headers={"Authorization": f"Bearer {bob_token}"},
+        timeout=30,
+    )
+    assert r.status_code == 404 and r.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    # bob's own "alice-private" is his own project; alice's stays untouched
+    assert client.get_experiment_by_name("alice-private") is None
+    assert client.create_experiment("alice-private") != exp_id
+    assert (
+        Run.objects.get(pk=int(run_id)).tags == []
+        and client.search_runs([client.get_experiment_by_name("alice-private").experiment_id]) == []
+    )
+
+    # basic auth with alice's orlab username and password works; a wrong password does not
+    monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw-alice")
+    assert client.get_run(run_id).data.params == {"p": "v"}
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+    with pytest.raises(MlflowException) as exc:
+        client.get_run(run_id)
+    assert exc.value.error_code == "UNAUTHENTICATED"
