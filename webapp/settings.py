@@ -165,11 +165,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "webapp.api.pagination.PageNumberPagination",
-    # JSON bodies with the API's limits (big integers, NUL, surrogates, depth): webapp/api/json_safety.py
+    # JSON bodies with the API's limits (big integers, NUL, surrogates, depth): webapp/api/json_safety.py;
+    # forms that refuse a body which is not a form: webapp/api/parsers.py
     "DEFAULT_PARSER_CLASSES": [
         "webapp.api.json_safety.SafeJSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "webapp.api.parsers.FormParser",
+        "webapp.api.parsers.MultiPartParser",
     ],
     "DEFAULT_RENDERER_CLASSES": [
         "webapp.api.renderers.ORJSONRenderer",

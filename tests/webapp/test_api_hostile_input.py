@@ -238,3 +238,25 @@ def test_schema_violations_found_by_schemathesis_are_400s(api, project):
     assert "fields" in errors_of(api.get("/api/runs/?fields="))
     assert "with_wall" in errors_of(api.get(f"/api/runs/{run_id}/metrics/?with_wall=0.05"))
     assert api.get(f"/api/runs/{run_id}/metrics/?with_wall=true").status_code == 200
+
+
+def test_bodies_that_are_not_forms_and_empty_choices_are_400s(api, project):
+    """More that schemathesis' negative_data_rejection found accepted: a multipart body with content
+    but no part (a non-object body sent as multipart) and an urlencoded body that is not name=value
+    pairs were read as an empty form (201 where every field is optional); an empty ?kind= or ?status=
+    on the datasets list was no filter (200) where the schema lists the values."""
+    run_id = create(api, project, {}).json()["id"]
+    url = f"/api/runs/{run_id}/clone/"
+    multipart = f"multipart/form-data; boundary={'b' * 32}"
+    for body in ("[1, 2]", "'text'", "{'name': 'x'}"):
+        resp = post_raw(api, url, f"--{'b' * 32}\r\n{body}--{'b' * 32}--\r\n", multipart)
+        assert resp.status_code == 400 and "no form field" in resp.json()["detail"], resp.content
+        resp = post_raw(api, url, body, "application/x-www-form-urlencoded")
+        assert resp.status_code == 400 and "name=value" in resp.json()["detail"], resp.content
+    # an empty form and real forms still are forms
+    assert post_raw(api, url, f"--{'b' * 32}--\r\n", multipart).status_code == 201
+    assert api.post(url, {"name": "copy"}).status_code == 201  # the test client's multipart
+    assert post_raw(api, url, "name=copy2&x=", "application/x-www-form-urlencoded").status_code == 201
+    for name in ("kind", "status"):
+        assert name in errors_of(api.get(f"/api/datasets/?{name}=")), name
+    assert api.get("/api/datasets/?kind=preference&status=ready").status_code == 200
