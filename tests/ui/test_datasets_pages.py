@@ -18,7 +18,7 @@ from webapp.datasets.models import Dataset, PairScore, PreferencePair, Problem
 from webapp.projects.services import project_create
 from webapp.runs import services as run_services
 from webapp.runs.models import Checkpoint
-from webapp.ui.dataset_views import render_markdown, word_diff
+from webapp.ui.text_render import render_markdown, word_diff
 
 pytestmark = pytest.mark.django_db
 
@@ -583,7 +583,7 @@ def test_markdown_and_diff_helpers():
     a, b, _ = word_diff("one two\nthree", "one zwei\nthree")
     assert render_markdown(a) == '<p>one <ins class="diff">two</ins>\nthree</p>'
     # the private-use characters that carry the marks cannot be smuggled in
-    from webapp.ui.dataset_views import clean_text
+    from webapp.ui.text_render import clean_text
 
     assert "<ins" not in render_markdown(clean_text("\ue000x\ue001"))
     assert word_diff("x " * 30000, "y " * 30000)[2] is None  # too long: no diff, still rendered

@@ -7,14 +7,18 @@ import math
 from datetime import timedelta
 from urllib.parse import urlencode
 
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.shortcuts import get_object_or_404
 
 from trainers.base import get_spec
+from webapp.datasets.models import Dataset
 from webapp.errors import ServiceError
 from webapp.projects.selectors import project_list
 
 # --- helpers --------------------------------------------------------------------------------------
+
+EXCERPT_CHARS = 240  # a prompt's excerpt in the dataset pages' lists
+
 
 def _project(request: HttpRequest, pk: int):
     return get_object_or_404(project_list(user=request.user), pk=pk)
@@ -60,3 +64,16 @@ def _query(params: dict) -> str:
 
 def _error_text(exc: ServiceError) -> str:
     return exc.text()
+
+
+def _datasets(user):
+    return Dataset.objects.filter(project__in=project_list(user=user))
+
+
+def _dataset(request: HttpRequest, pk: int, *, kind: str | None = None) -> Dataset:
+    dataset = get_object_or_404(
+        _datasets(request.user).select_related("project", "parent", "created_by", "source_run"), pk=pk
+    )
+    if kind is not None and dataset.kind != kind:
+        raise Http404(f"dataset {dataset.pk} holds {dataset.kind}, not {kind}")
+    return dataset

@@ -5,7 +5,9 @@ import webapp.ui.dataset_views as dataset_views
 import webapp.ui.step_values_views as step_values_views
 from webapp.ui import (
     compare_views,
+    curate_views,
     launch_views,
+    pair_views,
     project_views,
     run_panels,
     run_views,
@@ -34,8 +36,8 @@ urlpatterns = [
     path("settings/token/", token_views.api_token, name="api-token"),
     path("projects/<int:pk>/datasets/", dataset_views.dataset_list, name="datasets"),
     path("datasets/<int:pk>/", dataset_views.dataset_detail, name="dataset"),
-    path("datasets/<int:pk>/pairs/", dataset_views.pair_browser, name="dataset-pairs"),
-    path("datasets/<int:pk>/pairs/<int:row>/", dataset_views.pair_detail, name="dataset-pair"),
-    path("datasets/<int:pk>/curate/", dataset_views.curate, name="dataset-curate"),
+    path("datasets/<int:pk>/pairs/", pair_views.pair_browser, name="dataset-pairs"),
+    path("datasets/<int:pk>/pairs/<int:row>/", pair_views.pair_detail, name="dataset-pair"),
+    path("datasets/<int:pk>/curate/", curate_views.curate, name="dataset-curate"),
     path("datasets/<int:pk>/solutions/", step_values_views.step_solutions, name="dataset-solutions"),
 ]
