@@ -46,10 +46,22 @@ def mlflow_env(live_server, alice, monkeypatch):
     while mlflow.active_run():
         mlflow.end_run()
     mlflow.set_tracking_uri(None)
+    _forget_active_experiment()
     for session in sessions:
         session.close()
     cached.cache_clear()
     _end_idle_request_threads()
+
+
+def _forget_active_experiment() -> None:
+    """What a new process starts with: set_experiment keeps the experiment in the module and in
+    os.environ (MLFLOW_EXPERIMENT_ID), where monkeypatch would not undo it."""
+    import os
+
+    from mlflow.tracking import fluent
+
+    fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
 
 
 def _end_idle_request_threads() -> None:
@@ -314,3 +326,50 @@ def test_another_team_sees_nothing(mlflow_env, bob, alice, monkeypatch, live_ser
     with pytest.raises(MlflowException) as exc:
         client.get_run(run_id)
     assert exc.value.error_code == "UNAUTHENTICATED"
+
+
+def _tiny_trainer(output_dir, run_name):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=32, n_positions=16))
+    data = [{"input_ids": torch.randint(0, 32, (8,)), "labels": torch.randint(0, 32, (8,))} for _ in range(8)]
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        run_name=run_name,
+        max_steps=3,
+        per_device_train_batch_size=2,
+        learning_rate=1e-3,
+        logging_steps=1,
+        report_to="mlflow",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    return Trainer(model=model, args=args, train_dataset=data)
+
+
+@pytest.mark.slow  # importing transformers and accelerate takes most of it
+def test_transformers_trainer_reports_to_orlab(mlflow_env, alice, monkeypatch, tmp_path):
+    """transformers' own MLflowCallback (report_to="mlflow"), a tiny model on the CPU: with
+    MLFLOW_EXPERIMENT_NAME the run lands in that project; without it, in the caller's "Default"."""
+    from webapp.runs.metric_store import series_read
+    from webapp.runs.models import Run
+
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "hf-tiny")
+    _tiny_trainer(tmp_path / "a", "tiny-a").train()
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME")
+    _forget_active_experiment()  # as a second script would start
+    _tiny_trainer(tmp_path / "b", "tiny-b").train()
+
+    a, b = Run.objects.get(name="tiny-a"), Run.objects.get(name="tiny-b")
+    assert (a.project.name, a.project.owner) == ("hf-tiny", alice)
+    assert (b.project.name, b.project.owner) == ("Default", alice)
+    for run in (a, b):
+        assert (run.kind, run.status) == ("external", "succeeded")
+        assert run.config["learning_rate"] == 1e-3 and run.config["max_steps"] == 3  # params, typed
+        assert run.mlflow.params["learning_rate"] == "0.001"  # and as sent
+        series = series_read([run.pk])[run.pk]
+        assert series["loss"]["steps"].tolist() == [1, 2, 3]
+        assert all(math.isfinite(v) for v in series["loss"]["values"])
