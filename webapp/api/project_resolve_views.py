@@ -6,7 +6,8 @@ the owners); none is a 404. Other teams' projects are never consulted."""
 from __future__ import annotations
 
 from django.urls import path
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,12 +26,22 @@ class ResolvedProjectSerializer(serializers.Serializer):
 
 class ProjectResolveApi(APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("name", str, required=True, description="the project's name")],
-        responses={200: ResolvedProjectSerializer},
+        parameters=[
+            OpenApiParameter(
+                "name",
+                {"type": "string", "minLength": 1, "maxLength": 200},
+                required=True,
+                description="the project's name",
+            )
+        ],
+        responses={
+            200: ResolvedProjectSerializer,
+            404: OpenApiResponse(OpenApiTypes.OBJECT, description="no project of that name among yours"),
+        },
     )
     def get(self, request: Request) -> Response:
         name = request.query_params.get("name", "")
-        if not name or len(name) > 200 or "\x00" in name:
+        if not name or len(name) > 200:  # (a NUL byte never gets here: RejectNulMiddleware)
             return bad_request(
                 "invalid input", {"name": ["a project name of 1 to 200 characters is required"]}
             )
