@@ -34,7 +34,7 @@
   const MANY = 10; // above this many runs: raw layer off by default, grouping offered first
   // per series: 1500 points for a few runs, down to 400 at 50+ runs (a chart is ~700 px wide)
   const MAX_POINTS = Math.max(400, Math.min(data.max_points || 1500, Math.round(20000 / data.runs.length)));
-  const GROUP_POINTS = 600; // a group's mean and band (M4 on the mean)
+  const GROUP_POINTS = 400; // a group's mean and band (M4 on the mean)
   const GRID_POINTS = 1000;
   const PALETTE = [
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -382,11 +382,22 @@
     const key = queue.values().next().value;
     if (key !== undefined) {
       queue.delete(key);
-      if (ready && dirty.has(key) && inView.has(key) && state.keys.includes(key)) drawChart(key);
+      if (ready && dirty.has(key) && inView.has(key) && state.keys.includes(key) && hasData(key)) drawChart(key);
     }
     if (queue.size) setTimeout(drain, 0);
     else draining = false;
   }
+  /* Whether the data of a chart is in (a chart is drawn once, when its data has come). */
+  function hasData(key) {
+    if (serverGroups()) return gstore.has(key) && gstore.get(key).sig === groupSig();
+    return store.has(key) && (state.x !== "key" || store.has(state.xkey));
+  }
+  /* Data came in: the charts waiting for it, if in view, take their turn. */
+  function arrived() {
+    if (!ready) return;
+    for (const k of state.keys) if (dirty.has(k) && inView.has(k)) schedule(k);
+  }
+
   /* Draw every chart that waits for its turn now, in view or not (exports need them all). */
   function flush() {
     if (!ready) return;
@@ -808,6 +819,7 @@
       const s = (series[String(r.id)] || {})[key];
       if (s) setSeries(key, r.id, s);
     }
+    arrived();
   }
 
   const nanify = (a) => (a || []).map((v) => (v === null ? NaN : v));
@@ -822,6 +834,7 @@
         return { steps: s.steps, mean: nanify(s.mean), std: nanify(s.std), min: nanify(s.min), max: nanify(s.max), count: s.count }; // fmt: skip
       }),
     });
+    arrived();
   }
 
   /* Fetch what the current view needs and does not hold yet: the groups' aggregates (grouped by
@@ -845,13 +858,17 @@
     drawAll();
   }
 
+  /* The first load: the requests go out before plotly.js has loaded; each chart is drawn as soon
+     as plotly and its own data are in. */
   async function load() {
     const gen = ++generation;
-    await ensureData(gen); // started before plotly.js has loaded
+    const fetching = ensureData(gen);
     await plotlyReady;
-    if (gen !== generation) return;
-    ready = true;
-    drawAll();
+    if (gen === generation) {
+      ready = true;
+      drawAll();
+    }
+    await fetching;
   }
 
   // --- live ---
