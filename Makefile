@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml client/pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 	# torch is pinned to the CPU build that pip's configuration finds on disk; never let a CUDA torch in.
 	$(BIN)/python -m pip install --quiet -e ".[dev]" -e ./client
+	# verl's tracking module for tests/webapp/test_mlflow_api.py, without its dependencies (they would
+	# replace the CPU torch); the test loads verl/utils/tracking.py by path, never the verl package
+	$(BIN)/python -m pip install --quiet --no-deps "verl==0.9.1"
 	@if $(BIN)/python -m pip list 2>/dev/null | grep -qiE '^(nvidia-|triton)'; then \
 		echo "error: a CUDA package (nvidia-*/triton) got installed; the CPU venv must not have it" >&2; exit 1; fi
 	@touch $(STAMP)

@@ -16,9 +16,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def mlflow_env(live_server, alice, monkeypatch):
+def mlflow_env(live_server, alice, monkeypatch, settings, tmp_path):
     import mlflow
     from rest_framework.authtoken.models import Token
+
+    # run ids restart with each test's fresh tables: a folder of artifacts per test
+    settings.ORLAB_ARTIFACTS = tmp_path / "artifacts"
 
     token = Token.objects.create(user=alice).key
     uri = f"{live_server.url}/mlflow"
@@ -72,9 +75,10 @@ def _end_idle_request_threads() -> None:
     import threading
 
     for thread in threading.enumerate():
-        if "process_request_thread" in thread.name and thread._args:  # socketserver's (request, address)
+        args = getattr(thread, "_args", None)  # socketserver's (request, address); gone once it ended
+        if "process_request_thread" in thread.name and args:
             with contextlib.suppress(OSError):
-                thread._args[0].shutdown(socket.SHUT_RDWR)
+                args[0].shutdown(socket.SHUT_RDWR)
             thread.join(timeout=10)
 
 
@@ -373,3 +377,56 @@ def test_transformers_trainer_reports_to_orlab(mlflow_env, alice, monkeypatch, t
         series = series_read([run.pk])[run.pk]
         assert series["loss"]["steps"].tolist() == [1, 2, 3]
         assert all(math.isfinite(v) for v in series["loss"]["values"])
+
+
+def _verl_tracking_module():
+    """verl's tracking module on its own: verl is installed with --no-deps (the Makefile), so that
+    its heavy dependencies never replace the CPU torch, and only verl/utils/tracking.py is loaded,
+    by path (importing the verl package would pull those dependencies)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("verl")  # a top-level package is found without being imported
+    assert spec is not None and spec.submodule_search_locations, "verl is a dev dependency (--no-deps)"
+    path = Path(next(iter(spec.submodule_search_locations))) / "utils" / "tracking.py"
+    module_spec = importlib.util.spec_from_file_location("orlab_test_verl_tracking", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def test_verl_tracking_logs_metrics_and_validation_generations_as_samples(mlflow_env, alice):
+    """verl's trainer.logger=['console','mlflow'] path: Tracking(default_backend=['mlflow']) logs the
+    metrics; ValidationGenerationsLogger uploads val_step{N}.json, which becomes samples of the run."""
+    from webapp.runs.models import Run, Sample
+
+    verl = _verl_tracking_module()
+    tracking = verl.Tracking(
+        project_name="verl-gsm8k", experiment_name="ppo-qwen", default_backend=["mlflow"]
+    )
+    tracking.log({"val-core/gsm8k/reward/mean@1": 0.25, "actor/pg_loss": 0.5}, step=1)
+    tracking.log({"val-core/gsm8k/reward/mean@1": 0.5, "actor/pg_loss": 0.25}, step=2)
+    generations = verl.ValidationGenerationsLogger("verl-gsm8k", "ppo-qwen")
+    generations.log(
+        ["mlflow"], [("1+1=?", "2", 1.0), ("2+2=?", "5", 0.0), ("3+3=?", "six", float("nan"))], step=2
+    )
+    generations.log(["mlflow"], [("1+1=?", "2", 1.0)], step=4)
+    tracking.finish()
+
+    run = Run.objects.get(name="ppo-qwen")
+    assert (run.project.name, run.project.owner, run.status) == ("verl-gsm8k", alice, "succeeded")
+    assert {s.key for s in run.series.all()} == {"val-core/gsm8k/reward/mean_at_1", "actor/pg_loss"}
+    samples = list(Sample.objects.filter(run=run).order_by("step", "id"))
+    assert [(s.step, s.prompt, s.completion, s.reward) for s in samples[:2]] == [
+        (2, "1+1=?", "2", 1.0),
+        (2, "2+2=?", "5", 0.0),
+    ]
+    assert samples[2].reward is None and samples[2].extra == {"source": "verl validation", "score": "nan"}
+    assert [s.step for s in samples] == [2, 2, 2, 4]
+    # the file itself is an artifact of the run as well
+    from mlflow import MlflowClient
+
+    assert {a.path for a in MlflowClient().list_artifacts(str(run.pk))} == {
+        "val_step2.json",
+        "val_step4.json",
+    }
