@@ -14,9 +14,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.api import serializers as s
+from webapp.api.common import _dataset_for
 from webapp.api.errors import bad_request
 from webapp.api.json_safety import SafeJSONField
-from webapp.api.views import _dataset_for
 from webapp.datasets.curation import recipes, service
 
 

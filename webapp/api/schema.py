@@ -18,7 +18,7 @@ ERROR_SCHEMA = {
 }
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
-# POST endpoints that take results only for external runs (webapp.api.views._external_run_for_write)
+# POST endpoints that take results only for external runs (webapp.api.common._external_run_for_write)
 EXTERNAL_ONLY_WRITES = ("metrics", "samples", "evaluations", "checkpoints")
 
 

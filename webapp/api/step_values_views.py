@@ -8,8 +8,8 @@ from django.urls import path
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
 
+from webapp.api.common import _dataset_for
 from webapp.api.errors import bad_request
-from webapp.api.views import _dataset_for
 from webapp.datasets.models import Dataset, StepSolution
 
 

@@ -13,16 +13,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.api.common import FIELDS_PARAMETER, _int_param, list_fields
 from webapp.api.metrics_io import render_series
 from webapp.api.pagination import PageNumberPagination
-from webapp.api.views import (
-    FIELDS_PARAMETER,
-    ORDERING_DOC,
-    RUN_QUERY_PARAMETERS,
-    _int_param,
-    list_fields,
-    run_to_dict,
-)
+from webapp.api.run_views import ORDERING_DOC, RUN_QUERY_PARAMETERS, run_to_dict
 from webapp.projects.selectors import project_list
 from webapp.runs import collapse, selectors, services, table
 from webapp.runs.models import MetricSeries, Run, SavedView
@@ -180,8 +174,11 @@ class SavedViewListApi(APIView):
     @extend_schema(parameters=[OpenApiParameter("project", int)], responses=SavedViewSerializer(many=True))
     def get(self, request: Request) -> Response:
         qs = _views_of(request.user)
-        if (pid := request.query_params.get("project")) not in (None, ""):
-            qs = qs.filter(project_id=_id(pid, "project"))
+        pids = request.query_params.getlist("project")
+        if pids:  # given: one integer (an empty or repeated one is a 400, not "all projects")
+            if len(pids) > 1:
+                raise RunError("invalid query", {"project": ["an integer, given once"]})
+            qs = qs.filter(project_id=_id(pids[0], "project"))
         return Response(SavedViewSerializer(qs.order_by("project_id", "name"), many=True).data)
 
     @extend_schema(
