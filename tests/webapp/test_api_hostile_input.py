@@ -257,8 +257,10 @@ def test_bodies_that_are_not_forms_and_empty_choices_are_400s(api, project):
     assert post_raw(api, url, f"--{'b' * 32}--\r\n", multipart).status_code == 201
     assert api.post(url, {"name": "copy"}).status_code == 201  # the test client's multipart
     assert post_raw(api, url, "name=copy2&x=", "application/x-www-form-urlencoded").status_code == 201
-    for name in ("kind", "status"):
+    for name in ("kind", "status", "project"):
         assert name in errors_of(api.get(f"/api/datasets/?{name}=")), name
+        assert name in errors_of(api.get(f"/api/datasets/?{name}=1&{name}=2")), name
+    assert api.get("/api/datasets/?name=").status_code == 200  # an empty string is a string
     assert api.get("/api/datasets/?kind=preference&status=ready").status_code == 200
 
 

@@ -17,16 +17,22 @@ def _project_filter() -> django_filters.NumberFilter:
 
 
 class StrictFilterSet(django_filters.FilterSet):
-    """A choice filter given an empty value (``?kind=``) is a 400 naming it: django-filter reads it as
-    no filter and answered 200 to what the schema's enum calls invalid (schemathesis'
-    negative_data_rejection)."""
+    """A filter given more than once, or a choice or number filter given an empty value (``?kind=``,
+    ``?project=``), is a 400 naming it: django-filter took the last value, or read an empty one as no
+    filter, and answered 200 to what the schema calls invalid (schemathesis' negative_data_rejection).
+    An empty text filter (``?name=``) is a valid string and stays no filter."""
 
     def is_valid(self) -> bool:
         valid = super().is_valid()
         for name, flt in self.filters.items():
-            empty = name in self.data and "" in self.data.getlist(name)
-            if empty and isinstance(flt, django_filters.ChoiceFilter):
-                self.form.add_error(name, "one of the listed values, not empty")
+            values = self.data.getlist(name) if name in self.data else []
+            if len(values) > 1:
+                self.form.add_error(name, "given once")
+                valid = False
+            elif values == [""] and isinstance(
+                flt, django_filters.ChoiceFilter | django_filters.NumberFilter
+            ):
+                self.form.add_error(name, "a value, not empty")
                 valid = False
         return valid
 
