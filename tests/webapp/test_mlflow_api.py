@@ -167,6 +167,12 @@ def test_a_script_logs_with_the_stock_client(mlflow_env, alice):
     assert sorted(a.path for a in client.list_artifacts(run_id)) == ["cfg.json", "notes"]
     local = client.download_artifacts(run_id, "notes/hello.txt")
     assert Path(local).read_text() == "hello"
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(alice)
+    page = browser.get(f"/runs/{run_id}/").content.decode()
+    assert 'data-testid="mlflow-artifacts"' in page and "notes/hello.txt" in page and "cfg.json" in page
 
     # a second run, then search with MLflow's grammar
     with mlflow.start_run(run_name="lr-1e-2"):

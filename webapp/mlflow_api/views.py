@@ -592,6 +592,21 @@ def list_artifact_files(run_id: int, rel: str = "") -> list[dict]:
     return out
 
 
+def run_artifacts(run_id: int, limit: int = 200) -> list[dict]:
+    """Every file logged through the MLflow artifact proxy for the run page: ``[{path, size}]``,
+    sorted by path, at most ``limit``."""
+    base = run_artifact_root(run_id)
+    if not base.is_dir():
+        return []
+    out = []
+    for path in sorted(base.rglob("*")):
+        if path.is_file() and not path.name.startswith(".incoming-"):
+            out.append({"path": path.relative_to(base).as_posix(), "size": path.stat().st_size})
+            if len(out) >= limit:
+                break
+    return out
+
+
 @csrf_exempt
 def artifacts_list(request):
     def handle(user):

@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.errors import ServiceError
 from webapp.fleet.selectors import launch_check_for
+from webapp.mlflow_api.views import run_artifacts
 from webapp.runs import selectors, services
 from webapp.runs.models import Run
 from webapp.ui import run_panels
@@ -51,6 +52,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "checkpoints": selectors.checkpoint_list(run),
         "page_data": page_data,
         "launch_check": launch_check_for(run),
+        "mlflow_artifacts": run_artifacts(run.pk) if run.kind == run.EXTERNAL else [],  # webapp/mlflow_api
     }
     return render(request, "ui/run.html", context)
 
