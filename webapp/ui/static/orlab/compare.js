@@ -344,10 +344,13 @@
   }
 
   // Lazy drawing: a chart is drawn (or redrawn after a change) when it is within 200 px of the
-  // viewport; one chart per task, so the page stays responsive while 10 charts draw.
+  // viewport; one chart per task, those on screen first, so the page stays responsive while 10
+  // charts draw. dirty: the chart needs a new plot; stale: only its smoothing or hidden series
+  // changed (a restyle of those traces brings it up to date).
   const inView = new Set(); // within 200 px of the viewport
   const onScreen = new Set(); // in the viewport itself
   const dirty = new Set();
+  const stale = new Set();
   const queue = new Set();
   const observed = new WeakSet();
   const observer = new IntersectionObserver(
@@ -356,7 +359,7 @@
         const key = e.target.dataset.key;
         if (e.isIntersecting) {
           inView.add(key);
-          if (dirty.has(key)) schedule(key);
+          if (dirty.has(key) || stale.has(key)) schedule(key);
         } else {
           inView.delete(key);
         }
@@ -373,17 +376,26 @@
   let draining = false;
   function schedule(key) {
     queue.add(key);
+    chartsEl.dataset.pending = String(queue.size); // charts waiting for their turn (tests, bench)
     if (!draining) {
       draining = true;
       setTimeout(drain, 0);
     }
   }
   function drain() {
-    const key = queue.values().next().value;
+    let key = [...queue].find((k) => onScreen.has(k));
+    if (key === undefined) key = queue.values().next().value;
     if (key !== undefined) {
       queue.delete(key);
-      if (ready && dirty.has(key) && inView.has(key) && state.keys.includes(key) && hasData(key)) drawChart(key);
+      if (ready && inView.has(key) && state.keys.includes(key)) {
+        if (dirty.has(key)) {
+          if (hasData(key)) drawChart(key);
+        } else if (stale.has(key)) {
+          syncChart(key);
+        }
+      }
     }
+    chartsEl.dataset.pending = String(queue.size);
     if (queue.size) setTimeout(drain, 0);
     else draining = false;
   }
@@ -401,7 +413,10 @@
   /* Draw every chart that waits for its turn now, in view or not (exports need them all). */
   function flush() {
     if (!ready) return;
-    for (const key of state.keys) if (dirty.has(key)) drawChart(key);
+    for (const key of state.keys) {
+      if (dirty.has(key)) drawChart(key);
+      else if (stale.has(key)) syncChart(key);
+    }
   }
 
   function layoutCards() {
@@ -495,6 +510,7 @@
 
   function drawChart(key) {
     dirty.delete(key);
+    stale.delete(key);
     const card = chartCard(key);
     const plot = card.querySelector(".chart");
     const unit = state.x === "rel" ? relUnit() : null;
@@ -589,7 +605,8 @@
     layout.shapes = shapes;
     layout.uirevision = `${key}|${state.x}|${state.xkey}|${state.logx}|${logY(key)}`;
     Plotly.react(plot, traces, layout, o.plotConfig);
-    plot._orlab = { structure: structure(key), smooth: smoothSrc, shapeOwners };
+    plot._orlab = { structure: structure(key), smooth: smoothSrc, shapeOwners, smoothed: state.smooth };
+    plot.dataset.smooth = String(state.smooth);
     plot.dataset.points = String(points);
     plot.dataset.traces = String(traces.length);
     plot.dataset.draws = String(Number(plot.dataset.draws || 0) + 1);
@@ -615,56 +632,50 @@
     });
   }
 
-  /* A smoothing step: new y for the smoothed traces (and group bands) only. The charts on screen
-     in this frame; those just outside it one per task after; the others when scrolled to. */
-  let smoothPending = 0;
-  function restyleSmoothing() {
-    if (smoothPending) return;
-    smoothPending = requestAnimationFrame(() => {
-      smoothPending = 0;
-      for (const key of state.keys) {
-        const plot = plotOf(key);
-        const meta = plot && plot._orlab;
-        if (!ready || dirty.has(key) || !meta || !meta.smooth || meta.structure !== structure(key)) {
-          dirty.add(key);
-          if (inView.has(key)) schedule(key);
-        } else if (!inView.has(key)) {
-          dirty.add(key); // restyled when it scrolls into view
-        } else if (!onScreen.has(key)) {
-          dirty.add(key);
-          schedule(key);
-        } else if (meta.smooth.length) {
-          Plotly.restyle(
-            plot,
-            { y: meta.smooth.map((e) => ema(e.src, state.smooth)) },
-            meta.smooth.map((e) => e.i)
-          );
-        }
+  /* Bring a drawn chart to the current smoothing and hidden series by restyling only the traces
+     that changed (y of the smoothed curves and group bands; visible of the hidden ones); a chart
+     whose structure changed is drawn anew. */
+  function syncChart(key) {
+    stale.delete(key);
+    const plot = plotOf(key);
+    const meta = plot && plot._orlab;
+    const resmooth = meta && meta.smoothed !== state.smooth;
+    if (!meta || !plot.data || meta.structure !== structure(key) || (resmooth && !meta.smooth)) {
+      dirty.add(key);
+      if (hasData(key)) drawChart(key);
+      return;
+    }
+    if (resmooth && meta.smooth.length) {
+      Plotly.restyle(plot, { y: meta.smooth.map((e) => ema(e.src, state.smooth)) }, meta.smooth.map((e) => e.i));
+    }
+    meta.smoothed = state.smooth;
+    plot.dataset.smooth = String(state.smooth);
+    const idx = [];
+    const visible = [];
+    plot.data.forEach((t, i) => {
+      if (!t.meta || t.meta.hide === undefined) return;
+      const want = !state.hide.has(t.meta.hide);
+      if ((t.visible !== false) !== want) {
+        idx.push(i);
+        visible.push(want);
       }
     });
+    if (idx.length) Plotly.restyle(plot, { visible }, idx);
+    const shapeUpdate = {};
+    meta.shapeOwners.forEach((owner, j) => {
+      const want = !state.hide.has(owner);
+      if ((plot.layout.shapes[j].visible !== false) !== want) shapeUpdate[`shapes[${j}].visible`] = want;
+    });
+    if (Object.keys(shapeUpdate).length) Plotly.relayout(plot, shapeUpdate);
   }
 
-  /* A legend click: the visibility of that run's (or group's) traces, chart by chart. */
-  function restyleHidden(id) {
-    const visible = !state.hide.has(id);
+  /* A smoothing step or a legend click: every drawn chart goes stale; those in view are brought up
+     to date one per task, on screen first; the others when scrolled to. */
+  function restyleAll() {
     for (const key of state.keys) {
-      const plot = plotOf(key);
-      const meta = plot && plot._orlab;
-      if (!ready || dirty.has(key) || !meta || !inView.has(key) || !plot.data) {
-        dirty.add(key);
-        if (inView.has(key)) schedule(key);
-        continue;
-      }
-      const idx = [];
-      plot.data.forEach((t, i) => {
-        if (t.meta && t.meta.hide === id) idx.push(i);
-      });
-      if (idx.length) Plotly.restyle(plot, { visible }, idx);
-      const shapeUpdate = {};
-      meta.shapeOwners.forEach((owner, j) => {
-        if (owner === id) shapeUpdate[`shapes[${j}].visible`] = visible;
-      });
-      if (Object.keys(shapeUpdate).length) Plotly.relayout(plot, shapeUpdate);
+      if (dirty.has(key)) continue;
+      stale.add(key);
+      if (inView.has(key)) schedule(key);
     }
   }
 
@@ -701,7 +712,7 @@
           else state.hide.add(it.id);
           b.classList.toggle("off", state.hide.has(it.id));
           syncUrl();
-          restyleHidden(it.id);
+          restyleAll();
           if (ready) drawEvaluations();
         });
         return b;
@@ -1028,7 +1039,10 @@
     const button = event.target.closest(".png-button");
     if (!button) return;
     const plot = button.closest(".chart-card").querySelector(".chart");
-    if (plot.dataset.testid === "compare-chart" && dirty.has(plot.dataset.key) && ready) drawChart(plot.dataset.key);
+    if (plot.dataset.testid === "compare-chart" && ready) {
+      if (dirty.has(plot.dataset.key)) drawChart(plot.dataset.key);
+      else if (stale.has(plot.dataset.key)) syncChart(plot.dataset.key);
+    }
     const name = (plot.dataset.key || "chart").replace(/[^\w.-]+/g, "_");
     Plotly.downloadImage(plot, {
       format: "png",
@@ -1075,7 +1089,7 @@
   smooth.addEventListener("input", () => {
     state.smooth = Number(smooth.value);
     smoothValue.textContent = smooth.value;
-    restyleSmoothing();
+    restyleAll();
   });
   smooth.addEventListener("change", syncUrl);
   xMode.addEventListener("change", async () => {
