@@ -21,7 +21,11 @@ Measured (medians over ``--repeat`` loads; time from navigation start, performan
   P5  100 runs ungrouped (raw layer off), tall viewport, for reference.
 Also reported: the compare JSON transferred (gzip) and decoded, and the JS heap after load.
 
-    python -m bench.bench_compare_page [--runs 100] [--keys 10] [--points 20000] [--repeat 5]
+    python -m bench.bench_compare_page [--runs 100] [--points 20000] [--repeat 5] [--before DIR]
+
+--before DIR also measures the page as served from another tree (e.g. ``git archive 0891473 | tar
+-x -C DIR``: the page before this work) against the same database, alternating with this tree, so
+both see the same machine load. Rows of that tree are marked "before".
 """
 
 from __future__ import annotations
@@ -59,9 +63,9 @@ window.__draws = {};
 new MutationObserver((records) => {
   for (const r of records) {
     const el = r.target;
-    if (el.dataset && el.dataset.draws && !(el.dataset.key in window.__draws)) window.__draws[el.dataset.key] = performance.now();
+    if (el.dataset && el.dataset.traces && !(el.dataset.key in window.__draws)) window.__draws[el.dataset.key] = performance.now();
   }
-}).observe(document, { attributes: true, attributeFilter: ["data-draws"], subtree: true });
+}).observe(document, { attributes: true, attributeFilter: ["data-traces"], subtree: true });
 """
 
 ALL_DRAWN = """n => Object.keys(window.__draws).length >= n"""
@@ -83,7 +87,7 @@ LOAD_NUMBERS = """() => {
   }; }"""
 # From the event until every chart in view is up to date (compare.js restyles them one per task,
 # on screen first; #charts[data-pending] counts those waiting), to the end of the next frame.
-SETTLED = """() => new Promise(r => { const check = () => document.getElementById('charts').dataset.pending === '0'
+SETTLED = """() => new Promise(r => { const check = () => ['0', undefined].includes(document.getElementById('charts').dataset.pending)
   ? requestAnimationFrame(() => setTimeout(r, 0)) : setTimeout(check, 0); check(); })"""
 SMOOTH_STEP = (
     """async v => {
@@ -197,6 +201,65 @@ def measure_interactions(context, url: str, repeat: int) -> dict:
     }
 
 
+class TreeServer(Server):
+    """bench.common.Server started from another source tree (the same venv and database)."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def start(self, timeout: float = 90.0) -> Server:
+        from bench import common
+
+        saved, common.ROOT = common.ROOT, self.root
+        try:
+            return super().start(timeout)
+        finally:
+            common.ROOT = saved
+
+
+def measure_tree(context, base: str, ids: list[int], args, tag: str) -> list[dict]:
+    rows: list[dict] = []
+    tall = {"width": 1500, "height": 200 + 380 * ((len(KEYS) + 1) // 2)}
+    normal = {"width": 1500, "height": 1000}
+    fifty = ids[:50]
+    d = measure_loads(context, compare_url(base, fifty), all_charts=True, viewport=tall, repeat=args.repeat)
+    note = (f"{len(fifty)} runs x {len(KEYS)} keys x {args.points:,} points; {d['charts']} charts, "
+            f"{d['json_transfer_bytes'] / 1e6:.2f} MB JSON transferred ({d['json_decoded_bytes'] / 1e6:.2f} MB decoded), "
+            f"JS heap {d['heap_bytes'].get('median', 0) / 1e6:.0f} MB")  # fmt: skip
+    rows.append(result("P1", f"{tag}compare page, 50 runs, every chart holds its traces", d["ready_ms"]["median"],
+                       "ms", 1000.0, "lower", mlflow="issue 12: 2,100 ms", note=note, **d))  # fmt: skip
+    rows.append(result("P1t", f"{tag}longest main-thread task during P1", d["longest_task_ms"]["median"], "ms",
+                       200.0, "lower", mlflow="issue 12: 1,600 ms freeze", **d))  # fmt: skip
+    d = measure_loads(
+        context, compare_url(base, fifty), all_charts=False, viewport=normal, repeat=args.repeat
+    )
+    rows.append(result("P1v", f"{tag}compare page, 50 runs, charts in a 1500x1000 view", d["ready_ms"]["median"],
+                       "ms", 1000.0, "lower", note=f"{d['charts']} charts drawn", **d))  # fmt: skip
+    d = measure_interactions(context, compare_url(base, fifty), args.repeat)
+    note = f"{d['charts_in_view']} charts drawn at the start; longest task of the last step {d['longest_task_smoothing_ms']} ms"
+    rows.append(result("P2", f"{tag}smoothing step, 50 runs", d["smooth_ms"]["median"], "ms", 150.0, "lower",
+                       mlflow="issue 12: 1,400 ms", note=note, **d))  # fmt: skip
+    rows.append(result("P3", f"{tag}legend click, 50 runs", d["legend_ms"]["median"], "ms", 150.0, "lower",
+                       mlflow="issue 12: 1,400 ms", **d))  # fmt: skip
+    if len(ids) >= 100:
+        hundred = ids[:100]
+        d = measure_loads(context, compare_url(base, hundred, "&group=@group"), all_charts=True, viewport=tall,
+                          repeat=args.repeat)  # fmt: skip
+        note = (f"10 groups of 10; longest task {d['longest_task_ms'].get('median')} ms; "
+                f"{d['json_transfer_bytes'] / 1e3:.0f} kB JSON transferred")  # fmt: skip
+        rows.append(result("P4", f"{tag}compare page, 100 runs in 10 groups, every chart", d["ready_ms"]["median"],
+                           "ms", 1000.0, "lower", mlflow="issue 12: 2,140 ms", note=note, **d))  # fmt: skip
+        d = measure_loads(
+            context, compare_url(base, hundred), all_charts=True, viewport=tall, repeat=args.repeat
+        )
+        note = (f"longest task {d['longest_task_ms'].get('median')} ms; "
+                f"{d['json_transfer_bytes'] / 1e6:.2f} MB JSON transferred")  # fmt: skip
+        rows.append(result("P5", f"{tag}compare page, 100 runs ungrouped, every chart", d["ready_ms"]["median"],
+                           "ms", None, "lower", mlflow="issue 12: 4,000 ms", note=note, **d))  # fmt: skip
+    return rows
+
+
 def run(args) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
@@ -208,55 +271,18 @@ def run(args) -> list[dict]:
             f"seeded {args.runs} runs x {len(KEYS)} keys x {args.points:,} points in {time.perf_counter() - t0:.0f} s"
         )
         cookie_name, cookie_value = session_cookie(fx.user).split("=", 1)
-        with Server() as server, sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
-            context = p.chromium.launch_persistent_context(
-                profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
-            context.add_cookies([{"name": cookie_name, "value": cookie_value, "url": server.url}])
-            context.add_init_script(INIT_SCRIPT)
-            tall = {"width": 1500, "height": 200 + 380 * ((len(KEYS) + 1) // 2)}
-            normal = {"width": 1500, "height": 1000}
-            fifty = ids[:50]
-            d = measure_loads(
-                context, compare_url(server.url, fifty), all_charts=True, viewport=tall, repeat=args.repeat
-            )
-            note = (f"{len(fifty)} runs x {len(KEYS)} keys x {args.points:,} points; {d['charts']} charts, "
-                    f"{d['json_transfer_bytes'] / 1e6:.2f} MB JSON transferred ({d['json_decoded_bytes'] / 1e6:.2f} MB decoded), "
-                    f"JS heap {d['heap_bytes'].get('median', 0) / 1e6:.0f} MB")  # fmt: skip
-            rows.append(result("P1", "compare page, 50 runs, every chart holds its traces", d["ready_ms"]["median"],
-                               "ms", 1000.0, "lower", mlflow="before: 2,100 ms (issue 12)", note=note, **d))  # fmt: skip
-            rows.append(result("P1t", "longest main-thread task during P1", d["longest_task_ms"]["median"], "ms",
-                               200.0, "lower", mlflow="before: 1,600 ms freeze", **d))  # fmt: skip
-            d = measure_loads(
-                context, compare_url(server.url, fifty), all_charts=False, viewport=normal, repeat=args.repeat
-            )
-            rows.append(result("P1v", "compare page, 50 runs, charts in a 1500x1000 view", d["ready_ms"]["median"], "ms",
-                               1000.0, "lower", note=f"{d['charts']} charts in view", **d))  # fmt: skip
-            d = measure_interactions(context, compare_url(server.url, fifty), args.repeat)
-            note = f"{d['charts_in_view']} charts in view (the others restyle when scrolled to)"
-            rows.append(result("P2", "smoothing step, 50 runs", d["smooth_ms"]["median"], "ms", 150.0, "lower",
-                               mlflow="before: 1,400 ms", note=note, **d))  # fmt: skip
-            rows.append(result("P3", "legend click, 50 runs", d["legend_ms"]["median"], "ms", 150.0, "lower",
-                               mlflow="before: 1,400 ms", note=note, **d))  # fmt: skip
-            if len(ids) >= 100:
-                hundred = ids[:100]
-                d = measure_loads(context, compare_url(server.url, hundred, "&group=@group"), all_charts=True,
-                                  viewport=tall, repeat=args.repeat)  # fmt: skip
-                note = (
-                    f"10 groups of 10; longest task {d['longest_task_ms'].get('median')} ms; "
-                    f"{d['json_transfer_bytes'] / 1e3:.0f} kB JSON transferred"
+        trees = [("", Server())] + (
+            [("before: ", TreeServer(Path(args.before).resolve()))] if args.before else []
+        )
+        for tag, server in trees:
+            with server, sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+                context = p.chromium.launch_persistent_context(
+                    profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
                 )
-                rows.append(result("P4", "compare page, 100 runs in 10 groups, every chart", d["ready_ms"]["median"],
-                                   "ms", 1000.0, "lower", mlflow="before: 2,140 ms", note=note, **d))  # fmt: skip
-                d = measure_loads(context, compare_url(server.url, hundred), all_charts=True, viewport=tall,
-                                  repeat=args.repeat)  # fmt: skip
-                note = (
-                    f"longest task {d['longest_task_ms'].get('median')} ms; "
-                    f"{d['json_transfer_bytes'] / 1e6:.2f} MB JSON transferred"
-                )
-                rows.append(result("P5", "compare page, 100 runs ungrouped, every chart", d["ready_ms"]["median"],
-                                   "ms", None, "lower", mlflow="before: 4,000 ms", note=note, **d))  # fmt: skip
-            context.close()
+                context.add_cookies([{"name": cookie_name, "value": cookie_value, "url": server.url}])
+                context.add_init_script(INIT_SCRIPT)
+                rows += measure_tree(context, server.url, ids, args, tag)
+                context.close()
     RESULTS.write_text(__import__("json").dumps(rows, indent=2, default=str))
     return rows
 
@@ -265,6 +291,7 @@ def configure(parser) -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--points", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--before", help="another source tree to measure the same way (the page before)")
 
 
 if __name__ == "__main__":
