@@ -147,6 +147,28 @@ def test_a_new_kind_gets_the_run_page_panels_its_spec_asks_for(alice, runs):
     assert "run-scoring.js" in probe and "run-scoring.js" not in plain
 
 
+def test_the_trainers_api_lists_each_kind_s_capabilities(api):
+    trainers = {t["kind"]: t for t in api.get("/api/trainers/?page_size=100").json()["results"]}
+    assert trainers[PROBE.kind]["capabilities"] == {
+        "policy_checkpoints": True,
+        "evaluate_checkpoints": True,
+        "score_datasets": True,
+        "publishes_datasets": ["step_values"],
+        "panels": ["memory", "scoring"],
+    }
+    assert trainers[PLAIN.kind]["capabilities"] == {
+        "policy_checkpoints": False,
+        "evaluate_checkpoints": False,
+        "score_datasets": False,
+        "publishes_datasets": [],
+        "panels": [],
+    }
+    assert (
+        trainers["reward"]["capabilities"]["score_datasets"]
+        and trainers["rl"]["capabilities"]["evaluate_checkpoints"]
+    )
+
+
 def test_external_and_unregistered_kinds_have_no_capabilities():
     for kind in ("external", "no-such-kind"):
         assert capabilities.spec_of(kind) is None

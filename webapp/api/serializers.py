@@ -39,6 +39,11 @@ class TrainerSerializer(serializers.Serializer):
         help_text="preset name -> {summary, gpu_memory_gb (null: CPU), gpus_per_node, nodes}: what it needs"
     )
     primary_metrics = serializers.ListField(child=TextField())
+    capabilities = serializers.JSONField(
+        help_text="{policy_checkpoints: another run may start from its checkpoints, evaluate_checkpoints: "
+        "POST /api/checkpoints/{id}/evaluate/ takes them, score_datasets: they score preference datasets, "
+        "publishes_datasets: dataset kinds its runs publish, panels: run-page panels}"
+    )
 
 
 # Ids and steps beyond these are refused with a 400 naming the field (PostgreSQL's bigint would 500).

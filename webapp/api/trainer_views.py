@@ -19,6 +19,14 @@ def trainer_to_dict(spec) -> dict:
         "preset_hardware": spec.preset_hardware,
         "sweep_presets": spec.sweep_presets,
         "primary_metrics": list(spec.primary_metrics),
+        # what the platform offers this kind's runs besides training (TrainerSpec's capabilities)
+        "capabilities": {
+            "policy_checkpoints": spec.policy_checkpoints,
+            "evaluate_checkpoints": spec.evaluator is not None,
+            "score_datasets": spec.scorer is not None,
+            "publishes_datasets": list(spec.publishes_datasets),
+            "panels": list(spec.panels),
+        },
     }
 
 
