@@ -214,7 +214,7 @@ def test_a_script_logs_with_the_stock_client(mlflow_env, alice):
     assert Run.objects.get(pk=int(default_run.info.run_id)).project.name == "Default"
 
 
-def test_bad_input_answers_mlflow_errors(mlflow_env):
+def test_bad_input_answers_mlflow_errors(mlflow_env, settings):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -270,6 +270,19 @@ def test_bad_input_answers_mlflow_errors(mlflow_env):
     assert [m.step for m in client.get_metric_history(run_id, "x")] == [-(2**53)]
     found = post("runs/search", {"experiment_ids": [exp_id], "filter": "metrics.x = 1"}).json()["runs"]
     assert [r["info"]["run_id"] for r in found] == [run_id]
+
+    # artifacts: the size cap, paths that climb out of the run's folder
+    settings.ORLAB_MLFLOW_ARTIFACT_MAX_BYTES = 100
+    base = f"{mlflow_env['uri']}/api/2.0/mlflow-artifacts/artifacts/{exp_id}/{run_id}/artifacts"
+    auth = {"Authorization": f"Bearer {mlflow_env['token']}", "Connection": "close"}
+    assert requests.put(f"{base}/ok.bin", data=b"x" * 100, headers=auth, timeout=30).ok
+    r = requests.put(f"{base}/big.bin", data=b"x" * 101, headers=auth, timeout=30)
+    assert r.status_code == 400 and "limit of 100 bytes" in r.json()["message"]
+    r = requests.put(f"{base}/sub/%2E%2E/%2E%2E/escape.txt", data=b"x", headers=auth, timeout=30)
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    r = requests.put(f"{base}/ok.bin/inside.txt", data=b"x", headers=auth, timeout=30)  # a file, not a folder
+    assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert [a.path for a in client.list_artifacts(run_id)] == ["ok.bin"]
 
     # unknown endpoints, missing credentials
     r = _raw(mlflow_env, "POST", "runs/no-such-thing", json={})

@@ -260,7 +260,8 @@ def log_batch(
             if new_params:
                 state.params = {**state.params, **new_params}
                 fields.append("params")
-                config = _config_with(run.config, new_params)
+                # the config as it is now, read under the lock (another request may have added to it)
+                config = _config_with(Run.objects.get(pk=run.pk).config, new_params)
                 if encoded_size(config) <= MAX_CONFIG_BYTES:
                     Run.objects.filter(pk=run.pk).update(config=config)
                     run.config = config

@@ -538,7 +538,10 @@ def _artifact_put(request, user, path: str):
         )
     root = run_artifact_root(run.pk)
     target = root / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a folder is needed, a name too long...
+        raise invalid(f"Invalid artifact path {rel!r}: {exc.strerror}") from None
     if target.is_dir():
         raise invalid(f"Artifact path {rel!r} is a directory")
     staging = target.parent / f".incoming-{secrets.token_hex(6)}"
@@ -552,7 +555,10 @@ def _artifact_put(request, user, path: str):
                         f"Artifact {rel!r} is larger than the limit of {limit} bytes (ORLAB_MLFLOW_ARTIFACT_MAX_BYTES)"
                     )
                 out.write(chunk)
-        os.replace(staging, target)
+        try:
+            os.replace(staging, target)
+        except OSError as exc:
+            raise invalid(f"Invalid artifact path {rel!r}: {exc.strerror}") from None
     finally:
         staging.unlink(missing_ok=True)
     _artifact_recorded(run, rel, target)
