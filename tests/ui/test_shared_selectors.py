@@ -322,3 +322,23 @@ def test_pairs_api_does_not_offer_another_users_reward_model(bob_api, api, brows
     ds, rm = browse["dataset"], browse["ckpt"].pk
     assert pair_api(bob_api, ds, "").status_code == 404  # not bob's dataset
     assert pair_api(api, ds, f"rm={rm}").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("/api/runs/", "project=", "project"),
+        ("/api/runs/table/", "project=", "project"),
+        ("/api/runs/", "project=1&project=2", "project"),
+        ("pairs", "kept=", "kept"),
+        ("pairs", "min_len=", "min_len"),
+        ("pairs", "max_len=3&max_len=4", "max_len"),
+        ("pairs", "rm=", "rm"),
+        ("pairs", "ordering=", "ordering"),
+    ],
+)
+def test_the_apis_refuse_empty_or_repeated_typed_parameters(api, browse, path, query, field):
+    """What the schema calls an integer, a boolean or one of listed values is neither empty nor a list."""
+    url = f"/api/datasets/{browse['dataset'].pk}/pairs/" if path == "pairs" else path
+    r = api.get(f"{url}?{query}")
+    assert r.status_code == 400 and field in r.json()["errors"], r.content

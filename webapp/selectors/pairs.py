@@ -31,6 +31,7 @@ SCORERS_CACHE_SECONDS = 600
 MAX_LEN = 2**31 - 1
 # Sortable columns: ?ordering=<key> or -<key>; ties go by row.
 PAIR_SORT_KEYS = ("row", "chosen_len", "rejected_len", "source", "margin")
+SINGLE_TYPED = ("kept", "min_len", "max_len", "rm", "ordering")
 KEPT_VALUES = {"true": "true", "1": "true", "false": "false", "0": "false"}
 
 
@@ -100,6 +101,11 @@ class PairQuery:
             if strict:
                 raise ServiceError("invalid query", {name: [message]})
 
+        if strict and hasattr(p, "getlist"):
+            for name in SINGLE_TYPED:  # the schema's integers, boolean and enum: not "" and not repeated
+                values = p.getlist(name)
+                if name in p and (len(values) != 1 or not values[0].strip()):
+                    bad(name, "a value, given once")
         q_name = "q" if "q" in p else "search"
         self.q = (p.get(q_name) or "").strip()
         if len(self.q) > MAX_QUERY_CHARS:

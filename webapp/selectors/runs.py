@@ -55,6 +55,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_IDS = 1000
 MAX_ID = 2**53  # ids and project ids (JSON-safe integers)
+SINGLE_TYPED = ("project",)  # the API refuses these empty or repeated
 
 
 def _canonical_name(name: str) -> str:
@@ -105,6 +106,11 @@ class RunTableQuery:
                 raise RunError("invalid query", {name: [message]})
             errors.append(f"{name}: {message}")
 
+        if strict and hasattr(params, "getlist"):
+            for name in SINGLE_TYPED:  # the schema's integers: "" or a repeated value is not one
+                values = params.getlist(name)
+                if name in params and (len(values) != 1 or not values[0].strip()):
+                    bad(name, "an integer, given once")
         params = params.copy() if hasattr(params, "copy") else dict(params)
         for old, new in FILTER_ALIASES.items():
             if old in params and new not in params:

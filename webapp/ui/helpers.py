@@ -1,9 +1,8 @@
-"""What the page modules share: the project of a URL, a trainer spec, how durations and values read,
-query strings, a service error as one line."""
+"""What the page modules share: the project of a URL, a trainer spec, how durations read, query
+strings, a service error as one line."""
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -45,16 +44,6 @@ def format_duration(delta: timedelta | None) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours:02d}h"
-
-
-def format_value(value) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if value == 0 or 1e-3 <= abs(value) < 1e5:
-        return f"{value:.4g}"
-    return f"{value:.3e}"
 
 
 def _query(params: dict) -> str:
