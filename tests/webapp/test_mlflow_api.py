@@ -449,3 +449,25 @@ def test_verl_tracking_logs_metrics_and_validation_generations_as_samples(mlflow
         "val_step2.json",
         "val_step4.json",
     }
+
+
+def test_experiment_names_resolve_own_first_then_shared(mlflow_env, alice, make_user):
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from webapp.projects.services import project_add_member, project_create
+
+    carol, dave = make_user("carol"), make_user("dave")
+    for owner in (carol, dave):
+        project_add_member(project=project_create(user=owner, name="shared"), user=alice)
+    solo = project_create(user=carol, name="carol-only")
+    project_add_member(project=solo, user=alice)
+
+    client = MlflowClient()
+    assert client.get_experiment_by_name("carol-only").experiment_id == str(solo.pk)  # a member's project
+    with pytest.raises(MlflowException) as exc:
+        client.get_experiment_by_name("shared")
+    assert exc.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "carol" in exc.value.message and "dave" in exc.value.message
+    own = client.create_experiment("shared")  # the caller's own project of that name comes first
+    assert client.get_experiment_by_name("shared").experiment_id == own
