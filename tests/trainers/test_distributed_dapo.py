@@ -175,8 +175,10 @@ def _backward_rank(rank: int, port: int, directory: str, out: str) -> None:
         results = _backward_results(directory)
         if rank == 0:
             torch.save(results, out)
-    finally:
-        distributed.close()
+    except BaseException:
+        distributed.close(synchronise=False)
+        raise
+    distributed.close()
 
 
 def test_actor_and_critic_backward_on_two_ranks_equal_one_process(tmp_path):

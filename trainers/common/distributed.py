@@ -107,11 +107,12 @@ def close(synchronise: bool = True) -> None:
                 group=group, timeout=timedelta(seconds=CLOSE_BARRIER_TIMEOUT_S), wait_all_ranks=True
             )
 
-    if "deepspeed.comm" in sys.modules:
+    ds_comm = sys.modules.get("deepspeed.comm")
+    if ds_comm is not None and ds_comm.is_initialized():  # DeepSpeed made the group: it drops its caches
         from trainers.common import deepspeed_glue
 
         deepspeed_glue.destroy_process_group()
-    else:
+    else:  # also when deepspeed.comm is merely imported (its backend is None until an engine starts)
         dist.destroy_process_group()
     _control_group = None
 
