@@ -153,22 +153,28 @@ def test_out_of_order_points_are_read_exactly(run):
     np.testing.assert_array_equal(got["values"], values[idx])
 
 
-def test_chunks_without_summaries_are_read_from_points_then_backfilled(run):
+def test_chunks_without_summaries_are_summarized_from_their_points_then_backfilled(run):
     rng = np.random.default_rng(5)
     n = 50_000
     steps, values, walls = random_series(rng, n, "strided")
     metrics_record(run.id, {"k": Columns.of(steps, values, walls)})
     sid = MetricSeries.objects.get(run=run, key="k").id
-    want_snapped, _ = exact_snapped(sid, steps, values, walls, 200)
+    want, _ = exact_snapped(sid, steps, values, walls, 2000)
+    # the tail chunk (not full) has no finest level: live appends rewrite it without it
+    tail = MetricChunk.objects.filter(series_id=sid).order_by("-step_lo").first()
+    assert tail.n < MetricChunk.CHUNK_POINTS and tail.summary_64 is None and tail.summary_256 is not None
+    assert not MetricChunk.objects.filter(series_id=sid, n=MetricChunk.CHUNK_POINTS, summary_64=None).exists()
+    assert summaries.level_for(n, 2000) == 64
+    assert_same(series_read([run.id], ["k"], max_points=2000, with_wall=True)[run.id]["k"], want, "tail")
+    # chunks from before the summaries
     MetricChunk.objects.update(summary_64=None, summary_256=None, summary_1024=None, summary_4096=None)
-    got = series_read([run.id], ["k"], max_points=200, with_wall=True)[run.id]["k"]
-    idx = m4(steps, values, 200)  # exact M4, no snapping
-    assert_same(got, {"steps": steps[idx], "values": values[idx], "walls": walls[idx]}, "no summaries")
+    assert_same(series_read([run.id], ["k"], max_points=2000, with_wall=True)[run.id]["k"], want, "none")
     migration = importlib.import_module("webapp.runs.migrations.0010_metric_chunk_summaries")
     migration.backfill(django_apps, None)
     assert not MetricChunk.objects.filter(summary_4096__isnull=True).exists()
-    got = series_read([run.id], ["k"], max_points=200, with_wall=True)[run.id]["k"]
-    assert_same(got, want_snapped, "backfilled")
+    assert_same(
+        series_read([run.id], ["k"], max_points=2000, with_wall=True)[run.id]["k"], want, "backfilled"
+    )
 
 
 def test_a_downsampled_read_of_a_long_series_reads_summaries_not_points(run, monkeypatch):
@@ -189,8 +195,9 @@ def test_a_downsampled_read_of_a_long_series_reads_summaries_not_points(run, mon
     got = series_read([run.id], ["k"], max_points=2000)[run.id]["k"]
     assert len(fetched) == 1  # one query for the chunks: their summaries at one level
     sql, rows = fetched[0]
-    assert "summary_256" in sql and '"values"' not in sql and '"steps"' not in sql
-    assert sum(len(bytes(r[-1])) for r in rows) // summaries.RECORD.itemsize <= 4 * 500  # O(max_points)
+    assert "summary_256" in sql
+    assert all(r[4:] == (None, None, None) for r in rows)  # no chunk shipped its points
+    assert sum(len(bytes(r[3])) for r in rows) // summaries.RECORD.itemsize <= 4 * 500  # O(max_points)
     assert len(got["steps"]) <= 2000 and got["steps"][0] == 0 and got["steps"][-1] == n - 1
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.db import connection, transaction
+from django.db.models import BinaryField, Case, F, Value, When
 
 from webapp.runs import summaries
 from webapp.runs.downsample import m4
@@ -119,27 +120,25 @@ def _write_series(series: MetricSeries, cols: Columns, new_chunks: list[MetricCh
         return 0
 
     if len(tail):
-        start = 0
         chunk = series.tail_chunk if series.tail_chunk_id else None
-        if chunk is not None and chunk.n < MetricChunk.CHUNK_POINTS:
-            room = MetricChunk.CHUNK_POINTS - chunk.n
-            head = tail.take(slice(0, room))
-            merged = Columns(
-                np.concatenate([decode(chunk.steps, STEP), head.steps]),
-                np.concatenate([decode(chunk.values, FLOAT), head.values]),
-                np.concatenate([decode(chunk.walls, FLOAT), head.walls]),
+        grow = chunk is not None and chunk.n < CHUNK
+        if grow:  # fill the tail chunk first: the points from its start on, cut into chunks
+            tail_from_chunk = Columns(
+                np.concatenate([decode(chunk.steps, STEP), tail.steps]),
+                np.concatenate([decode(chunk.values, FLOAT), tail.values]),
+                np.concatenate([decode(chunk.walls, FLOAT), tail.walls]),
             )
-            MetricChunk.objects.filter(pk=chunk.pk).update(**_chunk_fields(merged))
-            start = len(head)
-        rest = tail.take(slice(start, None))
-        # the new chunks' summaries in one go (a big sink flush writes many chunks a key)
-        sums = summarize_chunks(rest.steps, rest.values, rest.walls) if len(rest) else []
+        else:
+            tail_from_chunk = tail
+        # every chunk's summaries in one call (a big sink flush writes many chunks a key)
+        sums = summarize_chunks(tail_from_chunk.steps, tail_from_chunk.values, tail_from_chunk.walls)
+        parts = [tail_from_chunk.take(slice(i * CHUNK, (i + 1) * CHUNK)) for i in range(len(sums))]
+        if grow:
+            MetricChunk.objects.filter(pk=chunk.pk).update(**_chunk_fields(parts[0], sums[0]))
+            parts, sums = parts[1:], sums[1:]
         tail_parts = [
-            MetricChunk(
-                series=series,
-                **_chunk_fields(rest.take(slice(i * CHUNK, (i + 1) * CHUNK)), sums[i]),
-            )
-            for i in range(len(sums))
+            MetricChunk(series=series, **_chunk_fields(part, summary))
+            for part, summary in zip(parts, sums, strict=True)
         ]
         if tail_parts:
             new_chunks.extend(tail_parts)
@@ -250,18 +249,36 @@ def read_series(
             level = summaries.level_for(count, max_points)
         (by_level.setdefault(level, []) if level else points).append(sid)
     for level, ids in by_level.items():
+        column = summaries.column(level)
+        missing = {f"{column}__isnull": True}
+        points_if_missing = [
+            Case(When(**missing, then=F(name)), default=Value(None), output_field=BinaryField())
+            for name in ("steps", "values", "walls")
+        ]
         chunks = MetricChunk.objects.filter(series_id__in=ids).order_by("series_id", "step_lo")
         grouped: dict[int, list[tuple]] = {}
-        for sid, lo, hi, summary in fetch_rows(
-            chunks.values_list("series_id", "step_lo", "step_hi", summaries.column(level))
+        for row in fetch_rows(
+            chunks.annotate(
+                _s=points_if_missing[0], _v=points_if_missing[1], _w=points_if_missing[2]
+            ).values_list("series_id", "step_lo", "step_hi", column, "_s", "_v", "_w")
         ):
-            grouped.setdefault(sid, []).append((lo, hi, summary))
+            grouped.setdefault(row[0], []).append(row[1:])
         for sid, parts in grouped.items():
-            overlap = any(parts[i][0] <= parts[i - 1][1] for i in range(1, len(parts)))
-            if overlap or any(p[2] is None for p in parts):
-                points.append(sid)  # out-of-order points, or chunks from before the summaries
+            if any(parts[i][0] <= parts[i - 1][1] for i in range(1, len(parts))):
+                points.append(sid)  # overlapping chunks: points that arrived out of order
                 continue
-            records = summaries.decode_records([bytes(p[2]) for p in parts])
+            # A chunk without summaries at this level (a partial tail at level 64, or a chunk
+            # written before the summaries existed) ships its points, summarized here.
+            records = summaries.decode_records(
+                [
+                    bytes(p[2])
+                    if p[2] is not None
+                    else summaries.summarize_all(
+                        decode(p[3], STEP), decode(p[4], FLOAT), decode(p[5], FLOAT), level
+                    )
+                    for p in parts
+                ]
+            )
             out[names[sid]] = summaries.m4_records(records, max_points, with_wall)
     if points:
         for sid, entry in _read_points(points, since_step, max_points, with_wall).items():
@@ -276,8 +293,6 @@ def _read_points(
     contiguous (step_hi - step_lo + 1 == n: strictly increasing integers can only fill the range
     exactly) does not ship its steps: they are rebuilt with arange (half the bytes for metrics
     logged at every step, the common case)."""
-    from django.db.models import BinaryField, Case, F, Value, When
-
     chunks = MetricChunk.objects.filter(series_id__in=series_ids)
     if since_step is not None:
         chunks = chunks.filter(step_hi__gt=since_step)

@@ -19,9 +19,13 @@ same for the maximum, and its first and last points are its first block's first 
 block's last point. The answer equals exact M4 (m4_buckets) over the same snapped buckets; the
 tests hold the two to each other on random series.
 
-Series with fewer than 64 points per bucket, series whose chunks overlap in steps (points that
-arrived out of order) and chunks written before the summaries existed (the 0010 migration fills
-them in) are read point by point instead."""
+The finest level (64) is written only for full chunks: the tail chunk, which live appends rewrite
+at every flush, skips its biggest summary, so a write costs about what it did before. A chunk
+without the summaries a read needs (that tail at level 64, or a chunk written before the summaries
+existed, which the 0010 migration fills in) ships its points instead and is summarized by the
+reader: at most one partial chunk per series in the normal case. Series with fewer than 64 points
+per bucket and series whose chunks overlap in steps (points that arrived out of order) are read
+point by point (exact M4, no snapping)."""
 
 from __future__ import annotations
 
@@ -29,7 +33,10 @@ import numpy as np
 
 from webapp.runs.downsample import bucket_width
 
-LEVELS = (64, 256, 1024, 4096)  # points per block; 4096 = MetricChunk.CHUNK_POINTS: one record a chunk
+LEVELS = (64, 256, 1024, 4096)
+FULL_CHUNKS_ONLY = (
+    64,
+)  # levels a chunk gets only once it is full (see summarize_chunks)  # points per block; 4096 = MetricChunk.CHUNK_POINTS: one record a chunk
 
 RECORD = np.dtype(
     [
@@ -53,12 +60,20 @@ def column(level: int) -> str:
     return f"summary_{level}"
 
 
-def summarize(steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> dict[str, bytes]:
-    """``{column: bytes}`` of the summary records of one chunk's points (step-sorted), every level."""
+def summarize(steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> dict[str, bytes | None]:
+    """``{column: bytes}`` of the summary records of one chunk's points (step-sorted), every level
+    (None for the levels of FULL_CHUNKS_ONLY when the chunk is not full)."""
     return summarize_chunks(steps, values, walls)[0]
 
 
-def summarize_chunks(steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -> list[dict[str, bytes]]:
+def summarize_all(steps: np.ndarray, values: np.ndarray, walls: np.ndarray, level: int) -> bytes:
+    """The records of one chunk's points at ``level``, whether the chunk is full or not (readers)."""
+    return summarize_chunks(steps, values, walls, every_level=True)[0][column(level)]
+
+
+def summarize_chunks(
+    steps: np.ndarray, values: np.ndarray, walls: np.ndarray, every_level: bool = False
+) -> list[dict[str, bytes | None]]:
     """summarize for consecutive chunks at once: the points of chunk i are ``[4096 i, 4096 (i + 1))``
     (only the last may be shorter). Written for few numpy calls whatever the number of chunks (it
     runs on every write of a chunk, live appends included)."""
@@ -72,9 +87,12 @@ def summarize_chunks(steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -
     lo[:n] = np.where(nan, np.inf, values)
     hi = np.full(size, -np.inf)
     hi[:n] = np.where(nan, -np.inf, values)
+    full = n // top * top  # points of the full chunks
     picks, counts = [], []
     for level in LEVELS:
-        rows = -(-n // level)
+        # the finest level is kept for full chunks only: a tail chunk that live appends rewrite
+        # again and again skips its biggest summary (readers summarize its points instead)
+        rows = -(-(full if level in FULL_CHUNKS_ONLY and not every_level else n) // level)
         base = np.arange(0, rows * level, level)
         picks.append(
             np.stack(
@@ -93,13 +111,14 @@ def summarize_chunks(steps: np.ndarray, values: np.ndarray, walls: np.ndarray) -
     table[:, 0:4] = steps[idx]
     table[:, 4:8] = values.astype("<f8", copy=False)[idx].view("<i8")
     table[:, 8:12] = walls.astype("<f8", copy=False)[idx].view("<i8")
-    out: list[dict[str, bytes]] = [{} for _ in range(n_chunks)]
+    out: list[dict[str, bytes | None]] = [{} for _ in range(n_chunks)]
     start = 0
     for level, rows in zip(LEVELS, counts, strict=True):
         per_chunk = top // level
         for i, chunk in enumerate(out):
             lo_row = start + i * per_chunk
-            chunk[column(level)] = table[lo_row : min(lo_row + per_chunk, start + rows)].tobytes()
+            hi_row = min(lo_row + per_chunk, start + rows)
+            chunk[column(level)] = table[lo_row:hi_row].tobytes() if hi_row > lo_row else None
         start += rows
     return out
 
