@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "webapp.middleware.ServerTimingMiddleware",
     "webapp.middleware.RejectNulMiddleware",
+    "webapp.middleware.SingleApiQueryValuesMiddleware",
     "webapp.compression.CompressMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
