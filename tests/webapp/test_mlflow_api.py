@@ -471,3 +471,32 @@ def test_experiment_names_resolve_own_first_then_shared(mlflow_env, alice, make_
     assert "carol" in exc.value.message and "dave" in exc.value.message
     own = client.create_experiment("shared")  # the caller's own project of that name comes first
     assert client.get_experiment_by_name("shared").experiment_id == own
+
+
+def test_history_pages_walk_chunks_and_late_points(mlflow_env):
+    """get-history pages read only their chunks: a series over several chunks (4,096 points each),
+    with late points in a chunk of their own that overlaps the tail, comes back whole and in order."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    run_id = client.create_run(client.create_experiment("long")).info.run_id
+
+    def batch(steps):
+        metrics = [{"key": "loss", "value": s / 10, "timestamp": 1_700_000_000_000, "step": s} for s in steps]
+        assert _raw(mlflow_env, "POST", "runs/log-batch", json={"run_id": run_id, "metrics": metrics}).ok
+
+    for lo in range(0, 5000, 1000):
+        batch(range(lo, lo + 1000))
+    batch(range(10_000, 10_010))
+    batch(range(5000, 5006))  # late: below the last step, stored in a chunk of their own
+    store = client._tracking_client.store
+    steps, token = [], None
+    while True:
+        page = store.get_metric_history(run_id, "loss", max_results=1000, page_token=token)
+        steps += [m.step for m in page]
+        assert all(m.value == pytest.approx(m.step / 10) for m in page)
+        token = page.token
+        if token is None:
+            break
+    assert steps == [*range(5006), *range(10_000, 10_010)]
+    assert [m.step for m in client.get_metric_history(run_id, "loss")] == steps

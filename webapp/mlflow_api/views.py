@@ -12,6 +12,7 @@ import posixpath
 import secrets
 from pathlib import Path
 
+import numpy as np
 import orjson
 from django.conf import settings
 from django.db import DatabaseError
@@ -37,8 +38,8 @@ from webapp.mlflow_api.entities import (
 )
 from webapp.mlflow_api.errors import MlflowApiError, error_response, invalid, missing
 from webapp.projects.selectors import project_list
-from webapp.runs.metric_store import series_read
-from webapp.runs.models import MetricSeries
+from webapp.runs.metric_store import FLOAT, STEP, decode, fetch_rows
+from webapp.runs.models import MetricChunk, MetricSeries
 from webapp.runs.retention import run_artifact_dir
 
 log = logging.getLogger(__name__)
@@ -418,12 +419,10 @@ def metrics_get_history(user, data):
         after = _untoken(data["page_token"]).get("after")
         if type(after) is not int:
             raise invalid("Invalid page token")
-    if not MetricSeries.objects.filter(run=run, key=key).exists():
+    series = MetricSeries.objects.filter(run=run, key=key).values_list("id", flat=True).first()
+    if series is None:
         return {"metrics": []}
-    entry = series_read([run.pk], [key], since_step=after, with_wall=True)[run.pk].get(key)
-    if entry is None:
-        return {"metrics": []}
-    steps, values, walls = entry["steps"][: n + 1], entry["values"][: n + 1], entry["walls"][: n + 1]
+    steps, values, walls = _history_page(series, after, n + 1)
     more = len(steps) > n
     steps, values, walls = steps[:n], values[:n], walls[:n]
     out = {
@@ -435,6 +434,41 @@ def metrics_get_history(user, data):
     if more:
         out["next_page_token"] = _token({"after": int(steps[-1])})
     return out
+
+
+def _history_page(series_id: int, after: int | None, want: int):
+    """The first ``want`` points (step order) of a series after step ``after``, reading only the
+    chunks they can be in: chunks are taken by step_lo until they hold ``want`` points below the
+    next chunk's step_lo (out-of-order chunks overlap; every point of a later chunk is at or above
+    its step_lo). A page of a long series costs its own chunks, not the rest of the series."""
+    chunks = MetricChunk.objects.filter(series_id=series_id)
+    if after is not None:
+        chunks = chunks.filter(step_hi__gt=after)
+    meta = list(chunks.order_by("step_lo", "id").values_list("id", "step_lo", "n"))
+    taken, count, i = [], 0, 0
+    while True:
+        while i < len(meta) and count < want:  # chunks holding `want` points (or all that are left)
+            taken.append(meta[i][0])
+            count += meta[i][2]
+            i += 1
+        bound = meta[i][1] if i < len(meta) else None
+        parts = fetch_rows(MetricChunk.objects.filter(pk__in=taken).values_list("steps", "values", "walls"))
+        steps = np.concatenate([decode(p[0], STEP) for p in parts]) if parts else np.empty(0, STEP)
+        values = np.concatenate([decode(p[1], FLOAT) for p in parts]) if parts else np.empty(0, FLOAT)
+        walls = np.concatenate([decode(p[2], FLOAT) for p in parts]) if parts else np.empty(0, FLOAT)
+        keep = np.ones(len(steps), dtype=bool)
+        if after is not None:
+            keep &= steps > after
+        if bound is not None:
+            keep &= steps < bound
+        if bound is None or int(keep.sum()) >= want:
+            steps, values, walls = steps[keep], values[keep], walls[keep]
+            order = np.argsort(steps, kind="stable")[:want]
+            return steps[order], values[order], walls[order]
+        # too few points below the next chunk's first step (chunks overlap): one more chunk, look again
+        taken.append(meta[i][0])
+        count += meta[i][2]
+        i += 1
 
 
 ENDPOINTS = {
