@@ -61,7 +61,9 @@ def _fs_folders() -> tuple[Path, Path] | None:
         return None
     from workers.fs_transport import reserved_folder
 
-    queue_dir = settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]
+    queue_dir = (getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", None) or {}).get("data_folder_in")
+    if not queue_dir:
+        return None
     return Path(queue_dir), Path(reserved_folder(queue_dir))
 
 
