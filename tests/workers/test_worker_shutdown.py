@@ -23,7 +23,7 @@ RL_TINY = {
     # machine too: with 8 steps, and once with 24, CI's run had finished by then and ended succeeded
     # (a tiny step takes ~0.1 s there; the request reaches the sink at its next heartbeat, which the
     # worker below beats every 0.2 s)
-    "steps": 60,
+    "steps": 40,
     "checkpoint_every": 0,  # no periodic checkpoint: the one the interrupt writes is the only one
     "rollout": {"n": 2, "prompts_per_step": 2, "stages": [{"until_step": 10**9, "max_response": 8}]},
     "eval": {"every": 0, "k": 1, "max_problems": 2},
@@ -50,6 +50,7 @@ def steps_of(run_id, key) -> list[int]:
     return series_read([run_id], [key])[run_id].get(key, {"steps": np.empty(0)})["steps"].tolist()
 
 
+@pytest.mark.timeout(600)  # two workers and 40 RL steps: minutes on a loaded 2-core machine
 def test_sigterm_interrupts_a_running_rl_run_with_a_checkpoint_and_resume_continues_from_it(
     start_worker, api, project
 ):
