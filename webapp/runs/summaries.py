@@ -143,8 +143,8 @@ def m4_records(table: np.ndarray, max_points: int, with_wall: bool) -> dict[str,
     first_steps = table[:, 0]
     width = bucket_width(first_steps[0], table[-1, 1], max_points)
     bucket = (first_steps - first_steps[0]) // width
-    starts = np.flatnonzero(np.r_[True, bucket[1:] != bucket[:-1]])
-    ends = np.r_[starts[1:], len(table)] - 1
+    starts = _first_of_runs(bucket)
+    ends = np.append(starts[1:], len(table)) - 1
     counts = ends - starts + 1
     rows, cols = [starts, ends], [0, 1]
     for col, reduce, fill in ((2, np.minimum, np.inf), (3, np.maximum, -np.inf)):
@@ -153,7 +153,7 @@ def m4_records(table: np.ndarray, max_points: int, with_wall: bool) -> dict[str,
         extreme = reduce.reduceat(key, starts)
         hit = np.flatnonzero(key == np.repeat(extreme, counts))
         owner = np.searchsorted(starts, hit, side="right") - 1
-        rows.append(hit[np.r_[True, owner[1:] != owner[:-1]]])
+        rows.append(hit[_first_of_runs(owner)])
         cols.append(col)
     row = np.concatenate(rows)
     col = np.concatenate([np.full(len(r), c) for r, c in zip(rows, cols, strict=True)])
@@ -164,3 +164,11 @@ def m4_records(table: np.ndarray, max_points: int, with_wall: bool) -> dict[str,
     if with_wall:
         entry["walls"] = table[row, col + 8].view("<f8")
     return entry
+
+
+def _first_of_runs(a: np.ndarray) -> np.ndarray:
+    """Indices where a run of equal values starts in ``a`` (np.r_ costs ~25 us a call)."""
+    change = np.empty(len(a), dtype=bool)
+    change[:1] = True
+    np.not_equal(a[1:], a[:-1], out=change[1:])
+    return np.flatnonzero(change)
