@@ -81,3 +81,20 @@ def test_large_upload_is_imported_by_a_worker_with_progress(worker, api, project
     wait_for(ready, 120, interval=0.1, message=f"import\n{worker.log()[-2000:]}")
     assert Dataset.objects.get(pk=ds_id).row_count == 80_000
     assert any(0 < p < 1 for p in seen), seen  # progress was visible while importing
+
+
+@pytest.mark.django_db
+def test_an_import_the_housekeeping_failed_meanwhile_stays_failed_and_keeps_no_rows(project, alice, tmp_path):
+    """The housekeeping fails an import whose claim looked dead (webapp.outbox); if that import was in
+    fact still storing rows, its end must not turn the dataset `ready` over `failed`."""
+    path = write_pairs(tmp_path / "late.jsonl", 2_000)
+    ds = services.dataset_create_for_import(
+        user=alice, project=project, name="late", kind="preference", path=path, filename="late.jsonl"
+    )
+    reason = "the worker importing it stopped (no heartbeat)"
+    Dataset.objects.filter(pk=ds.pk).update(status="failed", error=reason)  # as the housekeeping does
+    with pytest.raises(services.ImportRejected, match="ended meanwhile"):
+        services.dataset_import(ds, path)
+    ds.refresh_from_db()
+    assert (ds.status, ds.error, ds.row_count) == ("failed", reason, 0)
+    assert not PreferencePair.objects.filter(dataset=ds).exists()

@@ -189,9 +189,17 @@ def dataset_import(dataset: Dataset, path: Path, *, request_budget: int | None =
                 if n == 0:
                     errors.append((0, "the file holds no rows"))
                     raise _Abort()
-            Dataset.objects.filter(pk=dataset.pk).update(
+            finished = Dataset.objects.filter(pk=dataset.pk, status=Dataset.Status.IMPORTING).update(
                 status=Dataset.Status.READY, row_count=n, progress=1.0, error=""
             )
+            if not finished:  # the housekeeping failed it meanwhile (its claim looked dead): it stays so
+                raise _Superseded()
+    except _Superseded:
+        _discard_stored_rows(dataset)  # PostgreSQL rolled the rows back; SQLite had committed batches
+        dataset.refresh_from_db()
+        raise ImportRejected(
+            f"the import was ended meanwhile: {dataset.error}", {"file": [dataset.error]}
+        ) from None
     except _Abort:
         return _reject(dataset, errors)
     except TooLongForRequest:
@@ -217,6 +225,11 @@ def dataset_import(dataset: Dataset, path: Path, *, request_budget: int | None =
 
 class _Abort(Exception):
     pass
+
+
+class _Superseded(Exception):
+    """The dataset stopped being `importing` while its rows were stored (the housekeeping failed an
+    import whose claim looked dead): never turn it `ready` over its `failed`."""
 
 
 def _refresh_statistics(model) -> None:
