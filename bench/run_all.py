@@ -21,7 +21,7 @@ from bench.common import PY, ROOT, fmt_goal, fmt_pass, fmt_value, machine_info, 
 
 SCRIPTS = [
     "bench_ingest_api", "bench_ingest_sink", "bench_read_metrics", "bench_runs_list", "bench_rl_step",
-    "bench_import", "bench_pair_search",
+    "bench_import", "bench_pair_search", "bench_mlflow_api",
 ]  # fmt: skip
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
