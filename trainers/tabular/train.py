@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
+from threadpoolctl import threadpool_limits
 
 from trainers.base import Sink
 from trainers.tabular.config import TabularConfig
@@ -110,6 +111,14 @@ def load_params(directory: Path, config: TabularConfig, shape: tuple[int, int]) 
 def train(config: TabularConfig, sink: Sink) -> dict[str, Any]:
     """Run ``config`` to the end or until ``sink.should_stop()``; returns
     {"final_gap": gap of the last logged step, "iterations": that step, "stopped": bool}."""
+    # One BLAS thread: every iteration solves S x S systems with S <= 300, where OpenBLAS's second
+    # thread costs more than it gives (100 states: 0.15 ms a solve on one thread, 0.47-0.65 ms on two
+    # on a busy 2-core worker, 3-4x the whole run); what the host's other cores are for is other runs.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _train(config, sink)
+
+
+def _train(config: TabularConfig, sink: Sink) -> dict[str, Any]:
     mdp = build_mdp(config.mdp)
     ref = reference_for(mdp, config)
     tau = config.tau if config.regularised else 0.0
