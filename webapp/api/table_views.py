@@ -241,8 +241,8 @@ class CompareEvaluationsApi(APIView):
 
 class CompareSeriesApi(APIView):
     """What GET /api/compare/ answers (``{run_id: {key: {steps, values[, walls]}}}``, non-finite values
-    null), read the compare page's way (webapp.runs.table.compare_series: contiguous steps are not
-    shipped from the database, a faster M4). The compare page fetches one key per request."""
+    null), through the one metric reader (webapp.runs.table.compare_series over
+    metric_store.series_read, with its cache). The compare page fetches one key per request."""
 
     @extend_schema(
         parameters=[
