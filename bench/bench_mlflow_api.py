@@ -209,6 +209,7 @@ def log_batch_pass(base: str, prefix: str, token: str | None, label: str, payloa
     path = f"{prefix}/api/2.0/mlflow/runs/log-batch"
     barrier = threading.Barrier(len(apis) + 1)
     wall: list[float] = []
+    server: list[float] = []
     errors: list[str] = []
     sent = [0] * len(apis)
 
@@ -223,6 +224,8 @@ def log_batch_pass(base: str, prefix: str, token: str | None, label: str, payloa
                     return
                 sent[i] += len(metrics)
                 wall.append(r.wall_ms)
+                if r.server_ms is not None:
+                    server.append(r.server_ms)
         except Exception as exc:
             errors.append(f"client {i}: {exc!r}")
 
@@ -243,6 +246,7 @@ def log_batch_pass(base: str, prefix: str, token: str | None, label: str, payloa
         "elapsed_s": round(elapsed, 3),
         "points_per_s": round(points / elapsed),
         "request_wall_ms": summarize(wall),
+        "request_server_ms": summarize(server),  # orlab's Server-Timing; MLflow sends none
         "errors": errors[:5],
         "loadavg_before": la0,
         "loadavg_after": loadavg(),
@@ -250,7 +254,8 @@ def log_batch_pass(base: str, prefix: str, token: str | None, label: str, payloa
     }
     print(
         f"  log-batch {label}: {points:,} points in {elapsed:.2f} s = {points / elapsed:,.0f} points/s; "
-        f"request wall median {out['request_wall_ms'].get('median')} ms; errors {len(errors)}; "
+        f"request wall median {out['request_wall_ms'].get('median')} ms, server time median "
+        f"{out['request_server_ms'].get('median', '-')} ms; errors {len(errors)}; "
         f"load {la0} -> {out['loadavg_after']}",
         flush=True,
     )
@@ -363,6 +368,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mlflow-python", default="/tmp/mlflow-venv/bin/python")
     parser.add_argument("--mlflow-db", default="mlflow_bench")
     parser.add_argument("--skip-history", action="store_true")
+    parser.add_argument("--skip-log-batch", action="store_true")
 
 
 def mlflow_version(python: str) -> str:
@@ -386,10 +392,11 @@ def run(args: argparse.Namespace) -> list[dict]:
             # orlab
             with ReadmeServer(workers=args.workers) as server:
                 res["orlab"]["server"] = server.description
-                res["orlab"]["log_batch"] = {
-                    lbl: log_batch_pass(server.url, "/mlflow", fx.token, f"orlab-{lbl}", payloads)
-                    for lbl in ("cold", "warm")
-                }
+                if not args.skip_log_batch:
+                    res["orlab"]["log_batch"] = {
+                        lbl: log_batch_pass(server.url, "/mlflow", fx.token, f"orlab-{lbl}", payloads)
+                        for lbl in ("cold", "warm")
+                    }
                 if not args.skip_history:
                     api = Api(server.url, "/mlflow", fx.token)
                     run_id = api.create_run("history")
@@ -404,10 +411,11 @@ def run(args: argparse.Namespace) -> list[dict]:
             # MLflow
             with MlflowServer(args.mlflow_python, args.mlflow_db, args.workers) as ms:
                 res["mlflow"]["server"] = ms.description
-                res["mlflow"]["log_batch"] = {
-                    lbl: log_batch_pass(ms.url, "", None, f"mlflow-{lbl}", payloads)
-                    for lbl in ("cold", "warm")
-                }
+                if not args.skip_log_batch:
+                    res["mlflow"]["log_batch"] = {
+                        lbl: log_batch_pass(ms.url, "", None, f"mlflow-{lbl}", payloads)
+                        for lbl in ("cold", "warm")
+                    }
                 if not args.skip_history:
                     api = Api(ms.url, "", None)
                     run_id = api.create_run("history")
@@ -430,7 +438,7 @@ def run(args: argparse.Namespace) -> list[dict]:
             drop_db(args.mlflow_db)
 
     rows = []
-    for lbl in ("cold", "warm"):
+    for lbl in ("cold", "warm") if not args.skip_log_batch else ():
         o, m = res["orlab"]["log_batch"][lbl], res["mlflow"]["log_batch"][lbl]
         ratio = round(o["points_per_s"] / m["points_per_s"], 1)
         ok = not o["errors"] and not m["errors"]
