@@ -379,6 +379,12 @@ def mlflow_version(python: str) -> str:
 
 
 def run(args: argparse.Namespace) -> list[dict]:
+    if not Path(args.mlflow_python).exists():  # MLflow lives in a venv of its own, never orlab's
+        raise SystemExit(
+            f"MLflow's python {args.mlflow_python} does not exist: create it with\n"
+            "  python3.11 -m venv /tmp/mlflow-venv && /tmp/mlflow-venv/bin/pip install mlflow psycopg2-binary\n"
+            "or pass --mlflow-python"
+        )
     version = mlflow_version(args.mlflow_python)
     print(f"MLflow {version} from {args.mlflow_python}", flush=True)
     payloads = [make_bodies(c, args.batches) for c in range(args.clients)]
