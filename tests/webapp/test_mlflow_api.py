@@ -244,6 +244,21 @@ def test_bad_input_answers_mlflow_errors(mlflow_env, settings):
     assert post(
         "runs/log-metric", {"run_id": run_id, "key": "x", "value": 1, "timestamp": 0, "step": -(2**53)}
     ).ok
+    # a NUL in any field (a tag value, a logged input's name) is a 400 naming it, not a database error
+    for endpoint, body, field in [
+        ("runs/set-tag", {"run_id": run_id, "key": "k", "value": "a\x00b"}, "value"),
+        (
+            "runs/log-inputs",
+            {
+                "run_id": run_id,
+                "datasets": [{"dataset": {"name": "d\x00", "digest": "1", "source_type": "x"}}],
+            },
+            "datasets[0].dataset.name",
+        ),
+    ]:
+        r = post(endpoint, body)
+        assert r.status_code == 400 and r.json()["error_code"] == "INVALID_PARAMETER_VALUE", r.content
+        assert field in r.json()["message"] and "NUL" in r.json()["message"]
     r = post("runs/log-metric", {"run_id": run_id, "key": "x", "value": "abc", "timestamp": 0})
     assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE" and "value" in r.json()["message"]
     r = post("runs/log-metric", {"run_id": run_id, "value": 1, "timestamp": 0})

@@ -19,6 +19,7 @@ from django.db import DatabaseError
 from django.http import FileResponse, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from webapp.json_checks import UnsafeJSON, check_json
 from webapp.mlflow_api import search
 from webapp.mlflow_api import services as svc
 from webapp.mlflow_api.auth import authenticate
@@ -71,6 +72,10 @@ def _body(request) -> dict:
         raise invalid(f"Malformed request: the body is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise invalid("Malformed request: the body must be a JSON object")
+    try:  # the project's one JSON rule (NUL, lone surrogates, +-2^53, depth) for every field at once
+        check_json(data)
+    except UnsafeJSON as exc:
+        raise invalid(f"Invalid value for parameter '{exc.path or 'body'}': {exc.reason}") from None
     return data
 
 
