@@ -18,10 +18,11 @@ Every import counts: top-level and function-local, ``import a.b``, ``from a impo
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.import_reader import imports_of
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINERS = ROOT / "trainers"
@@ -39,50 +40,6 @@ WORKER_TRAINER_SEAMS = {
     "trainers.common.arith",
     "trainers.common.demo_data",
 }
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def _is_package_module(path: Path) -> bool:
-    return path.name == "__init__.py"
-
-
-def imports_of(path: Path, source: str | None = None) -> set[str]:
-    """Every module ``path`` imports (absolute names); ``source``: its text, if not the file's."""
-    tree = ast.parse(path.read_text() if source is None else source, filename=str(path))
-    own = module_name(path)
-    package = own if _is_package_module(path) else own.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base_parts = package.split(".")
-                base_parts = base_parts[: len(base_parts) - (node.level - 1)]
-                base = ".".join(base_parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            # ``from trainers.common import arith``: trainers.common.arith (a submodule, or an attribute
-            # of the module ``base``: the checks below read it at the granularity they need)
-            if any(alias.name == "*" for alias in node.names):
-                names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "import_module"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            names.add(node.args[0].value)
-    return names
 
 
 def trainer_imports(path: Path, source: str | None = None) -> set[str]:

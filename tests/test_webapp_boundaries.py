@@ -5,37 +5,17 @@ relative."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.import_reader import imports_of
 
 ROOT = Path(__file__).resolve().parent.parent
 WEBAPP = ROOT / "webapp"
 
 
-def _module_name(path: Path, root: Path) -> str:
-    parts = path.relative_to(root).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def imported(path: Path, root: Path = ROOT) -> set[str]:
     """Every module an import statement of ``path`` names (for ``from x import y``: x and x.y)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
-    name = _module_name(path, root)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    names: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            names.add(module)
-            names.update(f"{module}.{alias.name}" for alias in node.names)
-    return names
+    return imports_of(path, root=root, bases=True)
 
 
 def _offenders(own: str, other: str) -> dict[str, list[str]]:
