@@ -12,6 +12,8 @@ from webapp.api.compare_group_views import CompareGroupsApi
 from webapp.api.curation_views import urlpatterns as curation_urls
 from webapp.api.fleet_views import urlpatterns as fleet_urls
 from webapp.api.project_resolve_views import urlpatterns as project_resolve_urls
+from webapp.api.prompt_urls import urlpatterns as prompt_urls
+from webapp.api.sample_urls import urlpatterns as sample_urls
 from webapp.api.step_values_views import urlpatterns as step_values_urls
 
 urlpatterns = [
@@ -53,3 +55,5 @@ urlpatterns += curation_urls
 urlpatterns += fleet_urls
 urlpatterns += project_resolve_urls
 urlpatterns += step_values_urls
+urlpatterns += sample_urls
+urlpatterns += prompt_urls

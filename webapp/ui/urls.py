@@ -14,6 +14,8 @@ from webapp.ui import (
     runs_views,
     token_views,
 )
+from webapp.ui.prompt_urls import urlpatterns as prompt_urls
+from webapp.ui.sample_urls import urlpatterns as sample_urls
 
 urlpatterns = [
     path(
@@ -41,3 +43,5 @@ urlpatterns = [
     path("datasets/<int:pk>/curate/", curate_views.curate, name="dataset-curate"),
     path("datasets/<int:pk>/solutions/", step_values_views.step_solutions, name="dataset-solutions"),
 ]
+urlpatterns += sample_urls
+urlpatterns += prompt_urls

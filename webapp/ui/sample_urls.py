@@ -1,0 +1,3 @@
+"""URL patterns of issue 14's rollout analytics (pages); appended to webapp.ui.urls."""
+
+urlpatterns: list = []
