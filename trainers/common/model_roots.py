@@ -282,27 +282,17 @@ def _header_totals(path: Path) -> tuple[int, int]:
 
 
 def estimate_parameters(numbers: dict[str, Any]) -> int | None:
-    """Parameters of a decoder-only transformer (Llama/Qwen layout: GQA attention, SwiGLU MLP, two
-    norms per layer) from its config numbers; None when a number is missing. Biases are left out
-    (Qwen2's q/k/v biases are < 0.1 % of the weights)."""
-    h, layers, heads, vocab, inter = (
-        numbers.get(k)
-        for k in (
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "vocab_size",
-            "intermediate_size",
-        )
-    )
-    if not all(isinstance(v, int) and v > 0 for v in (h, layers, heads, vocab, inter)):
+    """Parameters of a decoder-only transformer (Llama/Qwen layout) from its config numbers, counted
+    by the memory estimator's own rule (trainers.common.memory_estimate.count_parameters, so the
+    catalogue and the estimate never disagree); None when a number is missing or not a positive
+    integer."""
+    from trainers.common.memory_estimate import ModelShape, count_parameters
+
+    try:
+        shape = ModelShape.from_info({**numbers, "parameters": None})
+    except ValueError:
         return None
-    kv = numbers.get("num_key_value_heads") or heads
-    head_dim = numbers.get("head_dim") or h // heads
-    attention = h * heads * head_dim + 2 * h * kv * head_dim + heads * head_dim * h
-    per_layer = attention + 3 * h * inter + 2 * h
-    embeddings = vocab * h * (1 if numbers.get("tie_word_embeddings") else 2)
-    return embeddings + layers * per_layer + h
+    return count_parameters(shape)
 
 
 def _read_json(path: Path) -> Any:
