@@ -242,20 +242,56 @@ class Evaluation(models.Model):
 # The verifiers' verdicts (trainers.common.verifiers.verdict.VERDICTS). webapp may import only
 # trainers.base, so they are repeated here; tests/webapp/test_api_samples.py checks the two agree.
 SAMPLE_VERDICTS = ("correct", "wrong", "no_answer", "timeout", "error")
+SAMPLE_FINISH_REASONS = ("stop", "length", "error")
+SAMPLE_PHASES = ("train", "eval")
+GROUP_STATUSES = ("kept", "zero_variance", "solved_all", "unsolved_all")
+
+
+class RolloutPrompt(models.Model):
+    """One prompt text of a run, stored once (samples reference it; webapp.runs.samples)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="rollout_prompts")
+    digest = models.CharField(max_length=64, help_text="sha256 hex of the text")
+    text = models.TextField()
+    # the reference answer: shown in list rows, never sent to sandboxed code
+    expected_answer = models.TextField(blank=True)
+    data_source = models.CharField(max_length=100, blank=True)
+    # the first step whose PromptStepStat (train or eval) has a correct rollout; kept on ingest
+    first_solved_step = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "id"]
+        constraints = [models.UniqueConstraint(fields=["run", "digest"], name="rolloutprompt_run_digest")]
+        indexes = [models.Index(fields=["run", "first_solved_step"], name="rolloutprompt_run_solved")]
 
 
 class Sample(models.Model):
-    """One rollout: what the policy wrote for a prompt and how it was judged."""
+    """One rollout: what the policy wrote for a prompt and how it was judged.
+
+    New rows reference their prompt (``prompt_ref``) and leave ``prompt`` empty; rows stored before
+    RolloutPrompt existed keep the text in ``prompt`` (readers: webapp.runs.samples.prompt_text)."""
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
     step = models.BigIntegerField()
-    prompt = models.TextField()
+    prompt = models.TextField(blank=True)
+    prompt_ref = models.ForeignKey(
+        RolloutPrompt, null=True, blank=True, on_delete=models.CASCADE, related_name="samples"
+    )
     completion = models.TextField()
     reward = models.FloatField(null=True)
     advantage = models.FloatField(null=True)
     verdict = models.CharField(max_length=32, blank=True)
     length = models.PositiveIntegerField(default=0)
     truncated = models.BooleanField(default=False)
+    group_index = models.IntegerField(null=True, blank=True)
+    member_index = models.IntegerField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=8, blank=True)  # stop | length | error
+    rewards = models.JSONField(default=dict, blank=True)  # reward function name -> value
+    extracted_answer = models.TextField(blank=True)
+    phase = models.CharField(max_length=5, default="train")  # train | eval
+    checkpoint_step = models.BigIntegerField(null=True, blank=True)
+    attempt = models.IntegerField(null=True, blank=True)
+    data_source = models.CharField(max_length=100, blank=True)
     extra = models.JSONField(default=dict, blank=True)
     # Set by API clients so that a re-sent batch (retry, offline sync) is stored once.
     client_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 (NULLs never collide)
@@ -266,7 +302,58 @@ class Sample(models.Model):
         indexes = [
             models.Index(fields=["run", "step"], name="sample_run_step"),
             models.Index(fields=["run", "verdict", "step"], name="sample_run_verdict"),
+            models.Index(fields=["run", "step", "group_index", "member_index"], name="sample_run_group"),
+            models.Index(fields=["prompt_ref", "step"], name="sample_prompt_step"),
         ]
+
+
+class SampleTokens(models.Model):
+    """Per-token arrays of one sample (a sampled subset of rollouts carries them): int32 / float16,
+    little-endian, one value per token."""
+
+    sample = models.OneToOneField(Sample, on_delete=models.CASCADE, related_name="tokens", primary_key=True)
+    offsets = models.BinaryField()  # int32 LE: each token's first character in the completion
+    logprobs = models.BinaryField(null=True)  # float16 LE
+    entropies = models.BinaryField(null=True)  # float16 LE
+    engine_logprobs = models.BinaryField(null=True)  # float16 LE: the rollout engine's log-prob
+
+
+class PromptStepStat(models.Model):
+    """Aggregates of one prompt's rollouts at one step and phase, kept on ingest and never deleted by
+    retention (the solve matrix and a prompt's history read these)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="prompt_step_stats")
+    prompt = models.ForeignKey(RolloutPrompt, on_delete=models.CASCADE, related_name="step_stats")
+    step = models.BigIntegerField()
+    phase = models.CharField(max_length=5, default="train")
+    n = models.PositiveIntegerField(default=0)
+    correct = models.PositiveIntegerField(default=0)  # verdict == "correct"
+    truncated = models.PositiveIntegerField(default=0)
+    # reward_* cover the samples that carry a reward; n_rewarded counts them (mean = reward_sum / n_rewarded)
+    n_rewarded = models.PositiveIntegerField(default=0)
+    reward_sum = models.FloatField(default=0.0)
+    reward_sq_sum = models.FloatField(default=0.0)
+    reward_min = models.FloatField(null=True)
+    reward_max = models.FloatField(null=True)
+
+    class Meta:
+        ordering = ["run", "prompt", "step", "phase"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "prompt", "step", "phase"], name="promptstepstat_run_prompt_step_phase"
+            )
+        ]
+        indexes = [models.Index(fields=["run", "phase", "step"], name="promptstepstat_run_phase_step")]
+
+
+class SampleKeptKey(models.Model):
+    """The client_key of a sample retention deleted: a re-sent copy stays skipped (webapp.runs.retention)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="sample_kept_keys")
+    client_key = models.CharField(max_length=100)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "client_key"], name="samplekeptkey_run_key")]
 
 
 class SavedView(models.Model):
