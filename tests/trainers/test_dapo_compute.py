@@ -239,6 +239,34 @@ def test_a_short_bf16_run_renders_every_prompt_and_saves_bf16_with_master_weight
         assert isinstance(ids, list) and ids[: len(head)] == head and ids.count(bos) == 1
         assert "\nassistant: " in tok.decode(ids)
 
+    # the sample record (issue 14): one group per state, its K candidates as members
+    candidates = [(st, s) for st, s in sink.samples if s.get("phase") == "train" and "group_index" in s]
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for st, s in candidates:
+        groups.setdefault((st, s["group_index"]), []).append(s)
+    states = int(next(iter(sink.metrics["actor/states"].values())))
+    assert len(groups) == states and len({st for st, _ in groups}) == 1  # every state, at the actor stage
+    assert sorted(g for _, g in groups) == list(range(states))
+    for members in groups.values():
+        assert [m["member_index"] for m in members] == [0, 1]
+        assert len({(m["prompt"], m["state"]) for m in members}) == 1
+        for m in members:
+            assert m["completion"] == m["state"] + m["step_text"]
+            assert m["advantage"] == pytest.approx(m["reward"] - m["value_state"], abs=1e-5)
+            assert m["finish_reason"] in ("stop", "length") and ("verdict" in m) == m["terminal"]
+        qs = [m["reward"] for m in members]
+        flat = max(qs) - min(qs) <= 1e-9  # centred targets all 0: the state adds nothing to the loss
+        assert {m["group_status"] for m in members} == {"kept" if not flat else members[0]["group_status"]}
+        assert flat or members[0]["group_status"] == "kept"
+    # the evaluations' rollouts: the same problems before training and at the end
+    evals = [(st, s) for st, s in sink.samples if s.get("phase") == "eval"]
+    steps = sorted({st for st, _ in evals})
+    assert len(steps) == 2
+    assert [s["prompt"] for st, s in evals if st == steps[0]] == [
+        s["prompt"] for st, s in evals if st == steps[1]
+    ]
+    assert [s["group_index"] for st, s in evals if st == steps[0]] == [0, 1, 2]
+
     step, directory, _ = sink.checkpoints[-1]
     assert {t.dtype for t in load_file(str(directory / "model.safetensors")).values()} == {torch.bfloat16}
     assert json.loads((directory / "config.json").read_text())["dtype"] == "bfloat16"

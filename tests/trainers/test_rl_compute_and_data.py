@@ -145,7 +145,8 @@ def test_prompts_are_drawn_without_replacement_per_epoch(policy, data, tmp_path)
     sink = run(cfg, tmp_path / "run")
     per_step = {}
     for step, sample in sink.samples:
-        per_step.setdefault(step, set()).add(sample["prompt"])
+        if sample["phase"] == "train":  # the evaluations' rollouts are logged too
+            per_step.setdefault(step, set()).add(sample["prompt"])
     assert [len(per_step[s]) for s in (1, 2, 3)] == [2, 2, 2]
     assert len(set().union(*per_step.values())) == len(PROBLEMS)  # one epoch: every prompt once
 

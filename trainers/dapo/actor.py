@@ -86,6 +86,8 @@ class Candidate:
     text: str
     ids: list[int]
     terminal: bool
+    #: "stop" (a step boundary or a stop token ended it) or "length" (cut at ``max_step_tokens``)
+    finish_reason: str = "stop"
 
 
 def step_stop_ids(tokenizer, splitter: StepSplitter) -> set[int]:
@@ -107,7 +109,12 @@ def to_candidate(completion: Completion, tokenizer, splitter: StepSplitter, eos_
     stopped = bool(completion.completion_ids) and completion.completion_ids[-1] in eos_ids
     if not boundary and stopped:
         ids.append(completion.completion_ids[-1])  # stopping is part of the final step's action
-    return Candidate(text, ids, terminal=not boundary and stopped)
+    return Candidate(
+        text,
+        ids,
+        terminal=not boundary and stopped,
+        finish_reason="stop" if boundary or stopped else "length",
+    )
 
 
 def sample_candidates(

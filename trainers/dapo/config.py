@@ -4,10 +4,11 @@ in the description, and the "beta-sweep" preset sweeps the least certain one."""
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
 from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields, VllmEngineFields
+from trainers.common.sample_record import GroupCountField, check_group_count
 
 
 class _Section(BaseModel):
@@ -94,6 +95,18 @@ class EvalConfig(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="evaluation nucleus")
     max_new_tokens: int = Field(4096, ge=1, description="token budget of an evaluation answer")
     max_problems: int = Field(0, ge=0, description="evaluate on at most this many problems (0: all)")
+    sample_problems: int = Field(
+        16,
+        ge=0,
+        description="the first N evaluation problems (the same ones, with the same seed, at every "
+        "evaluation) log their rollouts as samples (phase eval): a problem's solve rate across the run's "
+        "evaluations; 0: none",
+    )
+    samples_per_problem: int = Field(
+        0,
+        ge=0,
+        description="rollouts logged per such problem (0: all k); the volume is N x this per evaluation",
+    )
 
 
 class DAPOConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
@@ -136,9 +149,20 @@ class DAPOConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     dataset_name: str = Field(
         "dapo", min_length=1, max_length=150, description="published step values: NAME-step-values-iterI"
     )
-    samples: int = Field(8, ge=0, description="candidate steps per actor stage stored for browsing")
+    sample_groups: GroupCountField = Field(
+        8,
+        description="states whose K candidate next steps are logged as samples at each actor stage, one "
+        "group per state (group_index = the state, member_index = the candidate), with the advantage "
+        "V(s.a) - V(s), the value of the next state and the verifier's verdict on a final step; 'all': "
+        "every state; 0: none",
+    )
+    samples: int | None = Field(
+        None, ge=0, description="older configs' knob, still read: when set, the number of states logged"
+    )
     reward_processes: int = Field(2, ge=1, description="processes of the reward-scoring pool")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
+
+    _groups = field_validator("sample_groups", mode="before")(check_group_count)
 
     @model_validator(mode="after")
     def _check(self):

@@ -27,8 +27,9 @@ _TINY = {
                "eval_every": 20, "curves": 4},
     "actor": {"beta": 0.1, "candidates": 4, "center": True, "lr": 5e-5, "epochs": 3, "states_per_batch": 16,
               "max_step_tokens": 24},
-    "eval": {"every": 0, "k": 4, "temperature": 1.0, "max_new_tokens": 40},
+    "eval": {"every": 0, "k": 4, "temperature": 1.0, "max_new_tokens": 40, "sample_problems": 32},
     "reward_processes": 1,
+    "sample_groups": "all",  # every state's candidates, one group each
 }  # fmt: skip
 
 SPEC = register(

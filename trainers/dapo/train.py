@@ -54,7 +54,7 @@ import torch
 
 from trainers.base import Sink
 from trainers.common import distributed, vllm_engine
-from trainers.common.chat import end_of_turn_ids
+from trainers.common.chat import end_of_turn_ids, render_prompt_text
 from trainers.common.checkpoints import (
     load_optimizer_state,
     read_trainer_state,
@@ -73,6 +73,7 @@ from trainers.common.precision import (
 )
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import TorchSampler, eos_token_ids
+from trainers.common.sample_record import expected_answer, group_status, groups_to_log
 from trainers.common.sandbox_record import sandbox_record
 from trainers.common.tiny import is_char_tokenizer_dir
 from trainers.dapo.actor import actor_backward, sample_candidates, step_logprobs, step_stop_ids
@@ -231,7 +232,8 @@ class Pipeline:
             metrics, protocol = evaluate(
                 self.engine, self.eval_set, self.pool, k=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
                 max_new_tokens=cfg.max_new_tokens, seed=self.cfg.seed, chat_template=self.cfg.chat_template,
-                tokenizer=self.tokenizer,
+                tokenizer=self.tokenizer, on_samples=lambda rows: self.sink.log_samples(self.step, rows),
+                sample_problems=cfg.sample_problems, samples_per_problem=cfg.samples_per_problem,
             )  # fmt: skip
             # the config field: the platform names the dataset version it held ("arith-bench v1")
             name = "eval" if self.cfg.eval_dataset is None else "eval_dataset"
@@ -456,6 +458,11 @@ class Pipeline:
             ]
         )
         t_verify = time.perf_counter() - t1
+        judged = iter(verdicts)  # this rank's candidates' (verdict, answer) when final, for the samples
+        outcomes = []
+        for _, c in flat:
+            v = next(judged) if c.terminal else None
+            outcomes.append((v.verdict, v.answer or "") if v is not None else None)
         rewards = iter(v.reward for v in verdicts)
         v_state = self.values([contexts[si] for si in mine])
         v_next = iter(self.values([contexts[si] + c.ids for si, c in flat if not c.terminal]).tolist())
@@ -466,13 +473,14 @@ class Pipeline:
             token_budget=budget, autocast=self.precision.autocast,
         )  # fmt: skip
         candidates = distributed.gather_lists(own)
+        outcomes = distributed.gather_lists(outcomes)
         q, v_state, ref_logp = _gathered(q), _gathered(v_state), _gathered(ref_logp)
         n_terminal = sum(c.terminal for group in candidates for c in group)
         K = cfg.candidates
         adv = (q.view(len(states), K) - v_state[:, None]).to(self.device)
         ref_logp = ref_logp.view(len(states), K)
         if distributed.is_rank_zero():
-            self._log_candidates(states, by_id, candidates, adv, q)
+            self._log_candidates(states, by_id, candidates, adv, q, v_state, outcomes)
         t_prepare = time.perf_counter() - t0
         self.add_time("actor_candidates_s", t_gen)
         self.add_time("verification_s", t_verify)
@@ -520,22 +528,42 @@ class Pipeline:
         self.policy.zero_grad(set_to_none=True)  # no gradient memory held through the next stages
         self.add_time("actor_train_s", time.perf_counter() - t2)
 
-    def _log_candidates(self, states, by_id, candidates, adv, q) -> None:
+    def _log_candidates(self, states, by_id, candidates, adv, q, v_state, outcomes) -> None:
+        """The first ``sample_groups`` states' candidate steps as sample groups: one group per state
+        (group_index = the state's index in this actor stage, member_index = the candidate's), each
+        candidate's completion the state's steps followed by it, ``reward`` = Q(s, a) (the verifier's
+        reward for a final step, else the critic's V(s.a)), ``advantage`` = Q - V(s), the verifier's
+        verdict on a final step. ``group_status``: with ``center`` a state whose candidates all have the
+        same Q adds nothing to the loss (its centred targets are 0), so it reads solved_all /
+        unsolved_all / zero_variance; every other state is "kept" (DAPO filters no state)."""
+        cfg = self.cfg
+        count = cfg.samples if cfg.samples is not None else groups_to_log(cfg.sample_groups, len(states))
         samples = []
-        for si, (pid, steps) in enumerate(states[: self.cfg.samples]):
-            for i, c in enumerate(candidates[si][:2]):
-                samples.append(
-                    {
-                        "prompt": by_id[pid].prompt,
-                        "completion": "".join(steps) + c.text,
-                        "state": "".join(steps),
-                        "step": c.text,
-                        "terminal": c.terminal,
-                        "advantage": float(adv[si, i]),
-                        "value_next": float(q[si * len(candidates[si]) + i]),
-                        "length": len(c.ids),
-                    }  # fmt: skip
-                )
+        K = cfg.actor.candidates
+        for si, (pid, steps) in enumerate(states[: min(count, len(states))]):
+            problem = by_id[pid]
+            qs = [float(q[si * K + i]) for i in range(K)]
+            flat_q = all(abs(x - qs[0]) <= 1e-9 for x in qs)
+            status = group_status(qs, kept=not (cfg.actor.center and flat_q))
+            prompt = render_prompt_text(self.tokenizer, problem.prompt, cfg.chat_template)
+            state = "".join(steps)
+            for i, c in enumerate(candidates[si]):
+                outcome = outcomes[si * K + i]
+                row = {
+                    "prompt": prompt, "completion": state + c.text, "reward": qs[i],
+                    "rewards": {f"{problem.domain}_verifier" if c.terminal else "critic_value": qs[i]},
+                    "advantage": float(adv[si, i]), "length": len(c.ids),
+                    "truncated": c.finish_reason == "length", "finish_reason": c.finish_reason,
+                    "group_index": si, "member_index": i, "phase": "train", "group_status": status,
+                    "expected_answer": expected_answer(problem.reference, problem.domain),
+                    "data_source": problem.data_source,
+                    # extra: the state, the candidate, and the values the advantage came from
+                    "state": state, "step_text": c.text, "terminal": c.terminal, "problem_id": pid,
+                    "value_state": float(v_state[si]), "value_next": qs[i], "state_steps": len(steps),
+                }  # fmt: skip
+                if outcome is not None:
+                    row["verdict"], row["extracted_answer"] = outcome[0], str(outcome[1])[:500]
+                samples.append(row)
         if samples:
             self.sink.log_samples(self.step, samples)
 

@@ -7,7 +7,14 @@ that produced the numbers is returned with them.
 Prompts are rendered with the chat template (``chat_template``: auto | none | a Jinja template;
 trainers.common.chat) as in training and rollouts. An engine that already renders (a
 ``ChatTemplateEngine``, as the RL and DAPO trainers pass) keeps its own mode, so nothing is rendered
-twice."""
+twice.
+
+Evaluation rollouts as samples (issue 14): with ``on_samples`` and ``sample_problems``, the rollouts of
+the first ``sample_problems`` problems (the head of the fixed problem list, sampled with the same seed at
+every evaluation) go to ``on_samples`` in the sample record's format (trainers.common.sample_record) with
+``phase = "eval"``: a problem's history across evaluations and checkpoints exists even when training
+prompts never repeat. ``samples_per_problem`` (0: all k) bounds the volume to
+``sample_problems x samples_per_problem`` rows per evaluation."""
 
 from __future__ import annotations
 
@@ -15,8 +22,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from trainers.common.chat import render_prompt_text
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import ChatTemplateEngine
+from trainers.common.sample_record import OnSamples, rollout_sample
 
 VERIFIER_VERSION = "orlab-verifiers-1 (math-verify, sandboxed tests)"
 
@@ -26,6 +35,19 @@ class Problem:
     prompt: str
     domain: str  # "math" | "code"
     reference: object  # answer text, or the tests
+    source: str = ""  # the row's data_source (or metadata.data_source / metadata.source); "arith" generated
+
+    @property
+    def data_source(self) -> str:
+        return self.source or self.domain
+
+
+def _row_source(row: dict) -> str:
+    meta = row.get("metadata") if isinstance(row.get("metadata"), dict) else {}
+    for value in (row.get("data_source"), meta.get("data_source"), meta.get("source")):
+        if isinstance(value, str) and value:
+            return value[:100]
+    return ""
 
 
 def load_problems(path: str | None, generated: int, seed: int, *, eval_split: bool) -> list[Problem]:
@@ -36,13 +58,13 @@ def load_problems(path: str | None, generated: int, seed: int, *, eval_split: bo
             generated if not eval_split else 1, generated if eval_split else 1, seed=seed
         )
         chosen = test if eval_split else train
-        return [Problem(p.prompt, "math", str(p.answer)) for p in chosen]
+        return [Problem(p.prompt, "math", str(p.answer), "arith") for p in chosen]
     out = []
     for line in Path(path).read_text().splitlines():
         if line.strip():
             row = json.loads(line)
             ref = row.get("tests") if row.get("domain") == "code" else row.get("answer")
-            out.append(Problem(row["prompt"], row.get("domain", "math"), ref))
+            out.append(Problem(row["prompt"], row.get("domain", "math"), ref, _row_source(row)))
     return out
 
 
@@ -68,9 +90,15 @@ def evaluate(
     seed: int = 0,
     chat_template: str = "auto",
     tokenizer=None,
+    on_samples: OnSamples | None = None,
+    sample_problems: int = 0,
+    samples_per_problem: int = 0,
+    checkpoint_step: int | None = None,
 ) -> tuple[dict[str, float], dict]:
     """Returns (metrics, protocol). metrics: avg@k, pass@1, pass@k, no_answer_rate, truncation_rate.
-    ``tokenizer`` renders the prompts (default: the engine's)."""
+    ``tokenizer`` renders the prompts (default: the engine's). ``on_samples`` receives the rollouts of
+    the first ``sample_problems`` problems (``samples_per_problem`` each, 0: all k) as sample records
+    (module docstring); ``checkpoint_step`` is written into them (a checkpoint's evaluation)."""
     if not isinstance(engine, ChatTemplateEngine):
         engine = ChatTemplateEngine(
             engine, tokenizer if tokenizer is not None else engine.tokenizer, chat_template
@@ -98,6 +126,13 @@ def evaluate(
         passk += pass_at_k(k, c, k)
         no_answer += sum(x.verdict == "no_answer" for x in v)
         truncated += sum(comp.truncated for comp in group)
+    if on_samples is not None and sample_problems > 0:
+        rows = eval_samples(
+            engine, problems, groups, verdicts, k=k, sample_problems=sample_problems,
+            samples_per_problem=samples_per_problem, checkpoint_step=checkpoint_step,
+        )  # fmt: skip
+        if rows:
+            on_samples(rows)
     n = max(1, len(problems))
     metrics = {
         f"avg@{k}": correct / (n * k),
@@ -116,4 +151,36 @@ def evaluate(
         "chat_template": engine.mode if engine.mode in ("auto", "none") else "custom",
         "verifier": VERIFIER_VERSION,
     }
+    if on_samples is not None and sample_problems > 0:
+        protocol["logged_problems"] = min(sample_problems, len(problems))
     return metrics, protocol
+
+
+def eval_samples(
+    engine: ChatTemplateEngine,
+    problems: list[Problem],
+    groups: list,
+    verdicts: list,
+    *,
+    k: int,
+    sample_problems: int,
+    samples_per_problem: int = 0,
+    checkpoint_step: int | None = None,
+) -> list[dict]:
+    """The sample records of the first ``sample_problems`` problems' rollouts (``samples_per_problem``
+    each, 0: all): group_index = the problem's position in the evaluation set (stable across
+    evaluations), member_index = the sample's, phase "eval", the prompt as the model read it."""
+    per = k if samples_per_problem <= 0 else min(k, samples_per_problem)
+    rows = []
+    for gi, (p, group) in enumerate(zip(problems[:sample_problems], groups, strict=False)):
+        shown = render_prompt_text(engine.tokenizer, p.prompt, engine.mode)
+        for j, c in enumerate(group[:per]):
+            v = verdicts[gi * k + j]
+            row = rollout_sample(
+                prompt=shown, completion=c.completion_text, length=len(c.completion_ids),
+                truncated=c.truncated, finish=c.finish_reason, verdict=v, domain=p.domain,
+                reference=p.reference, data_source=p.data_source, group_index=gi, member_index=j,
+                phase="eval", checkpoint_step=checkpoint_step,
+            )  # fmt: skip
+            rows.append(row)
+    return rows

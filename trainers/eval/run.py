@@ -19,6 +19,7 @@ from trainers.common.engines import make_engine
 from trainers.common.models import load_policy
 from trainers.common.precision import inference_precision
 from trainers.common.rewards import RewardPool
+from trainers.common.sample_record import OnSamples
 from trainers.common.sandbox_record import sandbox_record
 from trainers.eval.core import evaluate, load_problems
 
@@ -36,6 +37,10 @@ def evaluate_checkpoint(
     processes: int = 2,
     chat_template: str = "auto",
     dtype: str = "auto",
+    on_samples: OnSamples | None = None,
+    sample_problems: int = 16,
+    samples_per_problem: int = 0,
+    checkpoint_step: int | None = None,
 ) -> tuple[dict[str, float], dict]:
     precision = inference_precision(dtype)
     model, tokenizer = load_policy(checkpoint, dtype=precision.param_dtype, device=precision.device)
@@ -56,6 +61,10 @@ def evaluate_checkpoint(
             seed=seed,
             chat_template=chat_template,
             tokenizer=tokenizer,
+            on_samples=on_samples,
+            sample_problems=sample_problems,
+            samples_per_problem=samples_per_problem,
+            checkpoint_step=checkpoint_step,
         )
     protocol["checkpoint"] = str(checkpoint)
     protocol["dtype"] = precision.name
@@ -76,19 +85,28 @@ def main(argv: list[str]) -> int:
         "--chat-template", default="auto", help="auto (the tokenizer's), none, or a Jinja template"
     )
     p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"))
+    p.add_argument("--samples-out", help="write the first problems' rollouts here (JSONL sample records)")
+    p.add_argument(
+        "--sample-problems", type=int, default=16, help="problems whose rollouts --samples-out gets"
+    )
+    p.add_argument("--checkpoint-step", type=int, default=None, help="written into the sample records")
     a = p.parse_args(argv)
     for path in (a.checkpoint, a.benchmark):
         if not Path(path).exists():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
+    samples: list[dict] = []
     try:
         metrics, protocol = evaluate_checkpoint(
             a.checkpoint, a.benchmark, k=a.k, temperature=a.temperature, top_p=a.top_p,
             max_new_tokens=a.max_new_tokens, max_problems=a.max_problems, chat_template=a.chat_template,
-            dtype=a.dtype,
+            dtype=a.dtype, on_samples=samples.extend if a.samples_out else None,
+            sample_problems=a.sample_problems, checkpoint_step=a.checkpoint_step,
         )  # fmt: skip
     except ChatTemplateError as exc:
         print(f"error: --chat-template: {exc}", file=sys.stderr)
         return 2
+    if a.samples_out:
+        Path(a.samples_out).write_text("".join(json.dumps(row) + "\n" for row in samples))
     print(json.dumps({"metrics": metrics, "protocol": protocol}))
     return 0

@@ -3,10 +3,11 @@
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
 from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields, VllmEngineFields
+from trainers.common.sample_record import GroupCountField, check_group_count
 
 
 class _Section(BaseModel):
@@ -99,6 +100,18 @@ class EvalConfig(_Section):
     temperature: float = Field(0.6, gt=0, description="evaluation temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="evaluation nucleus")
     max_problems: int = Field(0, ge=0, description="evaluate on at most this many problems (0: all)")
+    sample_problems: int = Field(
+        16,
+        ge=0,
+        description="the first N evaluation problems (the same ones, with the same seed, at every "
+        "evaluation) log their rollouts as samples (phase eval), so a prompt's solve rate can be followed "
+        "over training even when training prompts never repeat; 0: none",
+    )
+    samples_per_problem: int = Field(
+        0,
+        ge=0,
+        description="rollouts logged per such problem (0: all k); the volume is N x this per evaluation",
+    )
 
 
 class RLConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
@@ -129,11 +142,31 @@ class RLConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     data: DataConfig = Field(default_factory=DataConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint_every: int = Field(20, ge=0, description="checkpoint every N steps (0: only at the end)")
-    samples_per_step: int = Field(8, ge=0, description="rollouts per step stored for browsing")
+    sample_groups_per_step: GroupCountField = Field(
+        4,
+        description="whole groups (one prompt's n rollouts) of each step logged as samples, each with its "
+        "rewards, advantages, verdicts, finish reasons and the filter's decision on the group (kept, "
+        "zero_variance, solved_all, unsolved_all); 'all': every group of the step; 0: none",
+    )
+    token_stats_groups_per_step: int = Field(
+        1,
+        ge=0,
+        description="of the logged groups, how many also log per-token arrays: character offsets, the "
+        "trainer's log-probs and entropies (one extra no-gradient forward over their rows, before the "
+        "update) and, under vLLM, the engine's log-probs",
+    )
+    samples_per_step: int | None = Field(
+        None,
+        ge=0,
+        description="older configs' knob, still read: when set, the step logs ceil(samples_per_step / n) "
+        "whole groups instead of sample_groups_per_step (0: none)",
+    )
     reward_processes: int = Field(2, ge=1, description="processes of the reward-scoring pool")
     threads: int = Field(0, ge=0, description="torch CPU threads (0: torch's default)")
     engine: Literal["torch", "deepspeed"] = Field("torch", description="training engine")
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage (engine=deepspeed)")
+
+    _groups = field_validator("sample_groups_per_step", mode="before")(check_group_count)
 
     @model_validator(mode="after")
     def _check(self):

@@ -34,9 +34,13 @@ _TINY = {
     "algo": {"mini_batches": 4, "ppo_epochs": 4},
     "entropy": {"adaptive": True, "target": 0.2, "delta": 5e-3, "max": 0.1},
     "optim": {"lr": 5e-5, "weight_decay": 0.0},
-    "eval": {"every": 10, "k": 4, "temperature": 0.6, "max_problems": 100},
+    # the first 32 held-out problems' rollouts at every evaluation: their solve rates over the run
+    "eval": {"every": 10, "k": 4, "temperature": 0.6, "max_problems": 100, "sample_problems": 32},
     "checkpoint_every": 20,
     "reward_processes": 1,
+    # every group of every step as samples (16 x 8 = 128 a step), one group with per-token arrays
+    "sample_groups_per_step": "all",
+    "token_stats_groups_per_step": 1,
 }
 
 #: what every real-model preset shares: bf16, one decoder layer's activations at a time

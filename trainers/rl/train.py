@@ -77,13 +77,20 @@ from trainers.common.precision import (
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import ChatTemplateEngine, TorchSampler
 from trainers.common.rollout_batch import build_batch
+from trainers.common.sample_record import (
+    group_status,
+    groups_to_log,
+    rollout_sample,
+    token_arrays,
+    token_offsets,
+)
 from trainers.common.sandbox_record import sandbox_record
 from trainers.common.tiny import is_char_tokenizer_dir
 from trainers.eval.core import evaluate, load_problems
 from trainers.rl.config import RLConfig
 from trainers.rl.core import EntropyController, group_advantages, informative_groups
 from trainers.rl.prompts import EpochSampler, read_pass_rates, step_seed, within_max_prompt
-from trainers.rl.update import batch_logprobs, shared_weights, update_minibatch
+from trainers.rl.update import batch_logprobs, batch_logprobs_and_entropy, shared_weights, update_minibatch
 
 SELF_REFLECTION = (
     "rethink",
@@ -450,7 +457,10 @@ class Trainer:
                 if cfg.algo.truncated_adv_mask == "after":
                     adv = torch.where(tr, torch.zeros_like(adv), adv)
             adv_all[keep] = adv
-        self._log_samples(step, chosen, flat, verdicts, adv_all[here], first_group)
+        t_log = time.perf_counter()
+        statuses = [group_status(rewards[g * n : (g + 1) * n].tolist(), bool(keep[g * n])) for g in range(k)]
+        self._log_samples(step, chosen, flat, verdicts, adv_all[here], first_group, k, statuses)
+        metrics["timing_s/log_samples"] = time.perf_counter() - t_log
         if not keep.any():
             metrics["batch/skipped"] = 1.0
             self._log_memory(metrics)
@@ -568,31 +578,82 @@ class Trainer:
         if peak is not None:
             metrics["memory/peak_gb"] = peak / 2**30
 
-    def _log_samples(self, step, chosen, flat, verdicts, advantages, first_group: int = 0) -> None:
-        """The step's first ``samples_per_step`` rollouts. ``chosen``, ``flat`` and ``advantages`` are this
+    def sample_groups(self, k: int) -> int:
+        """How many of the step's ``k`` groups are logged (``samples_per_step``, an older configs' knob,
+        counts samples: whole groups covering them)."""
+        cfg = self.cfg
+        if cfg.samples_per_step is not None:
+            return min(k, -(-cfg.samples_per_step // cfg.rollout.n))
+        return groups_to_log(cfg.sample_groups_per_step, k)
+
+    def _log_samples(self, step, chosen, flat, verdicts, advantages, first_group, k, statuses) -> None:
+        """Whole groups: the step's first :meth:`sample_groups` groups (the prompts are a shuffled draw),
+        every completion with its reward, advantage, verdict, finish reason, and its group's status as
+        the filter decided (``statuses``, the whole step's); the first ``token_stats_groups_per_step`` of
+        them with per-token arrays (:meth:`_token_stats`). ``chosen``, ``flat`` and ``advantages`` are this
         rank's; ``first_group`` is the step's index of its first prompt (the ranks' rows are gathered)."""
-        if not self.cfg.samples_per_step:
+        groups = self.sample_groups(k)
+        if not groups:
             return
+        cfg = self.cfg
+        stats_groups = min(cfg.token_stats_groups_per_step, groups)
+        mine = [j for j, (gi, _) in enumerate(flat) if first_group + gi < groups]
+        with_tokens = [j for j in mine if first_group + flat[j][0] < stats_groups]
+        tokens = self._token_stats(flat, with_tokens) if stats_groups else {}
         rows = []
         shown: dict[int, str] = {}
-        for j, ((gi, c), v) in enumerate(zip(flat, verdicts, strict=True)):
-            if j >= self.cfg.samples_per_step:
-                break
+        for j in mine:
+            (gi, c), v = flat[j], verdicts[j]
+            problem = self.train_set[chosen[gi]]
             if gi not in shown:  # what the model read: the prompt as the chat template rendered it
-                shown[gi] = render_prompt_text(
-                    self.tokenizer, self.train_set[chosen[gi]].prompt, self.cfg.chat_template
-                )
+                shown[gi] = render_prompt_text(self.tokenizer, problem.prompt, cfg.chat_template)
             text = c.completion_text
-            rows.append(
-                {
-                    "prompt": shown[gi], "completion": text, "reward": v.reward,
-                    "advantage": float(advantages[j]), "verdict": v.verdict, "length": len(c.completion_ids),
-                    "truncated": c.truncated, "group": first_group + gi, "detail": v.detail[:300],
-                    "reflection_words": sum(text.lower().count(w) for w in SELF_REFLECTION),
-                }
+            row = rollout_sample(
+                prompt=shown[gi], completion=text, length=len(c.completion_ids), truncated=c.truncated,
+                finish=c.finish_reason, verdict=v, domain=problem.domain, reference=problem.reference,
+                data_source=problem.data_source, group_index=first_group + gi,
+                member_index=j - gi * cfg.rollout.n, phase="train", advantage=float(advantages[j]),
+                status=statuses[first_group + gi],
+                extra={"detail": v.detail[:300], "problem_id": chosen[gi],
+                       "reflection_words": sum(text.lower().count(w) for w in SELF_REFLECTION)},
             )  # fmt: skip
-        rows = distributed.gather_lists(rows)[: self.cfg.samples_per_step]
-        self.sink.log_samples(step, rows)
+            if j in tokens:
+                row["tokens"] = tokens[j]
+            rows.append(row)
+        self.sink.log_samples(step, distributed.gather_lists(rows))
+
+    def _token_stats(self, flat, rows: list[int]) -> dict[int, dict]:
+        """Per-token arrays of this rank's completions ``rows`` (indices into ``flat``): character
+        offsets, and the trainer's log-probs and entropies at the rollout temperature from one no-gradient
+        forward of the policy before the update (the sampling policy), in token-budget micro-batches; the
+        engine's own log-probs when the rollout engine is not the trainer's model (vLLM). Every rank
+        calls it (its passes are padded to the others' under ZeRO-3 / DDP), with rows or without."""
+        cfg, tok = self.cfg, self.tokenizer
+        pairs = [(flat[j][1].prompt_ids, flat[j][1].completion_ids) for j in rows]
+        batch = (
+            build_batch(pairs, tok.pad_token_id)
+            if pairs
+            else (self.dummy.select(slice(0, 0)).to("cpu") if self.dummy is not None else None)
+        )
+        if batch is None:
+            return {}
+        logp, entropy = batch_logprobs_and_entropy(
+            self.policy, batch.to(self.precision.device), temperature=cfg.rollout.temperature,
+            budget=cfg.micro_batch_tokens, autocast=self.autocast(), dummy=self.dummy,
+        )  # fmt: skip
+        logp, entropy = logp.cpu(), entropy.cpu()
+        engine_reports = not isinstance(self.engine, TorchSampler)  # the hook: vLLM's own log-probs
+        out = {}
+        for r, j in enumerate(rows):
+            c = flat[j][1]
+            start, m = len(c.prompt_ids) - 1, len(c.completion_ids)
+            out[j] = token_arrays(
+                token_offsets(tok, c.completion_ids, c.completion_text),
+                logprobs=logp[r, start : start + m].tolist(),
+                entropies=entropy[r, start : start + m].tolist(),
+                engine_logprobs=c.logprobs if engine_reports and len(c.logprobs) == m else None,
+            )
+        return out
 
     def evaluate(self, step: int) -> dict[str, float]:
         cfg = self.cfg
@@ -603,6 +664,8 @@ class Trainer:
             metrics, protocol = evaluate(
                 self.eval_engine, self.eval_set, self.pool, k=cfg.eval.k, temperature=cfg.eval.temperature,
                 top_p=cfg.eval.top_p, max_new_tokens=stage_at(cfg, step)[1], seed=cfg.seed,
+                on_samples=lambda rows: self.sink.log_samples(step, rows),
+                sample_problems=cfg.eval.sample_problems, samples_per_problem=cfg.eval.samples_per_problem,
             )  # fmt: skip
             # the config field: the platform names the dataset version it held ("arith-bench v1")
             name = "eval" if cfg.eval_dataset is None else "eval_dataset"

@@ -53,19 +53,59 @@ def batch_logprobs(
     """log pi(target) of every response position of ``batch`` (B, L-1; 0 elsewhere), no gradient, in
     micro-batches: the old-policy and reference log-probs. With several ranks, ``dummy`` pads this
     rank's passes to the others' count (see _padded)."""
+    logp, _ = _batch_stats(
+        policy, batch, temperature=temperature, budget=budget, autocast=autocast, dummy=dummy,
+        with_entropy=False,
+    )  # fmt: skip
+    return logp
+
+
+def batch_logprobs_and_entropy(
+    policy: Any,
+    batch: RolloutBatch,
+    *,
+    temperature: float,
+    budget: int,
+    autocast: contextlib.AbstractContextManager | None = None,
+    dummy: RolloutBatch | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`batch_logprobs` and the full-vocabulary entropy of every response position (B, L-1), from
+    the same logits: the per-token arrays of the logged samples (trainers.rl.train._token_stats)."""
+    logp, entropy = _batch_stats(
+        policy, batch, temperature=temperature, budget=budget, autocast=autocast, dummy=dummy,
+        with_entropy=True,
+    )  # fmt: skip
+    assert entropy is not None
+    return logp, entropy
+
+
+def _batch_stats(
+    policy: Any,
+    batch: RolloutBatch,
+    *,
+    temperature: float,
+    budget: int,
+    autocast: contextlib.AbstractContextManager | None,
+    dummy: RolloutBatch | None,
+    with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     out = torch.zeros(batch.response_mask.shape, dtype=torch.float32, device=batch.input_ids.device)
+    ent = torch.zeros_like(out) if with_entropy else None
     groups = micro_batches(batch, list(range(len(batch))), budget) if len(batch) else []
     with torch.no_grad():
         for rows in _padded(groups, dummy):
             sub = batch.narrow(rows) if rows is not None else dummy
             with autocast or contextlib.nullcontext():
-                logp, _ = policy(
+                logp, entropy = policy(
                     sub.input_ids, sub.attention_mask, sub.response_mask,
-                    temperature=temperature, with_entropy=False,
+                    temperature=temperature, with_entropy=with_entropy, entropy_grad=False,
                 )  # fmt: skip
             if rows is not None:
-                out[torch.tensor(rows, device=out.device), : logp.shape[1]] = logp.float()
-    return out
+                at = torch.tensor(rows, device=out.device)
+                out[at, : logp.shape[1]] = logp.float()
+                if ent is not None:
+                    ent[at, : entropy.shape[1]] = entropy.float()
+    return out, ent
 
 
 def _padded(groups: list[list[int]], dummy: RolloutBatch | None) -> list[list[int] | None]:
