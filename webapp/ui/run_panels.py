@@ -119,6 +119,10 @@ def panels_context(request: HttpRequest, run: Run) -> tuple[dict, dict]:
     page_data = {
         "evaluations_api": reverse("api-run-evaluations", args=[run.pk]),
         "samples_api": reverse("api-run-samples", args=[run.pk]),
+        # issue 14's pages: the samples browser, and a group's / a sample's tokens (0s replaced by the script)
+        "samples_page": reverse("run-samples", args=[run.pk]),
+        "sample_group_url": reverse("run-sample-group", args=[run.pk, 0, 0]),
+        "sample_tokens_url": reverse("run-sample-tokens", args=[run.pk, 0]),
         "sample_page_size": SAMPLE_PAGE_SIZE,
         "verdicts": list(SAMPLE_VERDICTS),
         "scoring_api": reverse("api-run-scoring", args=[run.pk]) if scoring else "",

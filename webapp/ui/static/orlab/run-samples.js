@@ -17,6 +17,7 @@
   const WATCH_EVERY_TICKS = 5;
   let state = fromUrl();
   let total = 0;
+  let capped = false; // the count stopped at a cap (the API's count_capped): "2,000+"
   let request = 0; // answers to older requests are dropped
 
   function fromUrl() {
@@ -75,6 +76,28 @@
     return td;
   }
 
+  /* Links to the group view (the n completions of this prompt at this step) and the token view. */
+  function sampleLinks(sample) {
+    const p = document.createElement("p");
+    p.className = "small";
+    if (sample.group_index !== null && sample.group_index !== undefined) {
+      const a = document.createElement("a");
+      a.href = data.sample_group_url.replace(/\/0\/0\/$/, `/${sample.step}/${sample.group_index}/`) + (sample.phase === "eval" ? "?phase=eval" : "");
+      a.dataset.testid = "sample-group-link";
+      a.textContent = `group ${sample.group_index} of step ${sample.step}, side by side`;
+      p.append(a);
+    }
+    if (sample.has_tokens) {
+      const a = document.createElement("a");
+      a.href = data.sample_tokens_url.replace(/\/0\/tokens\/$/, `/${sample.id}/tokens/`);
+      a.dataset.testid = "sample-tokens-link";
+      a.textContent = "tokens (entropy, log-prob)";
+      if (p.childNodes.length) p.append(" · ");
+      p.append(a);
+    }
+    return p;
+  }
+
   /* The full texts, pre-wrapped; textContent keeps any markup in them as text. */
   function detailRow(sample) {
     const tr = document.createElement("tr");
@@ -82,6 +105,7 @@
     tr.dataset.testid = "sample-detail";
     const td = document.createElement("td");
     td.colSpan = 7;
+    td.append(sampleLinks(sample));
     const parts = [
       ["prompt", sample.prompt],
       ["completion", sample.completion],
@@ -141,7 +165,14 @@
     document.getElementById("samples-next").disabled = state.page >= pages;
     const filtered = FILTERS.some((name) => state[name]);
     document.getElementById("samples-count").textContent =
-      `${total.toLocaleString()} sample${total === 1 ? "" : "s"}${filtered ? (total === 1 ? " matches" : " match") : ""}`;
+      `${total.toLocaleString()}${capped ? "+" : ""} sample${total === 1 ? "" : "s"}${filtered ? (total === 1 ? " matches" : " match") : ""}`;
+    // the samples browser opens with the same filters (its parameters are these)
+    const browser = document.querySelector('[data-testid="samples-browser-link"]');
+    if (browser) {
+      const q = new URLSearchParams();
+      for (const name of FILTERS) if (state[name]) q.set(name, state[name]);
+      browser.href = `${data.samples_page}${q.toString() ? `?${q.toString()}` : ""}`;
+    }
   }
 
   function showError(text) {
@@ -174,6 +205,7 @@
       showError(await errorText(response));
       body.replaceChildren();
       total = 0;
+      capped = false;
       renderPager();
       return;
     }
@@ -181,6 +213,7 @@
     if (mine !== request) return;
     showError("");
     total = page.count;
+    capped = Boolean(page.count_capped);
     if (total) section.hidden = false;
     body.replaceChildren(...page.results.map(sampleRow));
     if (!page.results.length) {
