@@ -20,6 +20,41 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = Path(os.environ.get("ORLAB_TEST_ARTIFACTS", "/tmp/orlab-test-artifacts"))
 
 
+try:
+    from django.contrib.auth.hashers import PBKDF2PasswordHasher
+except ImportError:  # pure trainer environments without Django
+    PBKDF2PasswordHasher = object
+
+
+class FastPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """Django's PBKDF2 with 1,000 iterations instead of 1,000,000 (about 1 s a password on this
+    2-core machine, and most tests create one or two users). The hash names its iteration count
+    (pbkdf2_sha256$1000$...), so a server process started by a test (gunicorn, a worker) on the
+    project's own settings still verifies it; production settings are unchanged."""
+
+    iterations = 1000
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing():
+    """Every test process hashes passwords with FastPBKDF2PasswordHasher (a Django test-speed
+    setting: no test is about the hash's cost)."""
+    try:
+        import django.conf
+
+        if not django.conf.settings.configured:
+            yield
+            return
+        from django.test.utils import override_settings
+    except ImportError:
+        yield
+        return
+    override = override_settings(PASSWORD_HASHERS=["tests.conftest.FastPBKDF2PasswordHasher"])
+    override.enable()
+    yield
+    override.disable()
+
+
 @pytest.fixture(autouse=True)
 def _artifacts(request):
     """Checkpoints of in-process sinks go to a throw-away folder (pure trainer tests skip this)."""
