@@ -63,6 +63,16 @@ def hsl(color: str) -> tuple[float, float, float]:
     return h, s, lightness
 
 
+# The SVG path plotly (or the fast path) drew for trace i of a chart.
+PATH_D = """([sel, i]) => { const g = [...document.querySelectorAll(sel + ' .scatterlayer .trace')]
+  .find(g => g.__data__[0].trace.index === i); return g ? g.querySelector('path.js-line').getAttribute('d') : null; }"""
+# Every drawn point of every visible line: plotly's calcdata (what hover reads) holds the data's y.
+CALC_MATCHES = """sel => { const p = document.querySelector(sel); return p.data.every((t, i) => t.visible === false ||
+  p.calcdata[i].every((pt, j) => pt.y === undefined || Math.abs(pt.y - t.y[j]) < 1e-9)); }"""
+HIDDEN_STATE = """([sel, i]) => { const p = document.querySelector(sel); const g = [...p.querySelectorAll('.scatterlayer .trace')]
+  .find(g => g.__data__[0].trace.index === i); return { display: g.style.display, full: p._fullData[i].visible }; }"""
+
+
 def draws(page, key: str) -> int:
     return int(page.get_attribute(plot(key), "data-draws") or 0)
 
@@ -75,6 +85,8 @@ def test_thirty_runs_in_three_groups(live_server, project, many, browser):
     page.set_viewport_size({"width": 1400, "height": 900})
     group_requests: list[str] = []
     page.on("request", lambda r: group_requests.append(r.url) if "/api/compare/groups/" in r.url else None)
+    series_requests: list[str] = []
+    page.on("request", lambda r: series_requests.append(r.url) if "/api/compare/series/" in r.url else None)
     keys = "".join(f"&key={k}" for k in KEYS)
     login(page, live_server.url, f"/compare/?runs={','.join(str(r.id) for r in runs)}{keys}")
     first, last = KEYS[0], KEYS[-1]
@@ -102,9 +114,13 @@ def test_thirty_runs_in_three_groups(live_server, project, many, browser):
     assert all(len(h) == 1 for h in hue_of.values()) and len({h.pop() for h in hue_of.values()}) == 3
     assert len({t["color"] for t in drawn}) == RUNS
 
-    # a smoothing step restyles the drawn curves in place: same traces, no new plot
+    # a smoothing step restyles the drawn curves in place: same traces, no new plot, no new request;
+    # the fast path writes y into plotly's data, full data and calcdata (hover reads those) and
+    # redraws only the lines' SVG paths
     page.evaluate(f"document.querySelector('{plot(first)} .main-svg').dataset.mark = 'kept'")
     before = draws(page, first)
+    path_before = page.evaluate(PATH_D, [plot(first), 0])
+    series_requests.clear()
     page.evaluate("""() => { const s = document.getElementById('smooth'); s.value = '0.9';
                              s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }""")
     wait_for(lambda: traces(page, first)[0]["y"] != drawn[0]["y"], timeout=15, message="smoother curves")
@@ -112,12 +128,43 @@ def test_thirty_runs_in_three_groups(live_server, project, many, browser):
     assert len(after) == len(drawn) and [t["kind"] for t in after] == ["smoothed"] * RUNS
     assert draws(page, first) == before
     assert page.evaluate(f"document.querySelector('{plot(first)} .main-svg').dataset.mark") == "kept"
+    assert int(page.get_attribute(plot(first), "data-fast-restyles") or 0) >= 1
+    assert page.evaluate(PATH_D, [plot(first), 0]) != path_before
+    assert page.evaluate(CALC_MATCHES, plot(first))
+    # the smoothed values are the debiased EMA (weight 0.9) of the run's logged points
+    raw, ema, acc = loss[after[0]["runs"][0]], [], 0.0
+    for n, v in enumerate(raw, start=1):
+        acc = 0.9 * acc + 0.1 * v
+        ema.append(acc / (1 - 0.9**n))
+    assert np.allclose(after[0]["y"], ema, rtol=1e-9) and not series_requests
 
-    # a legend click hides that run's curve everywhere, again in place
+    # a legend click hides that run's curve everywhere, again in place (its line is not displayed
+    # and its full trace is not visible, so hover skips it)
     page.locator('[data-testid="legend-item"]').nth(1).click()
     wait_for(lambda: not traces(page, first)[1]["visible"], timeout=15, message="the hidden run")
     assert len(traces(page, first)) == RUNS and draws(page, first) == before
     assert "hide=" in page.url
+    assert page.evaluate(HIDDEN_STATE, [plot(first), 1]) == {"display": "none", "full": False}
+    # smoothing while hidden, then shown again: the line is at the current smoothing
+    page.evaluate("""() => { const s = document.getElementById('smooth'); s.value = '0.8';
+                             s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }""")
+    wait_for(
+        lambda: page.get_attribute(plot(first), "data-smooth") == "0.8", timeout=15, message="smoothing 0.8"
+    )
+    page.locator('[data-testid="legend-item"]').nth(1).click()
+    wait_for(lambda: traces(page, first)[1]["visible"], timeout=15, message="the run shown again")
+    assert page.evaluate(HIDDEN_STATE, [plot(first), 1]) == {"display": "", "full": True}
+    assert page.evaluate(CALC_MATCHES, plot(first)) and draws(page, first) == before
+    # plotly's own redraw (a zoom) draws from the same state: the paths stay at the new smoothing
+    smoothed_path = page.evaluate(PATH_D, [plot(first), 0])
+    page.evaluate(
+        f"Plotly.relayout(document.querySelector('{plot(first)}'), {{'xaxis.range': [0, {STEPS - 1}]}})"
+    )
+    assert page.evaluate(CALC_MATCHES, plot(first))
+    assert page.evaluate(PATH_D, [plot(first), 0]).count("L") >= smoothed_path.count("L") // 2
+    page.locator('[data-testid="legend-item"]').nth(1).click()
+    wait_for(lambda: not traces(page, first)[1]["visible"], timeout=15, message="hidden again")
+    assert not series_requests
 
     # the charts below the fold are drawn only once scrolled into view
     assert draws(page, last) == 0 and page.get_attribute(plot(last), "data-points") == "0"

@@ -32,8 +32,23 @@
   const POLL_MS = 2000;
   const EVAL_EVERY = 5; // polls
   const MANY = 10; // above this many runs: raw layer off by default, grouping offered first
-  // per series: 1500 points for a few runs, down to 400 at 50+ runs (a chart is ~700 px wide)
-  const MAX_POINTS = Math.max(400, Math.min(data.max_points || 1500, Math.round(20000 / data.runs.length)));
+  // Points per series matched to a chart's width: M4 needs about 2 points per pixel column of one
+  // curve (every bucket's min and max); with more than 10 runs overlaid the budget is shared
+  // (10 / runs of it per run, at least 120 points): 50 runs on a 600 px plot get 240 points each
+  // rather than 1,500. Plotly's cost per chart grows with the points drawn (path strings, calc).
+  const MAX_POINTS = pointsPerSeries(data.runs.length);
+  function pointsPerSeries(n) {
+    const cap = data.max_points || 1500;
+    let width = 640;
+    try {
+      const cols = getComputedStyle(chartsEl).gridTemplateColumns.split(" ").filter(Boolean).length || 1;
+      const w = chartsEl.clientWidth / cols - 72; // less the plot's margins
+      if (w > 100) width = w;
+    } catch (err) {
+      // no layout (a hidden page): the default width
+    }
+    return Math.max(120, Math.min(cap, Math.round(2 * width * Math.min(1, 10 / Math.max(1, n)))));
+  }
   const GROUP_POINTS = 400; // a group's mean and band (M4 on the mean)
   const GRID_POINTS = 1000;
   const PALETTE = [
@@ -152,7 +167,7 @@
     if (!(weight > 0)) return values;
     const out = new Array(values.length);
     let last = 0;
-    let n = 0;
+    let wn = 1; // weight ** (finite points so far)
     for (let i = 0; i < values.length; i++) {
       const v = values[i];
       if (v === null || !Number.isFinite(v)) {
@@ -160,8 +175,8 @@
         continue;
       }
       last = last * weight + (1 - weight) * v;
-      n++;
-      out[i] = last / (1 - Math.pow(weight, n));
+      wn *= weight;
+      out[i] = last / (1 - wn);
     }
     return out;
   }
@@ -632,6 +647,118 @@
     });
   }
 
+  /* The fast path of a smoothing step and a legend click. Plotly.restyle recomputes every trace of
+     a chart whatever changed (defaults, calc, autorange, every SVG path): 100-300 ms for 50 traces
+     on this project's 2-core machine, so 6 charts in view took over a second per slider step. A
+     smoothing step changes only y of the smoothed lines and a legend click only whether a line
+     shows, so both are written straight into what plotly holds: the trace's y (data and full
+     data), its calcdata points (hover reads those) and the SVG path of that trace, drawn on the
+     current axes (c2p); a hidden line's group is not displayed and its full trace is not visible
+     (no hover). Plotly's next redraw (zoom, resize) draws from that same state. The axis ranges
+     stay as they are until the next full draw (a smoothing step or hidden run does not rescale the
+     axes). Only plain line traces of a chart in the expected shape take it; anything else
+     (bands, markers, a trace plotly did not draw, a missing axis) returns false and the caller
+     falls back to Plotly.restyle. */
+  function traceNodes(plot) {
+    const out = new Map();
+    for (const g of plot.querySelectorAll(".scatterlayer .trace")) {
+      const cd = g.__data__;
+      const t = cd && cd[0] && cd[0].trace;
+      if (t && Number.isInteger(t.index)) out.set(t.index, g);
+    }
+    return out;
+  }
+  function plainLine(plot, i) {
+    const full = plot._fullData && plot._fullData[i];
+    return (
+      full && full.type === "scatter" && full.mode === "lines" && (!full.fill || full.fill === "none") &&
+      (!full.line || !full.line.shape || full.line.shape === "linear") && full.xaxis === "x" && full.yaxis === "y"
+    ); // fmt: skip
+  }
+  /* Data to pixels on a plotly axis: linear and date axes (x in ms) are l = c, log axes l =
+     log10(c), then p = _b + _m * l (plotly's own l2p, without its per-call checks). */
+  function toPixels(ax) {
+    const m = ax._m;
+    const b = ax._b;
+    if (!Number.isFinite(m) || !Number.isFinite(b)) return (v) => ax.c2p(v);
+    if (ax.type === "log") return (v) => (v > 0 ? b + m * Math.log10(v) : NaN);
+    if (ax.type === "linear" || ax.type === "date") return (v) => b + m * v;
+    return (v) => ax.c2p(v);
+  }
+  function linePath(xs, ys, xa, ya) {
+    // "M x,y L x,y ..." in the plot area's pixels; a gap (no finite y) starts a new piece, as
+    // plotly draws connectgaps: false. Far-off points are clamped (SVG coordinates stay sane; the
+    // plot area clips them as plotly's own lines are clipped).
+    const fx = toPixels(xa);
+    const fy = toPixels(ya);
+    let d = "";
+    let open = false;
+    for (let j = 0; j < ys.length; j++) {
+      let px = fx(xs[j]);
+      let py = fy(ys[j]);
+      if (!(px === px && py === py) || px === Infinity || px === -Infinity || py === Infinity || py === -Infinity) {
+        open = false;
+        continue;
+      }
+      px = px > 1e6 ? 1e6 : px < -1e6 ? -1e6 : Math.round(px * 100) / 100;
+      py = py > 1e6 ? 1e6 : py < -1e6 ? -1e6 : Math.round(py * 100) / 100;
+      d += (open ? "L" : "M") + px + "," + py;
+      open = true;
+    }
+    return d;
+  }
+  function fastY(plot, idx, ys) {
+    const fl = plot._fullLayout;
+    const xa = fl && fl.xaxis;
+    const ya = fl && fl.yaxis;
+    if (!xa || !ya || typeof xa.c2p !== "function" || typeof ya.c2p !== "function" || !plot.calcdata) return false;
+    const nodes = traceNodes(plot);
+    const jobs = [];
+    for (let k = 0; k < idx.length; k++) {
+      const i = idx[k];
+      if (!plainLine(plot, i)) return false;
+      const cd = plot.calcdata[i];
+      const t = plot.data[i];
+      const hidden = t.visible === false;
+      const node = nodes.get(i);
+      const path = node && node.querySelector("path.js-line");
+      const x = t.x || [];
+      const drawn = !!path && !!cd && cd.length === x.length && ys[k].length === x.length;
+      if (!drawn && !hidden) return false;
+      jobs.push({ i, cd, path, x, y: ys[k], drawn });
+    }
+    for (const j of jobs) {
+      plot.data[j.i].y = j.y;
+      plot._fullData[j.i].y = j.y;
+      if (!j.drawn) continue; // hidden and never drawn: plotly draws it from data when shown again
+      for (let n = 0; n < j.cd.length; n++) {
+        const v = j.y[n];
+        if (j.cd[n].y !== undefined && Number.isFinite(v)) j.cd[n].y = v;
+      }
+      j.path.setAttribute("d", linePath(j.x, j.y, xa, ya));
+    }
+    return true;
+  }
+  function fastVisible(plot, idx, visible) {
+    if (!plot._fullData || !plot.calcdata) return false;
+    const nodes = traceNodes(plot);
+    for (let k = 0; k < idx.length; k++) {
+      const i = idx[k];
+      if (!plainLine(plot, i)) return false;
+      // shown again: only a line plotly drew (its path follows every smoothing step, hidden or not)
+      const cd = plot.calcdata[i];
+      if (visible[k] && (!nodes.get(i) || !cd || cd.length !== (plot.data[i].x || []).length)) return false;
+    }
+    for (let k = 0; k < idx.length; k++) {
+      const i = idx[k];
+      plot.data[i].visible = visible[k];
+      plot._fullData[i].visible = visible[k];
+      const node = nodes.get(i);
+      if (node) node.style.display = visible[k] ? "" : "none";
+    }
+    return true;
+  }
+
   /* Bring a drawn chart to the current smoothing and hidden series by restyling only the traces
      that changed (y of the smoothed curves and group bands; visible of the hidden ones); a chart
      whose structure changed is drawn anew. */
@@ -646,7 +773,10 @@
       return;
     }
     if (resmooth && meta.smooth.length) {
-      Plotly.restyle(plot, { y: meta.smooth.map((e) => ema(e.src, state.smooth)) }, meta.smooth.map((e) => e.i));
+      const ys = meta.smooth.map((e) => ema(e.src, state.smooth));
+      const idx = meta.smooth.map((e) => e.i);
+      if (fastY(plot, idx, ys)) plot.dataset.fastRestyles = String(Number(plot.dataset.fastRestyles || 0) + 1);
+      else Plotly.restyle(plot, { y: ys }, idx);
     }
     meta.smoothed = state.smooth;
     plot.dataset.smooth = String(state.smooth);
@@ -660,7 +790,10 @@
         visible.push(want);
       }
     });
-    if (idx.length) Plotly.restyle(plot, { visible }, idx);
+    if (idx.length) {
+      if (fastVisible(plot, idx, visible)) plot.dataset.fastRestyles = String(Number(plot.dataset.fastRestyles || 0) + 1);
+      else Plotly.restyle(plot, { visible }, idx);
+    }
     const shapeUpdate = {};
     meta.shapeOwners.forEach((owner, j) => {
       const want = !state.hide.has(owner);
