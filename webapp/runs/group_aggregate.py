@@ -61,15 +61,24 @@ def aggregate_members(
         grid = np.unique(np.concatenate([s for s, _ in members]))
         matrix = np.vstack([_on_grid(grid, s, v) for s, v in members])
     finite = np.isfinite(matrix)
-    count = finite.sum(axis=0)
-    masked = np.where(finite, matrix, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN columns, one-value std
-        mean = np.nanmean(masked, axis=0)
-        lo = np.nanmin(masked, axis=0)
-        hi = np.nanmax(masked, axis=0)
-        std = np.nanstd(masked, axis=0, ddof=1)
-    std = np.where(count == 1, 0.0, std)
+    if finite.all():
+        # the common case (every member logged every step): numpy's plain reductions, several
+        # times faster than the nan-aware ones on 10 x 20,000 values
+        count = np.full(len(grid), len(members), dtype=np.int64)
+        mean = matrix.mean(axis=0)
+        lo = matrix.min(axis=0)
+        hi = matrix.max(axis=0)
+        std = matrix.std(axis=0, ddof=1) if len(members) > 1 else np.zeros(len(grid))
+    else:
+        count = finite.sum(axis=0)
+        masked = np.where(finite, matrix, np.nan)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN columns, one-value std
+            mean = np.nanmean(masked, axis=0)
+            lo = np.nanmin(masked, axis=0)
+            hi = np.nanmax(masked, axis=0)
+            std = np.nanstd(masked, axis=0, ddof=1)
+        std = np.where(count == 1, 0.0, std)
     out = {"steps": grid, "mean": mean, "std": std, "min": lo, "max": hi, "count": count.astype(np.int64)}
     if max_points is not None and len(grid) > max_points:
         idx = m4(grid, mean, max_points)
