@@ -23,14 +23,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
 from trainers.common import sandbox_record
 from webapp.runs import attempts, services
+from webapp.runs import samples as rollout_samples
 from webapp.runs.metric_store import Columns, metrics_record
-from webapp.runs.models import Sample
 from workers import shutdown
 from workers.db_retry import db_retry
 
@@ -65,7 +64,7 @@ class DbSink:
         self._write_lock = threading.Lock()
         self._flushed = threading.Condition(self._lock)
         self._buffer: dict[str, tuple[list, list, list]] = {}
-        self._samples: list[Sample] = []
+        self._samples: list[dict] = []  # webapp.runs.samples.normalize's rows
         self._buffered = 0
         self._closing = False
         self._error: BaseException | None = None
@@ -94,7 +93,9 @@ class DbSink:
             first = self._sample_seq.get(step, 0)
             self._sample_seq[step] = first + len(samples)
             rows = [
-                _sample_row(self.run_id, step, s, key=f"orlab:a{self.attempt}:s{step}:{first + i}")
+                rollout_samples.normalize(
+                    s, i, step=step, client_key=f"orlab:a{self.attempt}:s{step}:{first + i}", lenient=True
+                )
                 for i, s in enumerate(samples)
             ]
             self._samples.extend(rows)
@@ -195,10 +196,8 @@ class DbSink:
                 self._replace_redone()
                 if batch:
                     metrics_record(self.run_id, batch)
-                if samples:
-                    for row in samples:
-                        row.pk = None  # a failed try may have set ids the rollback took back
-                    Sample.objects.bulk_create(samples, batch_size=1000, ignore_conflicts=True)
+                if samples:  # the record, its aggregates; keys already stored are skipped
+                    rollout_samples.record_rows(self.run_id, samples, attempt=self.attempt)
 
         db_retry(write, f"store the metrics of run {self.run_id}")
         self._replaced = True
@@ -243,28 +242,3 @@ class DbSink:
         finally:
             close_old_connections()
             connection.close()
-
-
-def _sample_row(run_id: int, step: int, sample: Mapping[str, Any], key: str | None = None) -> Sample:
-    known = {"prompt", "completion", "reward", "advantage", "verdict", "length", "truncated"}
-    completion = str(sample.get("completion", ""))
-    return Sample(
-        run_id=run_id,
-        step=step,
-        prompt=str(sample.get("prompt", "")),
-        completion=completion,
-        reward=_float_or_none(sample.get("reward")),
-        advantage=_float_or_none(sample.get("advantage")),
-        verdict=str(sample.get("verdict", ""))[:32],
-        length=int(sample.get("length", len(completion))),
-        truncated=bool(sample.get("truncated", False)),
-        extra={k: v for k, v in sample.items() if k not in known},
-        client_key=key,
-    )
-
-
-def _float_or_none(value) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if np.isfinite(value) else None

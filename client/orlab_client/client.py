@@ -17,6 +17,7 @@ log = logging.getLogger("orlab_client")
 
 DEFAULT_SPOOL = Path(os.environ.get("ORLAB_SPOOL_DIR", Path.home() / ".orlab" / "spool"))
 MAX_POINTS_PER_REQUEST = 50_000
+MAX_SAMPLES_PER_REQUEST = 10_000  # the server's limit per POST /api/runs/{id}/samples/
 
 
 class OrlabError(Exception):
@@ -241,12 +242,21 @@ class Run:
             self._points.extend(points)
 
     def log_samples(self, step: int, samples: list[dict]) -> None:
+        """Rollouts at ``step``: dicts of the sample record (``prompt``, ``completion``, and any of
+        ``reward``, ``advantage``, ``verdict``, ``length``, ``truncated``, ``group_index``,
+        ``member_index``, ``finish_reason``, ``rewards``, ``extracted_answer``, ``expected_answer``,
+        ``data_source``, ``phase``, ``checkpoint_step``, ``attempt``, ``group_status``, ``tokens``,
+        ``extra``; other keys land in ``extra``). NaN/inf become null, numpy values plain numbers;
+        each sample gets a client key, so a re-sent batch is stored once. Sent in requests of at
+        most MAX_SAMPLES_PER_REQUEST."""
         batch = uuid.uuid4().hex
-        body = {
-            "samples": [{"step": int(step), "client_key": f"{batch}:{i}", **s} for i, s in enumerate(samples)]
-        }
+        rows = [
+            {"step": int(step), "client_key": f"{batch}:{i}", **_sample_json(s)}
+            for i, s in enumerate(samples)
+        ]
         with self._lock:
-            self._records.append(("samples", body))
+            for i in range(0, len(rows), MAX_SAMPLES_PER_REQUEST):
+                self._records.append(("samples", {"samples": rows[i : i + MAX_SAMPLES_PER_REQUEST]}))
 
     def log_evaluation(
         self, step: int, benchmark: str, metrics: dict[str, float], protocol: dict | None = None
@@ -364,3 +374,23 @@ class Run:
 def _json_number(value) -> float | None:
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _sample_json(value, depth: int = 0):
+    """A sample as JSON can carry it: non-finite floats as null, numpy scalars/arrays (anything with
+    ``tolist``) as plain numbers and lists, tuples as lists; ``reference`` (an older name) as
+    ``expected_answer``."""
+    if depth == 0 and isinstance(value, dict) and "reference" in value and "expected_answer" not in value:
+        value = {**value, "expected_answer": value["reference"]}
+        del value["reference"]
+    if isinstance(value, bool) or value is None or isinstance(value, int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist") and not isinstance(value, dict | list | tuple):  # numpy
+        return _sample_json(value.tolist(), depth + 1)
+    if isinstance(value, dict):
+        return {str(k): _sample_json(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_sample_json(v, depth + 1) for v in value]
+    return value

@@ -77,7 +77,10 @@ class ActiveRun:
 
     def log_samples(self, samples: list[dict], step: int | None = None) -> None:
         """Generations at ``step``: dicts with ``prompt``, ``completion`` and optionally ``reward``,
-        ``verdict``, ``reference``, ``extra`` (what ``POST /api/runs/{id}/samples/`` takes)."""
+        ``advantage``, ``verdict``, ``length``, ``truncated``, ``group_index``, ``member_index``,
+        ``finish_reason``, ``rewards``, ``extracted_answer``, ``expected_answer`` (or ``reference``),
+        ``data_source``, ``phase``, ``checkpoint_step``, ``group_status``, ``tokens``, ``extra``: the
+        sample record of ``POST /api/runs/{id}/samples/`` (README, Rollout samples)."""
         self._check_open()
         self._run.log_samples(self._at(step), list(samples))
 

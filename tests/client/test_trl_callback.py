@@ -20,6 +20,7 @@ from tests.client.test_client import server, token  # noqa: F401 (fixtures)
 from trainers.common.tiny import build_char_tokenizer, tiny_config
 from webapp.runs.metric_store import series_read
 from webapp.runs.models import Run, Sample
+from webapp.runs.samples import prompt_text
 
 MAX_COMPLETION = 8
 PROMPTS = ["1+1=", "2+3="]
@@ -92,9 +93,9 @@ def test_grpo_trainer_logs_metrics_and_grouped_completions(server, token, projec
     for step, rows in by_step.items():
         groups = defaultdict(list)
         for s in rows:
-            assert s.extra["source"] == "trl" and s.extra["mode"] == "train"
-            assert set(s.extra["rewards"]) == {"short", "has_digit"}
-            rewards = s.extra["rewards"]
+            assert s.extra["source"] == "trl" and s.phase == "train"
+            assert set(s.rewards) == {"short", "has_digit"}
+            rewards = s.rewards
             assert rewards["short"] == pytest.approx(-len(s.completion) / MAX_COMPLETION)
             assert rewards["has_digit"] == float(any(ch.isdigit() for ch in s.completion))
             assert s.reward == pytest.approx(rewards["short"] + rewards["has_digit"])
@@ -102,13 +103,14 @@ def test_grpo_trainer_logs_metrics_and_grouped_completions(server, token, projec
             # the char tokenizer: one token a character; a completion that stopped counts its EOS
             assert s.truncated == (len(s.completion) >= MAX_COMPLETION)
             assert s.length == len(s.completion) + (0 if s.truncated else 1)
+            assert s.finish_reason == ("length" if s.truncated else "stop")
             endings.add(s.truncated)
-            groups[s.extra["group"]].append(s)
+            groups[s.group_index].append(s)
         assert sorted(groups) == [0, 1]
-        assert sorted(g[0].prompt for g in groups.values()) == PROMPTS
+        assert sorted(prompt_text(g[0]) for g in groups.values()) == PROMPTS
         for group in groups.values():
-            assert len({s.prompt for s in group}) == 1
-            assert sorted(s.extra["generation"] for s in group) == [0, 1]
+            assert len({s.prompt_ref_id for s in group}) == 1
+            assert sorted(s.member_index for s in group) == [0, 1]
             # GRPO's advantage: the reward minus its group's mean (scaled by the group's std)
             assert sum(s.advantage for s in group) == pytest.approx(0.0, abs=1e-4)
             hi, lo = sorted(group, key=lambda s: s.reward, reverse=True)
@@ -119,7 +121,7 @@ def test_grpo_trainer_logs_metrics_and_grouped_completions(server, token, projec
             metric["train/completions/clipped_ratio"][step]
         )
         for name in ("short", "has_digit"):
-            mean = sum(s.extra["rewards"][name] for s in rows) / 4
+            mean = sum(s.rewards[name] for s in rows) / 4
             assert mean == pytest.approx(metric[f"train/rewards/{name}/mean"][step], abs=1e-6)
         assert sum(s.reward for s in rows) / 4 == pytest.approx(metric["train/reward"][step], abs=1e-6)
     assert endings == {True, False}  # both a completion cut at max_completion_length and one that stopped

@@ -433,6 +433,7 @@ def test_verl_tracking_logs_metrics_and_validation_generations_as_samples(mlflow
     """verl's trainer.logger=['console','mlflow'] path: Tracking(default_backend=['mlflow']) logs the
     metrics; ValidationGenerationsLogger uploads val_step{N}.json, which becomes samples of the run."""
     from webapp.runs.models import Run, Sample
+    from webapp.runs.samples import prompt_text
 
     verl = _verl_tracking_module()
     tracking = verl.Tracking(
@@ -451,11 +452,17 @@ def test_verl_tracking_logs_metrics_and_validation_generations_as_samples(mlflow
     assert (run.project.name, run.project.owner, run.status) == ("verl-gsm8k", alice, "succeeded")
     assert {s.key for s in run.series.all()} == {"val-core/gsm8k/reward/mean_at_1", "actor/pg_loss"}
     samples = list(Sample.objects.filter(run=run).order_by("step", "id"))
-    assert [(s.step, s.prompt, s.completion, s.reward) for s in samples[:2]] == [
+    assert [(s.step, prompt_text(s), s.completion, s.reward) for s in samples[:2]] == [
         (2, "1+1=?", "2", 1.0),
         (2, "2+2=?", "5", 0.0),
     ]
-    assert samples[2].reward is None and samples[2].extra == {"source": "verl validation", "score": "nan"}
+    assert samples[2].reward is None and samples[2].extra == {
+        "source": "verl validation",
+        "score": "nan",
+        "group_status": "kept",  # a group of its own (one generation of that prompt), no reward
+    }
+    assert {s.phase for s in samples} == {"eval"}
+    assert [(s.group_index, s.member_index) for s in samples] == [(0, 0), (1, 0), (2, 0), (0, 0)]
     assert [s.step for s in samples] == [2, 2, 2, 4]
     # the file itself is an artifact of the run as well
     from mlflow import MlflowClient

@@ -40,6 +40,16 @@ class RetentionConfig(BaseModel):
     best_mode: Literal["max", "min"] = Field(
         "max", description="whether higher or lower best_metric is better"
     )
+    # rollout samples (webapp.runs.retention); unset: the server's ORLAB_SAMPLE_KEEP_* settings
+    samples_keep_last_steps: int | None = Field(
+        None,
+        ge=0,
+        le=10_000_000,
+        description="keep every rollout sample of the last K steps and a fraction of older groups (0: keep all)",
+    )
+    samples_keep_fraction: float | None = Field(
+        None, ge=0.0, le=1.0, description="the (seeded) fraction of older steps' sample groups kept"
+    )
 
 
 class ModelComputeFields(BaseModel):

@@ -25,6 +25,7 @@ from webapp.api.errors import bad_request
 from webapp.api.json_safety import MAX_CONFIG_BYTES, json_field_validator
 from webapp.datasets.models import ScoringJob
 from webapp.fleet.selectors import launch_check_summary
+from webapp.runs import samples as rollout_samples
 from webapp.runs import selectors, services
 from webapp.runs.attempts import attempts_of
 from webapp.runs.dependencies import waiting_for
@@ -289,16 +290,18 @@ class RunSamplesApi(generics.ListAPIView):
     filter_backends = []
 
     @extend_schema(
-        request=s.SampleBatchSerializer,
+        request=s.SampleBatchSchema,
         responses={200: OpenApiTypes.OBJECT},
-        description="Store up to 10,000 samples atomically; samples with a client_key already stored are skipped.",
+        description="Store up to 10,000 samples atomically (the record: README, Rollout samples); samples "
+        "with a client_key the run has (or had, before retention) are skipped. A bad value is a 400 "
+        "naming the row and the field (samples.3.finish_reason).",
     )
     def post(self, request: Request, pk: int) -> Response:
         run = _external_run_for_write(request, pk)
         ser = s.SampleBatchSerializer(data=request.data)
         ser.is_valid(raise_exception=True)
         samples = ser.validated_data["samples"]
-        written = services.samples_record(run, samples)
+        written = rollout_samples.record_rows(run, samples)
         return Response({"received": len(samples), "written": written, "skipped": len(samples) - written})
 
     @extend_schema(

@@ -8,7 +8,19 @@ from rest_framework import serializers
 from webapp.api.json_safety import MAX_CONFIG_BYTES, SafeJSONField, json_field_validator
 from webapp.datasets.models import Dataset, PreferencePair, Problem
 from webapp.projects.models import Project
-from webapp.runs.models import SAMPLE_VERDICTS, Checkpoint, Evaluation, Run, Sample
+from webapp.runs.models import (
+    GROUP_STATUSES,
+    SAMPLE_FINISH_REASONS,
+    SAMPLE_PHASES,
+    SAMPLE_VERDICTS,
+    Checkpoint,
+    Evaluation,
+    Run,
+    Sample,
+)
+from webapp.runs.samples import SampleError
+from webapp.runs.samples import normalize as sample_normalize
+from webapp.runs.samples import prompt_text as sample_prompt_text
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -157,23 +169,79 @@ class MetricPointSerializer(serializers.Serializer):
 
 
 class SampleInSerializer(serializers.Serializer):
+    """One sample of POST /api/runs/{id}/samples/ (the record: webapp.runs.samples). Documents the
+    schema; the batch is checked by SampleBatchSerializer with webapp.runs.samples.normalize, which
+    names the row and the field of a bad value (``samples.3.finish_reason``). Keys outside these go
+    into ``extra``."""
+
     step = serializers.IntegerField(min_value=0, max_value=MAX_STEP)
     prompt = TextField(allow_blank=True, trim_whitespace=False)
     completion = TextField(allow_blank=True, trim_whitespace=False)
-    reward = serializers.FloatField(required=False, allow_null=True, default=None)
+    reward = serializers.FloatField(required=False, allow_null=True, default=None, help_text="the total")
     advantage = serializers.FloatField(required=False, allow_null=True, default=None)
     verdict = TextField(max_length=32, required=False, allow_blank=True, default="")
-    length = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
+    length = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, required=False, help_text="tokens; default: characters"
+    )
     truncated = serializers.BooleanField(required=False, default=False)
+    group_index = serializers.IntegerField(
+        min_value=0, required=False, allow_null=True, help_text="which group of the step (0..G-1)"
+    )
+    member_index = serializers.IntegerField(
+        min_value=0, required=False, allow_null=True, help_text="its place in the group (0..n-1)"
+    )
+    finish_reason = serializers.ChoiceField(choices=list(SAMPLE_FINISH_REASONS), required=False)
+    rewards = serializers.DictField(
+        child=serializers.FloatField(allow_null=True), required=False, help_text="reward function -> value"
+    )
+    extracted_answer = TextField(required=False, allow_blank=True)
+    expected_answer = TextField(required=False, allow_blank=True, help_text="stored once, on the prompt")
+    data_source = TextField(max_length=100, required=False, allow_blank=True)
+    phase = serializers.ChoiceField(choices=list(SAMPLE_PHASES), required=False, default="train")
+    checkpoint_step = serializers.IntegerField(
+        min_value=0, max_value=MAX_STEP, required=False, allow_null=True
+    )
+    attempt = serializers.IntegerField(
+        min_value=0, required=False, allow_null=True, help_text="default: the run's current attempt"
+    )
+    group_status = serializers.ChoiceField(
+        choices=list(GROUP_STATUSES), required=False, help_text="default: derived from the group's members"
+    )
+    tokens = serializers.DictField(
+        child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
+        required=False,
+        help_text="per-token arrays, each as long as offsets: offsets (int, char offset of each token in "
+        "the completion), logprobs, entropies, engine_logprobs",
+    )
     extra = serializers.DictField(required=False, default=dict, validators=[json_field_validator()])
     client_key = TextField(
         max_length=100, required=False, allow_null=True, default=None,
-        help_text="unique per run: a re-sent sample with the same key is stored once",
+        help_text="unique per run: a re-sent sample with the same key is stored once (also after "
+        "retention deleted it)",
     )  # fmt: skip
 
 
-class SampleBatchSerializer(serializers.Serializer):
+class SampleBatchSchema(serializers.Serializer):
+    """The documented request body of POST /api/runs/{id}/samples/."""
+
     samples = SampleInSerializer(many=True, max_length=10_000, allow_empty=False)
+
+
+class SampleBatchSerializer(serializers.Serializer):
+    """The request body as checked: each row through webapp.runs.samples.normalize (one pass; DRF's
+    per-field serializers cost more than the insert at 10,000 rows). validated_data["samples"]
+    holds the normalized rows for webapp.runs.samples.record_rows."""
+
+    samples = serializers.ListField(max_length=10_000, allow_empty=False)
+
+    def validate_samples(self, value):
+        rows = []
+        for i, sample in enumerate(value):
+            try:
+                rows.append(sample_normalize(sample, i))
+            except SampleError as exc:
+                raise serializers.ValidationError({str(exc.row): {exc.field: [exc.reason]}}) from None
+        return rows
 
 
 class SampleFilterSerializer(serializers.Serializer):
@@ -276,20 +344,38 @@ class CheckpointSerializer(serializers.ModelSerializer):
 
 
 class SampleSerializer(serializers.ModelSerializer):
+    """A stored sample (the prompt resolved: its RolloutPrompt's text, or a legacy row's own)."""
+
+    prompt = serializers.SerializerMethodField()
+    prompt_id = serializers.IntegerField(source="prompt_ref_id", allow_null=True, read_only=True)
+
     class Meta:
         model = Sample
         fields = [
             "id",
             "step",
             "prompt",
+            "prompt_id",
             "completion",
             "reward",
             "advantage",
             "verdict",
             "length",
             "truncated",
+            "group_index",
+            "member_index",
+            "finish_reason",
+            "rewards",
+            "extracted_answer",
+            "phase",
+            "checkpoint_step",
+            "attempt",
+            "data_source",
             "extra",
         ]
+
+    def get_prompt(self, obj) -> str:
+        return sample_prompt_text(obj)
 
 
 class EvaluationSerializer(serializers.ModelSerializer):

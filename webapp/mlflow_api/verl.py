@@ -4,8 +4,12 @@ verl (verl/utils/tracking.py, ValidationGenerationsLogger.log_generations_to_mlf
 file per validation step, ``val_step{step}.json`` at the run's artifact root, holding
 ``[{"input": prompt, "output": completion, "score": reward}, ...]``, and uploads it with
 ``mlflow.log_artifact``. The upload is kept as an artifact like any other; when its name and shape
-are verl's, its rows are also stored as samples (step = the validation step, ``extra.source`` =
-"verl validation"), idempotent per file row (client_key), so a re-upload adds nothing."""
+are verl's, its rows are also stored as samples (step = the validation step, phase "eval",
+``extra.source`` = "verl validation"), idempotent per file row (client_key), so a re-upload adds
+nothing. The rows of one prompt (verl's ``val_kwargs.n`` generations of it) form a group:
+``group_index`` numbers the file's distinct prompts in order of appearance, ``member_index`` the
+rows of each. verl's file carries no token counts, finish reasons or reward components: ``length``
+counts characters, the others stay empty."""
 
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ def samples_from_verl_file(data, step: int) -> list[dict] | None:
     if not all(isinstance(row, dict) and {"input", "output"} <= row.keys() for row in data):
         return None
     out = []
+    groups: dict[str, list[int]] = {}  # prompt -> [group index, members so far]
     for i, row in enumerate(data):
         score = row.get("score")
         reward = None
@@ -46,13 +51,19 @@ def samples_from_verl_file(data, step: int) -> list[dict] | None:
         elif score is not None:  # NaN (Python's json writes it), a string, a list...: kept as text
             extra["score"] = _text(score) if not isinstance(score, float) else str(score)
         completion = _text(row["output"])
+        prompt = _text(row["input"])
+        group = groups.setdefault(prompt, [len(groups), 0])
+        group[1] += 1
         out.append(
             {
                 "step": step,
-                "prompt": _text(row["input"]),
+                "prompt": prompt,
                 "completion": completion,
                 "reward": reward,
                 "length": len(completion),
+                "phase": "eval",
+                "group_index": group[0],
+                "member_index": group[1] - 1,
                 "extra": extra,
                 "client_key": f"verl-val:{step}:{i}",
             }

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from webapp.runs.metric_store import metrics_truncate_after
 from webapp.runs.models import Checkpoint, Evaluation, Run, RunAttempt, Sample
+from webapp.runs.samples import stats_remove_after
 
 
 def attempt_begin(run_id: int, attempt: int, resume_from: str | None, worker_host: str = "") -> RunAttempt:
@@ -62,6 +63,7 @@ def redone_steps_replace(run_id: int, attempt: int) -> None:
     with transaction.atomic():
         metrics_truncate_after(run_id, after)
         Sample.objects.filter(run_id=run_id, step__gt=after).delete()
+        stats_remove_after(run_id, after)  # their PromptStepStat rows (webapp.runs.samples)
         # trainer evaluations only: an on-demand evaluation (attempt null) belongs to its checkpoint
         Evaluation.objects.filter(run_id=run_id, step__gt=after, attempt__lt=attempt).delete()
 

@@ -225,3 +225,156 @@ def apply_retention(run_id: int) -> list[Checkpoint]:
     if doomed:
         log.info("run %s: retention deleted checkpoints at steps %s", run_id, [c.step for c in doomed])
     return doomed
+
+
+# --- rollout samples ------------------------------------------------------------------------------
+# Why: an RL run logs every group of every step (millions of rows, ~2 KB each). Per run, every sample
+# of the last K steps is kept, and of the older steps a seeded fraction of the groups (whole groups:
+# an old step's group view shows all n completions or none; a sample without a group_index counts as
+# a group of its own). The per-(prompt, step) aggregates (PromptStepStat) and the prompts are never
+# deleted, so the solve matrix and a prompt's history cover every step. A deleted sample's
+# client_key moves into SampleKeptKey, so a re-sent copy stays skipped (webapp.runs.samples).
+#
+# Settings (environment): ORLAB_SAMPLE_KEEP_LAST_STEPS (K; 0, the default: keep every sample),
+# ORLAB_SAMPLE_KEEP_FRACTION (of the older groups; default 0.1), ORLAB_SAMPLE_RETENTION_SEED
+# (default 0). Per run, the config's retention section overrides them: ``samples_keep_last_steps``,
+# ``samples_keep_fraction`` (trainers.common.compute_config.RetentionConfig).
+#
+# When: after an ingest (API or worker sink) whose newest step crosses a multiple of
+# max(1, K // 4) past K (the pass then runs after that batch commits), and on demand
+# (``webapp.runs.retention.samples_retention_apply(run_id)``). A pass is idempotent: the selection depends only on the seed,
+# the run, and the group (phase, step, group_index), never on what is already deleted.
+
+SAMPLE_FRACTION_SCALE = 1_000_000
+
+
+@dataclass(frozen=True)
+class SamplePolicy:
+    keep_last_steps: int
+    keep_fraction: float
+    seed: int
+
+    @property
+    def stride(self) -> int:
+        return max(1, self.keep_last_steps // 4)
+
+
+def _env_number(name: str, default: float) -> float:
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(name)
+    try:
+        return float(value) if value is not None and value != "" else default
+    except (TypeError, ValueError):
+        return default
+
+
+def sample_policy_of(config: Mapping[str, Any] | None) -> SamplePolicy | None:
+    """The run's sample retention, or None when every sample is kept (K = 0)."""
+    keep_last = int(_env_number("ORLAB_SAMPLE_KEEP_LAST_STEPS", 0))
+    fraction = _env_number("ORLAB_SAMPLE_KEEP_FRACTION", 0.1)
+    seed = int(_env_number("ORLAB_SAMPLE_RETENTION_SEED", 0))
+    raw = (config or {}).get("retention") if isinstance(config, Mapping) else None
+    if isinstance(raw, Mapping):
+        k = raw.get("samples_keep_last_steps")
+        if isinstance(k, int) and not isinstance(k, bool) and k >= 0:
+            keep_last = k
+        f = raw.get("samples_keep_fraction")
+        if isinstance(f, int | float) and not isinstance(f, bool) and 0 <= f <= 1:
+            fraction = float(f)
+    if keep_last <= 0:
+        return None
+    return SamplePolicy(keep_last, min(max(fraction, 0.0), 1.0), seed)
+
+
+def samples_retention_after_ingest(run_id: int, before: int | None, newest: int, config=None) -> None:
+    """Called once a batch committed (webapp.runs.samples): a pass when the newest step crossed a
+    stride boundary (see above). ``before``: the run's newest step before the batch."""
+    if config is None:
+        config = Run.objects.filter(pk=run_id).values_list("config", flat=True).first()
+    policy = sample_policy_of(config)
+    if policy is None or newest - policy.keep_last_steps < 0:
+        return
+    mark = (newest - policy.keep_last_steps) // policy.stride
+    old = None if before is None else before - policy.keep_last_steps
+    if old is not None and old >= 0 and old // policy.stride >= mark:
+        return
+    try:
+        samples_retention_apply(run_id)
+    except Exception:  # the batch is stored; the next crossing (or the command) tries again
+        log.exception("sample retention of run %s failed", run_id)
+
+
+def _group_key_kept(
+    seed: int, run_id: int, phase: str, step: int, group: int | None, sample_id: int, fraction
+):
+    import zlib
+
+    key = f"{seed}:{run_id}:{phase}:{step}:{group if group is not None else f'id{sample_id}'}"
+    return zlib.crc32(key.encode()) % SAMPLE_FRACTION_SCALE < fraction * SAMPLE_FRACTION_SCALE
+
+
+def samples_retention_apply(run_id: int, policy: SamplePolicy | None = None) -> int:
+    """Delete the samples of ``run_id`` its policy does not keep; returns how many went. Under the
+    run's exclusive sample lock (ingest holds it shared), in one transaction: keys kept, then the
+    rows (and their token arrays) deleted."""
+    from webapp.runs.models import Sample, SampleKeptKey, SampleTokens
+    from webapp.runs.samples import LOCK_CLASS
+
+    if policy is None:
+        config = Run.objects.filter(pk=run_id).values_list("config", flat=True).first()
+        policy = sample_policy_of(config)
+    if policy is None:
+        return 0
+    newest = Sample.objects.filter(run_id=run_id).order_by("-step").values_list("step", flat=True).first()
+    if newest is None:
+        return 0
+    cutoff = newest - policy.keep_last_steps  # steps <= cutoff are "older"
+    if cutoff < 0:
+        return 0
+    from django.db import connection
+
+    threshold = int(round(policy.keep_fraction * SAMPLE_FRACTION_SCALE))
+    sample_t, tokens_t, kept_t = (m._meta.db_table for m in (Sample, SampleTokens, SampleKeptKey))
+    with transaction.atomic(), connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", [LOCK_CLASS, run_id % 2**31])
+            # the same key as _group_key_kept's, hashed by PostgreSQL (a different but equally
+            # stable selection)
+            doomed = (
+                f"SELECT id FROM {sample_t} WHERE run_id = %s AND step <= %s AND "
+                f"abs(hashtextextended(%s || ':' || run_id || ':' || phase || ':' || step || ':' || "
+                f"COALESCE(group_index::text, 'id' || id::text), 0) %% {SAMPLE_FRACTION_SCALE}) >= %s"
+            )
+            params = [run_id, cutoff, str(policy.seed), threshold]
+            cur.execute(
+                f"INSERT INTO {kept_t} (run_id, client_key) SELECT run_id, client_key FROM {sample_t} "
+                f"WHERE id IN ({doomed}) AND client_key IS NOT NULL ON CONFLICT DO NOTHING",
+                params,
+            )
+            cur.execute(f"DELETE FROM {tokens_t} WHERE sample_id IN ({doomed})", params)
+            cur.execute(f"DELETE FROM {sample_t} WHERE id IN ({doomed})", params)
+            deleted = cur.rowcount
+        else:  # the embedded SQLite mode: one writer at a time anyway
+            rows = Sample.objects.filter(run_id=run_id, step__lte=cutoff).values_list(
+                "id", "phase", "step", "group_index", "client_key"
+            )
+            ids, keys = [], []
+            for pk, phase, step, group, key in rows.iterator(chunk_size=5000):
+                if not _group_key_kept(policy.seed, run_id, phase, step, group, pk, policy.keep_fraction):
+                    ids.append(pk)
+                    if key is not None:
+                        keys.append(key)
+            SampleKeptKey.objects.bulk_create(
+                [SampleKeptKey(run_id=run_id, client_key=k) for k in keys],
+                batch_size=1000,
+                ignore_conflicts=True,
+            )
+            deleted = 0
+            for i in range(0, len(ids), 900):
+                chunk = ids[i : i + 900]
+                SampleTokens.objects.filter(sample_id__in=chunk).delete()
+                deleted += Sample.objects.filter(pk__in=chunk).delete()[1].get("runs.Sample", 0)
+    if deleted:
+        log.info("run %s: sample retention deleted %s samples at steps <= %s", run_id, deleted, cutoff)
+    return deleted

@@ -580,30 +580,11 @@ def checkpoint_record(
 
 
 def samples_record(run: Run, samples: Sequence[Mapping[str, Any]]) -> int:
-    """Store rollout samples atomically; samples whose client_key is already stored are skipped.
-    Returns how many were new."""
-    from webapp.runs.models import Sample
+    """Store rollout samples atomically (webapp.runs.samples.samples_record: the record, its
+    aggregates, idempotency by client_key). Returns how many were new."""
+    from webapp.runs.samples import samples_record as record
 
-    rows = [
-        Sample(
-            run=run,
-            step=s["step"],
-            prompt=s["prompt"],
-            completion=s["completion"],
-            reward=s.get("reward"),
-            advantage=s.get("advantage"),
-            verdict=s.get("verdict", ""),
-            length=s.get("length", len(s["completion"])),
-            truncated=s.get("truncated", False),
-            extra=s.get("extra", {}),
-            client_key=s.get("client_key"),
-        )
-        for s in samples
-    ]
-    with transaction.atomic():
-        before = Sample.objects.filter(run=run).count()
-        Sample.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
-        return Sample.objects.filter(run=run).count() - before
+    return record(run, samples)
 
 
 def newest_checkpoint(run: Run) -> Checkpoint | None:

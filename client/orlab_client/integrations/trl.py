@@ -38,11 +38,11 @@ Each completion becomes one sample at ``state.global_step``:
   stopped (``tokens + 1``), as TRL's ``completions/mean_length`` does. Exact for tokenizers whose
   decode/encode round-trips and a policy that emits no other special tokens; an approximation
   otherwise (and for tool-calling completions);
-- ``extra``: ``group`` (the prompt group: completions of one prompt are ``num_generations``
-  consecutive entries of the batch, so the index of the group within the batch), ``generation``
-  (the index within the group), ``rewards`` (``{reward function name: value}``), ``mode``
-  (``train`` or ``eval``), ``log_extra`` (the reward functions' extra columns, when any) and
-  ``source: "trl"``.
+- ``group_index``: the prompt group (completions of one prompt are ``num_generations`` consecutive
+  entries of the batch, so the index of the group within the batch); ``member_index``: the index
+  within the group; ``rewards``: ``{reward function name: value}``; ``phase``: ``train`` or
+  ``eval``; ``finish_reason``: ``length`` when truncated, else ``stop``;
+- ``extra``: ``source: "trl"`` and ``log_extra`` (the reward functions' extra columns, when any).
 
 Only the main process logs (``state.is_world_process_zero``); TRL gathers every process's
 completions there.
@@ -138,13 +138,7 @@ class OrlabCallback(TrainerCallback):
             rewards = {name: _number(values[i]) for name, values in per_func.items() if i < len(values)}
             tokens = _token_count(tokenizer, text)
             truncated = bool(max_length) and tokens >= int(max_length)
-            extra: dict[str, Any] = {
-                "source": "trl",
-                "mode": "train" if training else "eval",
-                "group": i // group_size,
-                "generation": i % group_size,
-                "rewards": rewards,
-            }
+            extra: dict[str, Any] = {"source": "trl"}
             row_columns = {name: values[i] for name, values in columns.items() if i < len(values)}
             if row_columns:
                 extra["log_extra"] = _jsonable(row_columns)
@@ -156,6 +150,11 @@ class OrlabCallback(TrainerCallback):
                     "advantage": _number(advantages[i]) if i < len(advantages) else None,
                     "length": tokens if truncated else tokens + 1,  # + the EOS it stopped at
                     "truncated": truncated,
+                    "finish_reason": "length" if truncated else "stop",
+                    "group_index": i // group_size,
+                    "member_index": i % group_size,
+                    "rewards": rewards,
+                    "phase": "train" if training else "eval",
                     "extra": extra,
                 }
             )
