@@ -14,6 +14,7 @@ lifecycle: README "Queues and the run lifecycle"."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
 import traceback
@@ -215,6 +216,19 @@ def score_dataset(job_id: int) -> None:
         )
 
 
+def _record_eval_rollouts(ev, rollouts: list[dict]) -> None:
+    """A checkpoint evaluation's rollouts as samples at the checkpoint's step; idempotent per evaluation
+    (client keys), and a failure here leaves the evaluation's result standing."""
+    from webapp.runs.samples import samples_record
+
+    step = ev.checkpoint.step
+    rows = [{**r, "step": step, "client_key": f"orlab:eval{ev.pk}:{i}"} for i, r in enumerate(rollouts)]
+    try:
+        samples_record(ev.run_id, rows)
+    except Exception:
+        log.exception("evaluation %s: its rollouts were not stored as samples", ev.pk)
+
+
 @app.task(name="workers.tasks.evaluate_checkpoint", ignore_result=True)
 def evaluate_checkpoint(evaluation_id: int) -> None:
     """avg@k / pass@k of a checkpoint on a benchmark; the result and its protocol go on the row."""
@@ -234,6 +248,11 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
     try:
         p = ev.protocol
         run_eval = get_spec(ev.run.kind).evaluate_fn()  # the evaluator the trainer declares
+        # its rollouts of the benchmark's first problems, as samples of the run (issue 14: phase eval,
+        # checkpoint_step), when the evaluator takes on_samples (trainers.eval.run.evaluate_checkpoint does)
+        rollouts: list[dict] = []
+        takes = "on_samples" in inspect.signature(run_eval).parameters
+        extra = {"on_samples": rollouts.extend, "checkpoint_step": ev.checkpoint.step} if takes else {}
         metrics, protocol = run_eval(
             str(worker_checkpoint_dir(ev.checkpoint)),
             dataset_export_jsonl(ev.benchmark),
@@ -242,10 +261,13 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
             top_p=float(p.get("top_p", 1.0)),
             max_new_tokens=int(p.get("max_new_tokens", 512)),
             chat_template=str(p.get("chat_template", "auto")),
+            **extra,
         )
         Evaluation.objects.filter(pk=evaluation_id).update(
             status=Evaluation.Status.SUCCEEDED, metrics=metrics, protocol={**p, **protocol}
         )
+        if rollouts:
+            _record_eval_rollouts(ev, rollouts)
     except Exception as exc:
         log.exception("evaluation %s failed", evaluation_id)
         Evaluation.objects.filter(pk=evaluation_id).update(

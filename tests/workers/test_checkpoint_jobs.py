@@ -12,7 +12,7 @@ from trainers.base import MemorySink, get_spec
 from trainers.common.demo_data import generate_pairs, write_jsonl
 from trainers.common.tiny import build_tiny_model
 from webapp.datasets.models import PairScore, ScoringJob
-from webapp.runs.models import Checkpoint, Evaluation, Run
+from webapp.runs.models import Checkpoint, Evaluation, Run, Sample
 from webapp.runs.retention import run_artifact_dir
 from workers.tasks import evaluate_checkpoint, score_dataset
 
@@ -54,6 +54,13 @@ def test_evaluate_a_policy_checkpoint_on_a_benchmark(api, bob_api, project, tmp_
     assert ev.protocol["k"] == 3 and ev.protocol["problems"] == 6 and "verifier" in ev.protocol
     listed = api.get(f"/api/runs/{ckpt.run_id}/evaluations/").json()["results"]
     assert listed[0]["benchmark_name"] == "bench v1"
+    # its rollouts are samples of the run at the checkpoint's step (issue 14), once per evaluation
+    stored = Sample.objects.filter(run_id=ckpt.run_id)
+    assert stored.count() == 6 * 3
+    assert {(s.phase, s.step, s.checkpoint_step) for s in stored} == {("eval", 10, 10)}
+    assert sorted({(s.group_index, s.member_index) for s in stored}) == [
+        (g, j) for g in range(6) for j in range(3)
+    ]
 
 
 def test_evaluate_rejects_a_preference_benchmark_and_reward_checkpoints(api, project, tmp_path):
