@@ -2,12 +2,7 @@
 in the middle of a run: no point lost, none stored twice."""
 
 import json
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,52 +11,21 @@ import pytest
 
 from orlab_client import Client, OrlabError
 from orlab_client.cli import main as cli_main
-from tests.conftest import ARTIFACTS, ROOT, _test_database_url, wait_for
+from tests.client.conftest import free_port
+from tests.conftest import ARTIFACTS, wait_for
 from webapp.runs.metric_store import series_read
 from webapp.runs.models import Checkpoint, MetricSeries, Run, Sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, port: int):
-        self.port = port
-        self.proc = None
-
-    def start(self):
-        env = dict(os.environ, DATABASE_URL=_test_database_url(), ORLAB_ARTIFACTS=str(ARTIFACTS))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "webapp.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "1",
-             "--log-level", "warning"],
-            cwd=ROOT, env=env, start_new_session=True,
-        )  # fmt: skip
-        wait_for(self._up, 30, message="gunicorn up")
-
-    def _up(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-            return True
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def server():
-    srv = Server(free_port())
-    srv.start()
-    yield srv
-    srv.stop()
+def server(gunicorn_server):
+    """The session's gunicorn (tests/client/conftest.py), up at the start of the test."""
+    if not gunicorn_server.running():
+        gunicorn_server.stop()
+        gunicorn_server.start()
+    return gunicorn_server
 
 
 @pytest.fixture
