@@ -13,6 +13,7 @@ import io
 import pytest
 
 from webapp.runs import services
+from webapp.runs.samples import samples_record
 
 pytestmark = pytest.mark.django_db
 
@@ -30,36 +31,7 @@ def record(run, step: int, groups: dict[str, list], phase: str = "train") -> Non
                     "finish_reason": "length" if truncated else "stop",
                 }
             )  # fmt: skip
-    try:
-        from webapp.runs.samples import samples_record
-    except ImportError:  # TEMPORARY until S1's samples_record lands
-        samples_record = _orm_record
     samples_record(run, rows)
-
-
-def _orm_record(run, rows):
-    import hashlib
-
-    from webapp.runs.models import PromptStepStat, RolloutPrompt, Sample
-
-    for r in rows:
-        digest = hashlib.sha256(r["prompt"].encode()).hexdigest()
-        p, _ = RolloutPrompt.objects.get_or_create(
-            run=run, digest=digest, defaults={"text": r["prompt"], "expected_answer": r["expected_answer"]}
-        )
-        Sample.objects.create(
-            run=run, prompt_ref=p, **{k: v for k, v in r.items() if k not in ("prompt", "expected_answer")}
-        )
-        st, _ = PromptStepStat.objects.get_or_create(run=run, prompt=p, step=r["step"], phase=r["phase"])
-        st.n += 1
-        st.correct += r["verdict"] == "correct"
-        st.truncated += r["truncated"]
-        if r["reward"] is not None:
-            st.n_rewarded += 1
-            st.reward_sum += r["reward"]
-            st.reward_min = r["reward"] if st.reward_min is None else min(st.reward_min, r["reward"])
-            st.reward_max = r["reward"] if st.reward_max is None else max(st.reward_max, r["reward"])
-        st.save()
 
 
 def ok(n: int = 1) -> list:

@@ -38,8 +38,8 @@ Definitions (one phase at a time: ``train`` = training rollouts, ``eval`` = eval
         ``edges[i] <= x < edges[i + 1]``, the last bin closed on the right). Length bins are whole tokens.
         The reward histogram counts the samples that have a reward (``reward_missing``: those without).
 
-Speed: the matrix is built from one query over the aggregates (a binary COPY on PostgreSQL parsed with
-numpy; plain rows elsewhere) and numpy; the browser gets at most ``MAX_ROWS`` x ``MAX_COLS`` cells
+Speed: the matrix is built from one query over the aggregates (on PostgreSQL one bytea of fixed-width
+records read by numpy; plain rows elsewhere) and numpy; the browser gets at most ``MAX_ROWS`` x ``MAX_COLS`` cells
 (consecutive prompts and steps summed into buckets beyond that), the CSV every prompt and step.
 """
 
@@ -147,23 +147,10 @@ class MatrixQuery:
 
 # --- the aggregates, read in one query ------------------------------------------------------------------
 
-_STAT_DTYPE = np.dtype(
-    [("prompt", "<i8"), ("step", "<i8"), ("n", "<i8"), ("correct", "<i8"), ("truncated", "<i8"), ("zv", "?")]
-)
-# PostgreSQL's binary COPY of (bigint, bigint, int, int, int, int, bool): per row a 16-bit field count,
-# then each field as a 32-bit length and its big-endian bytes. No column is ever NULL (see the query).
-_COPY_DTYPE = np.dtype(
-    [
-        ("nf", ">i2"),
-        ("l0", ">i4"), ("prompt", ">i8"),
-        ("l1", ">i4"), ("step", ">i8"),
-        ("l2", ">i4"), ("n", ">i4"),
-        ("l3", ">i4"), ("correct", ">i4"),
-        ("l4", ">i4"), ("truncated", ">i4"),
-        ("l5", ">i4"), ("zv", "u1"),
-    ]
-)  # fmt: skip
-_COPY_HEADER = 19  # "PGCOPY\n\377\r\n\0", flags, header extension length
+_STAT_DTYPE = np.dtype([("prompt", "<i8"), ("step", "<i8"), ("n", "<i8"), ("correct", "<i8"), ("zv", "?")])
+# One aggregate as 24 big-endian bytes: prompt id, step, and n << 32 | correct << 1 | zero-variance bit
+# (n and correct are PositiveIntegerFields: below 2**31).
+_PACKED_DTYPE = np.dtype([("prompt", ">i8"), ("step", ">i8"), ("packed", ">i8")])
 _ZERO_VARIANCE_SQL = (
     "CASE WHEN reward_min IS NOT NULL AND reward_max IS NOT NULL THEN reward_min = reward_max "
     "ELSE correct = 0 OR correct = n END"
@@ -175,38 +162,63 @@ def _stat_table() -> str:
 
 
 def stat_rows(run_id: int, phase: str) -> np.ndarray:
-    """Every aggregate of one run and phase as a numpy record array (prompt, step, n, correct,
-    truncated, zv): one query."""
+    """Every aggregate of one run and phase as a numpy record array (prompt, step, n, correct, zv):
+    one query. On PostgreSQL the rows come back as one bytea value (string_agg of fixed-width records,
+    fetched in binary) that numpy reads without a Python loop; a row per aggregate through the driver
+    cost seconds at a million aggregates."""
     if connection.vendor == "postgresql":
         # the run id is an int and the phase one of PHASES: nothing user-typed reaches the statement
         sql = (
-            f"COPY (SELECT prompt_id, step, n::int4, correct::int4, truncated::int4, "  # noqa: S608
-            f"coalesce({_ZERO_VARIANCE_SQL}, true) FROM {connection.ops.quote_name(_stat_table())} "
-            f"WHERE run_id = {int(run_id)} AND phase = '{PHASES[PHASES.index(phase)]}') "
-            "TO STDOUT (FORMAT BINARY)"
+            "SELECT string_agg(int8send(prompt_id) || int8send(step) || int8send("  # noqa: S608
+            f"(n::int8 << 32) | (correct::int8 << 1) | (coalesce({_ZERO_VARIANCE_SQL}, true))::int::int8"
+            f"), ''::bytea) FROM {connection.ops.quote_name(_stat_table())} "
+            f"WHERE run_id = {int(run_id)} AND phase = '{PHASES[PHASES.index(phase)]}'"
         )
+        import psycopg
+
         connection.ensure_connection()
-        with connection.cursor() as cursor:
-            raw = cursor.cursor  # psycopg's own cursor
-            with raw.copy(sql) as copy:
-                data = b"".join(bytes(chunk) for chunk in copy)
-        body = data[_COPY_HEADER:-2]  # less the header and the trailer (-1 as a 16-bit count)
-        rec = np.frombuffer(body, dtype=_COPY_DTYPE)
+        # a plain psycopg cursor on Django's connection (Django's own binds client-side, which cannot
+        # return binary results): the bytea comes back as bytes, not as hex text twice its size
+        with psycopg.Cursor(connection.connection) as raw:
+            raw.execute(sql, binary=True)
+            data = raw.fetchone()[0] or b""
+        rec = np.frombuffer(data, dtype=_PACKED_DTYPE)
         out = np.empty(len(rec), dtype=_STAT_DTYPE)
-        for name in ("prompt", "step", "n", "correct", "truncated"):
-            out[name] = rec[name]
-        out["zv"] = rec["zv"].astype(bool)
+        out["prompt"] = rec["prompt"]
+        out["step"] = rec["step"]
+        packed = rec["packed"].astype(np.int64)
+        out["n"] = packed >> 32
+        out["correct"] = (packed & 0xFFFFFFFF) >> 1
+        out["zv"] = (packed & 1).astype(bool)
         return out
     rows = list(
         run_models.PromptStepStat.objects.filter(run_id=run_id, phase=phase).values_list(
-            "prompt_id", "step", "n", "correct", "truncated", "reward_min", "reward_max"
+            "prompt_id", "step", "n", "correct", "reward_min", "reward_max"
         )
     )
     out = np.empty(len(rows), dtype=_STAT_DTYPE)
-    for i, (p, s, n, c, t, lo, hi) in enumerate(rows):
+    for i, (p, s, n, c, lo, hi) in enumerate(rows):
         zv = lo == hi if lo is not None and hi is not None else c in (0, n)
-        out[i] = (p, s, n, c, t, zv)
+        out[i] = (p, s, n, c, zv)
     return out
+
+
+def _dense_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct values ascending, each value's index among them), like ``np.unique(values,
+    return_inverse=True)`` but without a sort when the values span a small range (a run's prompt ids
+    and steps do): a lookup table over [min, max]."""
+    if len(values) == 0:
+        return values[:0], values[:0].astype(np.int64)
+    lo, hi = int(values.min()), int(values.max())
+    span = hi - lo + 1
+    if span > max(4 * len(values), 1 << 20):
+        return np.unique(values, return_inverse=True)
+    offsets = values - lo
+    present = np.zeros(span, dtype=bool)
+    present[offsets] = True
+    distinct = np.flatnonzero(present)
+    lookup = np.cumsum(present, dtype=np.int64) - 1
+    return distinct + lo, lookup[offsets]
 
 
 @dataclass
@@ -221,7 +233,6 @@ class Matrix:
     first_solved: np.ndarray  # (P,) index into steps of the first solved step, -1 if never
     step_n: np.ndarray  # (S,) rollouts per step
     step_zero_variance: np.ndarray  # (S,) rollouts in zero-variance groups per step
-    step_truncated: np.ndarray  # (S,) truncated rollouts per step
 
     @property
     def rate(self) -> np.ndarray:
@@ -262,8 +273,8 @@ class Matrix:
 
 def build_matrix(run_id: int, phase: str) -> Matrix:
     rec = stat_rows(run_id, phase)
-    prompts, p_idx = np.unique(rec["prompt"], return_inverse=True)
-    steps, s_idx = np.unique(rec["step"], return_inverse=True)
+    prompts, p_idx = _dense_index(rec["prompt"])
+    steps, s_idx = _dense_index(rec["step"])
     P, S = len(prompts), len(steps)
     n = np.zeros((P, S), dtype=np.int64)
     correct = np.zeros((P, S), dtype=np.int64)
@@ -271,7 +282,6 @@ def build_matrix(run_id: int, phase: str) -> Matrix:
     correct[p_idx, s_idx] = rec["correct"]
     step_n = np.bincount(s_idx, weights=rec["n"], minlength=S).astype(np.int64)
     step_zv = np.bincount(s_idx, weights=rec["n"] * rec["zv"], minlength=S).astype(np.int64)
-    step_tr = np.bincount(s_idx, weights=rec["truncated"], minlength=S).astype(np.int64)
     solved = correct > 0
     first = np.where(solved.any(axis=1), solved.argmax(axis=1), -1) if S else np.full(P, -1)
     # order: first-solved step ascending, never solved last; ties by prompt id (prompts is sorted)
@@ -285,7 +295,6 @@ def build_matrix(run_id: int, phase: str) -> Matrix:
         first_solved=first[order],
         step_n=step_n,
         step_zero_variance=step_zv,
-        step_truncated=step_tr,
     )
 
 

@@ -81,8 +81,9 @@ def run_prompt(request: HttpRequest, pk: int, prompt_pk: int) -> HttpResponse:
         )
     diff = None
     if sides[0]["pick"] is not None and sides[1]["pick"] is not None:
-        left, right, diff = word_diff(
-            clean_text(sides[0]["pick"].completion), clean_text(sides[1]["pick"].completion)
+        # from left to right: words only on the right are insertions, words only on the left deletions
+        right, left, diff = word_diff(
+            clean_text(sides[1]["pick"].completion), clean_text(sides[0]["pick"].completion)
         )
         sides[0]["html"], sides[1]["html"] = render_markdown(left), render_markdown(right)
     chart = {

@@ -11,6 +11,15 @@
     return el ? JSON.parse(el.textContent) : null;
   }
 
+  /* whole steps on a numeric step axis: a tick every 1, 2 or 5 x 10^k steps, never at 0.5 */
+  function stepAxis(steps) {
+    const span = steps.length ? steps[steps.length - 1] - steps[0] : 0;
+    const raw = Math.max(1, span / 8);
+    const pow = 10 ** Math.floor(Math.log10(raw));
+    const dtick = [1, 2, 5, 10].map((m) => m * pow).find((t) => t >= raw);
+    return { tickmode: "linear", tick0: steps.length ? steps[0] : 0, dtick, tickformat: "d" };
+  }
+
   function mark(el, key, value) {
     el.dataset[key] = String(value);
   }
@@ -100,12 +109,14 @@
         hovertemplate: `${name}: %{y}<extra></extra>`,
       }));
       const l = o.plotLayout({ legend: true, height: 280 });
+      l.xaxis = { ...l.xaxis, ...stepAxis(d.steps) };
       l.yaxis.title = { text: "prompts", standoff: 4 };
       Plotly.newPlot(counts, traces, l, o.plotConfig).then(() => mark(counts, "rendered", d.steps.length));
     }
     const zv = document.getElementById("zero-variance-chart");
     if (zv) {
       const l = o.plotLayout({ height: 280 });
+      l.xaxis = { ...l.xaxis, ...stepAxis(d.steps) };
       l.yaxis = { ...l.yaxis, range: [0, 1.02], tickformat: ".0%", title: { text: "share of rollouts", standoff: 4 } };
       const trace = {
         type: "scatter",
@@ -140,6 +151,7 @@
     if (d.eval.steps.length) traces.push(trace(d.eval, "evaluation rollouts", "markers", "diamond", "#db2777"));
     const l = o.plotLayout({ legend: true, height: 300 });
     l.hovermode = "closest";
+    l.xaxis = { ...l.xaxis, ...stepAxis([...d.train.steps, ...d.eval.steps].sort((a, b) => a - b)) };
     l.yaxis = { ...l.yaxis, range: [-0.03, 1.03], title: { text: "solve rate", standoff: 4 } };
     Plotly.newPlot(chart, traces, l, o.plotConfig).then(() => {
       mark(chart, "rendered", traces.length);
@@ -154,7 +166,8 @@
     for (let i = 0; i < nb; i++) {
       const a = h.edges[i];
       const b = h.edges[i + 1];
-      labels.push(unit === "tokens" ? (b - a === 1 ? `${a}` : `${a}–${b - 1}`) : `${Number(a).toPrecision(3)}–${Number(b).toPrecision(3)}`);
+      const num = (v) => String(Number(Number(v).toPrecision(3)));
+      labels.push(unit === "tokens" ? (b - a === 1 ? `${a}` : `${a}–${b - 1}`) : `${num(a)}–${num(b)}`);
     }
     // z[bin][step] = share of the step's counted samples; customdata: the counts
     const z = [];
@@ -174,6 +187,8 @@
     });
     const l = o.plotLayout({ height: 340 });
     l.hovermode = "closest";
+    l.margin = { ...l.margin, l: 100 };
+    l.xaxis = { ...l.xaxis, ...stepAxis(steps) };
     l.yaxis = { ...l.yaxis, type: "category", title: { text: unit === "tokens" ? "tokens" : "reward", standoff: 4 } };
     const trace = {
       type: "heatmap",
@@ -197,6 +212,7 @@
     if (el && d.truncation.steps.length) {
       const t = d.truncation;
       const l = o.plotLayout({ height: 260 });
+      l.xaxis = { ...l.xaxis, ...stepAxis(t.steps) };
       l.yaxis = { ...l.yaxis, range: [0, 1.02], tickformat: ".0%", title: { text: "truncated", standoff: 4 } };
       const trace = {
         type: "scatter",
