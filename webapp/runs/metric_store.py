@@ -80,7 +80,13 @@ def _lock_series(run_id: int, keys: list[str]) -> dict[str, MetricSeries]:
     # The tail chunks are read only now, holding the series locks. Joined into the locking query they
     # could come from before a concurrent writer's commit (PostgreSQL re-checks a row it waited for,
     # not the rows joined to it), and merging into that stale tail would drop that writer's points.
-    tails = MetricChunk.objects.in_bulk([s.tail_chunk_id for s in found.values() if s.tail_chunk_id])
+    tail_ids = [s.tail_chunk_id for s in found.values() if s.tail_chunk_id]
+    tails = {}
+    if tail_ids:  # the points only (no summaries), binary on PostgreSQL
+        for pk, n, steps, values, walls in fetch_rows(
+            MetricChunk.objects.filter(pk__in=tail_ids).values_list("id", "n", "steps", "values", "walls")
+        ):
+            tails[pk] = MetricChunk(id=pk, n=n, steps=steps, values=values, walls=walls)
     for s in found.values():
         if s.tail_chunk_id:
             s.tail_chunk = tails[s.tail_chunk_id]
@@ -95,7 +101,9 @@ def _existing_steps(series: MetricSeries, lo: int, hi: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0, STEP)
 
 
-def _write_series(series: MetricSeries, cols: Columns, new_chunks: list[MetricChunk]) -> int:
+def _write_series(
+    series: MetricSeries, cols: Columns, new_chunks: list[MetricChunk], grown: list[tuple[int, dict]]
+) -> int:
     order = np.argsort(cols.steps, kind="stable")
     cols = cols.take(order)
     first_of_step = np.r_[True, cols.steps[1:] != cols.steps[:-1]]  # a batch repeating a step keeps the first
@@ -133,8 +141,8 @@ def _write_series(series: MetricSeries, cols: Columns, new_chunks: list[MetricCh
         # every chunk's summaries in one call (a big sink flush writes many chunks a key)
         sums = summarize_chunks(tail_from_chunk.steps, tail_from_chunk.values, tail_from_chunk.walls)
         parts = [tail_from_chunk.take(slice(i * CHUNK, (i + 1) * CHUNK)) for i in range(len(sums))]
-        if grow:
-            MetricChunk.objects.filter(pk=chunk.pk).update(**_chunk_fields(parts[0], sums[0]))
+        if grow:  # written with the batch's other tail chunks (_store)
+            grown.append((chunk.pk, _chunk_fields(parts[0], sums[0])))
             parts, sums = parts[1:], sums[1:]
         tail_parts = [
             MetricChunk(series=series, **_chunk_fields(part, summary))
@@ -165,25 +173,98 @@ def metrics_record(run_id: int, batch: Mapping[str, Columns]) -> int:
     with transaction.atomic():
         series_by_key = _lock_series(run_id, sorted(batch))
         new_chunks: list[MetricChunk] = []
+        grown: list[tuple[int, dict]] = []
         touched: list[MetricSeries] = []
         written = 0
         for key, cols in batch.items():
             series = series_by_key[key]
-            n = _write_series(series, cols, new_chunks)
+            n = _write_series(series, cols, new_chunks, grown)
             if n:
                 written += n
                 touched.append(series)
-        if new_chunks:
-            MetricChunk.objects.bulk_create(new_chunks)
-        for series in touched:
-            new_tail = getattr(series, "_new_tail", None)
-            if new_tail is not None:
-                series.tail_chunk_id = new_tail.pk
         if touched:
-            MetricSeries.objects.bulk_update(
-                touched, ["count", "last_step", "last_value", "min_value", "max_value", "tail_chunk"]
+            (_store_postgresql if connection.vendor == "postgresql" else _store_orm)(
+                new_chunks, grown, touched
             )
     return written
+
+
+SERIES_FIELDS = ("count", "last_step", "last_value", "min_value", "max_value")
+CHUNK_FIELDS = ("step_lo", "step_hi", "n", "steps", "values", "walls") + tuple(
+    summaries.column(level) for level in summaries.LEVELS
+)
+
+
+def _store_orm(new_chunks: list[MetricChunk], grown: list[tuple[int, dict]], touched: list[MetricSeries]):
+    """What a batch changes, through the ORM (SQLite)."""
+    for pk, fields in grown:
+        MetricChunk.objects.filter(pk=pk).update(**fields)
+    if new_chunks:
+        MetricChunk.objects.bulk_create(new_chunks)
+    for series in touched:
+        new_tail = getattr(series, "_new_tail", None)
+        if new_tail is not None:
+            series.tail_chunk_id = new_tail.pk
+    MetricSeries.objects.bulk_update(touched, [*SERIES_FIELDS, "tail_chunk"])
+
+
+def _store_postgresql(
+    new_chunks: list[MetricChunk], grown: list[tuple[int, dict]], touched: list[MetricSeries]
+) -> None:
+    """What a batch changes in at most three statements whatever the number of keys: the grown tail
+    chunks in one UPDATE, the new chunks in one INSERT, the series in one UPDATE, each from arrays
+    (unnest) sent in binary (bytea as bytes, not hex text: the payloads are most of a request)."""
+    import psycopg
+
+    chunk_table = MetricChunk._meta.db_table
+    series_table = MetricSeries._meta.db_table
+    types = {
+        "step_lo": "bigint",
+        "step_hi": "bigint",
+        "n": "integer",
+        **{name: "bytea" for name in CHUNK_FIELDS[3:]},
+    }
+    quoted = {f: f'"{f}"' for f in ("series_id", *CHUNK_FIELDS)}
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as cursor:
+        if grown:
+            sets = ", ".join(f"{quoted[f]} = v.{quoted[f]}" for f in CHUNK_FIELDS)
+            arrays = ", ".join(f"%b::{types[f]}[]" for f in CHUNK_FIELDS)
+            cursor.execute(
+                f'UPDATE "{chunk_table}" AS c SET {sets} FROM unnest(%b::bigint[], {arrays}) '
+                f"AS v(id, {', '.join(quoted[f] for f in CHUNK_FIELDS)}) WHERE c.id = v.id",
+                [[pk for pk, _ in grown]] + [[fields[f] for _, fields in grown] for f in CHUNK_FIELDS],
+            )
+        if new_chunks:
+            columns = ("series_id", *CHUNK_FIELDS)
+            arrays = ", ".join(f"%b::{types.get(f, 'bigint')}[]" for f in columns)
+            cursor.execute(
+                f'INSERT INTO "{chunk_table}" ({", ".join(quoted[f] for f in columns)}) '
+                f"SELECT * FROM unnest({arrays}) RETURNING id, series_id, step_lo",
+                [[getattr(c, f) for c in new_chunks] for f in columns],
+            )
+            rows = cursor.fetchall()
+            # a series' new tail is its new chunk with the greatest first step (its chunks of late
+            # points all start at or before the series' last step, below every new tail part)
+            tail_of: dict[int, tuple[int, int]] = {}
+            for pk, sid, lo in rows:
+                if sid not in tail_of or lo > tail_of[sid][1]:
+                    tail_of[sid] = (pk, lo)
+            for series in touched:
+                if getattr(series, "_new_tail", None) is not None:
+                    series.tail_chunk_id = tail_of[series.pk][0]
+        cursor.execute(
+            f'UPDATE "{series_table}" AS s SET count = v.count, last_step = v.last_step, '
+            "last_value = v.last_value, min_value = v.min_value, max_value = v.max_value, "
+            "tail_chunk_id = v.tail_chunk_id FROM unnest(%b::bigint[], %b::bigint[], %b::bigint[], "
+            "%b::float8[], %b::float8[], %b::float8[], %b::bigint[]) "
+            "AS v(id, count, last_step, last_value, min_value, max_value, tail_chunk_id) WHERE s.id = v.id",
+            [
+                [s.pk for s in touched],
+                *([getattr(s, f) for s in touched] for f in SERIES_FIELDS),
+                [s.tail_chunk_id for s in touched],
+            ],
+        )
 
 
 def fetch_rows(queryset) -> list[tuple]:
