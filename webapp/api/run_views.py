@@ -23,13 +23,14 @@ from webapp.api.common import (
 )
 from webapp.api.errors import bad_request
 from webapp.api.json_safety import MAX_CONFIG_BYTES, json_field_validator
+from webapp.api.sample_views import SampleListMixin
 from webapp.datasets.models import ScoringJob
 from webapp.fleet.selectors import launch_check_summary
 from webapp.runs import samples as rollout_samples
 from webapp.runs import selectors, services
 from webapp.runs.attempts import attempts_of
 from webapp.runs.dependencies import waiting_for
-from webapp.runs.models import Evaluation, Run, Sample
+from webapp.runs.models import Evaluation, Run
 from webapp.selectors.runs import ORDERINGS as RUN_ORDERINGS
 from webapp.selectors.runs import RunTableQuery
 
@@ -285,9 +286,10 @@ class RunFinishApi(APIView):
         return Response(run_to_dict(run))
 
 
-class RunSamplesApi(generics.ListAPIView):
+class RunSamplesApi(SampleListMixin, generics.ListAPIView):
+    """POST: ingest. GET: the samples list through the shared sample query (SampleListMixin)."""
+
     serializer_class = s.SampleSerializer
-    filter_backends = []
 
     @extend_schema(
         request=s.SampleBatchSchema,
@@ -303,40 +305,6 @@ class RunSamplesApi(generics.ListAPIView):
         samples = ser.validated_data["samples"]
         written = rollout_samples.record_rows(run, samples)
         return Response({"received": len(samples), "written": written, "skipped": len(samples) - written})
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("step", int, description="one step"),
-            OpenApiParameter("step_min", int, description="steps >= step_min"),
-            OpenApiParameter("step_max", int, description="steps <= step_max"),
-            OpenApiParameter(
-                "verdict", str, description=f"comma-separated, of {', '.join(s.SAMPLE_VERDICTS)}"
-            ),
-            OpenApiParameter("truncated", str, enum=["true", "false"]),
-        ],
-        description="Samples in step order. A bad filter value is a 400 naming the parameter.",
-    )
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)
-
-    def get_queryset(self):
-        run = selectors.run_get(user=self.request.user, pk=self.kwargs["pk"])
-        # a plain dict: DRF reads a missing boolean of a QueryDict as False
-        ser = s.SampleFilterSerializer(data=self.request.query_params.dict())
-        ser.is_valid(raise_exception=True)
-        f = ser.validated_data
-        qs = Sample.objects.filter(run=run)
-        if "step" in f:
-            qs = qs.filter(step=f["step"])
-        if "step_min" in f:
-            qs = qs.filter(step__gte=f["step_min"])
-        if "step_max" in f:
-            qs = qs.filter(step__lte=f["step_max"])
-        if f.get("verdict"):
-            qs = qs.filter(verdict__in=f["verdict"])
-        if "truncated" in f:
-            qs = qs.filter(truncated=f["truncated"] == "true")
-        return qs.order_by("step", "id")
 
 
 class RunCheckpointsApi(generics.ListAPIView):

@@ -17,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from webapp.api import serializers as s
 from webapp.api.pagination import PageNumberPagination
 from webapp.errors import ServiceError
 from webapp.runs import selectors as run_selectors
@@ -26,34 +27,15 @@ from webapp.selectors import samples as sq
 # --- the list ---------------------------------------------------------------------------------------
 
 
-class SampleRowSerializer(serializers.Serializer):
-    """One sample as the list returns it (the fields of the first version, then issue 14's)."""
+class SampleRowSerializer(s.SampleSerializer):
+    """One sample as the list returns it: the stored sample, its prompt's expected answer, and whether
+    per-token arrays are stored (the tokens endpoint)."""
 
-    id = serializers.IntegerField()
-    step = serializers.IntegerField()
-    prompt = serializers.SerializerMethodField()
-    completion = serializers.CharField()
-    reward = serializers.FloatField(allow_null=True)
-    advantage = serializers.FloatField(allow_null=True)
-    verdict = serializers.CharField()
-    length = serializers.IntegerField()
-    truncated = serializers.BooleanField()
-    extra = serializers.JSONField()
-    prompt_id = serializers.IntegerField(source="prompt_ref_id", allow_null=True)
     expected_answer = serializers.SerializerMethodField()
-    extracted_answer = serializers.CharField()
-    group_index = serializers.IntegerField(allow_null=True)
-    member_index = serializers.IntegerField(allow_null=True)
-    finish_reason = serializers.CharField()
-    rewards = serializers.JSONField(help_text="reward components: function name -> value")
-    phase = serializers.CharField()
-    checkpoint_step = serializers.IntegerField(allow_null=True)
-    attempt = serializers.IntegerField(allow_null=True)
-    data_source = serializers.CharField()
-    has_tokens = serializers.BooleanField(help_text="per-token arrays are stored (the tokens endpoint)")
+    has_tokens = serializers.BooleanField(read_only=True, help_text="per-token arrays are stored")
 
-    def get_prompt(self, obj) -> str:
-        return obj.prompt_ref.text if obj.prompt_ref_id else obj.prompt
+    class Meta(s.SampleSerializer.Meta):
+        fields = [*s.SampleSerializer.Meta.fields, "expected_answer", "has_tokens"]
 
     def get_expected_answer(self, obj) -> str:
         return sq.expected_answer(obj)
@@ -167,7 +149,7 @@ class GroupSerializer(serializers.Serializer):
     phases = serializers.ListField(child=serializers.CharField(), help_text="phases with this step and group")
     n = serializers.IntegerField()
     solved = serializers.IntegerField(help_text="members whose verdict is correct")
-    status = serializers.ChoiceField(choices=list(sq.GROUP_STATUSES))
+    status = serializers.CharField(help_text=f"one of {', '.join(sq.GROUP_STATUSES)}")
     status_from_trainer = serializers.BooleanField(help_text="the trainer sent the status (else derived)")
     reason = serializers.CharField()
     reward_mean = serializers.FloatField(allow_null=True)

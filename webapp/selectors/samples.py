@@ -329,6 +329,22 @@ class SamplePaginator(CappedPaginator):
         super().__init__(object_list, per_page, **kwargs)
         self.count_source = count_source
 
+    def validate_number(self, number):
+        if not self.search and "count" not in self.__dict__ and str(number).strip() == "1":
+            return 1  # the first page is read before counting (page())
+        return super().validate_number(number)
+
+    def page(self, number):
+        """A first page that is not full says the count itself: a selective filter (whose count
+        would read as far as its page) is read once, not twice."""
+        if not self.search and "count" not in self.__dict__ and self.validate_number(number) == 1:
+            rows = list(self.object_list[: self.per_page + 1])
+            if len(rows) <= self.per_page:
+                self.__dict__["count"] = len(rows)
+                return self._get_page(rows, 1, self)
+            return self._get_page(rows[: self.per_page], 1, self)
+        return super().page(number)
+
     @cached_property
     def count(self) -> int:
         page_rows = self.object_list
