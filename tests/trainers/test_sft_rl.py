@@ -98,9 +98,16 @@ def test_rl_step_metrics_samples_evaluations_and_stages(sft_checkpoint, tmp_path
     # the entropy controller acts on the previous step's entropy (one-step lag)
     assert m["actor/entropy_coeff"][1] == 0.0
     assert all(0 <= v <= 1 for v in m["reward/accuracy"].values())
-    assert sink.samples and {"prompt", "completion", "reward", "advantage", "verdict"} <= set(
-        sink.samples[0][1]
+    trained = [s for _, s in sink.samples if s["phase"] == "train"]
+    assert trained and {"prompt", "completion", "reward", "advantage", "verdict", "group_status"} <= set(
+        trained[0]
     )
+    # the evaluations' rollouts: the same problems before training and at the end
+    evaluated = {
+        step: [s["prompt"] for st, s in sink.samples if st == step and s["phase"] == "eval"]
+        for step in (0, 3)
+    }
+    assert evaluated[0] and evaluated[0] == evaluated[3]
     assert [e[0] for e in sink.evaluations] == [0, 3]  # before training and at the end
     assert set(sink.evaluations[-1][2]) >= {"avg@2", "pass@1", "pass@2"}
     assert [c[0] for c in sink.checkpoints] == [1, 2, 3]

@@ -81,20 +81,36 @@ def expected_answer(reference: Any, domain: str = "math") -> str:
 
 def token_offsets(tokenizer: Any, ids: Sequence[int], text: str) -> list[int]:
     """The character offset in ``text`` (the completion decoded without special tokens) where each of
-    ``ids`` starts: ``len(decode(ids[:i]))``. Non-decreasing, within ``[0, len(text)]``; a token that
-    adds no character of its own (EOS, the first bytes of a character split over byte tokens) starts
-    where the next character does.
+    ``ids`` starts. Non-decreasing, within ``[0, len(text)]``; a token that adds no character of its own
+    (EOS, the later bytes of a character split over byte tokens) starts where the next character does.
 
-    Fast path: each token decoded alone, when the pieces join up to ``text`` (character tokenizers,
-    most byte-level BPE text). Otherwise each token's width is read with ``_DECODE_WINDOW`` tokens of
-    left context (one batched decode), which resolves split characters and leading spaces."""
+    Each token is decoded alone (one batched call); a run of tokens that decode to a replacement
+    character (a character split over byte tokens) is decoded as a run, its characters given to the
+    tokens that complete them. When the pieces then do not join up to ``text`` (a SentencePiece
+    tokenizer drops a lone token's leading space), each token's width is read with ``_DECODE_WINDOW``
+    tokens of left context instead."""
     ids = [int(t) for t in ids]
     if not ids:
         return []
     pieces = tokenizer.batch_decode([[t] for t in ids], skip_special_tokens=True)
-    if "".join(pieces) == text:
-        widths = [len(p) for p in pieces]
-    else:
+    widths = [len(p) for p in pieces]
+    i = 0
+    while i < len(ids):  # runs of partial characters (byte-level BPE)
+        if "\ufffd" not in pieces[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(ids) and "\ufffd" in pieces[j]:
+            j += 1
+        prefixes = tokenizer.batch_decode([ids[i : t + 1] for t in range(i, j)], skip_special_tokens=True)
+        done = 0  # characters of the run complete so far
+        for t, prefix in zip(range(i, j), prefixes, strict=True):
+            complete = len(prefix.rstrip("\ufffd")) if t < j - 1 else len(prefix)
+            widths[t], done = max(0, complete - done), max(done, complete)
+            pieces[t] = ""
+        pieces[i] = prefixes[-1]  # the run's text, for the check below
+        i = j
+    if "".join(pieces) != text or sum(widths) != len(text):
         windows = []
         for i in range(len(ids)):
             lo = max(0, i - _DECODE_WINDOW)

@@ -118,7 +118,12 @@ class DAPOConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     every scoring forward (critic values, reference log-probs). With several ranks (``nproc_per_node``
     x ``nodes``) each samples, scores and trains on its share of every stage's global batch and DDP
     averages the gradients; losses and metrics stay those of the global batch. DAPO trains with torch
-    (DDP) only: it has no DeepSpeed engine, so ZeRO does not apply."""
+    (DDP) only: it has no DeepSpeed engine, so ZeRO does not apply.
+
+    Samples (issue 14): each actor stage logs the K candidate next steps of its first ``sample_groups``
+    states (an int, or "all"), one group per state, with the advantage V(s.a) - V(s) and the values it
+    came from; every evaluation logs the rollouts of the first ``eval.sample_problems`` problems (phase
+    eval), the same problems each time. ``samples`` is an older configs' knob (states logged)."""
 
     model_path: str = Field(
         "tiny",

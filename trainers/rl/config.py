@@ -116,7 +116,14 @@ class EvalConfig(_Section):
 
 class RLConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
     """Skywork-OR1 (MAGIC): GRPO without KL or critic, on-policy, rejection of zero-advantage groups,
-    adaptive entropy control, multi-stage context length, binary verifiable rewards."""
+    adaptive entropy control, multi-stage context length, binary verifiable rewards.
+
+    What a run logs as samples (issue 14): ``sample_groups_per_step`` whole groups per step (an int, or
+    "all"), each completion with its group's filter status; ``token_stats_groups_per_step`` of them with
+    per-token offsets, log-probs and entropies (one extra no-gradient forward over their rows); and at
+    every evaluation the rollouts of the first ``eval.sample_problems`` problems (``eval.samples_per_problem``
+    each), the same problems each time. ``samples_per_step`` is an older configs' knob (samples, rounded up
+    to whole groups)."""
 
     model_path: str = Field(
         "tiny",

@@ -42,12 +42,23 @@ world size, and DDP (engine torch) or DeepSpeed ZeRO-2/3 averages the gradients.
 backward passes to the same count with a zero-weight row (DDP and ZeRO communicate in each). Rank 0
 evaluates and writes the model and torch optimizer files; DeepSpeed writes its partitions from every rank.
 With ``mini_batches > 1`` the mini-batch partition is rank 0's draw, which is one process's only when rank
-0's torch random stream is (not checked)."""
+0's torch random stream is (not checked).
+
+Samples (issue 14; trainers.common.sample_record): each step logs whole groups, the first
+``sample_groups_per_step`` of its prompts (a shuffled draw; "all" in the demo), every completion with its
+reward, reward components, advantage, verdict, extracted and expected answer, finish reason, length,
+group and member index, and ``group_status``: what the filter decided (kept, or why not: solved_all,
+unsolved_all, zero_variance). The first ``token_stats_groups_per_step`` of them carry per-token arrays:
+character offsets, and the trainer's log-probs and entropies at the rollout temperature from one
+no-gradient forward over those rows before the update (the sampling policy; its cost is reported as
+``timing_s/log_samples``), and under vLLM the engine's own log-probs. Every evaluation logs the rollouts
+of the first ``eval.sample_problems`` evaluation problems (phase eval), the same problems each time."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -651,7 +662,9 @@ class Trainer:
                 token_offsets(tok, c.completion_ids, c.completion_text),
                 logprobs=logp[r, start : start + m].tolist(),
                 entropies=entropy[r, start : start + m].tolist(),
-                engine_logprobs=c.logprobs if engine_reports and len(c.logprobs) == m else None,
+                engine_logprobs=c.logprobs
+                if engine_reports and len(c.logprobs) == m and all(map(math.isfinite, c.logprobs))
+                else None,  # vLLM reports NaN where it returned no log-prob: none then
             )
         return out
 
