@@ -24,8 +24,10 @@ Also reported: the compare JSON transferred (gzip) and decoded, and the JS heap 
     python -m bench.bench_compare_page [--runs 100] [--points 20000] [--repeat 5] [--before DIR]
 
 --before DIR also measures the page as served from another tree (e.g. ``git archive 0891473 | tar
--x -C DIR``: the page before this work) against the same database, alternating with this tree, so
-both see the same machine load. Rows of that tree are marked "before".
+-x -C DIR``: the page before this work) against the same database: both trees are served at once and
+every measurement (P1, P1v, P2+P3, P4, P5) runs for this tree and then for that one, so both see the
+same machine load. Rows of that tree are marked "before". Every row records the 1-minute load
+average at its start (``load_avg_1m``). --only P1,P23 runs some of the measurements.
 """
 
 from __future__ import annotations
@@ -218,49 +220,122 @@ class TreeServer(Server):
             common.ROOT = saved
 
 
-def measure_tree(context, base: str, ids: list[int], args, tag: str) -> list[dict]:
-    rows: list[dict] = []
-    tall = {"width": 1500, "height": 200 + 380 * ((len(KEYS) + 1) // 2)}
-    normal = {"width": 1500, "height": 1000}
+TALL = {"width": 1500, "height": 200 + 380 * ((len(KEYS) + 1) // 2)}
+NORMAL = {"width": 1500, "height": 1000}
+
+
+def load_note() -> dict:
+    return {"load_avg_1m": round(os.getloadavg()[0], 2)}
+
+
+def step_p1(context, base: str, ids: list[int], args, tag: str) -> list[dict]:
     fifty = ids[:50]
-    d = measure_loads(context, compare_url(base, fifty), all_charts=True, viewport=tall, repeat=args.repeat)
+    ld = load_note()
+    d = measure_loads(context, compare_url(base, fifty), all_charts=True, viewport=TALL, repeat=args.repeat)
     note = (f"{len(fifty)} runs x {len(KEYS)} keys x {args.points:,} points; {d['charts']} charts, "
             f"{d['json_transfer_bytes'] / 1e6:.2f} MB JSON transferred ({d['json_decoded_bytes'] / 1e6:.2f} MB decoded), "
-            f"JS heap {d['heap_bytes'].get('median', 0) / 1e6:.0f} MB")  # fmt: skip
-    rows.append(result("P1", f"{tag}compare page, 50 runs, every chart holds its traces", d["ready_ms"]["median"],
-                       "ms", 1000.0, "lower", mlflow="issue 12: 2,100 ms", note=note, **d))  # fmt: skip
-    rows.append(result("P1t", f"{tag}longest main-thread task during P1", d["longest_task_ms"]["median"], "ms",
-                       200.0, "lower", mlflow="issue 12: 1,600 ms freeze", **d))  # fmt: skip
+            f"JS heap {d['heap_bytes'].get('median', 0) / 1e6:.0f} MB; load {ld['load_avg_1m']}")  # fmt: skip
+    return [
+        result(
+            "P1",
+            f"{tag}compare page, 50 runs, every chart holds its traces",
+            d["ready_ms"]["median"],
+            "ms",
+            1000.0,
+            "lower",
+            mlflow="issue 12: 2,100 ms",
+            note=note,
+            **d,
+            **ld,
+        ),  # fmt: skip
+        result(
+            "P1t",
+            f"{tag}longest main-thread task during P1",
+            d["longest_task_ms"]["median"],
+            "ms",
+            200.0,
+            "lower",
+            mlflow="issue 12: 1,600 ms freeze",
+            **d,
+            **ld,
+        ),  # fmt: skip
+    ]
+
+
+def step_p1v(context, base: str, ids: list[int], args, tag: str) -> list[dict]:
+    ld = load_note()
     d = measure_loads(
-        context, compare_url(base, fifty), all_charts=False, viewport=normal, repeat=args.repeat
+        context, compare_url(base, ids[:50]), all_charts=False, viewport=NORMAL, repeat=args.repeat
     )
-    rows.append(result("P1v", f"{tag}compare page, 50 runs, charts in a 1500x1000 view", d["ready_ms"]["median"],
-                       "ms", 1000.0, "lower", note=f"{d['charts']} charts drawn", **d))  # fmt: skip
-    d = measure_interactions(context, compare_url(base, fifty), args.repeat)
-    note = f"{d['charts_in_view']} charts drawn at the start; longest task of the last step {d['longest_task_smoothing_ms']} ms"
-    rows.append(result("P2", f"{tag}smoothing step, 50 runs", d["smooth_ms"]["median"], "ms", 150.0, "lower",
-                       mlflow="issue 12: 1,400 ms", note=note, **d))  # fmt: skip
-    rows.append(result("P3", f"{tag}legend click, 50 runs", d["legend_ms"]["median"], "ms", 150.0, "lower",
-                       mlflow="issue 12: 1,400 ms", **d))  # fmt: skip
-    if len(ids) >= 100:
-        hundred = ids[:100]
-        d = measure_loads(context, compare_url(base, hundred, "&group=@group"), all_charts=True, viewport=tall,
-                          repeat=args.repeat)  # fmt: skip
-        note = (f"10 groups of 10; longest task {d['longest_task_ms'].get('median')} ms; "
-                f"{d['json_transfer_bytes'] / 1e3:.0f} kB JSON transferred")  # fmt: skip
-        rows.append(result("P4", f"{tag}compare page, 100 runs in 10 groups, every chart", d["ready_ms"]["median"],
-                           "ms", 1000.0, "lower", mlflow="issue 12: 2,140 ms", note=note, **d))  # fmt: skip
-        d = measure_loads(
-            context, compare_url(base, hundred), all_charts=True, viewport=tall, repeat=args.repeat
-        )
-        note = (f"longest task {d['longest_task_ms'].get('median')} ms; "
-                f"{d['json_transfer_bytes'] / 1e6:.2f} MB JSON transferred")  # fmt: skip
-        rows.append(result("P5", f"{tag}compare page, 100 runs ungrouped, every chart", d["ready_ms"]["median"],
-                           "ms", None, "lower", mlflow="issue 12: 4,000 ms", note=note, **d))  # fmt: skip
-    return rows
+    return [result("P1v", f"{tag}compare page, 50 runs, charts in a 1500x1000 view", d["ready_ms"]["median"],
+                   "ms", 1000.0, "lower", note=f"{d['charts']} charts drawn; load {ld['load_avg_1m']}",
+                   **d, **ld)]  # fmt: skip
+
+
+def step_p23(context, base: str, ids: list[int], args, tag: str) -> list[dict]:
+    ld = load_note()
+    d = measure_interactions(context, compare_url(base, ids[:50]), args.repeat)
+    note = (f"{d['charts_in_view']} charts drawn at the start; longest task of the last step "
+            f"{d['longest_task_smoothing_ms']} ms; load {ld['load_avg_1m']}")  # fmt: skip
+    return [
+        result(
+            "P2",
+            f"{tag}smoothing step, 50 runs",
+            d["smooth_ms"]["median"],
+            "ms",
+            150.0,
+            "lower",
+            mlflow="issue 12: 1,400 ms",
+            note=note,
+            **d,
+            **ld,
+        ),  # fmt: skip
+        result(
+            "P3",
+            f"{tag}legend click, 50 runs",
+            d["legend_ms"]["median"],
+            "ms",
+            150.0,
+            "lower",
+            mlflow="issue 12: 1,400 ms",
+            note=f"load {ld['load_avg_1m']}",
+            **d,
+            **ld,
+        ),  # fmt: skip
+    ]
+
+
+def step_p4(context, base: str, ids: list[int], args, tag: str) -> list[dict]:
+    if len(ids) < 100:
+        return []
+    ld = load_note()
+    d = measure_loads(context, compare_url(base, ids[:100], "&group=@group"), all_charts=True, viewport=TALL,
+                      repeat=args.repeat)  # fmt: skip
+    note = (f"10 groups of 10; longest task {d['longest_task_ms'].get('median')} ms; "
+            f"{d['json_transfer_bytes'] / 1e3:.0f} kB JSON transferred; load {ld['load_avg_1m']}")  # fmt: skip
+    return [result("P4", f"{tag}compare page, 100 runs in 10 groups, every chart", d["ready_ms"]["median"],
+                   "ms", 1000.0, "lower", mlflow="issue 12: 2,140 ms", note=note, **d, **ld)]  # fmt: skip
+
+
+def step_p5(context, base: str, ids: list[int], args, tag: str) -> list[dict]:
+    if len(ids) < 100:
+        return []
+    ld = load_note()
+    d = measure_loads(
+        context, compare_url(base, ids[:100]), all_charts=True, viewport=TALL, repeat=args.repeat
+    )
+    note = (f"longest task {d['longest_task_ms'].get('median')} ms; "
+            f"{d['json_transfer_bytes'] / 1e6:.2f} MB JSON transferred; load {ld['load_avg_1m']}")  # fmt: skip
+    return [result("P5", f"{tag}compare page, 100 runs ungrouped, every chart", d["ready_ms"]["median"],
+                   "ms", None, "lower", mlflow="issue 12: 4,000 ms", note=note, **d, **ld)]  # fmt: skip
+
+
+STEPS = {"P1": step_p1, "P1v": step_p1v, "P23": step_p23, "P4": step_p4, "P5": step_p5}
 
 
 def run(args) -> list[dict]:
+    import contextlib
+
     from playwright.sync_api import sync_playwright
 
     rows: list[dict] = []
@@ -274,15 +349,29 @@ def run(args) -> list[dict]:
         trees = [("", Server())] + (
             [("before: ", TreeServer(Path(args.before).resolve()))] if args.before else []
         )
-        for tag, server in trees:
-            with server, sync_playwright() as p, tempfile.TemporaryDirectory() as profile:
+        # Both trees are up at once and every measurement runs for each tree in turn (this tree
+        # first, then the other), so before and after see the same machine load.
+        with sync_playwright() as p, contextlib.ExitStack() as stack:
+            contexts = []
+            for tag, server in trees:
+                stack.enter_context(server)
+                profile = stack.enter_context(tempfile.TemporaryDirectory())
                 context = p.chromium.launch_persistent_context(
                     profile, executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
                 )
+                stack.callback(context.close)
                 context.add_cookies([{"name": cookie_name, "value": cookie_value, "url": server.url}])
                 context.add_init_script(INIT_SCRIPT)
-                rows += measure_tree(context, server.url, ids, args, tag)
-                context.close()
+                contexts.append((tag, server, context))
+            for name in args.only.split(",") if args.only else STEPS:
+                for tag, server, context in contexts:
+                    got = STEPS[name](context, server.url, ids, args, tag)
+                    for r in got:
+                        print(
+                            f"  {r['target']:4} {r['name']}: {r['measured']} {r['unit']} ({r['note']})",
+                            flush=True,
+                        )
+                    rows += got
     RESULTS.write_text(__import__("json").dumps(rows, indent=2, default=str))
     return rows
 
@@ -292,6 +381,9 @@ def configure(parser) -> None:
     parser.add_argument("--points", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--before", help="another source tree to measure the same way (the page before)")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated steps of {', '.join(STEPS)} (default: all)"
+    )
 
 
 if __name__ == "__main__":
