@@ -117,11 +117,11 @@ def test_a_killed_import_leaves_no_rows_on_sqlite(tmp_path):
         ORLAB_IMPORT_STALE_AFTER="1",
     )
     path = tmp_path / "big.jsonl"
-    with open(path, "w") as f:
-        for i in range(ROWS):
-            f.write(
-                json.dumps({"prompt": f"question {i}?", "chosen": f"good {i}", "rejected": f"bad {i}"}) + "\n"
-            )
+    with open(path, "w") as f:  # the bytes json.dumps writes for each row, ~8x faster than calling it
+        f.writelines(
+            f'{{"prompt": "question {i}?", "chosen": "good {i}", "rejected": "bad {i}"}}\n'
+            for i in range(ROWS)
+        )
     db = var / "orlab.sqlite3"
     by_worker = _import_and_kill("worker", path, env, db)
     in_request = _import_and_kill("request", path, env, db)
