@@ -3,8 +3,10 @@ time, zero-variance share, CSV), a click on a heatmap cell opening that prompt, 
 training and evaluation rollouts apart, the word diff of two steps' completions (choosing another step
 and another completion), and the distributions page. Screenshots go to /tmp/orlab-prompts-*.png.
 
-The data is stored before the browser starts; while Playwright runs, the test reads through the pages
-only."""
+The data is stored before the browser starts (``rl_run`` is asked for before ``browser``: an ORM call
+made after Playwright starts its event loop in this thread gets a second database connection, which
+outlives the test and keeps the test database from being dropped); while Playwright runs, the test
+reads through the pages only."""
 
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def rendered(page, testid: str) -> int:
     return int(page.get_attribute(f'[data-testid="{testid}"]', "data-rendered"))
 
 
-def test_matrix_to_prompt_to_diff_and_the_distributions(live_server, browser, rl_run, tmp_path):
+def test_matrix_to_prompt_to_diff_and_the_distributions(live_server, rl_run, browser):
     run, ids = rl_run
     errors: list[str] = []
     page = new_page(browser, errors)
