@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -412,14 +413,14 @@ def _record(run_id: int, rows: list[dict[str, Any]], attempt: int) -> int:
     if keys:
         for chunk in _chunks(sorted(keys), 5000):
             seen.update(
-                Sample.objects.filter(run_id=run_id, client_key__in=chunk).values_list(
-                    "client_key", flat=True
-                )
+                Sample.objects.filter(run_id=run_id, client_key__in=chunk)
+                .order_by()
+                .values_list("client_key", flat=True)
             )
             seen.update(
-                SampleKeptKey.objects.filter(run_id=run_id, client_key__in=chunk).values_list(
-                    "client_key", flat=True
-                )
+                SampleKeptKey.objects.filter(run_id=run_id, client_key__in=chunk)
+                .order_by()
+                .values_list("client_key", flat=True)
             )
     todo = []
     for r in rows:
@@ -461,7 +462,7 @@ def _record(run_id: int, rows: list[dict[str, Any]], attempt: int) -> int:
             )
         )
     _group_statuses(run_id, todo, objs)
-    Sample.objects.bulk_create(objs, batch_size=1000)
+    _insert(objs)
     tokens = [
         SampleTokens(sample_id=obj.pk, **r["tokens"])
         for r, obj in zip(todo, objs, strict=True)
@@ -471,6 +472,40 @@ def _record(run_id: int, rows: list[dict[str, Any]], attempt: int) -> int:
         SampleTokens.objects.bulk_create(tokens, batch_size=1000)
     _stats_add(run_id, todo, prompts)
     return len(objs)
+
+
+COPY_COLUMNS = (
+    "id", "run_id", "step", "prompt", "prompt_ref_id", "completion", "reward", "advantage", "verdict",
+    "length", "truncated", "group_index", "member_index", "finish_reason", "rewards", "extracted_answer",
+    "phase", "checkpoint_step", "attempt", "data_source", "extra", "client_key",
+)  # fmt: skip
+JSON_COLUMNS = {"rewards", "extra"}
+
+
+def _insert(objs: list[Sample]) -> None:
+    """The rows, with their ids set. PostgreSQL: ids drawn from the table's sequence, then one COPY
+    (about 4x faster than a multi-row INSERT of 1,000 2 KB rows); elsewhere bulk_create."""
+    if connection.vendor != "postgresql":
+        Sample.objects.bulk_create(objs, batch_size=1000)
+        return
+    table = Sample._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)",
+            [len(objs)],
+        )
+        for obj, (pk,) in zip(objs, cur.fetchall(), strict=True):
+            obj.pk = pk
+        with cur.cursor.copy(f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+            for obj in objs:
+                copy.write_row(
+                    [
+                        json.dumps(getattr(obj, c))
+                        if c in JSON_COLUMNS
+                        else getattr(obj, "pk" if c == "id" else c)
+                        for c in COPY_COLUMNS
+                    ]
+                )
 
 
 def _chunks(items: list, size: int):
@@ -499,9 +534,11 @@ def _prompts(run_id: int, rows: list[dict[str, Any]]) -> dict[str, list]:
     found: dict[str, list] = {}
     fill: list[tuple[int, dict[str, str]]] = []
     for chunk in _chunks(sorted(wanted), 2000):
-        for pk, digest, solved, expected, source in RolloutPrompt.objects.filter(
-            run_id=run_id, digest__in=chunk
-        ).values_list("id", "digest", "first_solved_step", "expected_answer", "data_source"):
+        for pk, digest, solved, expected, source in (
+            RolloutPrompt.objects.filter(run_id=run_id, digest__in=chunk)
+            .order_by()
+            .values_list("id", "digest", "first_solved_step", "expected_answer", "data_source")
+        ):
             found[digest] = [pk, solved]
             want = wanted[digest]
             update = {
@@ -519,9 +556,11 @@ def _prompts(run_id: int, rows: list[dict[str, Any]]) -> dict[str, list]:
             ignore_conflicts=True,
         )
         for chunk in _chunks(missing, 2000):
-            for pk, digest, solved in RolloutPrompt.objects.filter(
-                run_id=run_id, digest__in=chunk
-            ).values_list("id", "digest", "first_solved_step"):
+            for pk, digest, solved in (
+                RolloutPrompt.objects.filter(run_id=run_id, digest__in=chunk)
+                .order_by()
+                .values_list("id", "digest", "first_solved_step")
+            ):
                 found[digest] = [pk, solved]
     for pk, update in fill:
         RolloutPrompt.objects.filter(pk=pk).update(**update)
@@ -550,9 +589,16 @@ def _group_statuses(run_id: int, rows: list[dict[str, Any]], objs: list[Sample])
     steps = sorted({k[1] for k in derive})
     indices = sorted({k[2] for k in derive})
     for chunk in _chunks(steps, 1000):
-        for s in Sample.objects.filter(
-            run_id=run_id, step__in=chunk, group_index__in=indices, phase__in=sorted({k[0] for k in derive})
-        ).only("id", "phase", "step", "group_index", "reward", "verdict", "extra"):
+        for s in (
+            Sample.objects.filter(
+                run_id=run_id,
+                step__in=chunk,
+                group_index__in=indices,
+                phase__in=sorted({k[0] for k in derive}),
+            )
+            .order_by()
+            .only("id", "phase", "step", "group_index", "reward", "verdict", "extra")
+        ):
             key = (s.phase, s.step, s.group_index)
             if key in derive:
                 stored[key].append(s)
@@ -620,12 +666,24 @@ def _stats_add(run_id: int, rows: list[dict[str, Any]], prompts: dict[str, list]
         if a[1] and (prompt_id not in solved or step < solved[prompt_id]):
             solved[prompt_id] = step
     known = {pk: first for pk, first in prompts.values()}
-    for prompt_id in sorted(solved):
-        step = solved[prompt_id]
-        if known.get(prompt_id) is None or step < known[prompt_id]:
-            RolloutPrompt.objects.filter(pk=prompt_id).filter(
-                Q(first_solved_step__isnull=True) | Q(first_solved_step__gt=step)
-            ).update(first_solved_step=step)
+    earlier = sorted((pk, step) for pk, step in solved.items() if known.get(pk) is None or step < known[pk])
+    if not earlier:
+        return
+    prompt_t = RolloutPrompt._meta.db_table
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            for chunk in _chunks(earlier, 1000):
+                values = ", ".join(["(%s::bigint, %s::bigint)"] * len(chunk))
+                cur.execute(
+                    f"UPDATE {prompt_t} AS p SET first_solved_step = v.step FROM (VALUES {values}) AS v(id, step) "
+                    "WHERE p.id = v.id AND (p.first_solved_step IS NULL OR p.first_solved_step > v.step)",
+                    [x for pair in chunk for x in pair],
+                )
+        return
+    for prompt_id, step in earlier:
+        RolloutPrompt.objects.filter(pk=prompt_id).filter(
+            Q(first_solved_step__isnull=True) | Q(first_solved_step__gt=step)
+        ).update(first_solved_step=step)
 
 
 def stats_remove_after(run_id: int, after: int) -> None:
