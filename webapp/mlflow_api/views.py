@@ -469,15 +469,50 @@ def metrics_get_history(user, data):
     steps, values, walls = _history_page(series, after, n + 1)
     more = len(steps) > n
     steps, values, walls = steps[:n], values[:n], walls[:n]
-    out = {
-        "metrics": [
-            {"key": key, "value": number_out(float(v)), "step": int(s), "timestamp": int(w * 1000)}
-            for s, v, w in zip(steps.tolist(), values.tolist(), walls.tolist(), strict=True)
-        ]
-    }
-    if more:
-        out["next_page_token"] = _token({"after": int(steps[-1])})
-    return out
+    token = _token({"after": int(steps[-1])}) if more else None
+    return RawJSON(_history_json(key, steps, values, walls, token))
+
+
+class RawJSON(bytes):
+    """A response body already encoded (dispatch sends it as it is)."""
+
+
+def _history_json(key: str, steps, values, walls, token: str | None) -> bytes:
+    """``{"metrics": [{"key", "value", "step", "timestamp"}, ...], "next_page_token"}`` written
+    column-wise: orjson encodes each numpy column once and the points are spliced between fixed
+    byte strings, instead of a Python dict per point (a 25,000-point page took ~2 us a point that
+    way). The same bytes orjson writes for the dicts: floats as orjson writes them, non-finite
+    values as MLflow's strings (number_out), timestamps int(wall * 1000) (truncated)."""
+    n = len(steps)
+    tail = b"]" + (b',"next_page_token":' + orjson.dumps(token) if token is not None else b"") + b"}"
+    if n == 0:
+        return b'{"metrics":[' + tail
+
+    def column(array) -> list[bytes]:
+        return orjson.dumps(array, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].split(b",")
+
+    walls_ms = walls * 1000.0
+    if not np.isfinite(walls_ms).all():  # what int() does with those, point by point, as before
+        page = {
+            "metrics": [
+                {"key": key, "value": number_out(v), "step": s, "timestamp": int(w * 1000)}
+                for s, v, w in zip(steps.tolist(), values.tolist(), walls.tolist(), strict=True)
+            ]
+        }
+        return orjson.dumps(page if token is None else {**page, "next_page_token": token})
+    value_parts = column(values)
+    for i in np.flatnonzero(~np.isfinite(values)).tolist():
+        value_parts[i] = orjson.dumps(number_out(float(values[i])))
+    parts: list[bytes] = [b""] * (7 * n)
+    parts[0::7] = [b'{"key":' + orjson.dumps(key) + b',"value":'] * n
+    parts[1::7] = value_parts
+    parts[2::7] = [b',"step":'] * n
+    parts[3::7] = column(steps.astype(np.int64, copy=False))
+    parts[4::7] = [b',"timestamp":'] * n
+    parts[5::7] = column(walls_ms.astype(np.int64))
+    parts[6::7] = [b"},"] * n
+    parts[-1] = b"}"
+    return b'{"metrics":[' + b"".join(parts) + tail
 
 
 def _history_page(series_id: int, after: int | None, want: int):
@@ -555,7 +590,14 @@ def dispatch(request, endpoint: str):
     handler = ENDPOINTS.get((endpoint.strip("/"), request.method))
     if handler is None:
         return not_found(request)
-    return _guarded(request, lambda user: _json(handler(user, _body(request))))
+
+    def handle(user):
+        out = handler(user, _body(request))
+        if isinstance(out, RawJSON):
+            return HttpResponse(out, content_type="application/json")
+        return _json(out)
+
+    return _guarded(request, handle)
 
 
 @csrf_exempt
