@@ -253,6 +253,11 @@ def test_a_batch_is_idempotent_by_client_key_and_atomic(api, run):
         ({"tokens": {"logprobs": [-1.0]}}, "samples.1.tokens.offsets"),
         ({"tokens": {"offsets": [0], "surprise": [1.0]}}, "samples.1.tokens.surprise"),
         ({"step": "3"}, "samples.1.step"),
+        ({"verdict": None}, "samples.1.verdict"),  # null where the schema says string
+        ({"extra": None}, "samples.1.extra"),
+        ({"finish_reason": ""}, "samples.1.finish_reason"),
+        ({"phase": ""}, "samples.1.phase"),
+        ({"group_index": 2**31}, "samples.1.group_index"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_row_and_field(api, run, change, field):

@@ -185,10 +185,18 @@ class SampleInSerializer(serializers.Serializer):
     )
     truncated = serializers.BooleanField(required=False, default=False)
     group_index = serializers.IntegerField(
-        min_value=0, required=False, allow_null=True, help_text="which group of the step (0..G-1)"
+        min_value=0,
+        max_value=2**31 - 1,
+        required=False,
+        allow_null=True,
+        help_text="which group of the step (0..G-1)",
     )
     member_index = serializers.IntegerField(
-        min_value=0, required=False, allow_null=True, help_text="its place in the group (0..n-1)"
+        min_value=0,
+        max_value=2**31 - 1,
+        required=False,
+        allow_null=True,
+        help_text="its place in the group (0..n-1)",
     )
     finish_reason = serializers.ChoiceField(choices=list(SAMPLE_FINISH_REASONS), required=False)
     rewards = serializers.DictField(
@@ -202,7 +210,11 @@ class SampleInSerializer(serializers.Serializer):
         min_value=0, max_value=MAX_STEP, required=False, allow_null=True
     )
     attempt = serializers.IntegerField(
-        min_value=0, required=False, allow_null=True, help_text="default: the run's current attempt"
+        min_value=0,
+        max_value=2**31 - 1,
+        required=False,
+        allow_null=True,
+        help_text="default: the run's current attempt",
     )
     group_status = serializers.ChoiceField(
         choices=list(GROUP_STATUSES), required=False, help_text="default: derived from the group's members"

@@ -76,6 +76,10 @@ KNOWN = {
     "group_index", "member_index", "finish_reason", "rewards", "extracted_answer", "expected_answer",
     "data_source", "phase", "checkpoint_step", "attempt", "group_status", "tokens", "extra", "client_key",
 }  # fmt: skip
+NOT_NULL = (
+    "step", "prompt", "completion", "verdict", "length", "truncated", "finish_reason", "rewards", "extracted_answer",
+    "expected_answer", "data_source", "phase", "group_status", "tokens", "extra",
+)  # fmt: skip
 # pg_advisory_xact_lock class id of a run's samples: ingest holds it shared, retention exclusive, so a
 # re-sent key can never slip in between retention keeping a key and deleting its row.
 LOCK_CLASS = 14_001
@@ -233,6 +237,10 @@ def normalize(
         if value is not None and field not in extra:
             extra[field] = value if isinstance(value, str | int | float | bool) else repr(value)[:500]
 
+    if not lenient:  # what the API documents as non-null (webapp.api.serializers.SampleInSerializer)
+        for name in NOT_NULL:
+            if name in sample and sample[name] is None:
+                raise SampleError(row, name, "must not be null")
     own = {"step"} if step is None else set()
     if client_key is None:
         own.add("client_key")
@@ -288,12 +296,16 @@ def normalize(
         bad("checkpoint_step", f"an integer from 0 to {MAX_STEP}", value)
         value = None
     out["checkpoint_step"] = None if value is None else int(value)
-    finish = sample.get("finish_reason") or ""
-    if finish and finish not in SAMPLE_FINISH_REASONS:
+    finish = sample.get("finish_reason", "")
+    if lenient and not finish:
+        finish = ""
+    elif "finish_reason" in sample and finish not in SAMPLE_FINISH_REASONS:
         bad("finish_reason", f"one of {', '.join(SAMPLE_FINISH_REASONS)}", finish)
         finish = ""
     out["finish_reason"] = finish
-    phase = sample.get("phase") or "train"
+    phase = sample.get("phase", "train")
+    if lenient and not phase:
+        phase = "train"
     if phase not in SAMPLE_PHASES:
         bad("phase", f"one of {', '.join(SAMPLE_PHASES)}", phase)
         phase = "train"
