@@ -184,21 +184,39 @@ def test_a_downsampled_read_of_a_long_series_reads_summaries_not_points(run, mon
     steps = np.arange(n)
     metrics_record(run.id, {"k": Columns.of(steps, np.sin(steps / 1000.0), np.zeros(n))})
     fetched = []
-    real = metric_store.fetch_rows
+    real = metric_store.fetch_sql
 
-    def spy(queryset):
-        rows = real(queryset)
-        fetched.append((str(queryset.query), rows))
+    def spy(sql, params):
+        rows = real(sql, params)
+        fetched.append((sql, rows))
         return rows
 
-    monkeypatch.setattr(metric_store, "fetch_rows", spy)
+    monkeypatch.setattr(metric_store, "fetch_sql", spy)
     got = series_read([run.id], ["k"], max_points=2000)[run.id]["k"]
     assert len(fetched) == 1  # one query for the chunks: their summaries at one level
     sql, rows = fetched[0]
-    assert "summary_256" in sql
-    assert all(r[4:] == (None, None, None) for r in rows)  # no chunk shipped its points
-    assert sum(len(bytes(r[3])) for r in rows) // summaries.RECORD.itemsize <= 4 * 500  # O(max_points)
+    assert "summary_256" in sql and "steps" not in sql.split("FROM")[0]  # no chunk shipped its points
+    assert len(rows) == 1 and not rows[0][4]  # one row for the series; every chunk has level 256
+    assert len(bytes(rows[0][1])) // summaries.RECORD.itemsize <= 4 * 500  # O(max_points)
     assert len(got["steps"]) <= 2000 and got["steps"][0] == 0 and got["steps"][-1] == n - 1
+
+
+def test_a_series_whose_tail_lacks_the_level_reads_the_tail_points_and_equals_exact_m4(run):
+    """Level 64 is written for full chunks only: the partial tail's points are read and summarized
+    by the reader, merged in step order with the other chunks' records."""
+    n = 3 * 4096 + 1000  # three full chunks and a partial tail
+    steps = np.arange(n) * 3
+    values = np.cos(steps / 77.0) + (steps % 1013 == 0)
+    metrics_record(run.id, {"k": Columns.of(steps, values, steps * 0.5)})
+    assert summaries.level_for(n, 500) == 64
+    got = series_read([run.id], ["k"], max_points=500, with_wall=True)[run.id]["k"]
+    records = summaries.decode_records(
+        [summaries.summarize_all(steps[i : i + 4096], values[i : i + 4096], steps[i : i + 4096] * 0.5, 64)
+         for i in range(0, n, 4096)]
+    )  # fmt: skip
+    want = summaries.m4_records(records, 500, True)
+    for name in ("steps", "values", "walls"):
+        assert np.array_equal(got[name], want[name]), name
 
 
 def test_level_choice_reads_between_one_and_four_records_a_bucket():
