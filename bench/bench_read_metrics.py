@@ -15,6 +15,10 @@ request of each path (cold: just after the server started, nothing of it in the 
 reported on its own, then the medians of ``--repeat`` requests after ``--warmup`` unmeasured ones.
 For comparison with MLflow, the 1M series is also read whole (no max_points) and as 320 points. The
 compare page's cache of downsampled series is off (ORLAB_COMPARE_CACHE=0): the numbers are the reader.
+The server is the README's command, ``gunicorn webapp.wsgi -w 4`` (sync workers). Then MLflow's own
+server (``--mlflow-python``, a venv of its own; left out when missing or with ``--skip-mlflow``) on
+a throw-away database of the same PostgreSQL answers the same downsampled read of a 1M-point series
+(``--mlflow-points``) as its UI asks for it, in the same run.
 
     python -m bench.bench_read_metrics [--points 1000000,10000000] [--compare-runs 10]
         [--compare-points 100000] [--big-runs 100 --big-keys 10 --big-points 100000] [--profile]
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -31,7 +36,7 @@ import numpy as np
 
 from bench.common import (
     Client,
-    Server,
+    ReadmeServer,
     bench_database,
     breakdown_get,
     cli,
@@ -94,6 +99,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="also print where the time of 3 and 4 goes")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (the README: 4)")
+    parser.add_argument("--skip-mlflow", action="store_true", help="leave out MLflow's server")
+    parser.add_argument("--mlflow-python", default="/tmp/mlflow-venv/bin/python")
+    parser.add_argument("--mlflow-db", default="mlflow_bench_read")
+    parser.add_argument(
+        "--mlflow-points", default="1000000", help="comma-separated series sizes read from MLflow too"
+    )
+    parser.add_argument("--mlflow-repeat", type=int, default=5, help="MLflow reads after the cold one")
 
 
 def check_series(max_points: int, runs: int = 1, keys: int = 1):
@@ -131,6 +144,89 @@ def note_of(m: dict) -> str:
         f"cold first request {m['cold_server_ms']} ms server / {m['cold_wall_ms']} ms wall; client wall "
         f"median {m['wall_ms']['median']} ms; {m['response_bytes']:,} bytes"
     )
+
+
+def mlflow_reads(args: argparse.Namespace, singles: dict[int, dict]) -> list[dict]:
+    """MLflow's own server on the same PostgreSQL (a throw-away database), after orlab's part: the
+    same downsampled read of one series as MLflow's UI asks for it
+    (``/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval``, max_results = --max-points), its
+    series seeded with the rows MLflow's store writes (bench_mlflow_api.seed_mlflow_copy). MLflow
+    sends no Server-Timing: its figure is the client's wall time, compared with orlab's server time
+    (and orlab's wall time)."""
+    from pathlib import Path
+
+    from bench.bench_mlflow_api import (
+        Api,
+        MlflowServer,
+        drop_db,
+        mlflow_version,
+        recreate_db,
+        seed_mlflow_copy,
+    )
+
+    if not Path(args.mlflow_python).exists():
+        print(
+            f"MLflow left out: {args.mlflow_python} does not exist (python3.11 -m venv /tmp/mlflow-venv && "
+            "/tmp/mlflow-venv/bin/pip install mlflow==3.17.2 psycopg2-binary)",
+            flush=True,
+        )
+        return []
+    version = mlflow_version(args.mlflow_python)
+    mp = args.max_points
+    out = []
+    recreate_db(args.mlflow_db)
+    try:
+        with MlflowServer(args.mlflow_python, args.mlflow_db, args.workers) as ms:
+            api = Api(ms.url, "", None)
+            client = Client(ms.url)
+            for size in (int(x) for x in args.mlflow_points.split(",") if x):
+                run_id = api.create_run(f"read-{size}")
+                took = seed_mlflow_copy(args.mlflow_db, run_id, "k", size)
+                print(f"mlflow: seeded {size:,} points in {took:.1f} s", flush=True)
+                path = (
+                    "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval"
+                    f"?run_ids={run_id}&metric_key=k&max_results={mp}"
+                )
+                load0 = [round(x, 2) for x in os.getloadavg()]
+                responses = [client.request("GET", path) for _ in range(1 + args.mlflow_repeat)]
+                for r in responses:
+                    got = len(r.json().get("metrics", [])) if r.status == 200 else 0
+                    if not 0 < got <= mp:
+                        raise RuntimeError(f"MLflow GET {path} -> {r.status}, {got} points: {r.body[:300]!r}")
+                walls = sorted(r.wall_ms for r in responses[1:])
+                median = statistics.median(walls)
+                ours = singles.get(size)
+                ratio = round(median / ours["server_ms"]["median"], 1) if ours else None
+                note = (
+                    f"MLflow {version} ({ms.description}): wall median {median:.1f} ms of {len(walls)} after a "
+                    f"cold {responses[0].wall_ms:.1f} ms; {len(responses[1].body):,} bytes; load {load0}"
+                )
+                if ours:
+                    note += (
+                        f"; orlab server {ours['server_ms']['median']} ms, wall {ours['wall_ms']['median']} ms "
+                        f"(wall/wall {median / ours['wall_ms']['median']:.1f}x)"
+                    )
+                print(f"mlflow single {size:,}: {note}", flush=True)
+                out.append(
+                    result(
+                        "3m",
+                        f"(info) {size:,}-point series at max_points={mp}: MLflow's wall / orlab's server time",
+                        ratio,
+                        "x",
+                        None,
+                        "higher",
+                        mlflow=f"{median:.1f} ms",
+                        note=note,
+                        path=path,
+                        mlflow_wall_ms=walls,
+                        mlflow_cold_wall_ms=round(responses[0].wall_ms, 1),
+                    )
+                )
+            client.close()
+            api.close()
+    finally:
+        drop_db(args.mlflow_db)
+    return out
 
 
 def run(args: argparse.Namespace) -> list[dict]:
@@ -190,7 +286,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         with connection.cursor() as cur:
             cur.execute("VACUUM ANALYZE")
 
-        with Server() as server:
+        singles: dict[int, dict] = {}
+        with ReadmeServer(workers=args.workers) as server:
             client = Client(server.url, fx.token)
             mp = args.max_points
 
@@ -198,6 +295,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 path = f"/api/runs/{big.id}/metrics/?keys=k&max_points={mp}"
                 m = cold_and_warm(client, path, args, check_series(mp))
                 print(f"single {size:,}: {m}", flush=True)
+                singles[size] = m
                 rows.append(
                     result(
                         "3",
@@ -297,6 +395,9 @@ def run(args: argparse.Namespace) -> list[dict]:
                     )
                 )
             client.close()
+
+        if not args.skip_mlflow:
+            rows.extend(mlflow_reads(args, singles))
 
         if args.profile:
             for row in rows:

@@ -488,6 +488,47 @@ class Server:
         self.stop()
 
 
+class ReadmeServer(Server):
+    """orlab exactly as the README runs it: ``gunicorn webapp.wsgi -w N`` (sync workers; they close
+    the connection after each response, so the client reconnects for every request)."""
+
+    def __init__(self, workers: int = 4, threads: int | None = None):
+        super().__init__(workers=workers, threads=threads or 1)
+
+    @property
+    def description(self) -> str:
+        return f"gunicorn webapp.wsgi -w {self.workers} (sync workers, as the README)"
+
+    def start(self, timeout: float = 90.0) -> Server:
+        cmd = [PY, "-m", "gunicorn", "webapp.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(self.workers),
+               "--timeout", "300", "--log-level", "warning"]  # fmt: skip
+        return self._launch(cmd, bench_env(), "/healthz", timeout)
+
+    def _launch(self, cmd: list[str], env: dict, probe_path: str, timeout: float) -> Server:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + timeout
+        probe = Client(self.url)
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{cmd[:4]} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if probe.request("GET", probe_path).status == 200:
+                    break
+            except OSError:
+                probe.close()
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{cmd[:4]} did not come up in {timeout:.0f} s:\n{self.log_tail()}")
+            time.sleep(0.3)
+        probe.close()
+        time.sleep(1.0)  # the other workers finish booting
+        print(f"server: {self.description} on {self.url}", flush=True)
+        return self
+
+
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
