@@ -96,3 +96,19 @@ def test_saved_model_loads_through_load_tokenizer_without_a_swap(tok, model_dir)
     assert model.config.vocab_size == 1536 > len(loaded)  # the embedding may exceed the tokenizer
     assert model.config.eos_token_id == loaded.eos_token_id
     assert model.config.tie_word_embeddings
+
+
+def test_token_offsets_of_split_characters_and_special_tokens(tok):
+    """The sample record's per-token offsets (trainers.common.sample_record.token_offsets) on byte-level
+    BPE: a character split over byte tokens belongs to the token that completes it, EOS starts at the end,
+    and the offsets cut the completion into the tokens' text."""
+    from trainers.common.sample_record import token_offsets
+
+    for text in ("The sum 17+25=42, so \\boxed{42}.", "Café × 3 ≤ 10 — 😀 done", "😀😀é"):
+        ids = tok.encode(text, add_special_tokens=False) + [tok.eos_token_id]
+        offsets = token_offsets(tok, ids, text)
+        assert len(offsets) == len(ids) and offsets[0] == 0 and offsets[-1] == len(text)
+        assert all(a <= b for a, b in zip(offsets, offsets[1:], strict=False))
+        pieces = [text[a:b] for a, b in zip(offsets, offsets[1:] + [len(text)], strict=True)]
+        assert "".join(pieces) == text and pieces[-1] == ""  # EOS adds no character
+        assert "😀" in pieces or "😀" not in text  # the emoji is one token's, not spread over its bytes
