@@ -128,6 +128,17 @@ def test_matrix_buckets_rows_and_columns_for_the_browser(api, run):
     assert [r["rank"] for r in zoom["rows"]] == [1, 2] and zoom["row_width"] == 1
 
 
+def test_an_empty_matrix_and_a_window_past_the_end(api, alice, project, run):
+    empty = services.run_create(user=alice, project=project, name="e", kind="external", config={})
+    for path in (f"/api/runs/{empty.id}/prompts/", f"/api/runs/{run.id}/prompts/?offset=10&limit=5"):
+        data = api.get(path).json()
+        assert data["rows"] == [] and data["z"] == [], path
+    data = api.get(f"/api/runs/{empty.id}/prompts/").json()
+    assert data["prompts_total"] == 0 and data["columns"] == [] and data["counts"]["unsolved"] == []
+    assert api.get(f"/api/runs/{empty.id}/prompts/matrix.csv").content == b"prompt_id,first_solved_step\n"
+    assert api.get(f"/api/runs/{empty.id}/distributions/").json()["steps"] == []
+
+
 def test_csv_is_every_prompt_by_every_step_in_matrix_order(api, client_alice, run):
     ids = prompt_ids(run)
     resp = api.get(f"/api/runs/{run.id}/prompts/matrix.csv")

@@ -347,14 +347,14 @@ def matrix_view(run, query: MatrixQuery) -> dict:
     rows = []
     single = row_width == 1
     previews = _previews(m.prompts[lo:hi].tolist()) if single else {}
-    ends = [*row_starts[1:].tolist(), hi - lo]
+    ends = [*row_starts[1:].tolist(), hi - lo] if len(row_starts) else []
     for start, end in zip(row_starts.tolist(), ends, strict=True):
         a, b = lo + start, lo + end  # ranks [a, b) in matrix order
         row = {"rank": a, "count": b - a, "prompt": int(m.prompts[a]), "first_solved_step": first_steps[a]}
         if single:
             row.update(previews.get(row["prompt"], {"preview": "", "expected_answer": "", "data_source": ""}))
         rows.append(row)
-    col_ends = [*col_starts[1:].tolist(), S]
+    col_ends = [*col_starts[1:].tolist(), S] if len(col_starts) else []
     columns = [
         {"first": int(m.steps[a]), "last": int(m.steps[b - 1])}
         for a, b in zip(col_starts.tolist(), col_ends, strict=True)
