@@ -34,6 +34,7 @@ def _json(data) -> HttpResponse:
 
 class RunPromptMatrixApi(APIView):
     @extend_schema(
+        operation_id="runs_prompt_matrix",
         parameters=[
             PHASE_PARAMETER,
             OpenApiParameter(
@@ -72,6 +73,7 @@ class RunPromptMatrixApi(APIView):
 
 class RunPromptMatrixCsvApi(APIView):
     @extend_schema(
+        operation_id="runs_prompt_matrix_csv",
         parameters=[PHASE_PARAMETER],
         responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR)},
         description=(
@@ -91,6 +93,7 @@ class RunPromptMatrixCsvApi(APIView):
 
 class RunPromptHistoryApi(APIView):
     @extend_schema(
+        operation_id="runs_prompt_history",
         responses={200: OpenApiResponse(OpenApiTypes.OBJECT)},
         description=(
             "One prompt over training: its text, expected answer and, for training and evaluation "
@@ -106,6 +109,7 @@ class RunPromptHistoryApi(APIView):
 
 class RunDistributionsApi(APIView):
     @extend_schema(
+        operation_id="runs_distributions",
         parameters=[
             PHASE_PARAMETER,
             OpenApiParameter(
