@@ -17,7 +17,10 @@
      or +-std band;
    - colours: one hue per group (the chosen grouping, else the runs' own groups), shades per run;
    - drawing: a chart is drawn when it scrolls into view (IntersectionObserver), one chart per task;
-     a smoothing step or a legend click restyles only the affected traces (Plotly.restyle);
+     a smoothing step or a legend click changes only the affected traces, written straight into
+     plotly's data, calcdata and SVG paths (fastY / fastVisible; Plotly.restyle where that cannot
+     apply), several charts per task;
+   - points per series matched to the chart's width (MAX_POINTS, fewer per run above 10 runs);
    - CSV export of exactly what the charts draw, PNG per chart, the whole state in the URL;
    - live: while a run is queued or running, every 2 s the new points of every chosen key
      (since_step; grouped: the groups again), the statuses and collapse flags
