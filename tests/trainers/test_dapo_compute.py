@@ -258,6 +258,15 @@ def test_a_short_bf16_run_renders_every_prompt_and_saves_bf16_with_master_weight
         flat = max(qs) - min(qs) <= 1e-9  # centred targets all 0: the state adds nothing to the loss
         assert {m["group_status"] for m in members} == {"kept" if not flat else members[0]["group_status"]}
         assert flat or members[0]["group_status"] == "kept"
+    # the first state's candidates carry per-token arrays over the candidate's part of the completion
+    tokenized = [(g, s) for (_, g), members in groups.items() for s in members if "tokens" in s]
+    assert {g for g, _ in tokenized} == {0} and len(tokenized) == 2
+    for _, s in tokenized:
+        t = s["tokens"]
+        assert len(t["offsets"]) == len(t["logprobs"]) == len(t["entropies"]) == s["length"]
+        assert t["offsets"][0] == len(s["state"]) and t["offsets"][-1] <= len(s["completion"])
+        assert all(a <= b for a, b in zip(t["offsets"], t["offsets"][1:], strict=False))
+        assert all(lp <= 0 for lp in t["logprobs"]) and all(e >= 0 for e in t["entropies"])
     # the evaluations' rollouts: the same problems before training and at the end
     evals = [(st, s) for st, s in sink.samples if s.get("phase") == "eval"]
     steps = sorted({st for st, _ in evals})

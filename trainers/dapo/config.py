@@ -122,8 +122,9 @@ class DAPOConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
 
     Samples (issue 14): each actor stage logs the K candidate next steps of its first ``sample_groups``
     states (an int, or "all"), one group per state, with the advantage V(s.a) - V(s) and the values it
-    came from; every evaluation logs the rollouts of the first ``eval.sample_problems`` problems (phase
-    eval), the same problems each time. ``samples`` is an older configs' knob (states logged)."""
+    came from, the first ``token_stats_groups`` of them with per-token arrays; every evaluation logs the
+    rollouts of the first ``eval.sample_problems`` problems (phase eval), the same problems each time.
+    ``samples`` is an older configs' knob (states logged)."""
 
     model_path: str = Field(
         "tiny",
@@ -160,6 +161,12 @@ class DAPOConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
         "group per state (group_index = the state, member_index = the candidate), with the advantage "
         "V(s.a) - V(s), the value of the next state and the verifier's verdict on a final step; 'all': "
         "every state; 0: none",
+    )
+    token_stats_groups: int = Field(
+        1,
+        ge=0,
+        description="of the logged states, how many also log per-token arrays of their candidates: "
+        "character offsets, pi_ref's log-probs and entropies (one no-gradient forward of K rows)",
     )
     samples: int | None = Field(
         None, ge=0, description="older configs' knob, still read: when set, the number of states logged"

@@ -73,7 +73,14 @@ from trainers.common.precision import (
 )
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import TorchSampler, eos_token_ids
-from trainers.common.sample_record import expected_answer, group_status, groups_to_log
+from trainers.common.rollout_batch import build_batch
+from trainers.common.sample_record import (
+    expected_answer,
+    group_status,
+    groups_to_log,
+    token_arrays,
+    token_offsets,
+)
 from trainers.common.sandbox_record import sandbox_record
 from trainers.common.tiny import is_char_tokenizer_dir
 from trainers.dapo.actor import actor_backward, sample_candidates, step_logprobs, step_stop_ids
@@ -480,7 +487,7 @@ class Pipeline:
         adv = (q.view(len(states), K) - v_state[:, None]).to(self.device)
         ref_logp = ref_logp.view(len(states), K)
         if distributed.is_rank_zero():
-            self._log_candidates(states, by_id, candidates, adv, q, v_state, outcomes)
+            self._log_candidates(states, by_id, candidates, adv, q, v_state, outcomes, contexts)
         t_prepare = time.perf_counter() - t0
         self.add_time("actor_candidates_s", t_gen)
         self.add_time("verification_s", t_verify)
@@ -528,7 +535,34 @@ class Pipeline:
         self.policy.zero_grad(set_to_none=True)  # no gradient memory held through the next stages
         self.add_time("actor_train_s", time.perf_counter() - t2)
 
-    def _log_candidates(self, states, by_id, candidates, adv, q, v_state, outcomes) -> None:
+    def _candidate_tokens(self, context: list[int], group: list, prefix: int) -> list[dict]:
+        """Per-token arrays of one state's candidates: character offsets in the logged completion (the
+        state's text, ``prefix`` characters, then the candidate), and pi_ref's log-probs (temperature 1,
+        as the loss reads them) and entropies from one no-gradient forward of the K rows (rank 0's actor,
+        not yet updated; DAPO runs no ZeRO, so one rank's forward needs no other)."""
+        batch = build_batch([(list(context), list(c.ids)) for c in group], self.pad_id).to(self.device)
+        with torch.no_grad(), self.precision.autocast():
+            logp, entropy = PolicyLogprobs(self.policy)(
+                batch.input_ids,
+                batch.attention_mask,
+                batch.response_mask,
+                temperature=1.0,
+                entropy_grad=False,
+            )
+        logp, entropy = logp.float().cpu(), entropy.float().cpu()
+        start = len(context) - 1
+        out = []
+        for r, c in enumerate(group):
+            m = len(c.ids)
+            offsets = [prefix + o for o in token_offsets(self.tokenizer, c.ids, c.text)]
+            out.append(
+                token_arrays(
+                    offsets, logp[r, start : start + m].tolist(), entropy[r, start : start + m].tolist()
+                )
+            )
+        return out
+
+    def _log_candidates(self, states, by_id, candidates, adv, q, v_state, outcomes, contexts) -> None:
         """The first ``sample_groups`` states' candidate steps as sample groups: one group per state
         (group_index = the state's index in this actor stage, member_index = the candidate's), each
         candidate's completion the state's steps followed by it, ``reward`` = Q(s, a) (the verifier's
@@ -547,6 +581,11 @@ class Pipeline:
             status = group_status(qs, kept=not (cfg.actor.center and flat_q))
             prompt = render_prompt_text(self.tokenizer, problem.prompt, cfg.chat_template)
             state = "".join(steps)
+            tokens = (
+                self._candidate_tokens(contexts[si], candidates[si], len(state))
+                if si < cfg.token_stats_groups
+                else None
+            )
             for i, c in enumerate(candidates[si]):
                 outcome = outcomes[si * K + i]
                 row = {
@@ -563,6 +602,8 @@ class Pipeline:
                 }  # fmt: skip
                 if outcome is not None:
                     row["verdict"], row["extracted_answer"] = outcome[0], str(outcome[1])[:500]
+                if tokens is not None:
+                    row["tokens"] = tokens[i]
                 samples.append(row)
         if samples:
             self.sink.log_samples(self.step, samples)
