@@ -168,6 +168,20 @@ class MetricPointSerializer(serializers.Serializer):
     wall_time = serializers.FloatField(required=False, help_text="unix seconds; default: time of receipt")
 
 
+class SampleTokensInSerializer(serializers.Serializer):
+    offsets = serializers.ListField(
+        child=serializers.IntegerField(min_value=0, max_value=2**31 - 1),
+        help_text="each token's first character in the completion (non-decreasing)",
+    )
+    logprobs = serializers.ListField(child=serializers.FloatField(allow_null=True), required=False)
+    entropies = serializers.ListField(child=serializers.FloatField(allow_null=True), required=False)
+    engine_logprobs = serializers.ListField(
+        child=serializers.FloatField(allow_null=True),
+        required=False,
+        help_text="the rollout engine's log-probs",
+    )
+
+
 class SampleInSerializer(serializers.Serializer):
     """One sample of POST /api/runs/{id}/samples/ (the record: webapp.runs.samples). Documents the
     schema; the batch is checked by SampleBatchSerializer with webapp.runs.samples.normalize, which
@@ -219,11 +233,8 @@ class SampleInSerializer(serializers.Serializer):
     group_status = serializers.ChoiceField(
         choices=list(GROUP_STATUSES), required=False, help_text="default: derived from the group's members"
     )
-    tokens = serializers.DictField(
-        child=serializers.ListField(child=serializers.FloatField(allow_null=True)),
-        required=False,
-        help_text="per-token arrays, each as long as offsets: offsets (int, char offset of each token in "
-        "the completion), logprobs, entropies, engine_logprobs",
+    tokens = SampleTokensInSerializer(
+        required=False, help_text="per-token arrays (a sampled subset of rollouts), each as long as offsets"
     )
     extra = serializers.DictField(required=False, default=dict, validators=[json_field_validator()])
     client_key = TextField(
