@@ -139,6 +139,31 @@ def test_an_empty_matrix_and_a_window_past_the_end(api, alice, project, run):
     assert api.get(f"/api/runs/{empty.id}/distributions/").json()["steps"] == []
 
 
+def test_the_postgresql_readings_match_the_portable_ones(run):
+    import numpy as np
+
+    from webapp.selectors import prompts as sel
+
+    for phase in sel.PHASES:
+        fast, slow = sel.stat_rows(run.id, phase), sel.stat_rows_portable(run.id, phase)
+        order_f, order_s = (
+            np.lexsort((fast["step"], fast["prompt"])),
+            np.lexsort((slow["step"], slow["prompt"])),
+        )
+        assert len(fast) and (fast[order_f] == slow[order_s]).all(), phase
+
+        def samples(arrays):  # (step, length, truncated, reward: None for NaN), sorted
+            step, length, truncated, reward = (a.tolist() for a in arrays)
+            reward = [None if r != r else r for r in reward]
+            return sorted(zip(step, length, truncated, reward, strict=True), key=repr)
+
+        fast_s, slow_s = (
+            samples(sel.sample_rows(run.id, phase)),
+            samples(sel.sample_rows_portable(run.id, phase)),
+        )
+        assert fast_s and fast_s == slow_s, phase
+
+
 def test_csv_is_every_prompt_by_every_step_in_matrix_order(api, client_alice, run):
     ids = prompt_ids(run)
     resp = api.get(f"/api/runs/{run.id}/prompts/matrix.csv")

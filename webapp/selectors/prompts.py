@@ -52,8 +52,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.db import connection
-from django.db.models import Count, F, Max, Min, Q, Sum
-from django.db.models.functions import Floor, Substr
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import Substr
 from django.http import Http404
 
 from webapp.errors import ServiceError
@@ -191,6 +191,12 @@ def stat_rows(run_id: int, phase: str) -> np.ndarray:
         out["correct"] = (packed & 0xFFFFFFFF) >> 1
         out["zv"] = (packed & 1).astype(bool)
         return out
+    return stat_rows_portable(run_id, phase)
+
+
+def stat_rows_portable(run_id: int, phase: str) -> np.ndarray:
+    """``stat_rows`` through the ORM, a row at a time (SQLite's embedded mode; the tests hold the
+    PostgreSQL reading to it)."""
     rows = list(
         run_models.PromptStepStat.objects.filter(run_id=run_id, phase=phase).values_list(
             "prompt_id", "step", "n", "correct", "reward_min", "reward_max"
@@ -522,50 +528,97 @@ def _reward_edges(lo: float, hi: float, bins: int) -> tuple[float, float, list[f
     return lo, width, [lo + width * i for i in range(bins)] + [hi], bins
 
 
-def _histogram(
-    qs, field: str, start, width, bins: int, step_pos: dict[int, int], integer: bool
-) -> np.ndarray:
-    """(steps, bins) counts of ``field`` per step, in one GROUP BY query."""
-    # integer columns divide as integers (PostgreSQL and SQLite alike); floats are floored
-    bucket = (F(field) - start) / width if integer else Floor((F(field) - start) / width)
-    rows = qs.annotate(b=bucket).values("step", "b").annotate(c=Count("id")).values_list("step", "b", "c")
-    out = np.zeros((len(step_pos), bins), dtype=np.int64)
-    for step, b, c in rows:
-        out[step_pos[step], min(max(int(b), 0), bins - 1)] += c
-    return out
+# One sample as 24 big-endian bytes: step, length << 1 | truncated, reward (NaN: none).
+_SAMPLE_PACKED = np.dtype([("step", ">i8"), ("length", ">i8"), ("reward", ">f8")])
+
+
+def sample_rows(run_id: int, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(step, length, truncated, reward with NaN where none) of every stored sample of one run and
+    phase, in one query (on PostgreSQL one bytea read by numpy, as ``stat_rows``)."""
+    if connection.vendor == "postgresql":
+        import psycopg
+
+        table = connection.ops.quote_name(run_models.Sample._meta.db_table)
+        sql = (
+            "SELECT string_agg(int8send(step) || int8send((length::int8 << 1) | truncated::int::int8) || "  # noqa: S608
+            f"float8send(coalesce(reward, 'NaN'::float8)), ''::bytea) FROM {table} "
+            f"WHERE run_id = {int(run_id)} AND phase = '{PHASES[PHASES.index(phase)]}'"
+        )
+        connection.ensure_connection()
+        with psycopg.Cursor(connection.connection) as raw:
+            raw.execute(sql, binary=True)
+            data = raw.fetchone()[0] or b""
+        rec = np.frombuffer(data, dtype=_SAMPLE_PACKED)
+        packed = rec["length"].astype(np.int64)
+        return (
+            rec["step"].astype(np.int64),
+            packed >> 1,
+            (packed & 1).astype(bool),
+            rec["reward"].astype(np.float64),
+        )
+    return sample_rows_portable(run_id, phase)
+
+
+def sample_rows_portable(run_id: int, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``sample_rows`` through the ORM (SQLite's embedded mode; the tests hold PostgreSQL's to it)."""
+    rows = list(
+        run_models.Sample.objects.filter(run_id=run_id, phase=phase).values_list(
+            "step", "length", "truncated", "reward"
+        )
+    )
+    if not rows:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty.astype(bool), empty.astype(np.float64)
+    step, length, truncated, reward = zip(*rows, strict=True)
+    return (
+        np.array(step, dtype=np.int64),
+        np.array(length, dtype=np.int64),
+        np.array(truncated, dtype=bool),
+        np.array([np.nan if r is None else r for r in reward], dtype=np.float64),
+    )
+
+
+def _counts(s_idx: np.ndarray, bins: np.ndarray, steps: int, nb: int) -> list[list[int]]:
+    """(steps, nb) counts of (step index, bin) pairs."""
+    return np.bincount(s_idx * nb + bins, minlength=steps * nb).reshape(steps, nb).tolist()
 
 
 def distributions(run, query: DistributionQuery) -> dict:
-    """Length and reward histograms per step (stored samples), the truncation rate per step (aggregates,
-    kept forever; samples for steps without aggregates)."""
-    samples = run_models.Sample.objects.filter(run=run, phase=query.phase)
+    """Length and reward histograms per step (stored samples, one query), the truncation rate per step
+    (aggregates, kept forever; samples for steps without aggregates)."""
+    step, length, truncated, reward = sample_rows(run.id, query.phase)
+    steps, s_idx = _dense_index(step)
+    S = len(steps)
+    n = np.bincount(s_idx, minlength=S)
+    rewarded = ~np.isnan(reward)
     per_step = list(
-        samples.values("step")
-        .annotate(
-            n=Count("id"),
-            truncated=Count("id", filter=Q(truncated=True)),
-            rewarded=Count("reward"),
+        zip(
+            steps.tolist(),
+            n.tolist(),
+            np.bincount(s_idx, weights=truncated, minlength=S).astype(np.int64).tolist(),
+            np.bincount(s_idx, weights=rewarded, minlength=S).astype(np.int64).tolist(),
+            strict=True,
         )
-        .order_by("step")
-        .values_list("step", "n", "truncated", "rewarded")
     )
-    bounds = samples.aggregate(lmin=Min("length"), lmax=Max("length"), rmin=Min("reward"), rmax=Max("reward"))
-    steps = [r[0] for r in per_step]
-    pos = {s: i for i, s in enumerate(steps)}
-    out: dict = {"run": run.id, "phase": query.phase, "steps": steps, "samples": [r[1] for r in per_step]}
-    if steps:
-        start, width, edges = _length_edges(bounds["lmin"], bounds["lmax"], query.bins)
-        counts = _histogram(samples, "length", start, width, len(edges) - 1, pos, integer=True)
-        out["length"] = {"edges": edges, "counts": counts.tolist(), "unit": "tokens"}
+    out: dict = {"run": run.id, "phase": query.phase, "steps": steps.tolist(), "samples": n.tolist()}
+    if S:
+        start, width, edges = _length_edges(int(length.min()), int(length.max()), query.bins)
+        nb = len(edges) - 1
+        bins = np.clip((length - start) // width, 0, nb - 1)
+        out["length"] = {"edges": edges, "counts": _counts(s_idx, bins, S, nb), "unit": "tokens"}
     else:
         out["length"] = {"edges": [], "counts": [], "unit": "tokens"}
-    if bounds["rmin"] is not None:
-        start, width, edges, nb = _reward_edges(bounds["rmin"], bounds["rmax"], query.bins)
-        counts = _histogram(samples.exclude(reward=None), "reward", start, width, nb, pos, integer=False)
-        out["reward"] = {"edges": [round(e, 6) for e in edges], "counts": counts.tolist()}
+    if rewarded.any():
+        r = reward[rewarded]
+        start, width, edges, nb = _reward_edges(float(r.min()), float(r.max()), query.bins)
+        bins = np.clip(np.floor((r - start) / width).astype(np.int64), 0, nb - 1)
+        out["reward"] = {
+            "edges": [round(e, 6) for e in edges],
+            "counts": _counts(s_idx[rewarded], bins, S, nb),
+        }
     else:
-        out["reward"] = {"edges": [], "counts": [[] for _ in steps]}
-    out["reward"]["missing"] = [r[1] - r[3] for r in per_step]
+        out["reward"] = {"edges": [], "counts": [[] for _ in range(S)]}
+    out["reward"]["missing"] = [p[1] - p[3] for p in per_step]
     out["truncation"] = truncation(run, query.phase, per_step)
     return out
 
