@@ -231,6 +231,47 @@ def test_a_batch_is_idempotent_by_client_key_and_atomic(api, run):
     assert Sample.objects.filter(run=run).count() == count
 
 
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_with_the_same_keys_store_them_once(run):
+    """Two clients send the same keyed batch at once: the second's insert waits on the first's
+    uncommitted keys, conflicts once it commits, and is retried as skipped."""
+    import threading
+
+    from django.db import connection, transaction
+
+    rows = group(1, 0, "p", [1.0, 0.0], ["correct", "wrong"])
+    for i, row in enumerate(rows):
+        row["client_key"] = f"same-{i}"
+    results, first_in, release = {}, threading.Event(), threading.Event()
+
+    def first():
+        try:
+            with transaction.atomic():
+                results["first"] = samples_record(run, rows)
+                first_in.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    def second():
+        try:
+            first_in.wait(30)
+            results["second"] = samples_record(run, rows)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    first_in.wait(30)
+    threading.Event().wait(0.5)  # let the second reach its insert (either way it must store nothing)
+    release.set()
+    for t in threads:
+        t.join(60)
+    assert results == {"first": 2, "second": 0}
+    assert Sample.objects.filter(run=run).count() == 2 and stored(run) == recomputed(run)
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [

@@ -508,7 +508,11 @@ def _insert(objs: list[Sample]) -> None:
         )
         for obj, (pk,) in zip(objs, cur.fetchall(), strict=True):
             obj.pk = pk
-        with cur.cursor.copy(f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy:
+        # wrapped: a duplicate key from a concurrent batch is Django's IntegrityError (record_rows retries)
+        with (
+            connection.wrap_database_errors,
+            cur.cursor.copy(f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy,
+        ):
             for obj in objs:
                 copy.write_row(
                     [
@@ -560,7 +564,7 @@ def _prompts(run_id: int, rows: list[dict[str, Any]]) -> dict[str, list]:
             }
             if update:
                 fill.append((pk, update))
-    missing = [d for d in wanted if d not in found]
+    missing = sorted(d for d in wanted if d not in found)  # one order: concurrent batches never deadlock
     if missing:
         RolloutPrompt.objects.bulk_create(
             [RolloutPrompt(run_id=run_id, digest=d, **wanted[d]) for d in missing],
