@@ -249,3 +249,16 @@ def test_another_teams_run_is_404_everywhere(bob_api, client_bob, run):
         f"/runs/{run.id}/samples/{sample.id}/tokens/",
     ):
         assert client_bob.get(url).status_code == 404, url
+
+
+def test_a_search_pages_through_its_matches(api, run):
+    """Whichever plan the search takes (walk: counts what it saw; index: a capped count), the pages
+    hold every match once, and a page past the last is a 404."""
+    url = f"/api/runs/{run.id}/samples/?q=apples_per_day&page_size=3"
+    first = api.get(url).json()
+    assert len(first["results"]) == 3 and first["next"] and first["count"] >= 4
+    second = api.get(url + "&page=2").json()
+    assert len(second["results"]) == 1 and second["next"] is None and second["count"] == 4
+    seen = [r["id"] for r in first["results"] + second["results"]]
+    assert len(set(seen)) == 4
+    assert api.get(url + "&page=3").status_code == 404

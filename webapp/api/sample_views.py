@@ -122,13 +122,10 @@ class SampleListMixin:
     def get(self, request, *args, **kwargs):
         run = run_selectors.run_get(user=request.user, pk=self.kwargs["pk"])
         self.sample_query = sq.SampleQuery(request.query_params, run, strict=True)
-        qs = (
-            self.sample_query.queryset()
-            .select_related("prompt_ref")
-            .annotate(has_tokens=sq.has_tokens_expr())
-        )
-        page = self.paginate_queryset(qs)
-        return self.get_paginated_response(SampleRowSerializer(page, many=True).data)
+        # the page's ids first (a sort carries no texts), then those rows whole
+        page = self.paginate_queryset(self.sample_query.queryset().only("id"))
+        rows = sq.full_rows([sample.pk for sample in page])
+        return self.get_paginated_response(SampleRowSerializer(rows, many=True).data)
 
     def get_queryset(self):  # for the schema generator (the GET builds its own)
         return Sample.objects.none()

@@ -28,10 +28,13 @@ Ordering: ``ordering=[-]step|reward|advantage|length`` (default ``step``). By st
 come group by group, member by member (then by id); ``-step`` is its exact reverse. By the other keys,
 ties go by id (ascending) and samples without a reward or advantage are listed last either way.
 
-Paging: page numbers; the count stops a little past the requested page (``COUNT_CAP``, then "2,000+"),
-so no page counts a million rows. A search first counts its matches up to the cap with the GIN / trigram
-index (webapp.datasets.selectors.CappedPaginator): few matches are read from the index and sorted, many
-are found by walking the (run, step) index and testing rows until the page is full.
+Paging: page numbers, never a COUNT(*) over the run (SamplePaginator). Counts stop a little past the
+requested page (``COUNT_CAP``, then "2,000+"); a first page that is not full is its own count. A word
+search whose matches the planner estimates at 1 % or more of the run (PostgreSQL keeps word statistics
+for the full-text index's expression) walks the (run, step, group, member) index, testing rows until
+the page is full, and counts only what it saw ("50+"); a rarer one is read from the GIN index and
+sorted. A substring search counts its matches with the trigram index up to the cap, then walks (many)
+or sorts (few).
 
 SQLite (embedded mode): no full-text or trigram index; ``q`` and ``contains`` both become
 case-insensitive substring matches (icontains) over the completion and the prompt.
@@ -42,17 +45,20 @@ it is ignored and reported in ``errors``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from django.db import connection
+from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
+from django.db import connection, transaction
 from django.db.models import BooleanField, Exists, F, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length, Right, Substr
 
-from webapp.datasets.selectors import CappedPaginator
 from webapp.errors import ServiceError
 from webapp.runs.models import SAMPLE_VERDICTS, RolloutPrompt, Run, Sample, SampleTokens
 
@@ -69,6 +75,7 @@ MIN_CONTAINS_CHARS = 3
 MAX_STEP = 2**62
 MAX_LEN = 2**31 - 1
 REWARD_TOLERANCE = 1e-9  # rewards closer than this count as equal (webapp.runs.samples.group_status)
+WALK_DENSITY = 0.01  # a word search whose estimated matches are at least this share walks the index
 MAX_PROMPT_IDS = 20_000  # prompts matched by a search, passed as a list (above: a subquery)
 PREVIEW_CHARS = 160  # head and tail of a completion in a list row
 #: the API refuses these empty or repeated (the schema's integers, numbers and enums)
@@ -105,6 +112,7 @@ class SampleQuery:
         self.run = run
         self.strict = strict
         self._queryset = None
+        self._prompt_ids: list[int] = []
         self.errors: dict[str, str] = {}
 
         def bad(name: str, message: str) -> None:
@@ -241,7 +249,7 @@ class SampleQuery:
             self._queryset = self._build()
         return self._queryset.all()
 
-    def _build(self):
+    def _build(self, *, search: bool = True):
         qs = Sample.objects.filter(run=self.run)
         if self.step is not None:
             qs = qs.filter(step=self.step)
@@ -267,9 +275,9 @@ class SampleQuery:
             qs = qs.filter(length__lte=self.max_len)
         if self.group_status:
             qs = qs.filter(group_status_q(self.group_status))
-        if self.q:
+        if self.q and search:
             qs = qs.filter(self._text_q(self.q, words=True))
-        if self.contains:
+        if self.contains and search:
             qs = qs.filter(self._text_q(self.contains, words=False))
         return qs.order_by(*self.order_by())
 
@@ -283,10 +291,22 @@ class SampleQuery:
                 | Q(prompt_ref__isnull=True, prompt__icontains=text)
             )
         template, value = (TS_MATCH, text) if words else (LIKE_MATCH, like_pattern(text))
+        # The run's matching prompts, from the GIN / trigram index of all prompts: a run's own filter
+        # would let the planner compute to_tsvector for each of its thousands of prompts instead.
+        table = RolloutPrompt._meta.db_table
+        sql = (
+            f"WITH m AS MATERIALIZED (SELECT id, run_id FROM {table} WHERE "
+            + template.format(col="text")
+            + ") SELECT id FROM m WHERE run_id = %s LIMIT %s"
+        )
+        with _plan(_BITMAP), connection.cursor() as cur:
+            cur.execute(sql, [value, self.run.pk, MAX_PROMPT_IDS + 1])
+            ids = [row[0] for row in cur.fetchall()]
+        if words:
+            self._prompt_ids = ids
         prompts = RolloutPrompt.objects.filter(run=self.run).filter(
             _raw(template.format(col=_col(RolloutPrompt, "text")), [value])
         )
-        ids = list(prompts.values_list("id", flat=True)[: MAX_PROMPT_IDS + 1])
         match = Q(_raw(template.format(col=_col(Sample, "completion")), [value]))
         if len(ids) > MAX_PROMPT_IDS:
             match |= Q(prompt_ref__in=prompts.values("id"))
@@ -309,51 +329,155 @@ class SampleQuery:
         return [F(key).desc(nulls_last=True) if desc else F(key).asc(nulls_last=True), F("id").asc()]
 
     def paginator(self, queryset, per_page: int) -> SamplePaginator:
-        """``queryset``: this query's queryset, possibly with more columns (list_rows); the count reads
-        the bare filter."""
-        return SamplePaginator(
-            queryset,
-            per_page,
-            cap=COUNT_CAP,
-            search=self.search,
-            by_row=self.key == "step",
-            count_source=self.queryset(),
+        """``queryset``: this query's queryset, possibly reading fewer columns (the page's ids)."""
+        if not self.search:
+            mode = "plain"
+        elif self.key != "step":
+            mode = "bitmap"  # no index walks these orders: the matches are found, then sorted
+        elif self.q and not self.contains:
+            mode = "walk" if self._density() >= WALK_DENSITY else "bitmap"
+        else:
+            mode = "auto"  # a pattern's frequency is not estimated well: its capped count decides
+        return SamplePaginator(queryset, per_page, cap=COUNT_CAP, mode=mode, count_source=self.queryset())
+
+    def _density(self) -> float:
+        """An estimate of the share of the run's (filtered) samples that match the words: the planner's
+        for the completions (PostgreSQL keeps word statistics of the full-text index's expression),
+        plus the share of the run's prompts that match (their samples all do)."""
+        if connection.vendor != "postgresql":
+            return 0.0
+        self.queryset()  # looks the prompts up
+        prompts = RolloutPrompt.objects.filter(run=self.run).count()
+        prompt_share = len(self._prompt_ids) / prompts if prompts else 0.0
+        base = self._build(search=False)
+        words = base.filter(_raw(TS_MATCH.format(col=_col(Sample, "completion")), [self.q]))
+        return prompt_share + _estimated_rows(words) / max(1.0, _estimated_rows(base))
+
+
+def _estimated_rows(qs) -> float:
+    sql, params = qs.order_by().values("id").query.sql_with_params()
+    with connection.cursor() as cur:
+        cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+        plan = cur.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
+# How a search's page is planned (session settings for one query). Walk: go down the (run, step, group,
+# member) index, test each row, stop when the page is full (cheap when matches are many). Bitmap: look
+# the words or trigrams up in the GIN index, then sort what matched (cheap when they are few). No JIT:
+# its compilation costs more than these queries.
+_WALK = {
+    "enable_seqscan": "off",
+    "enable_bitmapscan": "off",
+    "enable_sort": "off",
+    "max_parallel_workers_per_gather": "0",
+    "jit": "off",
+}
+_BITMAP = {
+    "enable_seqscan": "off",
+    "enable_indexscan": "off",
+    "enable_indexonlyscan": "off",
+    "work_mem": "32MB",
+    "jit": "off",
+}
+
+
+@contextlib.contextmanager
+def _plan(settings: dict[str, str] | None) -> Iterator[None]:
+    if not settings or connection.vendor != "postgresql":
+        yield
+        return
+    names = list(settings)
+    with transaction.atomic(), connection.cursor() as cur:
+        cur.execute(
+            "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(names)),
+            [x for name in names for x in (name, settings[name])],
         )
+        yield
+        # back to the session's values (an outer transaction goes on)
+        cur.execute("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY(%s)", [names])
 
 
-class SamplePaginator(CappedPaginator):
-    """CappedPaginator whose count reads ``count_source`` (the filter without a page's extra columns:
-    no completion excerpts cut and no token lookups for up to COUNT_CAP rows)."""
+class SamplePaginator(Paginator):
+    """Pages of a sample query with no COUNT(*) over a run.
 
-    def __init__(self, object_list, per_page, *, count_source=None, **kwargs):
-        super().__init__(object_list, per_page, **kwargs)
+    ``mode``: "walk" (a search with many matches, by step): a page is read with one row more than it
+    shows, walking the index; the count is what was seen (``capped``: there are more, "50+").
+    Otherwise the count stops at ``cap`` (a little past the requested page, then "2,000+"), read from
+    ``count_source`` (the bare filter); a first page that is not full is its own count (a selective
+    filter is read once); "bitmap" reads a search's count and page from the GIN / trigram index;
+    "auto" counts that way first, then walks when the count reached the cap."""
+
+    def __init__(self, object_list, per_page, *, cap: int, mode: str, count_source):
+        super().__init__(object_list, per_page)
+        self.cap = cap
+        self.mode = mode
         self.count_source = count_source
+        self.capped = False
+
+    @property
+    def shown_count(self) -> int:
+        return self.count - 1 if self.capped else self.count
+
+    def _reads_page_first(self, number: int) -> bool:
+        return self.mode == "walk" or (self.mode == "plain" and number == 1 and "count" not in self.__dict__)
 
     def validate_number(self, number):
-        if not self.search and "count" not in self.__dict__ and str(number).strip() == "1":
-            return 1  # the first page is read before counting (page())
+        try:
+            if isinstance(number, float) and not number.is_integer():
+                raise ValueError
+            number = int(number)
+        except (TypeError, ValueError):
+            raise PageNotAnInteger("that page number is not an integer") from None
+        if number < 1:
+            raise EmptyPage("that page number is less than 1")
+        if self._reads_page_first(number):
+            return number
+        if number * self.per_page > self.cap:  # a page deep in the list raises the cap
+            self.cap = number * self.per_page
+            if self.capped:
+                self.capped = False
+                self.__dict__.pop("count", None)
+                self.__dict__.pop("num_pages", None)
         return super().validate_number(number)
 
+    def get_page(self, number):
+        try:
+            return super().get_page(number)
+        except EmptyPage:
+            return self.page(1)
+
+    def _page_plan(self) -> dict | None:
+        if self.mode == "walk" or (self.mode == "auto" and self.capped):
+            return _WALK
+        return _BITMAP if self.mode in ("bitmap", "auto") else None
+
     def page(self, number):
-        """A first page that is not full says the count itself: a selective filter (whose count
-        would read as far as its page) is read once, not twice."""
-        if not self.search and "count" not in self.__dict__ and self.validate_number(number) == 1:
-            rows = list(self.object_list[: self.per_page + 1])
-            if len(rows) <= self.per_page:
-                self.__dict__["count"] = len(rows)
-                return self._get_page(rows, 1, self)
-            return self._get_page(rows[: self.per_page], 1, self)
-        return super().page(number)
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        if self._reads_page_first(number):
+            with _plan(self._page_plan()):
+                rows = list(self.object_list[bottom : bottom + self.per_page + 1])
+            if not rows and number > 1:
+                raise EmptyPage("that page contains no results")
+            more = len(rows) > self.per_page
+            if self.mode == "walk" or not more:
+                self.__dict__["count"] = bottom + len(rows)
+                self.capped = more
+            return self._get_page(rows[: self.per_page], number, self)
+        top = min(bottom + self.per_page, self.count)
+        with _plan(self._page_plan()):
+            rows = list(self.object_list[bottom:top])
+        return self._get_page(rows, number, self)
 
     @cached_property
     def count(self) -> int:
-        page_rows = self.object_list
-        if self.count_source is not None:
-            self.object_list = self.count_source
-        try:
-            return CappedPaginator.count.func(self)
-        finally:
-            self.object_list = page_rows
+        with _plan(_BITMAP if self.mode in ("bitmap", "auto") else None):
+            n = self.count_source.order_by()[: self.cap + 1].count()
+        self.capped = n > self.cap
+        return n
 
 
 # --- groups -------------------------------------------------------------------------------------------
@@ -525,11 +649,13 @@ def has_tokens_expr() -> Exists:
 # --- list rows ----------------------------------------------------------------------------------------
 
 
-def list_rows(qs):
-    """A page's rows, cheaply: no full texts, the completion's head and tail, the prompt's excerpt and
-    the expected answer, and whether per-token arrays exist."""
-    return (
-        qs.select_related("prompt_ref")
+def list_rows(ids: list[int]) -> list:
+    """The rows of a page (its sample ids, in order), cheaply: no full texts, the completion's head
+    and tail, the prompt's excerpt and the expected answer, and whether per-token arrays exist.
+    (Read apart from the page's ids, so that a sort never carries these columns through every row.)"""
+    rows = (
+        Sample.objects.filter(pk__in=ids)
+        .select_related("prompt_ref")
         .only(
             "id",
             "run_id",
@@ -546,6 +672,7 @@ def list_rows(qs):
             "extracted_answer",
             "phase",
             "data_source",
+            "rewards",
             "prompt_ref__id",
             "prompt_ref__expected_answer",
             "prompt_ref__data_source",
@@ -559,6 +686,17 @@ def list_rows(qs):
             has_tokens=has_tokens_expr(),
         )
     )
+    by_id = {r.pk: r for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def full_rows(ids: list[int]) -> list:
+    """Whole samples of a page (the API's rows), in the page's order, with their prompt and has_tokens."""
+    rows = (
+        Sample.objects.filter(pk__in=ids).select_related("prompt_ref").annotate(has_tokens=has_tokens_expr())
+    )
+    by_id = {r.pk: r for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
 
 
 def row_preview(sample) -> str:

@@ -76,8 +76,7 @@ def _data_sources(run, current: str) -> list[str]:
 def run_samples(request: HttpRequest, pk: int) -> HttpResponse:
     run = selectors.run_get(user=request.user, pk=pk)
     state = sq.SampleQuery(request.GET, run)
-    qs = sq.list_rows(state.queryset())
-    page = state.paginator(qs, state.page_size).get_page(request.GET.get("page"))
+    page = state.paginator(state.queryset().only("id"), state.page_size).get_page(request.GET.get("page"))
     params = state.params
     rows = [
         {
@@ -89,7 +88,7 @@ def run_samples(request: HttpRequest, pk: int) -> HttpResponse:
             "tokens_url": tokens_url(run.pk, s) if s.has_tokens else "",
             "components": s.rewards if isinstance(s.rewards, dict) else {},
         }
-        for s in page.object_list
+        for s in sq.list_rows([s.pk for s in page.object_list])
     ]
     columns = []
     for label, key in (
