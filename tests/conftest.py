@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,84 @@ def _fast_password_hashing():
     override.enable()
     yield
     override.disable()
+
+
+#: tables with more rows than this are emptied by TRUNCATE, the rest by DELETE (see _quick_flush)
+FLUSH_TRUNCATE_ROWS = 5000
+#: what Django's flush re-creates at once through post_migrate (contenttypes' and auth's receivers):
+#: the quick flush leaves these rows in place instead of deleting and re-creating them
+FLUSH_KEEPS = ("django_content_type", "auth_permission")
+
+
+def _quick_flush_sql(tables: list[str]) -> str:
+    """One statement that empties ``tables`` as Django's TRUNCATE of them all does (rows gone,
+    sequences untouched), cheaply: TRUNCATE ... CASCADE only for the large tables (where it is the
+    cheaper), then DELETE for the others, which hold a few rows or none. No table has a DELETE
+    trigger and every foreign key is deferred (checked at the commit, when all rows are gone)."""
+    names = ", ".join("'" + t.replace("'", "''") + "'" for t in tables)
+    return f"""DO $flush$
+DECLARE t text; big text[] := '{{}}'; is_big boolean;
+BEGIN
+  FOREACH t IN ARRAY ARRAY[{names}]::text[] LOOP
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I OFFSET {FLUSH_TRUNCATE_ROWS})', t) INTO is_big;
+    IF is_big THEN big := big || t; END IF;
+  END LOOP;
+  IF array_length(big, 1) > 0 THEN  -- first: a TRUNCATE refuses tables with pending FK checks
+    EXECUTE 'TRUNCATE ' || (SELECT string_agg(format('%I', b), ', ') FROM unnest(big) AS b) || ' CASCADE';
+  END IF;
+  FOREACH t IN ARRAY ARRAY[{names}]::text[] LOOP
+    IF NOT t = ANY(big) THEN EXECUTE format('DELETE FROM %I', t); END IF;
+  END LOOP;
+END $flush$;"""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quick_flush():
+    """Transactional tests (pytest-django's transactional_db, live_server) end with Django's flush:
+    one TRUNCATE of all ~40 tables, which makes new files for each table and index, then post_migrate
+    re-creates every content type and permission (together 1-3 s on a loaded 2-core machine, after
+    every such test). On PostgreSQL the test process empties the tables with _quick_flush_sql instead
+    and leaves the content types and permissions in place, so post_migrate (whose only receivers are
+    contenttypes' and auth's, checked here) has nothing to re-create and is skipped: the same tables
+    afterwards, the same sequences. Only this process's flush changes; a reset_sequences or
+    allow_cascade flush keeps Django's SQL and its post_migrate."""
+    try:
+        import django.conf
+
+        if not django.conf.settings.configured:
+            yield
+            return
+        from django.core.management.commands import flush
+        from django.db.backends.postgresql.operations import DatabaseOperations
+        from django.db.models.signals import post_migrate
+    except ImportError:
+        yield
+        return
+    original_sql, original_emit = DatabaseOperations.sql_flush, flush.emit_post_migrate_signal
+    quick = {"last": False}
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        quick["last"] = not (reset_sequences or allow_cascade or not tables)
+        if not quick["last"]:
+            return original_sql(
+                self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+            )
+        return [_quick_flush_sql([t for t in tables if t not in FLUSH_KEEPS])]
+
+    def only_contenttypes_and_auth() -> bool:
+        modules = set()
+        for entry in post_migrate.receivers:
+            receiver = entry[1]() if isinstance(entry[1], weakref.ReferenceType) else entry[1]
+            modules.add(getattr(receiver, "__module__", None))
+        return modules <= {"django.contrib.contenttypes.management", "django.contrib.auth.management", None}
+
+    def emit_post_migrate_signal(*args, **kwargs):
+        if not (quick["last"] and only_contenttypes_and_auth()):
+            original_emit(*args, **kwargs)
+
+    DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = sql_flush, emit_post_migrate_signal
+    yield
+    DatabaseOperations.sql_flush, flush.emit_post_migrate_signal = original_sql, original_emit
 
 
 @pytest.fixture(autouse=True)
