@@ -60,13 +60,22 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length, Right, Substr
 
 from webapp.errors import ServiceError
-from webapp.runs.models import SAMPLE_VERDICTS, RolloutPrompt, Run, Sample, SampleTokens
+from webapp.runs.models import (
+    GROUP_STATUSES,
+    SAMPLE_FINISH_REASONS,
+    SAMPLE_PHASES,
+    SAMPLE_VERDICTS,
+    RolloutPrompt,
+    Run,
+    Sample,
+    SampleTokens,
+)
+from webapp.runs.samples import REWARD_TOLERANCE, group_status
 
 SAMPLE_SORT_KEYS = ("step", "reward", "advantage", "length")
-GROUP_STATUSES = ("kept", "zero_variance", "solved_all", "unsolved_all")
 FILTERED_STATUSES = ("zero_variance", "solved_all", "unsolved_all")  # the group had no learning signal
-FINISH_REASONS = ("stop", "length", "error")
-PHASES = ("train", "eval")
+FINISH_REASONS = SAMPLE_FINISH_REASONS
+PHASES = SAMPLE_PHASES
 PAGE_SIZES = (25, 50, 100)
 DEFAULT_PAGE_SIZE = 50
 COUNT_CAP = 2_000
@@ -74,7 +83,6 @@ MAX_QUERY_CHARS = 500
 MIN_CONTAINS_CHARS = 3
 MAX_STEP = 2**62
 MAX_LEN = 2**31 - 1
-REWARD_TOLERANCE = 1e-9  # rewards closer than this count as equal (webapp.runs.samples.group_status)
 WALK_DENSITY = 0.01  # a word search whose estimated matches are at least this share walks the index
 MAX_PROMPT_IDS = 20_000  # prompts matched by a search, passed as a list (above: a subquery)
 PREVIEW_CHARS = 160  # head and tail of a completion in a list row
@@ -514,22 +522,13 @@ def group_status_q(status: str) -> Q:
 
 
 def derive_group_status(members) -> str:
-    """kept | zero_variance | solved_all | unsolved_all: a trainer's (or ingest's) reading stored in
-    extra["group_status"] wins; otherwise the rule of webapp.runs.samples.group_status."""
+    """kept | zero_variance | solved_all | unsolved_all: the reading stored with the group (the trainer's,
+    or ingest's: extra["group_status"]) wins; otherwise webapp.runs.samples.group_status."""
     for m in members:
         sent = m.extra.get("group_status") if isinstance(m.extra, dict) else None
         if sent in GROUP_STATUSES:
             return sent
-    rewards = [m.reward for m in members if m.reward is not None]
-    if rewards and max(rewards) - min(rewards) > REWARD_TOLERANCE:
-        return "kept"
-    if all(m.verdict for m in members):
-        correct = sum(m.verdict == "correct" for m in members)
-        if correct == len(members):
-            return "solved_all"
-        if correct == 0:
-            return "unsolved_all"
-    return "zero_variance" if rewards else "kept"
+    return group_status(members)
 
 
 GROUP_REASONS = {
