@@ -66,8 +66,31 @@ def _lock_series(run_id: int, keys: list[str]) -> dict[str, MetricSeries]:
     """Get-or-create and row-lock the series of ``keys``, always in id order so that concurrent
     writers of overlapping key sets cannot deadlock."""
 
+    postgresql = connection.vendor == "postgresql"
+
     def locked() -> dict[str, MetricSeries]:
-        rows = MetricSeries.objects.select_for_update().filter(run_id=run_id, key__in=keys).order_by("id")
+        if postgresql:  # the same query without the ORM's compiling (a few ms a request)
+            rows = [
+                MetricSeries(
+                    id=pk,
+                    run_id=run_id,
+                    key=key,
+                    count=count,
+                    last_step=last_step,
+                    last_value=last_value,
+                    min_value=min_value,
+                    max_value=max_value,
+                    tail_chunk_id=tail,
+                )  # fmt: skip
+                for pk, key, count, last_step, last_value, min_value, max_value, tail in fetch_sql(
+                    "SELECT id, key, count, last_step, last_value, min_value, max_value, tail_chunk_id "
+                    f'FROM "{MetricSeries._meta.db_table}" WHERE run_id = %s AND key = ANY(%s) '
+                    "ORDER BY id FOR UPDATE",
+                    [run_id, keys],
+                )
+            ]
+        else:
+            rows = MetricSeries.objects.select_for_update().filter(run_id=run_id, key__in=keys).order_by("id")
         return {s.key: s for s in rows}
 
     found = locked()
@@ -83,8 +106,15 @@ def _lock_series(run_id: int, keys: list[str]) -> dict[str, MetricSeries]:
     tail_ids = [s.tail_chunk_id for s in found.values() if s.tail_chunk_id]
     tails = {}
     if tail_ids:  # the points only (no summaries), binary on PostgreSQL
-        for pk, n, steps, values, walls in fetch_rows(
-            MetricChunk.objects.filter(pk__in=tail_ids).values_list("id", "n", "steps", "values", "walls")
+        for pk, n, steps, values, walls in (
+            fetch_sql(
+                f'SELECT id, n, steps, "values", walls FROM "{MetricChunk._meta.db_table}" WHERE id = ANY(%s)',
+                [tail_ids],
+            )
+            if postgresql
+            else MetricChunk.objects.filter(pk__in=tail_ids).values_list(
+                "id", "n", "steps", "values", "walls"
+            )
         ):
             tails[pk] = MetricChunk(id=pk, n=n, steps=steps, values=values, walls=walls)
     for s in found.values():
