@@ -396,3 +396,20 @@ def test_legacy_rows_display_and_migrate(api, run):
     assert sorted(r["prompt"] for r in listed) == ["q", "q", "rl", "rl", "trl", "verl"]
     backfill(django_apps, None)  # again: nothing left to move
     assert stored(run) == recomputed(run)
+
+
+def test_the_client_sends_what_json_can_carry():
+    """orlab_client's log_samples body: NaN/inf as null, numpy as plain numbers and lists, the older
+    ``reference`` as ``expected_answer`` (the server refuses NaN literals)."""
+    import json
+
+    from orlab_client.client import _sample_json
+
+    sample = {"prompt": "p", "completion": "c", "reward": float("nan"), "advantage": np.float32(0.5),
+              "rewards": {"acc": np.float64("inf"), "fmt": 1}, "reference": "42", "group_index": np.int64(3),
+              "tokens": {"offsets": np.arange(2), "logprobs": np.array([-1.0, np.nan])}}  # fmt: skip
+    out = _sample_json(sample)
+    assert out == {"prompt": "p", "completion": "c", "reward": None, "advantage": 0.5,
+                   "rewards": {"acc": None, "fmt": 1}, "expected_answer": "42", "group_index": 3,
+                   "tokens": {"offsets": [0, 1], "logprobs": [-1.0, None]}}  # fmt: skip
+    json.dumps(out, allow_nan=False)
