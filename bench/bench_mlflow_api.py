@@ -99,7 +99,10 @@ class MlflowServer(ReadmeServer):
         mlflow = str(Path(self.python).with_name("mlflow"))
         cmd = [mlflow, "server", "--backend-store-uri", self.backend_uri, "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", str(self.workers),
-               "--artifacts-destination", str(self.artifacts)]  # fmt: skip
+               "--artifacts-destination", str(self.artifacts),
+               # uvicorn's supervisor kills a worker that misses its 5 s health ping: on the loaded
+               # 2-CPU machine that dropped requests ("Child process died"); a worker's speed is unchanged
+               "--uvicorn-opts", "--timeout-worker-healthcheck 120"]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO", "DATABASE_URL"))}
         return self._launch(cmd, env, "/health", timeout)
 
