@@ -89,6 +89,7 @@ from trainers.dapo.critic import critic_backward, encode_row, evaluate_critic, s
 from trainers.dapo.encoding import StateEncoder
 from trainers.dapo.steps import StepSplitter
 from trainers.dapo.values import Timings, generate_step_data
+from trainers.eval import report
 from trainers.eval.core import evaluate, load_problems
 
 GENERATE, CRITIC, ACTOR = 0.0, 1.0, 2.0
@@ -249,7 +250,10 @@ class Pipeline:
         # accuracy = the mean over all k samples (avg@k): pass@1 with less variance; with k = 1 at
         # temperature 0 it is the greedy accuracy
         accuracy = metrics[f"avg@{cfg.k}"]
-        self.last_val = {"val/accuracy": accuracy, **{f"val/{k}": v for k, v in metrics.items()}}
+        self.last_val = {
+            "val/accuracy": accuracy,
+            **{f"val/{k}": v for k, v in report.scalars(metrics).items()},
+        }
         return self.last_val
 
     # --- stage 1: step values -----------------------------------------------------------------------

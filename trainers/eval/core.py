@@ -1,8 +1,10 @@
 """avg@k / pass@k of a policy on a set of verifiable problems (seeds-spec 1.7, 6).
 
-avg@k is the mean of 1[correct] over all k x problems samples (the paper's avg@32); pass@1 counts the
-first sample only; pass@k is the unbiased estimator of Chen et al. from the k samples. The protocol
-that produced the numbers is returned with them.
+avg@k is the mean of 1[correct] over all k x problems samples (the paper's avg@32); with k samples per
+problem (the protocol's n), pass@j (the unbiased estimator of Chen et al.; pass@1 = avg@k), pass^j and maj@j
+for j in ``ks`` (default 1, 2, 4, ... k), each with ``<name>_ci`` = [lo, hi], its bootstrap 95 % interval
+over problems (trainers.eval.report, trainers.eval.estimators). The protocol that produced the numbers
+is returned with them (``trainers.eval.report.scalars`` drops the intervals for a scalar log).
 
 Prompts are rendered with the chat template (``chat_template``: auto | none | a Jinja template;
 trainers.common.chat) as in training and rollouts. An engine that already renders (a
@@ -26,6 +28,7 @@ from trainers.common.chat import render_prompt_text
 from trainers.common.rewards import RewardPool
 from trainers.common.rollout import ChatTemplateEngine
 from trainers.common.sample_record import OnSamples, rollout_sample
+from trainers.eval import report
 
 VERIFIER_VERSION = "orlab-verifiers-1 (math-verify, sandboxed tests)"
 
@@ -94,8 +97,10 @@ def evaluate(
     sample_problems: int = 0,
     samples_per_problem: int = 0,
     checkpoint_step: int | None = None,
+    ks: list[int] | None = None,
 ) -> tuple[dict[str, float], dict]:
-    """Returns (metrics, protocol). metrics: avg@k, pass@1, pass@k, no_answer_rate, truncation_rate.
+    """Returns (metrics, protocol). metrics: avg@k, pass@1, pass@k, no_answer_rate, truncation_rate, and
+    pass@j, pass^j, maj@j for j in ``ks`` (1 and k always), each with ``<name>_ci`` = [lo, hi].
     ``tokenizer`` renders the prompts (default: the engine's). ``on_samples`` receives the rollouts of
     the first ``sample_problems`` problems (``samples_per_problem`` each, 0: all k) as sample records
     (module docstring); ``checkpoint_step`` is written into them (a checkpoint's evaluation)."""
@@ -117,13 +122,10 @@ def evaluate(
         for c in group
     ]
     verdicts = pool.score_batch(items)
-    correct, first, passk, no_answer, truncated = 0, 0, 0.0, 0, 0
+    correct, no_answer, truncated = 0, 0, 0
     for i, group in enumerate(groups):
         v = verdicts[i * k : (i + 1) * k]
-        c = sum(x.reward >= 1.0 for x in v)
-        correct += c
-        first += v[0].reward >= 1.0
-        passk += pass_at_k(k, c, k)
+        correct += sum(x.reward >= 1.0 for x in v)
         no_answer += sum(x.verdict == "no_answer" for x in v)
         truncated += sum(comp.truncated for comp in group)
     if on_samples is not None and sample_problems > 0:
@@ -134,12 +136,13 @@ def evaluate(
         if rows:
             on_samples(rows)
     n = max(1, len(problems))
+    ks = sorted({1, k, *(ks or report.default_ks(k))})  # a k above the samples per problem is refused
+    honest, estimation = report.honest_metrics([p.domain for p in problems], verdicts, k, ks)
     metrics = {
         f"avg@{k}": correct / (n * k),
-        "pass@1": first / n,
-        f"pass@{k}": passk / n,
         "no_answer_rate": no_answer / (n * k),
         "truncation_rate": truncated / (n * k),
+        **honest,
     }
     protocol = {
         "k": k,
@@ -149,7 +152,9 @@ def evaluate(
         "problems": len(problems),
         "seed": seed,
         "chat_template": engine.mode if engine.mode in ("auto", "none") else "custom",
+        "chat_template_sha256": report.template_hash(engine),
         "verifier": VERIFIER_VERSION,
+        **estimation,
     }
     if on_samples is not None and sample_problems > 0:
         protocol["logged_problems"] = min(sample_problems, len(problems))

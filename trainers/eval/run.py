@@ -41,7 +41,10 @@ def evaluate_checkpoint(
     sample_problems: int = 16,
     samples_per_problem: int = 0,
     checkpoint_step: int | None = None,
+    ks: list[int] | None = None,
 ) -> tuple[dict[str, float], dict]:
+    """Metrics (with ``<name>_ci`` intervals) and protocol of trainers.eval.core.evaluate; ``ks``: the k
+    values of pass@k / pass^k / maj@k (default 1, 2, 4, ... k)."""
     precision = inference_precision(dtype)
     model, tokenizer = load_policy(checkpoint, dtype=precision.param_dtype, device=precision.device)
     model.eval()
@@ -65,6 +68,7 @@ def evaluate_checkpoint(
             sample_problems=sample_problems,
             samples_per_problem=samples_per_problem,
             checkpoint_step=checkpoint_step,
+            ks=ks,
         )
     protocol["checkpoint"] = str(checkpoint)
     protocol["dtype"] = precision.name
@@ -90,18 +94,25 @@ def main(argv: list[str]) -> int:
         "--sample-problems", type=int, default=16, help="problems whose rollouts --samples-out gets"
     )
     p.add_argument("--checkpoint-step", type=int, default=None, help="written into the sample records")
+    p.add_argument(
+        "--ks", type=lambda v: [int(x) for x in v.split(",") if x.strip()], default=None,
+        help="k values of pass@k, pass^k, maj@k, comma-separated, each <= --k (default 1,2,4,...,k)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     for path in (a.checkpoint, a.benchmark):
         if not Path(path).exists():
             print(f"error: {path} does not exist", file=sys.stderr)
             return 2
+    if a.ks and not all(1 <= k <= a.k for k in a.ks):
+        print(f"error: --ks: every k must be from 1 to --k ({a.k}), got {a.ks}", file=sys.stderr)
+        return 2
     samples: list[dict] = []
     try:
         metrics, protocol = evaluate_checkpoint(
             a.checkpoint, a.benchmark, k=a.k, temperature=a.temperature, top_p=a.top_p,
             max_new_tokens=a.max_new_tokens, max_problems=a.max_problems, chat_template=a.chat_template,
             dtype=a.dtype, on_samples=samples.extend if a.samples_out else None,
-            sample_problems=a.sample_problems, checkpoint_step=a.checkpoint_step,
+            sample_problems=a.sample_problems, checkpoint_step=a.checkpoint_step, ks=a.ks,
         )  # fmt: skip
     except ChatTemplateError as exc:
         print(f"error: --chat-template: {exc}", file=sys.stderr)

@@ -97,6 +97,7 @@ from trainers.common.sample_record import (
 )
 from trainers.common.sandbox_record import sandbox_record
 from trainers.common.tiny import is_char_tokenizer_dir
+from trainers.eval import report
 from trainers.eval.core import evaluate, load_problems
 from trainers.rl.config import RLConfig
 from trainers.rl.core import EntropyController, group_advantages, informative_groups
@@ -684,7 +685,7 @@ class Trainer:
             name = "eval" if cfg.eval_dataset is None else "eval_dataset"
             self.sink.log_evaluation(step, name, metrics, protocol)
         metrics = distributed.broadcast_object(metrics)
-        return {f"val/{k}": v for k, v in metrics.items()}
+        return {f"val/{k}": v for k, v in report.scalars(metrics).items()}  # intervals stay on the evaluation
 
 
 def train(cfg: RLConfig, sink: Sink) -> dict:
