@@ -52,11 +52,12 @@
     const height = Math.min(900, Math.max(260, 14 * d.rows.length + 80));
     const layout = o.plotLayout({ height });
     layout.hovermode = "closest";
-    layout.xaxis = { ...layout.xaxis, type: "category", title: { text: "step", standoff: 4 }, nticks: 20 };
+    layout.xaxis = { ...layout.xaxis, type: "category", title: { text: "step", standoff: 4 }, nticks: 20, showgrid: false };
     layout.yaxis = {
       ...layout.yaxis,
       type: "category",
       autorange: "reversed",
+      showgrid: false,
       title: { text: "prompt (by first solved step)", standoff: 4 },
       showticklabels: d.rows.length <= 60,
     };
@@ -71,7 +72,7 @@
       zmin: 0,
       zmax: 1,
       colorscale: RATE_SCALE,
-      hoverongaps: false,
+      hoverongaps: true, // a click on a cell the prompt was not sampled at still opens the prompt
       colorbar: { title: { text: "solve rate" }, thickness: 12 },
       hovertemplate: "%{text}<br>step %{x}<br>solve rate %{z:.2f} (%{customdata} rollouts)<extra>%{y}</extra>",
     };
@@ -188,8 +189,8 @@
     const l = o.plotLayout({ height: 340 });
     l.hovermode = "closest";
     l.margin = { ...l.margin, l: 100 };
-    l.xaxis = { ...l.xaxis, ...stepAxis(steps) };
-    l.yaxis = { ...l.yaxis, type: "category", title: { text: unit === "tokens" ? "tokens" : "reward", standoff: 4 } };
+    l.xaxis = { ...l.xaxis, ...stepAxis(steps), showgrid: false };
+    l.yaxis = { ...l.yaxis, type: "category", showgrid: false, title: { text: unit === "tokens" ? "tokens" : "reward", standoff: 4 } };
     const trace = {
       type: "heatmap",
       x: steps,
