@@ -68,8 +68,6 @@ MAX_BINS = 200
 DEFAULT_BINS = 30
 PREVIEW_CHARS = 120
 MAX_DIFF_CHOICES = 400  # completions offered per step in the diff picker
-MATRIX_PARAMS = ("phase", "offset", "limit", "rows", "cols")
-DISTRIBUTION_PARAMS = ("phase", "bins")
 
 
 def _bad(name: str, message: str):
