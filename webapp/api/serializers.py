@@ -402,6 +402,11 @@ class SampleSerializer(serializers.ModelSerializer):
 
 
 class EvaluationSerializer(serializers.ModelSerializer):
+    protocol_key = serializers.SerializerMethodField(
+        help_text="8 hex digits naming the protocol's measuring fields (webapp.runs.eval_protocol): "
+        "evaluations with different keys are not comparable points of one line"
+    )
+
     class Meta:
         model = Evaluation
         fields = [
@@ -415,9 +420,15 @@ class EvaluationSerializer(serializers.ModelSerializer):
             "status",
             "metrics",
             "protocol",
+            "protocol_key",
             "error",
             "created_at",
         ]
+
+    def get_protocol_key(self, obj: Evaluation) -> str:
+        from webapp.runs.eval_protocol import protocol_key
+
+        return protocol_key(obj.protocol)
 
 
 class DatasetSerializer(serializers.ModelSerializer):

@@ -1,8 +1,12 @@
 /* Run page: benchmark evaluations. One chart, accuracy against step, with a line per benchmark x
-   metric (avg@k, pass@k, a reward model's pairwise accuracy ...; diagnostics such as no_answer_rate
-   or margin_mean start hidden in the legend); hovering a point shows the protocol that produced it
-   (k, temperature, top_p, max length, verifier, then any other field). Below it,
-   every evaluation with its protocol and, for a failed one, its error.
+   metric x protocol (avg@k, pass@k, pass^k, maj@k, a reward model's pairwise accuracy ...; diagnostics
+   such as no_answer_rate or margin_mean start hidden in the legend). A metric with an interval
+   (metrics["<name>_ci"] = [lo, hi], the bootstrap 95 % over problems) is drawn with its band (a fill
+   between lo and hi, toggled with its line). Evaluations with different protocols (the API's
+   protocol_key: a hash of the fields that change what is measured) never share a line: when a
+   benchmark has several, the legend names each line's key. Hovering a point shows its interval, the
+   protocol key and the protocol (k, temperature, top_p, max length, verifier, then any other field).
+   Below it, every evaluation with its protocol and, for a failed one, its error.
 
    Reloaded (GET /api/runs/{id}/evaluations/) every few polls of run.js while the run is live, once
    when it ends, and every few seconds while an on-demand evaluation is queued or running. */
@@ -33,6 +37,14 @@
   const isDiagnostic = (metric) => /(_rate$|margin|loss)/.test(metric);
   // reliability-diagram bins (a critic's calibration): drawn by run-calibration.js, not as lines here
   const isBin = (metric) => /^bin_\d+_(pred|true|count)$/.test(metric);
+  // an interval: [lo, hi] under "<metric>_ci"
+  const isInterval = (v) => Array.isArray(v) && v.length === 2 && v.every(isNumber);
+  // Plotly's default colours, so a band can take its line's colour
+  const COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+  function rgba(hex, alpha) {
+    const n = parseInt(hex.slice(1), 16);
+    return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
+  }
 
   function fmt(v) {
     return isNumber(v) ? String(Number(v.toPrecision(4))) : v === null || v === undefined ? "—" : String(v);
@@ -55,47 +67,85 @@
     return lines.length ? lines.map(o.plotText).join("<br>") : "no protocol recorded";
   }
 
-  /* One trace per (benchmark, metric), points in step order. */
+  /* One line per (benchmark, metric, protocol key), points in step order, each with the band of its
+     intervals (two traces before it: lo, then hi filled to lo) when it has any. */
   function traces(rows) {
     const lines = new Map();
+    const keysOf = new Map(); // benchmark -> its protocol keys
     for (const e of rows) {
       if (e.status !== "succeeded") continue;
-      for (const [metric, value] of Object.entries(e.metrics || {})) {
+      const key = e.protocol_key || "";
+      if (!keysOf.has(e.benchmark_name)) keysOf.set(e.benchmark_name, new Set());
+      keysOf.get(e.benchmark_name).add(key);
+      const metrics = e.metrics || {};
+      for (const [metric, value] of Object.entries(metrics)) {
         if (!isNumber(value) || isBin(metric)) continue;
-        const name = `${e.benchmark_name} · ${metric}`;
-        if (!lines.has(name)) lines.set(name, { name, metric, x: [], y: [], customdata: [] });
-        const line = lines.get(name);
+        const id = JSON.stringify([e.benchmark_name, metric, key]);
+        if (!lines.has(id)) {
+          lines.set(id, { bench: e.benchmark_name, metric, key, x: [], y: [], lo: [], hi: [], customdata: [] });
+        }
+        const line = lines.get(id);
+        const ci = isInterval(metrics[`${metric}_ci`]) ? metrics[`${metric}_ci`] : null;
         line.x.push(e.step);
         line.y.push(value);
-        line.customdata.push(protocolHover(e.protocol));
+        line.lo.push(ci ? ci[0] : null);
+        line.hi.push(ci ? ci[1] : null);
+        const interval = ci ? `95% interval [${fmt(ci[0])}, ${fmt(ci[1])}]<br>` : "";
+        line.customdata.push(`${interval}protocol ${o.plotText(key || "—")}<br>${protocolHover(e.protocol)}`);
       }
     }
-    return [...lines.values()]
-      .sort((a, b) => Number(isDiagnostic(a.metric)) - Number(isDiagnostic(b.metric)) || a.name.localeCompare(b.name))
-      .map((line) => ({
+    const sorted = [...lines.values()].sort(
+      (a, b) =>
+        Number(isDiagnostic(a.metric)) - Number(isDiagnostic(b.metric)) ||
+        a.bench.localeCompare(b.bench) ||
+        a.metric.localeCompare(b.metric) ||
+        a.key.localeCompare(b.key)
+    );
+    const out = [];
+    sorted.forEach((line, i) => {
+      const several = keysOf.get(line.bench).size > 1;
+      const name = o.plotText(`${line.bench} · ${line.metric}${several ? ` · protocol ${line.key}` : ""}`);
+      const color = COLORS[i % COLORS.length];
+      const visible = isDiagnostic(line.metric) ? "legendonly" : true;
+      const group = `line-${i}`;
+      if (line.lo.some(isNumber)) {
+        const band = { type: "scatter", mode: "lines", x: line.x, line: { width: 0, color }, legendgroup: group,
+          showlegend: false, hoverinfo: "skip", visible, connectgaps: false };
+        out.push({ ...band, name: `${name} (95% low)`, y: line.lo, meta: { band: "lo", metric: line.metric, protocol: line.key } });
+        out.push({ ...band, name: `${name} (95% high)`, y: line.hi, fill: "tonexty", fillcolor: rgba(color, 0.18),
+          meta: { band: "hi", metric: line.metric, protocol: line.key } });
+      }
+      out.push({
         type: "scatter",
         mode: "lines+markers",
-        name: o.plotText(line.name),
+        name,
         x: line.x,
         y: line.y,
         customdata: line.customdata,
-        meta: { metric: line.metric },
-        visible: isDiagnostic(line.metric) ? "legendonly" : true,
-        marker: { size: 6 },
-        hovertemplate: `<b>${o.plotText(line.name)}</b><br>step %{x}: %{y:.4g}<br>%{customdata}<extra></extra>`,
-      }));
+        meta: { metric: line.metric, protocol: line.key },
+        legendgroup: group,
+        visible,
+        line: { color },
+        marker: { size: 6, color },
+        hovertemplate: `<b>${name}</b><br>step %{x}: %{y:.4g}<br>%{customdata}<extra></extra>`,
+      });
+    });
+    return out;
   }
 
   function drawChart(rows) {
-    const lines = traces(rows);
+    const all = traces(rows);
+    const lines = all.filter((t) => !t.meta.band);
     chart.hidden = !lines.length;
     if (!lines.length) return;
     const layout = o.plotLayout({ legend: true, height: 360 });
     layout.hovermode = "closest"; // one point's protocol at a time
     layout.yaxis.title = { text: "accuracy", standoff: 4 };
     layout.legend = { orientation: "h", y: -0.2 };
-    Plotly.react(chart, lines, layout, o.plotConfig);
+    Plotly.react(chart, all, layout, o.plotConfig);
     chart.dataset.points = String(lines.reduce((n, t) => n + t.x.length, 0));
+    chart.dataset.lines = String(lines.length);
+    chart.dataset.bands = String(all.filter((t) => t.meta.band === "hi").length);
   }
 
   function cell(text, className) {
@@ -114,9 +164,13 @@
     badge.className = "badge";
     o.setBadge(badge, e.status);
     status.append(badge);
-    const metrics = Object.entries(e.metrics || {})
-      .filter(([k]) => !isBin(k))
-      .map(([k, v]) => `${k}=${fmt(v)}`)
+    const all = e.metrics || {};
+    const metrics = Object.entries(all)
+      .filter(([k, v]) => !isBin(k) && !(k.endsWith("_ci") && isInterval(v) && `${k.slice(0, -3)}` in all))
+      .map(([k, v]) => {
+        const ci = all[`${k}_ci`];
+        return `${k}=${fmt(v)}${isInterval(ci) ? ` [${fmt(ci[0])}, ${fmt(ci[1])}]` : ""}`;
+      })
       .join("  ");
     const { known, rest } = protocolParts(e.protocol);
     tr.append(
@@ -124,7 +178,7 @@
       cell(e.benchmark_name),
       status,
       cell(metrics, "mono small"),
-      cell([...known, ...rest].join("  "), "mono small params"),
+      cell([...(e.protocol_key ? [`key=${e.protocol_key}`] : []), ...known, ...rest].join("  "), "mono small params"),
       cell(e.error || "", e.error ? "negative small pre-wrap" : "")
     );
     return tr;
@@ -158,7 +212,7 @@
       console.warn("orlab: could not load the evaluations", err);
       return;
     }
-    const fingerprint = JSON.stringify(rows.map((e) => [e.id, e.status, e.metrics, e.error]));
+    const fingerprint = JSON.stringify(rows.map((e) => [e.id, e.status, e.metrics, e.protocol_key, e.error]));
     if (fingerprint !== seen) {
       seen = fingerprint;
       render(rows);
