@@ -247,6 +247,14 @@ def test_pages_render_and_stay_within_the_project(client_alice, client_bob, api,
     )
     assert bob_api.get(f"/api/runs/{theirs.id}/prompts/{ids['b']}/").status_code == 404
     assert client_bob.get(f"/runs/{theirs.id}/prompts/{ids['b']}/").status_code == 404
+    # out-of-range ids and steps are "not there", not errors
+    huge = "9" * 25
+    assert client_alice.get(f"/runs/{run.id}/prompts/{huge}/").status_code == 404
+    assert (
+        client_alice.get(f"/runs/{run.id}/prompts/{ids['b']}/?a={huge}&b=eval:-{huge}&sa=x").status_code
+        == 200
+    )
+    assert client_alice.get(f"/runs/{run.id}/prompts/?phase=x&rows=-1&offset={huge}").status_code == 200
     assert Client().get(f"/runs/{run.id}/prompts/").status_code == 302  # to the login page
     assert Client().get(f"/api/runs/{run.id}/prompts/").status_code in (401, 403)
 
