@@ -205,15 +205,21 @@ def test_group_status_is_derived_across_batches_and_sent_status_wins(run):
         row["member_index"] = m + 2
     samples_record(run, later)
     assert {s.extra["group_status"] for s in Sample.objects.filter(run=run, step=1)} == {"kept"}
+    # the column too (what the group-status filter reads), on the members stored before as well
+    assert set(Sample.objects.filter(run=run, step=1).values_list("group_status", flat=True)) == {"kept"}
     # the same (step, group_index) in the eval phase is another group
     samples_record(run, group(1, 0, "p", [0.0], ["wrong"], phase="eval"))
     assert Sample.objects.get(run=run, phase="eval").extra["group_status"] == "unsolved_all"
     # a trainer's own reading is stored as sent
     samples_record(run, group(2, 0, "p", [1.0, 0.0], ["correct", "wrong"], group_status="zero_variance"))
     assert {s.extra["group_status"] for s in Sample.objects.filter(run=run, step=2)} == {"zero_variance"}
+    assert set(Sample.objects.filter(run=run, step=2).values_list("group_status", flat=True)) == {
+        "zero_variance"
+    }
     # no group_index: no status
     samples_record(run, [{"step": 3, "prompt": "p", "completion": "c"}])
     assert "group_status" not in Sample.objects.get(run=run, step=3).extra
+    assert Sample.objects.get(run=run, step=3).group_status == ""
 
 
 def test_a_batch_is_idempotent_by_client_key_and_atomic(api, run):

@@ -111,10 +111,12 @@ def test_each_filter_selects_its_samples(run):
 
 
 def test_group_status_is_derived_when_no_one_stored_it(run):
-    """Rows whose extra holds no group status (older ingest) are classed from their group's members."""
+    """Grouped rows without a group status (column empty: none since migration 0012) are classed from
+    their group's members."""
     for s in Sample.objects.filter(run=run):
         s.extra = {k: v for k, v in s.extra.items() if k != "group_status"}
-        s.save(update_fields=["extra"])
+        s.group_status = ""
+        s.save(update_fields=["extra", "group_status"])
     assert keys(run, "group_status=solved_all&phase=train") == ["s1g0m0t", "s1g0m1t"]
     assert keys(run, "group_status=unsolved_all") == ["s0g1m0t", "s0g1m1t"]
     assert keys(run, "group_status=kept&step=1") == ["s1g1m0t", "s1g1m1t"]
@@ -135,6 +137,36 @@ def test_word_and_substring_search_cover_completion_and_prompt(run):
     assert keys(run, "contains=\\BOXED{420}") == ["s0g0m1t"]
     assert keys(run, "contains=50%") == ["s0g1m0t", "s0g1m1t", "s1g1m0t", "s1g1m1t"]  # the prompt has it
     assert keys(run, "contains=a_b") == ["s0g1m1t"]  # _ is no wildcard: not "axb"
+
+
+def test_substring_search_prefilters_on_whole_words_and_falls_back_to_a_scan(run):
+    """Completions have no trigram index: the literal's whole words prefilter through the full-text
+    index, ILIKE rechecks; a pattern cutting words still finds its rows (a prefix or a bounded scan)."""
+    from django.db import connection
+
+    def tsquery(text):
+        return SampleQuery(QueryDict(f"contains={text}"), run).contains_tsquery()
+
+    if connection.vendor == "postgresql":
+        assert tsquery("\\boxed{42}") == "'boxed' & '42'"  # both stand between separators
+        assert tsquery("oxed{4") == "'4':*"  # "oxed" may be a tail; "4" may be a head
+        assert tsquery("multiply: \\boxed") == "'boxed':*"  # the first word may be a tail
+        assert tsquery("oxe") == ""  # nothing to prefilter on: the bounded scan
+    assert keys(run, "contains=oxed{4&phase=train") == ["s0g0m0t", "s0g0m1t", "s0g0m2t", "s1g0m0t", "s1g0m1t"]
+    assert keys(run, "contains=oxed{42}&ordering=-reward&phase=train") == [
+        "s0g0m0t",
+        "s0g0m2t",
+        "s1g0m0t",
+        "s1g0m1t",
+    ]
+    assert keys(run, "contains=ixes ar") == ["s0g0m3t"]
+    assert keys(run, "contains=ultipl") == ["s0g0m2t"]
+    assert keys(run, "contains=it is \\boxed{42") == ["s0g0m1t"]
+    assert keys(run, "contains=s the answer") == ["s0g1m1t"]
+    assert keys(run, "contains=, 25 percent") == ["s0g1m0t"]
+    assert keys(run, "contains=%s is") == []  # % is literal
+    assert keys(run, "contains=a%b") == []
+    assert keys(run, "contains=a_b is") == ["s0g1m1t"]
 
 
 SORTS = [

@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.db import models
+from django.db.models import F
 
 from webapp.datasets.models import Dataset
 from webapp.projects.models import Project
@@ -292,6 +293,9 @@ class Sample(models.Model):
     checkpoint_step = models.BigIntegerField(null=True, blank=True)
     attempt = models.IntegerField(null=True, blank=True)
     data_source = models.CharField(max_length=100, blank=True)
+    # kept | zero_variance | solved_all | unsolved_all (GROUP_STATUSES) on rows with a group_index: the
+    # trainer's reading or derived from the members (webapp.runs.samples); "" for rows in no group
+    group_status = models.CharField(max_length=16, blank=True, default="")
     extra = models.JSONField(default=dict, blank=True)
     # Set by API clients so that a re-sent batch (retry, offline sync) is stored once.
     client_key = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001 (NULLs never collide)
@@ -304,6 +308,20 @@ class Sample(models.Model):
             models.Index(fields=["run", "verdict", "step"], name="sample_run_verdict"),
             models.Index(fields=["run", "step", "group_index", "member_index"], name="sample_run_group"),
             models.Index(fields=["prompt_ref", "step"], name="sample_prompt_step"),
+            models.Index(fields=["run", "group_status", "step"], name="sample_run_gstatus"),
+            # the list's sorts (webapp.selectors.samples.SampleQuery.order_by): key, nulls last, ties by id
+            *(
+                index
+                for key in ("reward", "advantage", "length")
+                for index in (
+                    models.Index(
+                        F("run"), F(key).asc(nulls_last=True), F("id"), name=f"sample_run_{key}_asc"
+                    ),
+                    models.Index(
+                        F("run"), F(key).desc(nulls_last=True), F("id"), name=f"sample_run_{key}_desc"
+                    ),
+                )
+            ),
         ]
 
 

@@ -22,7 +22,13 @@ Filters::
         text, the 'simple' configuration (no stemming, no stop words: the GIN indexes on
         to_tsvector('simple', ...)), web-search syntax ("a phrase", or, -word)
     contains=<text>                           a literal substring of the prompt or the completion,
-        case-insensitive (ILIKE, % and _ taken literally; the trigram indexes), at least 3 characters
+        case-insensitive (ILIKE, % and _ taken literally), at least 3 characters. Prompts: their trigram
+        index. Completions have no trigram index (it made ingest ~10x slower): the full-text index is a
+        prefilter on the literal's whole words (PostgreSQL's parser reads the literal; words inside it
+        exact, the last one as a prefix, the first one skipped when it may be the tail of a word), then
+        ILIKE rechecks. A literal without such a word ("oxe") is a bounded scan in step order under a
+        statement timeout (SCAN_TIMEOUT_MS): past it, a 400 on ``contains`` ("pattern too short to search a
+        run this large; add a word or a filter").
 
 Ordering: ``ordering=[-]step|reward|advantage|length`` (default ``step``). By step, a step's samples
 come group by group, member by member (then by id); ``-step`` is its exact reverse. By the other keys,
@@ -39,6 +45,10 @@ or sorts (few).
 SQLite (embedded mode): no full-text or trigram index; ``q`` and ``contains`` both become
 case-insensitive substring matches (icontains) over the completion and the prompt.
 
+Group status is the column ``Sample.group_status`` (index (run, group_status, step)); grouped rows without
+one (none since migration 0012) are derived from their members. Sorts by reward, advantage and length
+read the (run, key nulls last, id) indexes in either direction.
+
 ``strict`` (the API): a bad parameter raises ``ServiceError`` naming it (a 400). Otherwise (the pages)
 it is ignored and reported in ``errors``.
 """
@@ -54,7 +64,7 @@ from functools import cached_property
 
 import numpy as np
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import BooleanField, Exists, F, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length, Right, Substr
@@ -81,6 +91,21 @@ DEFAULT_PAGE_SIZE = 50
 COUNT_CAP = 2_000
 MAX_QUERY_CHARS = 500
 MIN_CONTAINS_CHARS = 3
+SCAN_TIMEOUT_MS = 5_000  # a substring search without a whole word to prefilter on stops here (a 400)
+SCAN_TIMEOUT_MESSAGE = "pattern too short to search a run this large; add a word or a filter"
+#: ts_debug token types that are lexemes of to_tsvector('simple', ...) wherever they occur whole
+COMPOUND_TOKENS = ("asciihword", "hword", "numhword", "url")  # ts_debug lists their parts after them
+SEPARATORS = frozenset(" \t\r\n{}()[]\\,;=*$^!?'\"|`")  # never part of a token the parser builds
+PREFILTER_TOKENS = (
+    "asciiword",
+    "word",
+    "numword",
+    "uint",
+    "int",
+    "hword_asciipart",
+    "hword_part",
+    "hword_numpart",
+)
 MAX_STEP = 2**62
 MAX_LEN = 2**31 - 1
 WALK_DENSITY = 0.01  # a word search whose estimated matches are at least this share walks the index
@@ -94,6 +119,7 @@ SINGLE_TYPED = (
 BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
 TS_MATCH = "to_tsvector('simple', {col}) @@ websearch_to_tsquery('simple', %s)"
+TS_QUERY = "to_tsvector('simple', {col}) @@ %s::tsquery"
 LIKE_MATCH = "{col} ILIKE %s"
 
 
@@ -121,6 +147,7 @@ class SampleQuery:
         self.strict = strict
         self._queryset = None
         self._prompt_ids: list[int] = []
+        self._contains_query: str | None = None
         self.errors: dict[str, str] = {}
 
         def bad(name: str, message: str) -> None:
@@ -282,7 +309,7 @@ class SampleQuery:
         if self.max_len is not None:
             qs = qs.filter(length__lte=self.max_len)
         if self.group_status:
-            qs = qs.filter(group_status_q(self.group_status))
+            qs = qs.filter(group_status_q(self.group_status, self.run))
         if self.q and search:
             qs = qs.filter(self._text_q(self.q, words=True))
         if self.contains and search:
@@ -315,7 +342,14 @@ class SampleQuery:
         prompts = RolloutPrompt.objects.filter(run=self.run).filter(
             _raw(template.format(col=_col(RolloutPrompt, "text")), [value])
         )
-        match = Q(_raw(template.format(col=_col(Sample, "completion")), [value]))
+        if words:
+            match = Q(_raw(template.format(col=_col(Sample, "completion")), [value]))
+        else:
+            match = Q(_raw(template.format(col=_col(Sample, "completion")), [value]))
+            prefilter = self.contains_tsquery()
+            if prefilter:  # the full-text index finds the candidates, ILIKE rechecks them
+                fts = TS_QUERY.format(col=_col(Sample, "completion"))
+                match = Q(_raw(fts, [prefilter])) & match
         if len(ids) > MAX_PROMPT_IDS:
             match |= Q(prompt_ref__in=prompts.values("id"))
         elif ids:
@@ -325,6 +359,40 @@ class SampleQuery:
             legacy = _raw(template.format(col=_col(Sample, "prompt")), [value])
             match |= Q(prompt_ref__isnull=True) & Q(legacy)
         return match
+
+    def contains_tsquery(self) -> str:
+        """The full-text prefilter of ``contains`` (a tsquery, "" when the literal has no usable word):
+        the literal's words as PostgreSQL's parser reads them (ts_debug), only those the parser reads
+        the same wherever they stand: of a word or integer type, right after a separator (whitespace,
+        brackets, braces, a backslash, ...). One that ends the literal, or is followed by a character
+        that could join it to more (".", "-", "/", ...) is a prefix (``tok:*``). A word the literal starts
+        with may be a word's tail: skipped."""
+        if self._contains_query is None:
+            self._contains_query = ""
+            if self.contains and connection.vendor == "postgresql":
+                with connection.cursor() as cur:
+                    cur.execute("SELECT alias, token, lexemes FROM ts_debug('simple', %s)", [self.contains])
+                    tokens = cur.fetchall()
+                text, parts, at = self.contains, [], 0
+                for alias, token, lexemes in tokens:
+                    start = at
+                    if alias not in COMPOUND_TOKENS:  # a compound's parts follow it
+                        at += len(token)
+                    if alias not in PREFILTER_TOKENS or not lexemes or start == 0:
+                        continue
+                    end = start + len(token)
+                    if text[start:end] != token or text[start - 1] not in SEPARATORS:
+                        continue
+                    lexeme = lexemes[0].replace("\\", "\\\\").replace("'", "''")
+                    exact = end < len(text) and text[end] in SEPARATORS
+                    parts.append(f"'{lexeme}'" if exact else f"'{lexeme}':*")
+                self._contains_query = " & ".join(dict.fromkeys(parts))
+        return self._contains_query
+
+    @property
+    def bounded_scan(self) -> bool:
+        """A substring search of the completions with no word to prefilter on (a timed scan)."""
+        return bool(self.contains) and connection.vendor == "postgresql" and not self.contains_tsquery()
 
     def order_by(self) -> list:
         """By step: step, group, member, id, all in one direction, which is the (run, step, group_index,
@@ -340,13 +408,22 @@ class SampleQuery:
         """``queryset``: this query's queryset, possibly reading fewer columns (the page's ids)."""
         if not self.search:
             mode = "plain"
+        elif self.bounded_scan:
+            mode = "walk" if self.key == "step" else "bitmap"
         elif self.key != "step":
             mode = "bitmap"  # no index walks these orders: the matches are found, then sorted
         elif self.q and not self.contains:
             mode = "walk" if self._density() >= WALK_DENSITY else "bitmap"
         else:
             mode = "auto"  # a pattern's frequency is not estimated well: its capped count decides
-        return SamplePaginator(queryset, per_page, cap=COUNT_CAP, mode=mode, count_source=self.queryset())
+        return SamplePaginator(
+            queryset,
+            per_page,
+            cap=COUNT_CAP,
+            mode=mode,
+            count_source=self.queryset(),
+            timeout_query=self if self.bounded_scan else None,
+        )
 
     def _density(self) -> float:
         """An estimate of the share of the run's (filtered) samples that match the words: the planner's
@@ -408,6 +485,10 @@ def _plan(settings: dict[str, str] | None) -> Iterator[None]:
         cur.execute("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY(%s)", [names])
 
 
+class _TimedOut(Exception):
+    """A bounded scan ran out of time on a page (not strict): an empty page, the query's errors say why."""
+
+
 class SamplePaginator(Paginator):
     """Pages of a sample query with no COUNT(*) over a run.
 
@@ -418,8 +499,9 @@ class SamplePaginator(Paginator):
     filter is read once); "bitmap" reads a search's count and page from the GIN / trigram index;
     "auto" counts that way first, then walks when the count reached the cap."""
 
-    def __init__(self, object_list, per_page, *, cap: int, mode: str, count_source):
+    def __init__(self, object_list, per_page, *, cap: int, mode: str, count_source, timeout_query=None):
         super().__init__(object_list, per_page)
+        self.timeout_query = timeout_query  # a bounded scan: its SampleQuery (strict: a 400; else its errors)
         self.cap = cap
         self.mode = mode
         self.count_source = count_source
@@ -459,14 +541,43 @@ class SamplePaginator(Paginator):
 
     def _page_plan(self) -> dict | None:
         if self.mode == "walk" or (self.mode == "auto" and self.capped):
-            return _WALK
-        return _BITMAP if self.mode in ("bitmap", "auto") else None
+            plan = _WALK
+        else:
+            plan = _BITMAP if self.mode in ("bitmap", "auto") else None
+        if self.timeout_query is not None:
+            plan = {**(plan or {}), "statement_timeout": str(SCAN_TIMEOUT_MS)}
+        return plan
+
+    @contextlib.contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """A bounded scan past SCAN_TIMEOUT_MS: ServiceError on ``contains`` (the API: a 400), or on the
+        pages the query's errors and no rows."""
+        if self.timeout_query is None:
+            yield
+            return
+        try:
+            yield
+        except OperationalError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != "57014":  # query_canceled
+                raise
+            if self.timeout_query.strict:
+                raise ServiceError(SCAN_TIMEOUT_MESSAGE, {"contains": [SCAN_TIMEOUT_MESSAGE]}) from None
+            self.timeout_query.errors["contains"] = SCAN_TIMEOUT_MESSAGE
+            raise _TimedOut from None
 
     def page(self, number):
+        try:
+            return self._page(number)
+        except _TimedOut:
+            self.__dict__["count"] = 0
+            self.capped = False
+            return self._get_page([], 1, self)
+
+    def _page(self, number):
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         if self._reads_page_first(number):
-            with _plan(self._page_plan()):
+            with self._bounded(), _plan(self._page_plan()):
                 rows = list(self.object_list[bottom : bottom + self.per_page + 1])
             if not rows and number > 1:
                 raise EmptyPage("that page contains no results")
@@ -476,14 +587,20 @@ class SamplePaginator(Paginator):
                 self.capped = more
             return self._get_page(rows[: self.per_page], number, self)
         top = min(bottom + self.per_page, self.count)
-        with _plan(self._page_plan()):
+        with self._bounded(), _plan(self._page_plan()):
             rows = list(self.object_list[bottom:top])
         return self._get_page(rows, number, self)
 
     @cached_property
     def count(self) -> int:
-        with _plan(_BITMAP if self.mode in ("bitmap", "auto") else None):
-            n = self.count_source.order_by()[: self.cap + 1].count()
+        plan = _BITMAP if self.mode in ("bitmap", "auto") else None
+        if self.timeout_query is not None:
+            plan = {**(plan or {}), "statement_timeout": str(SCAN_TIMEOUT_MS)}
+        try:
+            with self._bounded(), _plan(plan):
+                n = self.count_source.order_by()[: self.cap + 1].count()
+        except _TimedOut:
+            n = 0
         self.capped = n > self.cap
         return n
 
@@ -500,9 +617,17 @@ def _members_of_outer():
     )
 
 
-def group_status_q(status: str) -> Q:
-    """Samples whose group has this status (see the module's docstring): the trainer's reading when
-    it sent one, else derived from the members' rewards and verdicts."""
+def group_status_q(status: str, run: Run | None = None) -> Q:
+    """Samples whose group has this status (see the module's docstring): the column (the trainer's
+    reading or ingest's; index (run, group_status, step)). Grouped rows of ``run`` without one (not
+    since migration 0012; None: assume some) are derived from their members' rewards and verdicts."""
+    stored = FILTERED_STATUSES if status == "zero_variance" else (status,)
+    column = Q(group_status__in=list(stored))
+    if (
+        run is not None
+        and not Sample.objects.filter(run=run, group_status="", group_index__isnull=False).exists()
+    ):
+        return column
     members = _members_of_outer()
     differs = Exists(
         members.filter(
@@ -516,15 +641,15 @@ def group_status_q(status: str) -> Q:
         "solved_all": ~Q(differs) & ~Q(Exists(members.exclude(verdict="correct"))),
         "unsolved_all": ~Q(differs) & ~Q(Exists(members.filter(verdict="correct"))),
     }[status]
-    stored = FILTERED_STATUSES if status == "zero_variance" else (status,)
-    sent = Q(extra__has_key="group_status")
-    return (sent & Q(extra__group_status__in=list(stored))) | (~sent & Q(group_index__isnull=False) & derived)
+    return column | (Q(group_status="", group_index__isnull=False) & derived)
 
 
 def derive_group_status(members) -> str:
     """kept | zero_variance | solved_all | unsolved_all: the reading stored with the group (the trainer's,
     or ingest's: extra["group_status"]) wins; otherwise webapp.runs.samples.group_status."""
     for m in members:
+        if getattr(m, "group_status", "") in GROUP_STATUSES:
+            return m.group_status
         sent = m.extra.get("group_status") if isinstance(m.extra, dict) else None
         if sent in GROUP_STATUSES:
             return sent
