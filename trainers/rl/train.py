@@ -649,10 +649,15 @@ class Trainer:
         )
         if batch is None:
             return {}
-        logp, entropy = batch_logprobs_and_entropy(
-            self.policy, batch.to(self.precision.device), temperature=cfg.rollout.temperature,
-            budget=cfg.micro_batch_tokens, autocast=self.autocast(), dummy=self.dummy,
-        )  # fmt: skip
+        was_training = self.model.training
+        self.model.eval()  # as the sampler ran it (no dropout: nothing drawn from the torch generator)
+        try:
+            logp, entropy = batch_logprobs_and_entropy(
+                self.policy, batch.to(self.precision.device), temperature=cfg.rollout.temperature,
+                budget=cfg.micro_batch_tokens, autocast=self.autocast(), dummy=self.dummy,
+            )  # fmt: skip
+        finally:
+            self.model.train(was_training)
         logp, entropy = logp.cpu(), entropy.cpu()
         engine_reports = not isinstance(self.engine, TorchSampler)  # the hook: vLLM's own log-probs
         out = {}
