@@ -1,6 +1,8 @@
 """Input validation and the documented output shapes. Hot read paths (runs list, metrics) build
 their JSON directly from these shapes without DRF's per-field machinery (see views.run_to_dict)."""
 
+import math
+
 from django.conf import settings
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -320,10 +322,11 @@ class EvaluationInSerializer(serializers.Serializer):
     step = serializers.IntegerField(min_value=0, max_value=2**62)
     benchmark = TextField(max_length=200, help_text="the benchmark's name")
     metrics = serializers.DictField(
-        child=serializers.FloatField(allow_null=True),
+        child=serializers.JSONField(allow_null=True),
         allow_empty=False,
         validators=[json_field_validator()],  # refuses NaN/Infinity, which jsonb cannot hold
-        help_text="e.g. avg@4, pass@1",
+        help_text="e.g. avg@4, pass@1: numbers (or null); '<name>_ci': [lo, hi], the number's 95 % "
+        "interval (the run page draws it as a band)",
     )
     protocol = serializers.DictField(
         required=False,
@@ -331,6 +334,35 @@ class EvaluationInSerializer(serializers.Serializer):
         validators=[json_field_validator()],
         help_text="k, temperature, top_p, max_new_tokens, verifier, ...",
     )
+
+    def validate_metrics(self, value: dict) -> dict:
+        """Numbers (or null), and intervals [lo, hi] under '<name>_ci'."""
+
+        def number(x) -> float | None:
+            if isinstance(x, bool) or not isinstance(x, int | float):
+                return None
+            try:
+                f = float(x)
+            except OverflowError:
+                return None
+            return f if math.isfinite(f) else None
+
+        out = {}
+        for name, v in value.items():
+            if name.endswith("_ci") and isinstance(v, list):
+                ends = [number(x) for x in v]
+                if len(ends) != 2 or None in ends or ends[0] > ends[1]:
+                    raise serializers.ValidationError(
+                        f"{name}: an interval is [lo, hi], two numbers, lo <= hi"
+                    )
+                out[name] = ends
+            elif v is None:
+                out[name] = None
+            elif (f := number(v)) is not None:
+                out[name] = f
+            else:
+                raise serializers.ValidationError(f"{name}: a number, null, or [lo, hi] under '<name>_ci'")
+        return out
 
     def validate_protocol(self, value: dict) -> dict:
         k = value.get("k", 1)
