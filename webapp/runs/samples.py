@@ -422,7 +422,16 @@ def _record(run_id: int, rows: list[dict[str, Any]], attempt: int) -> int:
     # idempotency: keys stored, kept after retention, or repeated within the batch
     keys = {r["client_key"] for r in rows if r["client_key"] is not None}
     seen: set[str] = set()
-    if keys:
+    if keys and connection.vendor == "postgresql":  # one statement, the keys as one array parameter
+        with connection.cursor() as cur:
+            cur.execute(
+                f"SELECT client_key FROM {Sample._meta.db_table} WHERE run_id = %s AND client_key = ANY(%s) "
+                f"UNION ALL SELECT client_key FROM {SampleKeptKey._meta.db_table} "
+                "WHERE run_id = %s AND client_key = ANY(%s)",
+                [run_id, sorted(keys), run_id, sorted(keys)],
+            )
+            seen.update(k for (k,) in cur.fetchall())
+    elif keys:
         for chunk in _chunks(sorted(keys), 5000):
             seen.update(
                 Sample.objects.filter(run_id=run_id, client_key__in=chunk)
@@ -660,8 +669,8 @@ def _restatus(changed: dict[str, list[int]]) -> None:
 
 
 def _stats_add(run_id: int, rows: list[dict[str, Any]], prompts: dict[str, list]) -> None:
-    """Add the rows to PromptStepStat (one upsert per 500 keys, in key order so concurrent batches
-    lock rows in the same order) and move prompts' first_solved_step earlier where they solved."""
+    """Add the rows to PromptStepStat (PostgreSQL: one upsert of column arrays; elsewhere one per 500
+    keys; in key order so concurrent batches lock rows in the same order) and move prompts' first_solved_step earlier where they solved."""
     acc: dict[tuple, list] = {}
     for r in rows:
         key = (prompts[r["digest"]][0], r["step"], r["phase"])
@@ -692,18 +701,42 @@ def _stats_add(run_id: int, rows: list[dict[str, Any]], prompts: dict[str, list]
         for c in ("n", "correct", "truncated", "n_rewarded", "reward_sum", "reward_sq_sum")
     )
     items = sorted(acc.items())
-    with connection.cursor() as cur:
-        for chunk in _chunks(items, 500):
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
-            params: list[Any] = []
-            for (prompt_id, step, phase), a in chunk:
-                params.extend([run_id, prompt_id, step, phase, *a])
+    conflict = (
+        f"ON CONFLICT (run_id, prompt_id, step, phase) DO UPDATE SET {adds}, "
+        f"reward_min = {least('reward_min', '<')}, reward_max = {least('reward_max', '>')}"
+    )
+    if connection.vendor == "postgresql":  # one statement, a column array each (no 6,000 placeholders)
+        columns = list(
+            zip(*[(prompt_id, step, phase, *a) for (prompt_id, step, phase), a in items], strict=True)
+        )
+        types = (
+            "bigint",
+            "bigint",
+            "text",
+            "int",
+            "int",
+            "int",
+            "int",
+            "float8",
+            "float8",
+            "float8",
+            "float8",
+        )
+        with connection.cursor() as cur:
             cur.execute(
-                f"INSERT INTO {table} ({cols}) VALUES {values} "
-                f"ON CONFLICT (run_id, prompt_id, step, phase) DO UPDATE SET {adds}, "
-                f"reward_min = {least('reward_min', '<')}, reward_max = {least('reward_max', '>')}",
-                params,
+                f"INSERT INTO {table} ({cols}) SELECT %s, u.* FROM unnest("
+                + ", ".join(f"%s::{t}[]" for t in types)
+                + f") AS u ORDER BY 2, 3, 4 {conflict}",
+                [run_id, *(list(c) for c in columns)],
             )
+    else:
+        with connection.cursor() as cur:
+            for chunk in _chunks(items, 500):
+                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                params: list[Any] = []
+                for (prompt_id, step, phase), a in chunk:
+                    params.extend([run_id, prompt_id, step, phase, *a])
+                cur.execute(f"INSERT INTO {table} ({cols}) VALUES {values} {conflict}", params)
     solved: dict[int, int] = {}
     for (prompt_id, step, _phase), a in items:
         if a[1] and (prompt_id not in solved or step < solved[prompt_id]):
