@@ -1,7 +1,8 @@
 """The run page's evaluations chart (issue 15 point 5) in headless Chromium: a metric with intervals
 (metrics["<name>_ci"] = [lo, hi]) is drawn with a filled 95 % band between lo and hi; evaluations of
 one benchmark under two protocols (here two temperatures) draw two lines, the legend naming each
-protocol key; the table shows the intervals and the key."""
+protocol key; the table shows the intervals and the key. The compare page draws every metric of the
+run the same way (a line per protocol, the run's intervals as bands)."""
 
 from __future__ import annotations
 
@@ -79,4 +80,22 @@ def test_intervals_draw_bands_and_protocols_never_share_a_line(live_server, brow
     table = page.inner_text("[data-testid=evaluations-table]")
     assert "pass@4=0.3 [0.25, 0.36]" in table and f"key={hot}" in table and f"key={cold}" in table
     page.screenshot(path="/tmp/orlab-eval-bands.png")
+
+    # the compare page: every metric, a line per protocol, each run's intervals as bands
+    page.goto(f"{live_server.url}/compare/?runs={run.pk}")
+    chart = '[data-testid="eval-chart"][data-key="math500"]'
+    page.wait_for_function(f"() => (document.querySelector('{chart}')?.data || []).length >= 7")
+    traces = page.evaluate(
+        f"""() => document.querySelector('{chart}').data.map((t) => ({{
+          band: t.meta.band || null, kind: t.meta.kind, protocol: t.meta.protocol, x: Array.from(t.x),
+          name: t.name || "" }}))"""
+    )
+    lines = [t for t in traces if not t["band"]]
+    assert sorted((t["kind"], t["protocol"]) for t in lines) == sorted(
+        [("pass@4", hot), ("pass@4", cold), ("maj@4", hot)]
+    )
+    assert all(f"protocol {t['protocol']}" in t["name"] for t in lines)
+    bands = sorted((t["band"], t["protocol"]) for t in traces if t["band"])
+    assert bands == sorted([("lo", hot), ("hi", hot), ("lo", cold), ("hi", cold)])
+    page.screenshot(path="/tmp/orlab-eval-bands-compare.png")
     assert not errors, errors

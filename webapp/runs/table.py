@@ -608,9 +608,19 @@ def _benchmark_label(e: Evaluation) -> str:
     return getattr(e, "benchmark_name", "") or "benchmark"
 
 
+def _metric_value(name: str, value: Any) -> bool:
+    """A finite number, or under "<metric>_ci" an interval [lo, hi] of finite numbers."""
+    if name.endswith("_ci") and isinstance(value, list):
+        return len(value) == 2 and all(_is_number(v) and math.isfinite(v) for v in value)
+    return _is_number(value) and math.isfinite(value)
+
+
 def evaluations_of(run_ids: list[int]) -> list[dict]:
     """Succeeded evaluations of ``run_ids`` (benchmark, run, step order): the compare page's
-    accuracy-against-step charts (metrics such as avg@k and pass@k)."""
+    accuracy-against-step charts (every metric, with its "<metric>_ci" interval when it has one, and
+    the protocol key: webapp.runs.eval_protocol)."""
+    from webapp.runs.eval_protocol import protocol_key
+
     rows = (
         Evaluation.objects.filter(run_id__in=run_ids, status=Evaluation.Status.SUCCEEDED)
         .select_related("benchmark")
@@ -624,7 +634,8 @@ def evaluations_of(run_ids: list[int]) -> list[dict]:
             "benchmark_name": _benchmark_label(e),
             "step": e.step,
             "k": e.k,
-            "metrics": {k: v for k, v in (e.metrics or {}).items() if _is_number(v) and math.isfinite(v)},
+            "metrics": {k: v for k, v in (e.metrics or {}).items() if _metric_value(k, v)},
+            "protocol_key": protocol_key(e.protocol),
         }
         for e in rows
     ]

@@ -908,12 +908,14 @@
         const g = groupIndex.get(run.id);
         if (g && state.hide.has(`g:${g.key}`)) continue;
         for (const [m, v] of Object.entries(e.metrics)) {
+          if (typeof v !== "number") continue; // "<metric>_ci" intervals ride with their metric
           const isAvg = /^avg@/.test(m);
           const isPass = /^pass@/.test(m);
-          if (!isAvg && !isPass) continue;
           if ((state.evals === "avg" && !isAvg) || (state.evals === "pass" && !isPass)) continue;
           const name = evalName(m, e.k);
-          const id = `${g ? `g:${g.key}` : run.id}|${name}`;
+          // evaluations under different protocols never share a line (webapp.runs.eval_protocol)
+          const key = e.protocol_key || "";
+          const id = `${g ? `g:${g.key}` : run.id}|${name}|${key}`;
           if (!series.has(id)) {
             series.set(id, {
               label: g ? g.label : runLabel(run),
@@ -921,16 +923,22 @@
               runs: new Set(),
               metric: name,
               pass: isPass,
+              other: !isAvg && !isPass,
+              key,
               points: new Map(),
+              ci: new Map(),
             });
           }
           const s = series.get(id);
           s.runs.add(run.id);
           if (!s.points.has(e.step)) s.points.set(e.step, []);
           s.points.get(e.step).push(v);
+          const ci = e.metrics[`${m}_ci`];
+          if (Array.isArray(ci) && ci.length === 2) s.ci.set(e.step, ci);
         }
       }
       const traces = [];
+      const keys = new Set([...series.values()].map((s) => s.key));
       for (const s of series.values()) {
         const steps = [...s.points.keys()].sort((a, b) => a - b);
         const ys = steps.map((step) => {
@@ -938,14 +946,24 @@
           return vals.reduce((a, b) => a + b, 0) / vals.length;
         });
         const label = o.plotText(s.label);
-        const metric = o.plotText(s.metric);
+        const metric = o.plotText(s.metric) + (keys.size > 1 ? ` · protocol ${o.plotText(s.key || "—")}` : "");
         const what = state.group ? ` (mean of ${s.runs.size})` : "";
+        // a run's own intervals as a band (a group's mean has none: the mean of intervals is not one)
+        const single = steps.every((step) => s.points.get(step).length === 1);
+        if (!state.group && single && steps.some((step) => s.ci.has(step))) {
+          const band = { x: steps, type: "scatter", mode: "lines", line: { width: 0, color: s.color },
+            hoverinfo: "skip", showlegend: false };
+          const ends = (i) => steps.map((step) => (s.ci.has(step) ? s.ci.get(step)[i] : null));
+          traces.push({ ...band, y: ends(0), meta: { band: "lo", series: s.label, kind: s.metric, protocol: s.key } });
+          traces.push({ ...band, y: ends(1), fill: "tonexty", fillcolor: rgba(s.color, 0.15),
+            meta: { band: "hi", series: s.label, kind: s.metric, protocol: s.key } });
+        } // fmt: skip
         traces.push({
           x: steps, y: ys, type: "scatter", mode: "lines+markers", name: `${label} ${metric}`,
-          line: { color: s.color, width: 1.5, dash: !s.pass ? "solid" : s.metric === "pass@1" ? "dot" : "dash" },
+          line: { color: s.color, width: 1.5, dash: s.other ? "dashdot" : !s.pass ? "solid" : s.metric === "pass@1" ? "dot" : "dash" },
           marker: { size: 5 },
           hovertemplate: `${label}<br>${metric}${what} at step %{x}: %{y:.4g}<extra></extra>`,
-          meta: { series: s.label, runs: [...s.runs], kind: s.metric },
+          meta: { series: s.label, runs: [...s.runs], kind: s.metric, protocol: s.key },
         }); // fmt: skip
       }
       const layout = o.plotLayout({ height: 300, legend: false });
