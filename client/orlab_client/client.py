@@ -266,7 +266,11 @@ class Run:
         body = {
             "step": int(step),
             "benchmark": benchmark,
-            "metrics": {k: _json_number(v) for k, v in metrics.items()},
+            # numbers, and "<name>_ci" intervals [lo, hi] (trainers.eval reports both)
+            "metrics": {
+                k: [_json_number(x) for x in v] if isinstance(v, list | tuple) else _json_number(v)
+                for k, v in metrics.items()
+            },
             "protocol": dict(protocol or {}),
         }
         with self._lock:

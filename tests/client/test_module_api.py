@@ -83,7 +83,9 @@ def test_init_from_the_environment_logs_like_wandb(
     with pytest.raises(TypeError, match="'note' is str"):
         orlab_client.log({"note": "text"})
     orlab_client.log_samples([{"prompt": "1+1=", "completion": "2", "reward": 1.0, "verdict": "correct"}])
-    orlab_client.log_evaluation("gsm8k", {"pass@1": 0.41}, step=12, protocol={"k": 1})
+    orlab_client.log_evaluation(
+        "gsm8k", {"pass@1": 0.41, "pass@1_ci": (0.3, 0.52)}, step=12, protocol={"k": 1}
+    )
     folder = tmp_path / "ckpt"
     folder.mkdir()
     (folder / "w.bin").write_bytes(b"w" * 64)
@@ -104,7 +106,11 @@ def test_init_from_the_environment_logs_like_wandb(
     sample = Sample.objects.get(run_id=run.id)
     assert (sample.step, sample.verdict) == (12, "correct")
     ev = Evaluation.objects.get(run_id=run.id)
-    assert (ev.step, ev.benchmark_name, ev.metrics) == (12, "gsm8k", {"pass@1": 0.41})
+    assert (ev.step, ev.benchmark_name, ev.metrics) == (
+        12,
+        "gsm8k",
+        {"pass@1": 0.41, "pass@1_ci": [0.3, 0.52]},
+    )
     ckpt = Checkpoint.objects.get(run_id=run.id)
     assert ckpt.step == 12 and ckpt.metrics == {"train/loss": 0.1}
 
