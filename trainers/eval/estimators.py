@@ -175,8 +175,8 @@ def bootstrap_ci(
     level: float = 0.95,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile bootstrap interval of the mean over problems. ``values``: (problems,) or (problems,
-    metrics); returns (lo, hi) of shape () or (metrics,). Resampling problems with replacement is drawn
-    as multinomial counts (B x problems), so all metrics share the same resamples."""
+    metrics); returns (lo, hi) of shape () or (metrics,). Each resample draws problems' indices with
+    replacement; all metrics share the same resamples."""
     v = np.asarray(values, dtype=float)
     one = v.ndim == 1
     v = v.reshape(len(v), -1)
@@ -185,11 +185,10 @@ def bootstrap_ci(
         raise ValueError("no problems to resample")
     rng = np.random.default_rng(seed)
     means = np.empty((resamples, v.shape[1]))
-    chunk = max(1, 4_000_000 // p)  # bounded memory for large benchmarks
+    chunk = max(1, 4_000_000 // (p * v.shape[1]))  # bounded memory for large benchmarks
     for start in range(0, resamples, chunk):
         b = min(chunk, resamples - start)
-        weights = rng.multinomial(p, np.full(p, 1.0 / p), size=b)
-        means[start : start + b] = weights @ v / p
+        means[start : start + b] = v[rng.integers(0, p, size=(b, p))].mean(axis=1)
     alpha = (1.0 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
     return (lo[0], hi[0]) if one else (lo, hi)
