@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.db import models
-from django.db.models import F
 
 from webapp.datasets.models import Dataset
 from webapp.projects.models import Project
@@ -309,19 +308,7 @@ class Sample(models.Model):
             models.Index(fields=["run", "step", "group_index", "member_index"], name="sample_run_group"),
             models.Index(fields=["prompt_ref", "step"], name="sample_prompt_step"),
             models.Index(fields=["run", "group_status", "step"], name="sample_run_gstatus"),
-            # the list's sorts (webapp.selectors.samples.SampleQuery.order_by): key, nulls last, ties by id
-            *(
-                index
-                for key in ("reward", "advantage", "length")
-                for index in (
-                    models.Index(
-                        F("run"), F(key).asc(nulls_last=True), F("id"), name=f"sample_run_{key}_asc"
-                    ),
-                    models.Index(
-                        F("run"), F(key).desc(nulls_last=True), F("id"), name=f"sample_run_{key}_desc"
-                    ),
-                )
-            ),
+            # PostgreSQL also has the sorts' (run, key asc/desc nulls last, id) indexes (migration 0012)
         ]
 
 

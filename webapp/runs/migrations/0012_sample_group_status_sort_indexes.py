@@ -4,7 +4,7 @@
 - Sample.group_status, a column (was only extra["group_status"]), filled from extra; grouped rows that
   had none get it derived from their members (the rule of webapp.runs.samples.group_status); index
   (run, group_status, step) for the group-status filter;
-- btree indexes for the list's sorts by reward / advantage / length, both directions, nulls last, ties
+- PostgreSQL: btree indexes for the list's sorts by reward / advantage / length, both directions, nulls last, ties
   by id (what SampleQuery.order_by asks: the index is read in order, a page stops after its rows);
 - PostgreSQL: the trigram index on the completions goes (about 1,000 trigrams a 2 KB row made ingest ~10x
   slower; `contains` now prefilters with the full-text index, webapp.selectors.samples), the prompts keep
@@ -68,9 +68,19 @@ def fill_group_status(apps, schema_editor):
         members.filter(group_status="").update(group_status=status)
 
 
+SORT_KEYS = ("reward", "advantage", "length")
+
+
 def search_indexes(apps, schema_editor):
+    """PostgreSQL only (SQLite refuses NULLS LAST in an index; the embedded mode's runs are small)."""
     if schema_editor.connection.vendor != "postgresql":
         return
+    for key in SORT_KEYS:
+        for direction in ("asc", "desc"):
+            schema_editor.execute(
+                f"CREATE INDEX IF NOT EXISTS sample_run_{key}_{direction} "
+                f"ON runs_sample (run_id, {key} {direction.upper()} NULLS LAST, id)"
+            )
     schema_editor.execute("DROP INDEX IF EXISTS sample_completion_trgm")
     schema_editor.execute(
         f"ALTER INDEX IF EXISTS sample_completion_fts SET (fastupdate = on, gin_pending_list_limit = {PENDING_LIST_KB})"
@@ -80,6 +90,9 @@ def search_indexes(apps, schema_editor):
 def search_indexes_back(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
+    for key in SORT_KEYS:
+        for direction in ("asc", "desc"):
+            schema_editor.execute(f"DROP INDEX IF EXISTS sample_run_{key}_{direction}")
     schema_editor.execute("ALTER INDEX IF EXISTS sample_completion_fts RESET (gin_pending_list_limit)")
     schema_editor.execute(
         "CREATE INDEX IF NOT EXISTS sample_completion_trgm ON runs_sample USING gin (completion gin_trgm_ops)"
@@ -102,59 +115,5 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="sample",
             index=models.Index(fields=["run", "group_status", "step"], name="sample_run_gstatus"),
-        ),
-        migrations.AddIndex(
-            model_name="sample",
-            index=models.Index(
-                models.F("run"),
-                models.OrderBy(models.F("reward"), nulls_last=True),
-                models.F("id"),
-                name="sample_run_reward_asc",
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="sample",
-            index=models.Index(
-                models.F("run"),
-                models.OrderBy(models.F("reward"), descending=True, nulls_last=True),
-                models.F("id"),
-                name="sample_run_reward_desc",
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="sample",
-            index=models.Index(
-                models.F("run"),
-                models.OrderBy(models.F("advantage"), nulls_last=True),
-                models.F("id"),
-                name="sample_run_advantage_asc",
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="sample",
-            index=models.Index(
-                models.F("run"),
-                models.OrderBy(models.F("advantage"), descending=True, nulls_last=True),
-                models.F("id"),
-                name="sample_run_advantage_desc",
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="sample",
-            index=models.Index(
-                models.F("run"),
-                models.OrderBy(models.F("length"), nulls_last=True),
-                models.F("id"),
-                name="sample_run_length_asc",
-            ),
-        ),
-        migrations.AddIndex(
-            model_name="sample",
-            index=models.Index(
-                models.F("run"),
-                models.OrderBy(models.F("length"), descending=True, nulls_last=True),
-                models.F("id"),
-                name="sample_run_length_desc",
-            ),
         ),
     ]
