@@ -80,7 +80,10 @@ def test_import_tb_is_complete_bounded_and_idempotent(server, token, project, tm
     assert loss["values"][9] == pytest.approx(0.1)
     acc = series_read([b.id], ["eval/acc"])[b.id]["eval/acc"]
     assert acc["steps"].tolist() == list(range(200)) and acc["values"][150] == pytest.approx(0.15)
-    texts = list(Sample.objects.filter(run=a).order_by("step").values_list("step", "prompt", "completion"))
+    # the prompt is stored once per run (issue 14's RolloutPrompt) and read through prompt_ref
+    texts = list(
+        Sample.objects.filter(run=a).order_by("step").values_list("step", "prompt_ref__text", "completion")
+    )
     assert len(texts) == 12 and texts[3] == (150, "completions", "step 150: the answer is 300")
 
     # again: nothing new; then the run went on (a second event file): only the new steps arrive
