@@ -352,8 +352,9 @@ class EvaluationInSerializer(serializers.Serializer):
             if name.endswith("_ci") and isinstance(v, list):
                 ends = [number(x) for x in v]
                 if len(ends) != 2 or None in ends or ends[0] > ends[1]:
+                    # keyed by the metric, so the 400 names `metrics.<name>`
                     raise serializers.ValidationError(
-                        f"{name}: an interval is [lo, hi], two numbers, lo <= hi"
+                        {name: ["an interval is [lo, hi], two numbers, lo <= hi"]}
                     )
                 out[name] = ends
             elif v is None:
@@ -361,7 +362,7 @@ class EvaluationInSerializer(serializers.Serializer):
             elif (f := number(v)) is not None:
                 out[name] = f
             else:
-                raise serializers.ValidationError(f"{name}: a number, null, or [lo, hi] under '<name>_ci'")
+                raise serializers.ValidationError({name: ["a number, null, or [lo, hi] under '<name>_ci'"]})
         return out
 
     def validate_protocol(self, value: dict) -> dict:
