@@ -39,6 +39,10 @@ class TextField(serializers.CharField):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        # the schema's maxLength is on what was sent: DRF measures after trimming whitespace, so a
+        # name padded past the limit with trailing whitespace (\x1c counts as such) was accepted
+        if self.max_length is not None and len(data) > self.max_length:
+            self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
 
 
