@@ -88,12 +88,15 @@ def test_sigterm_interrupts_a_running_rl_run_with_a_checkpoint_and_resume_contin
     # every step once; attempt 2 continued after the checkpoint (it logged no step before it)
     steps = steps_of(run_id, "batch/skipped")  # logged at every step
     assert steps == list(range(1, RL_TINY["steps"] + 1))
-    samples = list(Sample.objects.filter(run_id=run_id).values_list("step", "client_key"))
+    # training rollouts (the evaluation's rollouts are samples too, phase "eval", at their own steps)
+    samples = list(Sample.objects.filter(run_id=run_id, phase="train").values_list("step", "client_key"))
     per_step = Counter(step for step, _ in samples)
     assert set(per_step) == set(range(1, RL_TINY["steps"] + 1))
     assert set(per_step.values()) == {RL_TINY["samples_per_step"]}  # none twice
     assert all(key.startswith("orlab:a1:") for step, key in samples if step <= stopped_at)
     assert all(key.startswith("orlab:a2:") for step, key in samples if step > stopped_at)
+    keys = list(Sample.objects.filter(run_id=run_id).values_list("client_key", flat=True))
+    assert len(keys) == len(set(keys))  # no rollout, training or evaluation, stored twice
     attempts = api.get(f"/api/runs/{run_id}/").json()["attempts"]
     assert [(a["attempt"], a["first_step"]) for a in attempts] == [(1, 0), (2, stopped_at + 1)]
 
