@@ -226,7 +226,10 @@ class TrainerSpec:
     policy_checkpoints: bool = False
     #: "module:attr" of ``evaluate(checkpoint_dir, benchmark_jsonl, *, k, temperature, top_p,
     #: max_new_tokens, chat_template) -> (metrics, protocol)``: a checkpoint is evaluated on demand on a
-    #: problems dataset (POST /api/checkpoints/{id}/evaluate/; workers.tasks.evaluate_checkpoint).
+    #: problems dataset (POST /api/checkpoints/{id}/evaluate/; workers.tasks.evaluate_checkpoint). An
+    #: evaluator that also takes ``on_samples`` (a callable given the rollouts as sample dicts) and
+    #: ``checkpoint_step`` gets them, and the worker stores those rollouts as phase "eval" samples of the
+    #: run at the checkpoint's step (issue 14).
     evaluator: str | None = None
     #: "module:attr" of ``settings(config, step) -> dict``, light (the web app calls it): the generation
     #: settings (k, temperature, top_p, max_new_tokens) the kind's raw config gives an on-demand

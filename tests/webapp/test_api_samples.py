@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from trainers.common.verifiers.verdict import VERDICTS
-from webapp.api.serializers import SAMPLE_VERDICTS
 from webapp.runs import services
+from webapp.runs.models import SAMPLE_VERDICTS
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,6 @@ from webapp.runs.models import (
     GROUP_STATUSES,
     SAMPLE_FINISH_REASONS,
     SAMPLE_PHASES,
-    SAMPLE_VERDICTS,
     Checkpoint,
     Evaluation,
     Run,
@@ -271,33 +270,6 @@ class SampleBatchSerializer(serializers.Serializer):
             except SampleError as exc:
                 raise serializers.ValidationError({str(exc.row): {exc.field: [exc.reason]}}) from None
         return rows
-
-
-class SampleFilterSerializer(serializers.Serializer):
-    """The query of GET /api/runs/{id}/samples/ (the run page's samples browser)."""
-
-    step = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
-    step_min = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
-    step_max = serializers.IntegerField(min_value=0, max_value=2**62, required=False)
-    verdict = TextField(
-        required=False, help_text=f"one or more (comma-separated) of {', '.join(SAMPLE_VERDICTS)}"
-    )
-    truncated = serializers.ChoiceField(choices=["true", "false"], required=False)
-
-    def validate_verdict(self, value: str) -> list[str]:
-        verdicts = [v.strip() for v in value.split(",") if v.strip()]
-        unknown = [v for v in verdicts if v not in SAMPLE_VERDICTS]
-        if unknown:
-            raise serializers.ValidationError(
-                f"unknown verdict {unknown[0]!r}; one of {', '.join(SAMPLE_VERDICTS)}"
-            )
-        return verdicts
-
-    def validate(self, attrs):
-        lo, hi = attrs.get("step_min"), attrs.get("step_max")
-        if lo is not None and hi is not None and lo > hi:
-            raise serializers.ValidationError({"step_max": ["must be at least step_min"]})
-        return attrs
 
 
 class CheckpointInSerializer(serializers.Serializer):
