@@ -16,7 +16,7 @@ from webapp.api.common import (
 )
 from webapp.api.errors import bad_request
 from webapp.api.filters import DatasetFilter
-from webapp.api.pagination import PageNumberPagination
+from webapp.api.pagination import CappedCountPagination
 from webapp.api.parsers import FormParser, MultiPartParser
 from webapp.datasets import services as dataset_services
 from webapp.datasets.models import Dataset, Problem, ScoringJob
@@ -70,24 +70,12 @@ class DatasetDetailApi(generics.RetrieveAPIView):
         return Dataset.objects.filter(project__in=project_list(user=self.request.user))
 
 
-class PairPagination(PageNumberPagination):
+class PairPagination(CappedCountPagination):
     """Counts stop a little past the requested page (at least datasets.selectors.COUNT_CAP):
     ``count_capped`` then says ``count`` is a lower bound. An unfiltered list counts exactly (the
     dataset's row count)."""
 
-    def paginate_queryset(self, queryset, request, view=None):
-        self.django_paginator_class = view.pair_query.paginator
-        return super().paginate_queryset(queryset, request, view)
-
-    def get_paginated_response(self, data):
-        response = super().get_paginated_response(data)
-        response.data["count_capped"] = self.page.paginator.capped
-        return response
-
-    def get_paginated_response_schema(self, schema):
-        out = super().get_paginated_response_schema(schema)
-        out["properties"]["count_capped"] = {"type": "boolean"}
-        return out
+    query_attr = "pair_query"
 
 
 class DatasetPairsApi(generics.ListAPIView):

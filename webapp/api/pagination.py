@@ -40,3 +40,25 @@ class PageNumberPagination(pagination.PageNumberPagination):
             if param["name"] == self.page_size_query_param:
                 param["schema"] = {"type": "integer", "minimum": 1}
         return params
+
+
+class CappedCountPagination(PageNumberPagination):
+    """Pages of a query object whose paginator stops counting a little past the requested page
+    (webapp.datasets.selectors.CappedPaginator, webapp.selectors.samples.SamplePaginator): the view
+    holds the query as ``query_attr``; ``count_capped`` says ``count`` is then a lower bound."""
+
+    query_attr = ""
+
+    def paginate_queryset(self, queryset, request, view=None):
+        self.django_paginator_class = getattr(view, self.query_attr).paginator
+        return super().paginate_queryset(queryset, request, view)
+
+    def get_paginated_response(self, data):
+        response = super().get_paginated_response(data)
+        response.data["count_capped"] = self.page.paginator.capped
+        return response
+
+    def get_paginated_response_schema(self, schema):
+        out = super().get_paginated_response_schema(schema)
+        out["properties"]["count_capped"] = {"type": "boolean"}
+        return out

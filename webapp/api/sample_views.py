@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.api import serializers as s
-from webapp.api.pagination import PageNumberPagination
+from webapp.api.pagination import CappedCountPagination
 from webapp.errors import ServiceError
 from webapp.runs import selectors as run_selectors
 from webapp.runs.models import SAMPLE_VERDICTS, Sample, SampleTokens
@@ -41,23 +41,11 @@ class SampleRowSerializer(s.SampleSerializer):
         return sq.expected_answer(obj)
 
 
-class SamplePagination(PageNumberPagination):
+class SamplePagination(CappedCountPagination):
     """Counts stop a little past the requested page (at least selectors.samples.COUNT_CAP):
     ``count_capped`` then says ``count`` is a lower bound."""
 
-    def paginate_queryset(self, queryset, request, view=None):
-        self.django_paginator_class = view.sample_query.paginator
-        return super().paginate_queryset(queryset, request, view)
-
-    def get_paginated_response(self, data):
-        response = super().get_paginated_response(data)
-        response.data["count_capped"] = self.page.paginator.capped
-        return response
-
-    def get_paginated_response_schema(self, schema):
-        out = super().get_paginated_response_schema(schema)
-        out["properties"]["count_capped"] = {"type": "boolean"}
-        return out
+    query_attr = "sample_query"
 
 
 def _int_schema(hi: int) -> dict:

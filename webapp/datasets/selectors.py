@@ -1,12 +1,12 @@
 import contextlib
-from collections.abc import Iterator
 
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils.functional import cached_property
 
 from webapp.datasets.models import Dataset, PreferencePair
+from webapp.planner import planner_settings
 
 PAIR_ORDERINGS = {
     "row",
@@ -68,20 +68,7 @@ _BITMAP = {
 _WALK = {"enable_seqscan": "off", "enable_bitmapscan": "off"}
 
 
-@contextlib.contextmanager
-def _planner(settings: dict[str, str]) -> Iterator[None]:
-    if connection.vendor != "postgresql":
-        yield
-        return
-    names = list(settings)
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(
-            "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(names)),
-            [x for name in names for x in (name, settings[name])],
-        )
-        yield
-        # back to the session's values (an outer transaction goes on)
-        cur.execute("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY(%s)", [names])
+_planner = planner_settings  # one mechanism for both searches (webapp.planner)
 
 
 class CappedPaginator(Paginator):

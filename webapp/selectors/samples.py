@@ -64,12 +64,13 @@ from functools import cached_property
 
 import numpy as np
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, connection
 from django.db.models import BooleanField, Exists, F, OuterRef, Q
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Length, Right, Substr
 
 from webapp.errors import ServiceError
+from webapp.planner import planner_settings
 from webapp.runs.models import (
     GROUP_STATUSES,
     SAMPLE_FINISH_REASONS,
@@ -469,20 +470,7 @@ _BITMAP = {
 }
 
 
-@contextlib.contextmanager
-def _plan(settings: dict[str, str] | None) -> Iterator[None]:
-    if not settings or connection.vendor != "postgresql":
-        yield
-        return
-    names = list(settings)
-    with transaction.atomic(), connection.cursor() as cur:
-        cur.execute(
-            "SELECT " + ", ".join(["set_config(%s, %s, true)"] * len(names)),
-            [x for name in names for x in (name, settings[name])],
-        )
-        yield
-        # back to the session's values (an outer transaction goes on)
-        cur.execute("SELECT set_config(name, reset_val, true) FROM pg_settings WHERE name = ANY(%s)", [names])
+_plan = planner_settings  # one mechanism for both searches (webapp.planner)
 
 
 class _TimedOut(Exception):
