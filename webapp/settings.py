@@ -65,6 +65,8 @@ INSTALLED_APPS = [
     "webapp.runs",
     "webapp.fleet",
     "webapp.outbox",
+    "webapp.alerts",
+    "webapp.notify",
     "webapp.api",
     "webapp.mlflow_api",
     "webapp.ui",

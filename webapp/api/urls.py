@@ -57,3 +57,17 @@ urlpatterns += project_resolve_urls
 urlpatterns += step_values_urls
 urlpatterns += sample_urls
 urlpatterns += prompt_urls
+
+from webapp.api.alert_urls import urlpatterns as alert_urls  # noqa: E402
+from webapp.api.chart_prefs_urls import urlpatterns as chart_prefs_urls  # noqa: E402
+from webapp.api.checkpoint_download_urls import urlpatterns as checkpoint_download_urls  # noqa: E402
+from webapp.api.eval_policy_urls import urlpatterns as eval_policy_urls  # noqa: E402
+from webapp.api.notify_urls import urlpatterns as notify_urls  # noqa: E402
+from webapp.api.queue_urls import urlpatterns as queue_urls  # noqa: E402
+
+urlpatterns += alert_urls
+urlpatterns += notify_urls
+urlpatterns += queue_urls
+urlpatterns += eval_policy_urls
+urlpatterns += checkpoint_download_urls
+urlpatterns += chart_prefs_urls

@@ -216,6 +216,10 @@ def metrics_record(run_id: int, batch: Mapping[str, Columns]) -> int:
             (_store_postgresql if connection.vendor == "postgresql" else _store_orm)(
                 new_chunks, grown, touched
             )
+    if written:
+        from webapp.alerts import ingest as alerts_ingest
+
+        alerts_ingest.points_written(run_id, batch)  # health rules (issue 15), after the commit
     return written
 
 

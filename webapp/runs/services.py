@@ -303,10 +303,12 @@ def run_request_cancel(run: Run) -> Run:
         status=Status.CANCELLED, cancel_requested=True, finished_at=now
     ):
         dependencies.parent_ended([run.pk])
+        _notify_ended([run.pk])
     elif run.kind == Run.EXTERNAL:
-        Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(
+        if Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(
             status=Status.CANCELLED, cancel_requested=True, finished_at=now
-        )
+        ):
+            _notify_ended([run.pk])
     elif not Run.objects.filter(pk=run.pk, status=Status.RUNNING).update(cancel_requested=True):
         run.refresh_from_db()
         raise RunError(f"a {run.status} run cannot be cancelled", {"status": [run.status]})
@@ -386,6 +388,7 @@ def run_finish_external(run: Run, *, status: str, error: str = "", summary: Mapp
     run.refresh_from_db()
     if not updated:
         raise RunError(f"a {run.status} run cannot be finished", {"status": [run.status]})
+    _notify_ended([run.pk])
     return run
 
 
@@ -456,6 +459,7 @@ def run_finish(
         if updated:
             attempt_end(run_id, attempt, status)
             dependencies.parent_ended([run_id])
+            _notify_ended([run_id])
     if updated and status == Status.INTERRUPTED and _requeue_interrupted():
         try:
             run_resume(Run.objects.get(pk=run_id))
@@ -466,6 +470,15 @@ def run_finish(
                 error=f"not re-queued: {exc.message} {exc.field_errors}"
             )
     return bool(updated)
+
+
+def _notify_ended(run_ids) -> None:
+    """After commit: run finished / failed / cancelled / lost notifications (webapp.notify)."""
+    from webapp.notify import dispatch
+
+    ids = list(run_ids)
+    if ids:
+        transaction.on_commit(lambda: dispatch.runs_ended(ids))
 
 
 def _requeue_interrupted() -> bool:
@@ -485,6 +498,7 @@ def run_fail(run_id: int, attempt: int, *, error: str, traceback: str) -> None:
     ):
         attempt_end(run_id, attempt, Status.FAILED)
         dependencies.parent_ended([run_id])
+        _notify_ended([run_id])
 
 
 def run_summary_note(run_id: int, attempt: int, values: Mapping[str, Any]) -> bool:
@@ -528,6 +542,7 @@ def runs_mark_lost(*, timeout: float | None = None) -> int:
             error=f"worker stopped heartbeating for more than {timeout:.0f} s",
         )
         dependencies.parent_ended(ids)
+        _notify_ended(ids)
     return lost
 
 
@@ -576,6 +591,9 @@ def checkpoint_record(
     retention.record_size(checkpoint)
     if retention.apply_retention(run_id):
         checkpoint.refresh_from_db(fields=["deleted_at"])
+    from webapp.runs import eval_policy
+
+    eval_policy.checkpoint_saved(checkpoint)  # the run's eval policy may enqueue an evaluation
     return checkpoint
 
 

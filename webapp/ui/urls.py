@@ -45,3 +45,17 @@ urlpatterns = [
 ]
 urlpatterns += sample_urls
 urlpatterns += prompt_urls
+
+from webapp.ui.alert_urls import urlpatterns as alert_urls  # noqa: E402
+from webapp.ui.chart_prefs_urls import urlpatterns as chart_prefs_urls  # noqa: E402
+from webapp.ui.checkpoint_download_urls import urlpatterns as checkpoint_download_urls  # noqa: E402
+from webapp.ui.eval_policy_urls import urlpatterns as eval_policy_urls  # noqa: E402
+from webapp.ui.notify_urls import urlpatterns as notify_urls  # noqa: E402
+from webapp.ui.queue_urls import urlpatterns as queue_urls  # noqa: E402
+
+urlpatterns += alert_urls
+urlpatterns += notify_urls
+urlpatterns += queue_urls
+urlpatterns += eval_policy_urls
+urlpatterns += checkpoint_download_urls
+urlpatterns += chart_prefs_urls

@@ -1,0 +1,1 @@
+"""health rules and events: models (filled by issue 15)."""

@@ -1,0 +1,3 @@
+"""API routes: alert (issue 15/16 work; owned by one helper)."""
+
+urlpatterns: list = []

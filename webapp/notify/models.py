@@ -1,0 +1,1 @@
+"""notifications: models (filled by issue 15)."""

@@ -1,0 +1,3 @@
+"""Page routes: chart_prefs (issue 15/16 work; owned by one helper)."""
+
+urlpatterns: list = []

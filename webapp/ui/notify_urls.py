@@ -1,0 +1,3 @@
+"""Page routes: notify (issue 15/16 work; owned by one helper)."""
+
+urlpatterns: list = []
