@@ -380,3 +380,9 @@ class SavedView(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# Models kept in their own modules (one owner each), registered with the app by importing them here,
+# after the models above that they refer to.
+from webapp.runs.models_charts import *  # noqa: E402,F403
+from webapp.runs.models_eval import *  # noqa: E402,F403
