@@ -22,4 +22,5 @@ app.conf.task_routes = {
 }
 # workers.registry: the worker reports its queues, GPUs and models (connects to worker_ready)
 # workers.claims: the heartbeat of claimed outbox messages stops when their task returns
-app.conf.imports = ("workers.tasks", "workers.registry", "workers.claims")
+# workers.task_threads: each model task gets cores // slots CPU threads, set anew before every task
+app.conf.imports = ("workers.tasks", "workers.registry", "workers.claims", "workers.task_threads")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.http import Http404
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -18,6 +18,7 @@ from webapp.api.common import _dataset_for
 from webapp.api.errors import bad_request
 from webapp.api.json_safety import SafeJSONField
 from webapp.datasets.curation import recipes, service
+from webapp.datasets.curation.example_ids import example_ids
 
 
 class CurateRequestSerializer(serializers.Serializer):
@@ -115,17 +116,33 @@ class DatasetCurationApi(APIView):
 
 class CurationStepsApi(APIView):
     @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "dataset",
+                int,
+                description="fill the examples with this dataset's project's own benchmark and reward "
+                "checkpoint ids (a step with none is left out, its description says why)",
+            )
+        ],
         responses={200: OpenApiTypes.OBJECT},
         description='{"schema": JSON Schema of a recipe, "steps": [{"step", "title", "description", "schema"}], '
-        '"examples": [{"name", "description", "recipe"}]} (example ids of benchmarks and checkpoints are '
-        "placeholders).",
+        '"examples": [{"name", "description", "recipe"}]} (without ?dataset= the example ids of benchmarks and '
+        "checkpoints are placeholders).",
     )
     def get(self, request: Request) -> Response:
+        raw = request.query_params.get("dataset")
+        ids = {}
+        if raw is not None:
+            try:
+                pk = int(raw)
+            except ValueError:
+                return bad_request("invalid parameter", {"dataset": ["must be a dataset id"]})
+            ids = example_ids(request.user, _dataset_for(request, pk))
         return Response(
             {
                 "schema": recipes.recipe_json_schema(),
                 "steps": recipes.step_catalogue(),
-                "examples": recipes.example_recipes(),
+                "examples": recipes.example_recipes(**ids),
             }
         )
 

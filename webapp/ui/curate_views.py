@@ -13,6 +13,7 @@ from django.utils.html import escape
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_http_methods
 
+from webapp.datasets.curation.example_ids import example_ids
 from webapp.datasets.models import Dataset
 from webapp.selectors.pairs import reward_models
 from webapp.ui.helpers import _dataset, _datasets
@@ -83,7 +84,8 @@ def _step_docs(catalogue: list[dict]) -> list[dict]:
 def curate(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = _dataset(request, pk, kind=Dataset.Kind.PREFERENCE)
     recipes = _recipes_module()
-    examples = recipes.example_recipes() if recipes else []
+    # the project's own benchmark and reward checkpoint, or the step left out (never placeholders here)
+    examples = recipes.example_recipes(**example_ids(request.user, dataset)) if recipes else []
     catalogue = _step_docs(recipes.step_catalogue()) if recipes else []
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
@@ -121,7 +123,7 @@ def curate(request: HttpRequest, pk: int) -> HttpResponse:
         "page_data": {
             "examples": examples,
             "templates": {s["step"]: s["template"] for s in catalogue},
-            "steps_api": _reverse_or("api-curation-steps", "/api/curation/steps/"),
+            "steps_api": _reverse_or("api-curation-steps", "/api/curation/steps/") + f"?dataset={dataset.pk}",
         },
     }
     return render(request, "ui/curation.html", context, status=400 if errors else 200)

@@ -300,7 +300,8 @@ def step_catalogue() -> list[dict]:
 
 
 # --- example recipes ----------------------------------------------------------------------------
-# Ids of benchmarks and checkpoints are placeholders (1): replace them with ids of your project.
+# Ids of benchmarks and checkpoints are placeholders (1) in the API; the curate page fills in the project's
+# own (example_ids.example_ids) or leaves the step out.
 
 MAGPIE_SOURCES = ["magpie_ultra", "magpie_pro_llama3.1", "magpie_pro", "magpie_air"]
 
@@ -375,9 +376,43 @@ _EXAMPLES: dict[str, dict] = {
 }
 
 
-def example_recipes() -> list[dict]:
-    """``[{"name", "description", "recipe"}]``; every recipe validates."""
-    return [
-        {"name": name, "description": ex["description"], "recipe": copy.deepcopy(ex["recipe"])}
-        for name, ex in _EXAMPLES.items()
-    ]
+PLACEHOLDER_ID = 1
+_NEEDS = {"contamination": ("benchmark", "benchmark"), "consistency": ("checkpoint", "checkpoint"),
+          "margin_filter": ("checkpoint", "checkpoint")}  # fmt: skip
+_MISSING = {
+    "benchmark": "no other ready preference dataset in this project to decontaminate against",
+    "checkpoint": "no reward-model checkpoint of this project has scored this dataset yet (score it from "
+    "the reward run's page, then reload)",
+}
+
+
+def example_recipes(
+    *, benchmark: int | None = PLACEHOLDER_ID, checkpoint: int | None = PLACEHOLDER_ID
+) -> list[dict]:
+    """``[{"name", "description", "recipe"}]``; every recipe validates.
+
+    Without arguments the ids of benchmarks and checkpoints are placeholders (1). The curate page
+    passes the project's real ones (webapp.datasets.curation.example_ids): a step whose id is None
+    is left out and the description says why, so an example never names the dataset being curated
+    or a checkpoint that cannot score it (the demo's example once kept 0 of 2,048 pairs)."""
+    ids = {"benchmark": benchmark, "checkpoint": checkpoint}
+    out = []
+    for name, ex in _EXAMPLES.items():
+        recipe = copy.deepcopy(ex["recipe"])
+        description = ex["description"]
+        steps, left_out = [], []
+        for step in recipe["steps"]:
+            need = _NEEDS.get(step["step"])
+            if need is None:
+                steps.append(step)
+            elif ids[need[1]] is None:
+                left_out.append(f"{step['step']} ({_MISSING[need[1]]})")
+            else:
+                steps.append({**step, need[0]: ids[need[1]]})
+        if not steps:  # nothing of it applies here
+            continue
+        if left_out:
+            description += " Left out here: " + "; ".join(left_out) + "."
+        recipe["steps"] = steps
+        out.append({"name": name, "description": description, "recipe": recipe})
+    return out
