@@ -1,3 +1,9 @@
-"""API routes: eval_policy (issue 15/16 work; owned by one helper)."""
+"""API routes: a run's evaluation policy (issue 15 point 4; webapp.api.eval_policy_views)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from webapp.api import eval_policy_views as ev
+
+urlpatterns: list = [
+    path("runs/<int:pk>/eval-policy/", ev.RunEvalPolicyApi.as_view(), name="api-run-eval-policy"),
+]

@@ -4,6 +4,7 @@ evaluations, scoring jobs."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import generics, status
@@ -26,8 +27,8 @@ from webapp.api.json_safety import MAX_CONFIG_BYTES, json_field_validator
 from webapp.api.sample_views import SampleListMixin
 from webapp.datasets.models import ScoringJob
 from webapp.fleet.selectors import launch_check_summary
+from webapp.runs import eval_policy, selectors, services
 from webapp.runs import samples as rollout_samples
-from webapp.runs import selectors, services
 from webapp.runs.attempts import attempts_of
 from webapp.runs.dependencies import waiting_for
 from webapp.runs.models import Evaluation, Run
@@ -188,16 +189,21 @@ class RunListApi(generics.ListAPIView):
         ser.is_valid(raise_exception=True)
         data = ser.validated_data
         project = _resolve_project(request.user, data["project"])
-        run = services.run_create(
-            user=request.user,
-            project=project,
-            name=data["name"],
-            kind=data["kind"],
-            config=_launch_config(data["kind"], data["preset"], data["config"]),
-            group=data["group"],
-            tags=data["tags"],
-            queue=data.get("queue"),
-        )
+        # one transaction: a policy refused (a 400 naming eval_policy.<field>) launches no run, and the
+        # run's task message is sent only once both are committed (webapp.outbox)
+        with transaction.atomic():
+            run = services.run_create(
+                user=request.user,
+                project=project,
+                name=data["name"],
+                kind=data["kind"],
+                config=_launch_config(data["kind"], data["preset"], data["config"]),
+                group=data["group"],
+                tags=data["tags"],
+                queue=data.get("queue"),
+            )
+            if "eval_policy" in data:
+                eval_policy.policy_set(run, data["eval_policy"], prefix="eval_policy.")
         return Response(run_to_dict(run), status=status.HTTP_201_CREATED)
 
 

@@ -10,6 +10,7 @@ from rest_framework import serializers
 from webapp.api.json_safety import MAX_CONFIG_BYTES, SafeJSONField, json_field_validator
 from webapp.datasets.models import Dataset, PreferencePair, Problem
 from webapp.projects.models import Project
+from webapp.runs import eval_policy as policy_rules
 from webapp.runs.models import (
     GROUP_STATUSES,
     SAMPLE_FINISH_REASONS,
@@ -77,6 +78,46 @@ def _config(**kwargs) -> serializers.JSONField:
     )
 
 
+class EvalPolicySerializer(serializers.Serializer):
+    """A run's evaluation policy (webapp.runs.eval_policy): whenever the run saves its every-th
+    checkpoint, a worker evaluates it on each benchmark. Null settings are the run's own (``defaults``
+    in the answer). The types and bounds are checked here; the datasets, k <= n and the run's kind by
+    webapp.runs.evalpolicy_rules.validate."""
+
+    enabled = serializers.BooleanField(required=False, default=True)
+    benchmarks = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        max_length=policy_rules.MAX_BENCHMARKS,
+        required=False,
+        default=list,
+        help_text="ids of ready problems datasets of the run's project",
+    )
+    every = serializers.IntegerField(
+        min_value=1, max_value=policy_rules.MAX_EVERY, required=False, default=1,
+        help_text="evaluate the run's every N-th checkpoint (1: each one)",
+    )  # fmt: skip
+    n = serializers.IntegerField(
+        min_value=1, max_value=policy_rules.MAX_N, required=False, allow_null=True, default=None,
+        help_text="samples per problem (null: the run's own eval k)",
+    )  # fmt: skip
+    ks = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=policy_rules.MAX_N),
+        max_length=policy_rules.MAX_KS,
+        required=False,
+        default=list,
+        help_text="k values of pass@k, pass^k, maj@k, each <= n (empty: 1, 2, 4, ... n)",
+    )
+    temperature = serializers.FloatField(
+        min_value=0.0, max_value=policy_rules.MAX_TEMPERATURE, required=False, allow_null=True, default=None
+    )
+    top_p = serializers.FloatField(
+        min_value=0.0, max_value=1.0, required=False, allow_null=True, default=None
+    )
+    max_new_tokens = serializers.IntegerField(
+        min_value=1, max_value=policy_rules.MAX_NEW_TOKENS, required=False, allow_null=True, default=None
+    )
+
+
 class RunCreateSerializer(serializers.Serializer):
     project = serializers.IntegerField(
         min_value=1, max_value=MAX_ID, help_text="id of a project you belong to"
@@ -95,9 +136,14 @@ class RunCreateSerializer(serializers.Serializer):
     queue = serializers.ChoiceField(
         choices=list(settings.ORLAB_RUN_QUEUES), required=False, help_text="default: the trainer's queue"
     )
+    # created in the launch's transaction: a bad policy launches nothing
+    eval_policy = EvalPolicySerializer(
+        required=False, help_text="the run's evaluation policy (GET/PUT /api/runs/{id}/eval-policy/)"
+    )
 
 
 class SweepCreateSerializer(RunCreateSerializer):
+    eval_policy = None  # a sweep's runs get none at launch (each one's is set on it afterwards)
     grid = serializers.DictField(
         child=serializers.ListField(max_length=1000),
         validators=[json_field_validator(MAX_CONFIG_BYTES)],
@@ -475,3 +521,10 @@ class ProblemSerializer(serializers.ModelSerializer):
     class Meta:
         model = Problem
         fields = ["id", "row", "domain", "prompt", "answer", "tests", "metadata"]
+
+
+class EvalPolicyOutSerializer(EvalPolicySerializer):
+    run = serializers.IntegerField(read_only=True)
+    available = serializers.BooleanField(read_only=True, help_text="the run's kind has policy checkpoints")
+    defaults = serializers.JSONField(read_only=True, help_text="the run's own n and sampling settings")
+    updated_at = serializers.DateTimeField(read_only=True, allow_null=True)

@@ -736,6 +736,8 @@ def evaluation_settings(run: Run, step: int) -> dict[str, Any]:
     config = run.config or {}
     section = config.get("eval") if isinstance(config.get("eval"), Mapping) else {}
     found: dict[str, Any] = {key: section[key] for key in ("k", "temperature", "top_p") if key in section}
+    if section.get("ks"):  # the k values of pass@k / pass^k / maj@k (RL and DAPO eval.ks)
+        found["ks"] = list(section["ks"])
     found.update(capabilities.evaluation_defaults(run.kind, config, step))
     if isinstance(config.get("chat_template"), str):
         found["chat_template"] = config["chat_template"]
@@ -750,9 +752,15 @@ def evaluation_request(
     temperature: float | None = None,
     top_p: float | None = None,
     max_new_tokens: int | None = None,
+    ks: Sequence[int] | None = None,
+    policy_key: str | None = None,
 ):
     """On-demand evaluation of a policy checkpoint on a problems dataset, run by a worker. Settings not
-    given are the run's own (:func:`evaluation_settings`)."""
+    given are the run's own (:func:`evaluation_settings`). ``ks``: the k values of pass@k / pass^k /
+    maj@k (each at most the protocol's k, its samples per problem). ``policy_key`` (the run's eval
+    policy, webapp.runs.eval_policy): when an evaluation with this key exists already, none is added
+    and None is returned (checked under the checkpoint's row lock, so two saves of one checkpoint at
+    once queue one)."""
     from webapp.datasets.models import Dataset
     from webapp.outbox import sender
     from webapp.runs.models import Evaluation
@@ -767,6 +775,14 @@ def evaluation_request(
         **evaluation_settings(checkpoint.run, checkpoint.step),
         **{key: value for key, value in given.items() if value is not None},
     }
+    if ks:
+        if any(k > protocol["k"] for k in ks):
+            raise RunError("invalid protocol", {"ks": [f"every k must be at most k = {protocol['k']}"]})
+        protocol["ks"] = sorted(set(ks))
+    elif "ks" in protocol:  # the run's own ks: those a smaller k asked here still allows
+        protocol["ks"] = [k for k in protocol["ks"] if k <= protocol["k"]]
+    if policy_key:
+        protocol["policy_key"] = policy_key
     with transaction.atomic():
         # the row lock orders this request with retention (webapp.runs.retention): a checkpoint is
         # either deleted first (refused here) or protected by this queued evaluation
@@ -776,6 +792,11 @@ def evaluation_request(
                 "invalid checkpoint",
                 {"checkpoint": [f"the step-{locked.step} checkpoint was deleted by the retention policy"]},
             )
+        if (
+            policy_key
+            and Evaluation.objects.filter(checkpoint=locked, protocol__policy_key=policy_key).exists()
+        ):
+            return None
         evaluation = Evaluation.objects.create(
             run=checkpoint.run,
             checkpoint=checkpoint,
