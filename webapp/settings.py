@@ -288,6 +288,21 @@ ORLAB_COLLAPSE_RATIO = env_float("ORLAB_COLLAPSE_RATIO", 0.1)
 ORLAB_COLLAPSE_FLOOR = env_float("ORLAB_COLLAPSE_FLOOR", 0.05)
 ORLAB_COLLAPSE_WINDOW = env_float("ORLAB_COLLAPSE_WINDOW", 0.2)
 
+# Notifications (webapp/notify, README "Notifications"). E-mail goes through Django's mail backend,
+# configured from the environment (Django's own names); the default backend is SMTP on localhost:25.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(env_float("EMAIL_PORT", 25))
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_float("EMAIL_TIMEOUT", 10.0)  # seconds per SMTP operation: a dead server fails fast
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "orlab@localhost")
+# Webhooks may post to private, loopback and link-local addresses only when the operator allows it
+# (a webhook is otherwise a way to make the server reach its own network: SSRF). Tests and demo: 1.
+ORLAB_WEBHOOK_ALLOW_PRIVATE = env_bool("ORLAB_WEBHOOK_ALLOW_PRIVATE", False)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -76,9 +76,10 @@ def waiting_children(parent: Run):
 def parent_ended(parent_ids: Iterable[int]) -> int:
     """Move on the waiting children of runs whose status just changed (call it in the transaction of
     that change). Returns how many children were queued or failed."""
-    from webapp.runs.services import _enqueue
+    from webapp.runs.services import _enqueue, _notify_ended
 
     moved = 0
+    failed: list[int] = []
     pending = list(parent_ids)
     with transaction.atomic():
         while pending:
@@ -102,7 +103,10 @@ def parent_ended(parent_ids: Iterable[int]) -> int:
                     status=Status.FAILED, finished_at=timezone.now(), error=reason
                 ):
                     moved += 1
+                    failed.append(child.pk)
                     pending.append(child.pk)  # its own waiting children fail too
+        # a child failed with its parent is a run that failed: its channels hear of it (after commit)
+        _notify_ended(failed)
     return moved
 
 
