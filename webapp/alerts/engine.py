@@ -1,0 +1,395 @@
+"""Evaluating rules on a stored batch (called from webapp.alerts.ingest.points_written).
+
+Cost model: per batch, one lookup of the run (project, kind, group, tags) and of its project's
+rules version, cached in this process for ORLAB_ALERT_RULES_TTL seconds (default 2): a project
+with no rules costs that and nothing else. With rules, only the rules whose key (or alias) names a
+batch key run, each vectorised over the batch's points with numpy; their states are read in one
+query and written in one statement, events in one INSERT, only when something fired."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+
+from webapp.alerts import presets
+from webapp.alerts.models import Event, Rule, RuleState, RulesVersion, RunPulse
+
+MAX_EVENTS_PER_SERIES = 5  # episodes fired for one (rule, run, key) in one batch, at most
+PULSE_EVERY_S = 2.0  # a process writes a run's RunPulse at most this often
+
+
+@dataclass(frozen=True)
+class Compiled:
+    id: int
+    name: str
+    kind: str
+    params: dict
+    severity: str
+    run_kind: str
+    run_group: str
+    run_tag: str
+    run_id: int | None
+    sources: tuple  # literal keys, or tuples of keys to sum
+
+    def applies_to(self, run: RunInfo) -> bool:
+        return (
+            (self.run_id is None or self.run_id == run.id)
+            and (not self.run_kind or self.run_kind == run.kind)
+            and (not self.run_group or self.run_group == run.group)
+            and (not self.run_tag or self.run_tag in run.tags)
+        )
+
+
+@dataclass
+class RunInfo:
+    id: int
+    project_id: int
+    kind: str
+    group: str
+    tags: tuple
+    version: int
+    checked: float
+
+
+@dataclass
+class ProjectRules:
+    version: int
+    rules: list[Compiled]
+    by_key: dict[str, list[tuple[Compiled, str | tuple]]] = field(default_factory=dict)
+    has_stalled: bool = False
+
+
+_lock = threading.Lock()
+_runs: dict[int, RunInfo] = {}
+_projects: dict[int, ProjectRules] = {}
+_pulses: dict[int, float] = {}
+
+
+def _ttl() -> float:
+    return float(getattr(settings, "ORLAB_ALERT_RULES_TTL", 2.0))
+
+
+def forget(project_id: int | None = None) -> None:
+    """Drop this process's cached rules (a rule changed here; other processes see the version)."""
+    with _lock:
+        if project_id is None:
+            _projects.clear()
+            _runs.clear()
+        else:
+            _projects.pop(project_id, None)
+            for rid in [r for r, info in _runs.items() if info.project_id == project_id]:
+                _runs.pop(rid, None)
+
+
+def _run_info(run_id: int) -> RunInfo | None:
+    now = time.monotonic()
+    info = _runs.get(run_id)
+    if info is not None and now - info.checked < _ttl():
+        return info
+    from webapp.runs.models import Run
+
+    row = Run.objects.filter(pk=run_id).values_list("project_id", "kind", "group", "tags").first()
+    if row is None:
+        return None
+    version = RulesVersion.objects.filter(project_id=row[0]).values_list("version", flat=True).first() or 0
+    tags = tuple(t for t in (row[3] or []) if isinstance(t, str))
+    info = RunInfo(run_id, row[0], row[1], row[2], tags, version, now)
+    with _lock:
+        if len(_runs) > 100_000:
+            _runs.clear()
+        _runs[run_id] = info
+    return info
+
+
+def _compile(rule: Rule) -> Compiled:
+    sources = presets.alias_sources(rule.key)
+    return Compiled(
+        rule.id, rule.name, rule.kind, dict(rule.params or {}), rule.severity,
+        rule.run_kind, rule.run_group, rule.run_tag, rule.run_id,
+        tuple(sources) if sources is not None else ((rule.key,) if rule.key else ()),
+    )  # fmt: skip
+
+
+def project_rules(project_id: int, version: int) -> ProjectRules:
+    cached = _projects.get(project_id)
+    if cached is not None and cached.version == version:
+        return cached
+    rules = [_compile(r) for r in Rule.objects.filter(project_id=project_id, enabled=True)]
+    compiled = ProjectRules(version, rules)
+    for rule in rules:
+        if rule.kind == Rule.Kind.STALLED:
+            compiled.has_stalled = True
+            continue
+        for source in rule.sources:
+            for key in source if isinstance(source, tuple) else (source,):
+                compiled.by_key.setdefault(key, []).append((rule, source))
+    with _lock:
+        _projects[project_id] = compiled
+    return compiled
+
+
+# --- conditions, vectorised ---------------------------------------------------------------------
+
+
+def _threshold(rule: Compiled, values: np.ndarray) -> np.ndarray:
+    bound, op = rule.params["value"], rule.params["op"]
+    with np.errstate(invalid="ignore"):
+        return {">": values > bound, ">=": values >= bound, "<": values < bound, "<=": values <= bound}[op]
+
+
+def _directional(score: np.ndarray, bound: float, direction: str) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        if direction == "up":
+            return score >= bound
+        if direction == "down":
+            return score <= -bound
+        return np.abs(score) >= bound
+
+
+def _zscore(rule: Compiled, values: np.ndarray, state: RuleState) -> tuple[np.ndarray, np.ndarray]:
+    """z of each point against the run's history before it (Welford's count/mean/M2 carried in the
+    state, prefix sums over the batch: no Python loop). Non-finite points neither score nor count."""
+    finite = np.isfinite(values)
+    v = np.where(finite, values, 0.0)
+    n0, mean0, m2_0 = state.n, state.mean, state.m2
+    d = np.where(finite, v - mean0, 0.0)
+    counts = n0 + np.cumsum(finite) - finite  # points before each one
+    sum_d = np.cumsum(d) - d
+    sum_d2 = m2_0 + np.cumsum(d * d) - d * d
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = mean0 + np.where(counts > 0, sum_d / np.maximum(counts, 1), 0.0)
+        m2 = sum_d2 - np.where(counts > 0, sum_d * sum_d / np.maximum(counts, 1), 0.0)
+        std = np.sqrt(np.maximum(m2, 0.0) / np.maximum(counts - 1, 1))
+        z = np.where(std > 0, (v - mean) / std, np.where(v != mean, np.inf * np.sign(v - mean), 0.0))
+    z = np.where(finite & (counts >= rule.params["min_points"]), z, np.nan)
+    cond = _directional(z, rule.params["z"], rule.params["direction"])
+    # carry the totals forward
+    total = int(finite.sum())
+    if total:
+        n1 = n0 + total
+        sd, sd2 = float(d.sum()), float((d * d).sum())
+        new_mean = mean0 + sd / n1
+        state.m2 = m2_0 + sd2 - sd * sd / n1
+        state.mean, state.n = new_mean, n1
+    return cond, z
+
+
+def _change(rule: Compiled, values: np.ndarray, state: RuleState) -> tuple[np.ndarray, np.ndarray]:
+    window = rule.params["window"]
+    history = np.asarray(state.buffer or [], dtype=np.float64)
+    joined = np.concatenate([history, values])
+    start = len(history)
+    idx = np.arange(start, len(joined)) - window
+    before = np.where(idx >= 0, joined[np.maximum(idx, 0)], np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        delta = values - before
+        if rule.params["relative"]:
+            delta = delta / np.abs(before)
+    cond = _directional(delta, rule.params["amount"], rule.params["direction"])
+    state.buffer = joined[-window:].tolist()  # NaN stored as null (_save_states)
+    return cond, delta
+
+
+def _collapse(rule: Compiled, key: str, run_id: int, state: RuleState) -> tuple[int, float, str] | None:
+    """Entropy collapse: webapp.runs.collapse's verdict on the stored series (its early window needs
+    the run's first points, not the batch's), with the rule's parameters; fires when it first flags."""
+    from webapp.runs import collapse
+
+    p = rule.params
+    crule = collapse.Rule(
+        keys=(key,), ratio=p["ratio"], window=p["window"], floor=p["floor"], smooth=p["smooth"],
+        min_points=p["min_points"],
+    )  # fmt: skip
+    verdict = collapse.verdicts([run_id], crule).get(run_id)
+    if verdict is None or not verdict.flagged:
+        return None
+    return verdict.step, verdict.value, verdict.message
+
+
+def _describe(rule: Compiled, key: str, value: float, score: float | None) -> str:
+    p = rule.params
+    if rule.kind == "threshold":
+        return f"{key} = {value:.4g} {p['op']} {p['value']:g}"
+    if rule.kind == "zscore":
+        return f"{key} = {value:.4g}, z = {score:+.1f} against the run's history (|z| >= {p['z']:g})"
+    if rule.kind == "change":
+        what = "relative change" if p["relative"] else "change"
+        return f"{key} = {value:.4g}: {what} {score:+.4g} over {p['window']} points (>= {p['amount']:g})"
+    if rule.kind == "nan_inf":
+        return f"{key} = {value} (not finite)"
+    return f"{key} = {value:.4g}"
+
+
+def _source_points(source, batch) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """(event key, steps, values) of a literal key or a sum of keys (summed at the steps all parts
+    share in this batch: trainers log the parts of one step together)."""
+    if isinstance(source, str):
+        cols = batch.get(source)
+        if cols is None:
+            return None
+        return source, cols.steps, cols.values
+    parts = [batch.get(k) for k in source]
+    if any(p is None for p in parts):
+        return None
+    steps = parts[0].steps
+    for p in parts[1:]:
+        steps = np.intersect1d(steps, p.steps)
+    if not len(steps):
+        return None
+    total = np.zeros(len(steps))
+    for p in parts:
+        order = np.argsort(p.steps, kind="stable")
+        at = order[np.searchsorted(p.steps[order], steps)]
+        total = total + p.values[at]
+    return presets.sum_key(source), steps, total
+
+
+def _episode_starts(cond: np.ndarray, was_active: bool) -> tuple[np.ndarray, bool]:
+    """Indices where the condition turns true (the first point counts when no episode is open),
+    and whether an episode is open after the batch."""
+    cond = np.asarray(cond, dtype=bool)
+    if not len(cond):
+        return np.empty(0, dtype=np.int64), was_active
+    previous = np.r_[was_active, cond[:-1]]
+    return np.flatnonzero(cond & ~previous), bool(cond[-1])
+
+
+def evaluate(run_id: int, batch) -> list[Event]:
+    """Fire the rules of ``run_id``'s project on ``batch`` (key -> metric_store.Columns, already
+    committed). Returns the events written."""
+    info = _run_info(run_id)
+    if info is None or not info.version:
+        return []
+    compiled = project_rules(info.project_id, info.version)
+    if compiled.has_stalled:
+        _touch_pulse(run_id)
+    if not compiled.by_key:
+        return []
+    work: dict[tuple[int, str], tuple[Compiled, str, np.ndarray, np.ndarray]] = {}
+    for key in batch:
+        for rule, source in compiled.by_key.get(key, ()):
+            if not rule.applies_to(info):
+                continue
+            points = _source_points(source, batch)
+            if points is None:
+                continue
+            ekey, steps, values = points
+            if (rule.id, ekey) not in work:
+                order = np.argsort(steps, kind="stable")
+                work[(rule.id, ekey)] = (rule, ekey, np.asarray(steps)[order], np.asarray(values)[order])
+    if not work:
+        return []
+    states = {
+        (s.rule_id, s.key): s
+        for s in RuleState.objects.filter(run_id=run_id, rule_id__in={r for r, _ in work})
+    }
+    changed: list[RuleState] = []
+    fired: list[Event] = []
+    for (rule_id, ekey), (rule, _, steps, values) in work.items():
+        state = states.get((rule_id, ekey)) or RuleState(rule_id=rule_id, run_id=run_id, key=ekey)
+        before = (state.active, state.n, state.mean, state.m2, list(state.buffer or []))
+        score = None
+        if rule.kind == "collapse":
+            if state.active:
+                continue  # a run's collapse is one episode: the verdict never un-flags
+            verdict = _collapse(rule, ekey, run_id, state)
+            if verdict is not None:
+                state.active = True
+                step, value, message = verdict
+                fired.append(_event(rule, info, ekey, step, value, message))
+        else:
+            if rule.kind == "threshold":
+                cond = _threshold(rule, values)
+            elif rule.kind == "nan_inf":
+                cond = ~np.isfinite(values)
+            elif rule.kind == "zscore":
+                cond, score = _zscore(rule, values, state)
+            else:
+                cond, score = _change(rule, values, state)
+            starts, state.active = _episode_starts(cond, state.active)
+            for i in starts[:MAX_EVENTS_PER_SERIES]:
+                value = float(values[i])
+                s = float(score[i]) if score is not None else None
+                fired.append(_event(rule, info, ekey, int(steps[i]), value, _describe(rule, ekey, value, s)))
+        if state.pk is None or before != (
+            state.active,
+            state.n,
+            state.mean,
+            state.m2,
+            list(state.buffer or []),
+        ):
+            changed.append(state)
+    _save_states(changed)
+    if fired:
+        fired = _write_events(fired, run_id)
+    return fired
+
+
+def _event(rule: Compiled, info: RunInfo, key: str, step, value, message: str) -> Event:
+    value = value if value is None or math.isfinite(value) else None
+    return Event(
+        rule_id=rule.id, rule_name=rule.name, run_id=info.id, project_id=info.project_id, key=key,
+        step=step, value=value, message=f"{rule.name}: {message}"[:4000], severity=rule.severity,
+    )  # fmt: skip
+
+
+def _save_states(states: list[RuleState]) -> None:
+    if not states:
+        return
+    for s in states:  # JSON has no NaN: a gap in a change window is null
+        s.buffer = [None if isinstance(x, float) and not math.isfinite(x) else x for x in (s.buffer or [])]
+    RuleState.objects.bulk_create(
+        states,
+        update_conflicts=True,
+        unique_fields=["run", "rule", "key"],
+        update_fields=["active", "n", "mean", "m2", "buffer"],
+    )
+
+
+def _write_events(events: list[Event], run_id: int) -> list[Event]:
+    from webapp.alerts.services import active_mutes
+
+    muted = active_mutes({e.rule_id for e in events}, run_id)
+    events = [e for e in events if e.rule_id not in muted]
+    if not events:
+        return []
+    with transaction.atomic():
+        Event.objects.bulk_create(events)
+        transaction.on_commit(lambda: _notify(events))
+    return events
+
+
+def _notify(events: list[Event]) -> None:
+    from webapp.notify import dispatch
+
+    for event in events:
+        try:
+            dispatch.event_fired(event)
+        except Exception:  # a notifier's failure must not fail the ingest request
+            import logging
+
+            logging.getLogger(__name__).exception("notifying event %s failed", event.pk)
+
+
+def _touch_pulse(run_id: int) -> None:
+    now = time.monotonic()
+    if now - _pulses.get(run_id, -1e9) < PULSE_EVERY_S:
+        return
+    _pulses[run_id] = now
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute(
+                f'INSERT INTO "{RunPulse._meta.db_table}" (run_id, last_point_at) VALUES (%s, now()) '
+                "ON CONFLICT (run_id) DO UPDATE SET last_point_at = EXCLUDED.last_point_at",
+                [run_id],
+            )
+    else:
+        from django.utils import timezone
+
+        RunPulse.objects.update_or_create(run_id=run_id, defaults={"last_point_at": timezone.now()})
