@@ -323,6 +323,35 @@ class SampleTokens(models.Model):
     engine_logprobs = models.BinaryField(null=True)  # float16 LE: the rollout engine's log-prob
 
 
+class SampleSearch(models.Model):
+    """A completion's full-text vector, written after ingest commits (webapp.runs.sample_search), not by
+    the insert: the GIN index on the samples table cost ingest ~25x the COPY itself (bench/RESULTS.md,
+    issue 14). Searches read this table's GIN index and recheck the rows not indexed yet.
+
+    No Django foreign keys: the database's own (migration 0013) delete these rows with their sample
+    (ON DELETE CASCADE), so retention's and a resume's raw DELETEs need not know this table."""
+
+    sample = models.OneToOneField(
+        Sample, on_delete=models.DO_NOTHING, db_constraint=False, primary_key=True, related_name="+"
+    )
+    run = models.ForeignKey(
+        Run, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    # PostgreSQL also has ``tsv tsvector`` = to_tsvector('simple', completion) and its GIN index
+    # (migration 0013; raw SQL like datasets' pair search column: SQLite searches by substring)
+
+
+class SampleSearchPending(models.Model):
+    """One ingest batch whose completions are not in SampleSearch yet: the run and the batch's lowest
+    and highest sample id. A queue rather than a watermark on sample id because ingest draws its ids
+    before COPY and concurrent batches commit out of id order (a watermark would skip a slow batch's
+    rows). The indexer deletes a row in the transaction that indexes its samples."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+")
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+
+
 class PromptStepStat(models.Model):
     """Aggregates of one prompt's rollouts at one step and phase, kept on ingest and never deleted by
     retention (the solve matrix and a prompt's history read these)."""

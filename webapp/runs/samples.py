@@ -54,6 +54,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Min, Q
 
 from webapp.errors import ServiceError
+from webapp.runs import sample_search
 from webapp.runs.models import (
     GROUP_STATUSES,
     SAMPLE_FINISH_REASONS,
@@ -457,6 +458,7 @@ def _record(run_id: int, rows: list[dict[str, Any]], attempt: int) -> int:
     prompts = _prompts(run_id, todo)
     statuses = _group_statuses(run_id, todo)
     ids = _insert(run_id, todo, prompts, statuses, attempt)
+    sample_search.queue_batch(run_id, ids)  # the full-text vectors are written after commit
     tokens = [
         SampleTokens(sample_id=pk, **r["tokens"]) for r, pk in zip(todo, ids, strict=True) if r["tokens"]
     ]

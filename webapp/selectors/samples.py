@@ -19,8 +19,10 @@ Filters::
     data_source=<name>
     min_len=<n>  max_len=<n>                  length in tokens (inclusive)
     q=<words>                                 words of the prompt or the completion: PostgreSQL full
-        text, the 'simple' configuration (no stemming, no stop words: the GIN indexes on
-        to_tsvector('simple', ...)), web-search syntax ("a phrase", or, -word)
+        text, the 'simple' configuration (no stemming, no stop words: the prompts' GIN index on
+        to_tsvector('simple', text); the completions' vectors in SampleSearch, written after ingest
+        commits, and the run's rows not indexed yet matched directly: webapp.runs.sample_search),
+        web-search syntax ("a phrase", or, -word)
     contains=<text>                           a literal substring of the prompt or the completion,
         case-insensitive (ILIKE, % and _ taken literally), at least 3 characters. Prompts: their trigram
         index. Completions have no trigram index (it made ingest ~10x slower): the full-text index is a
@@ -71,6 +73,7 @@ from django.db.models.functions import Length, Right, Substr
 
 from webapp.errors import ServiceError
 from webapp.planner import planner_settings
+from webapp.runs import sample_search
 from webapp.runs.models import (
     GROUP_STATUSES,
     SAMPLE_FINISH_REASONS,
@@ -149,6 +152,7 @@ class SampleQuery:
         self._queryset = None
         self._prompt_ids: list[int] = []
         self._contains_query: str | None = None
+        self._word_density = 0.0
         self.errors: dict[str, str] = {}
 
         def bad(name: str, message: str) -> None:
@@ -344,13 +348,13 @@ class SampleQuery:
             _raw(template.format(col=_col(RolloutPrompt, "text")), [value])
         )
         if words:
-            match = Q(_raw(template.format(col=_col(Sample, "completion")), [value]))
+            self._word_density = self._words_density(text, len(ids))
+            match = self._completion_words(text, walk=self._word_density >= WALK_DENSITY)
         else:
             match = Q(_raw(template.format(col=_col(Sample, "completion")), [value]))
             prefilter = self.contains_tsquery()
             if prefilter:  # the full-text index finds the candidates, ILIKE rechecks them
-                fts = TS_QUERY.format(col=_col(Sample, "completion"))
-                match = Q(_raw(fts, [prefilter])) & match
+                match = self._completion_candidates(prefilter) & match
         if len(ids) > MAX_PROMPT_IDS:
             match |= Q(prompt_ref__in=prompts.values("id"))
         elif ids:
@@ -360,6 +364,53 @@ class SampleQuery:
             legacy = _raw(template.format(col=_col(Sample, "prompt")), [value])
             match |= Q(prompt_ref__isnull=True) & Q(legacy)
         return match
+
+    # The completions' vectors are in SampleSearch, written after ingest commits (webapp.runs.sample_search);
+    # a run's rows still queued there are matched directly, so a search right after ingest finds them.
+
+    def _completion_words(self, text: str, *, walk: bool) -> Q:
+        """Samples whose completion has the words. ``walk`` (many matches, read in step order): each row
+        walked looks its vector up by id, so a page stops early; otherwise the run's matches are read
+        from the GIN index once (an array of ids: the samples' primary key finds them)."""
+        sample_id = _col(Sample, "id")
+        tsquery = "websearch_to_tsquery('simple', %s)"
+        pending = f"{sample_search.pending_ids_sql()} AND to_tsvector('simple', u.completion) @@ {tsquery}"
+        if walk:
+            indexed = (
+                f"EXISTS (SELECT 1 FROM {sample_search.SEARCH} x WHERE x.sample_id = {sample_id} "
+                f"AND x.tsv @@ {tsquery})"
+            )
+            return Q(_raw(f"({indexed} OR {sample_id} = ANY(ARRAY({pending})))", [text, self.run.pk, text]))
+        indexed = (
+            f"SELECT x.sample_id FROM {sample_search.SEARCH} x WHERE x.run_id = %s AND x.tsv @@ {tsquery}"
+        )
+        sql = f"{sample_id} = ANY(ARRAY({indexed} UNION ALL {pending}))"
+        return Q(_raw(sql, [self.run.pk, text, self.run.pk, text]))
+
+    def _completion_candidates(self, tsquery: str) -> Q:
+        """The substring search's candidates: indexed rows whose vector has the literal's words (a
+        tsquery), and every row of the run not indexed yet (ILIKE rechecks them all)."""
+        sample_id = _col(Sample, "id")
+        indexed = (
+            f"SELECT x.sample_id FROM {sample_search.SEARCH} x WHERE x.run_id = %s AND x.tsv @@ %s::tsquery"
+        )
+        sql = f"{sample_id} = ANY(ARRAY({indexed} UNION ALL {sample_search.pending_ids_sql()}))"
+        return Q(_raw(sql, [self.run.pk, tsquery, self.run.pk]))
+
+    def _words_density(self, text: str, prompt_matches: int) -> float:
+        """An estimate of the share of the run's samples that match the words: the planner's for the
+        vectors (ANALYZE keeps word statistics of a tsvector column), plus the share of the run's
+        prompts that match (their samples all do)."""
+        prompts = RolloutPrompt.objects.filter(run=self.run).count()
+        prompt_share = prompt_matches / prompts if prompts else 0.0
+        with connection.cursor() as cur:
+            cur.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [sample_search.SEARCH])
+            row = cur.fetchone()
+        total = float(row[0]) if row else 0.0
+        if total <= 0:  # never analyzed (a new database): no estimate, read the matches from the index
+            return prompt_share
+        sql = f"SELECT 1 FROM {sample_search.SEARCH} WHERE tsv @@ websearch_to_tsquery('simple', %s)"
+        return prompt_share + _explained_rows(sql, [text]) / total
 
     def contains_tsquery(self) -> str:
         """The full-text prefilter of ``contains`` (a tsquery, "" when the literal has no usable word):
@@ -427,21 +478,15 @@ class SampleQuery:
         )
 
     def _density(self) -> float:
-        """An estimate of the share of the run's (filtered) samples that match the words: the planner's
-        for the completions (PostgreSQL keeps word statistics of the full-text index's expression),
-        plus the share of the run's prompts that match (their samples all do)."""
+        """The word search's estimated share of matches (``_words_density``, read when the query was
+        built: the same estimate chose how the completions are matched)."""
         if connection.vendor != "postgresql":
             return 0.0
-        self.queryset()  # looks the prompts up
-        prompts = RolloutPrompt.objects.filter(run=self.run).count()
-        prompt_share = len(self._prompt_ids) / prompts if prompts else 0.0
-        base = self._build(search=False)
-        words = base.filter(_raw(TS_MATCH.format(col=_col(Sample, "completion")), [self.q]))
-        return prompt_share + _estimated_rows(words) / max(1.0, _estimated_rows(base))
+        self.queryset()  # looks the prompts up and estimates
+        return self._word_density
 
 
-def _estimated_rows(qs) -> float:
-    sql, params = qs.order_by().values("id").query.sql_with_params()
+def _explained_rows(sql: str, params: list) -> float:
     with connection.cursor() as cur:
         cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
         plan = cur.fetchone()[0]
@@ -451,12 +496,12 @@ def _estimated_rows(qs) -> float:
 
 
 # How a search's page is planned (session settings for one query). Walk: go down the (run, step, group,
-# member) index, test each row, stop when the page is full (cheap when matches are many). Bitmap: look
+# member) index, test each row (its vector looked up by id), stop when the page is full (cheap when
+# matches are many); bitmap scans stay allowed for the vectors' GIN and the not-indexed rows. Bitmap: look
 # the words or trigrams up in the GIN index, then sort what matched (cheap when they are few). No JIT:
 # its compilation costs more than these queries.
 _WALK = {
     "enable_seqscan": "off",
-    "enable_bitmapscan": "off",
     "enable_sort": "off",
     "max_parallel_workers_per_gather": "0",
     "jit": "off",
