@@ -68,8 +68,22 @@ def redone_steps_replace(run_id: int, attempt: int) -> None:
         Evaluation.objects.filter(run_id=run_id, step__gt=after, attempt__lt=attempt).delete()
 
 
+def _seconds(row: RunAttempt, run: Run, now) -> float | None:
+    """An attempt's time: start to end; the current attempt of an active run counts until now. An
+    older attempt that never recorded its end (its worker was lost) counts as nothing rather than
+    until now: its real end is unknown, and "until now" would grow forever."""
+    if row.ended_at is not None:
+        return max(0.0, (row.ended_at - row.started_at).total_seconds())
+    if row.attempt == run.attempt and run.is_active:
+        return max(0.0, (now - row.started_at).total_seconds())
+    if row.attempt == run.attempt and run.finished_at is not None:
+        return max(0.0, (run.finished_at - row.started_at).total_seconds())
+    return None
+
+
 def attempts_of(run: Run) -> list[dict]:
-    """The run's attempt boundaries, oldest first (API and charts)."""
+    """The run's attempt boundaries, oldest first (API and charts), each with its duration."""
+    now = timezone.now()
     return [
         {
             "attempt": a.attempt,
@@ -77,8 +91,20 @@ def attempts_of(run: Run) -> list[dict]:
             "resumed_from_step": a.resumed_from_step,
             "started_at": a.started_at,
             "ended_at": a.ended_at,
+            "duration_s": _seconds(a, run, now),
             "status": a.status or (run.status if a.attempt == run.attempt else ""),
             "worker_host": a.worker_host,
         }
         for a in RunAttempt.objects.filter(run=run).order_by("attempt")
     ]
+
+
+def run_duration_s(run: Run, attempts: list[dict] | None = None) -> float | None:
+    """The run's time over all its attempts (issue 16 point 6): a resumed run's duration is not just
+    its last attempt's (Run.started_at is reset by each claim). A run without attempt rows (an
+    external run, one from before attempts were recorded) falls back to Run.duration."""
+    attempts = attempts_of(run) if attempts is None else attempts
+    spans = [a["duration_s"] for a in attempts if a["duration_s"] is not None]
+    if spans:
+        return sum(spans)
+    return run.duration.total_seconds() if run.duration is not None else None

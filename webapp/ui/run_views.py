@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -10,10 +11,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from webapp.alerts.markers import run_event_markers
 from webapp.errors import ServiceError
 from webapp.fleet.selectors import launch_check_for
 from webapp.mlflow_api.views import run_artifacts
-from webapp.runs import selectors, services
+from webapp.runs import chart_prefs, selectors, services
+from webapp.runs.attempts import attempts_of, run_duration_s
 from webapp.runs.models import Run
 from webapp.ui import run_panels
 from webapp.ui.helpers import _error_text, _spec, format_duration
@@ -28,8 +31,11 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
     keys = selectors.metric_keys(run)
     primary = list(spec.primary_metrics) if spec else []
     keys = [k for k in primary if k in keys] + [k for k in keys if k not in primary]
+    attempts = attempts_of(run)
+    duration_s = run_duration_s(run, attempts)  # over all attempts, not only the last one
     page_data = {
         "id": run.id,
+        "project": run.project_id,
         "status": run.status,
         "keys": keys,
         "primary": primary,
@@ -37,6 +43,15 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "run_api": reverse("api-run", args=[run.pk]),
         "metrics_api": reverse("api-run-metrics", args=[run.pk]),
         "checkpoints_api": reverse("api-run-checkpoints", args=[run.pk]),
+        # the Metrics card (run.js): sections, pins, markers, exports
+        "chart_prefs": chart_prefs.prefs_get(run.project, request.user),
+        "chart_prefs_api": reverse("api-chart-prefs", args=[run.project_id]),
+        "markers_api": reverse("api-run-chart-markers", args=[run.pk]),
+        "metrics_csv": reverse("api-run-metrics-csv", args=[run.pk]),
+        "run_name": run.name,
+        "attempts": attempts,  # json_script encodes their datetimes
+        "events": run_event_markers(run.id),
+        "duration_s": duration_s,
     }
     panels, panels_data = run_panels.panels_context(request, run)
     page_data.update(panels_data)
@@ -46,7 +61,7 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "project": run.project,
         "spec": spec,
         "keys": keys,
-        "duration": format_duration(run.duration),
+        "duration": format_duration(timedelta(seconds=duration_s) if duration_s is not None else None),
         "config_json": json.dumps(run.config, indent=2, sort_keys=True),
         "summary_json": json.dumps(run.summary, indent=2) if run.summary else "",
         "checkpoints": selectors.checkpoint_list(run),
