@@ -3,6 +3,7 @@ every attempt sends the same bytes' content) and the e-mail made from it."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from django.utils import timezone
@@ -39,6 +40,8 @@ def run_ended(run) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     """A JSON-safe copy of a value read off an event object."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # a NaN/inf value (the nan_inf rule's): JSON, and PostgreSQL's jsonb, have none
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if hasattr(value, "isoformat"):
@@ -103,7 +106,7 @@ def email_text(payload: dict[str, Any]) -> tuple[str, str]:
     elif kind == "rule.fired":
         rule = payload.get("rule") or {}
         event = payload.get("event") or {}
-        what = rule.get("name") or event.get("kind") or "a health rule"
+        what = rule.get("name") or event.get("rule_name") or "a health rule"
         subject = f"[orlab {project}] {what} fired" + (f" on run {run.get('id')}" if run else "")
     else:
         subject = f"[orlab {project}] test notification"
