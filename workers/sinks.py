@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 
 from trainers.common import sandbox_record
-from webapp.runs import attempts, services
+from webapp.runs import attempts, sample_search, services
 from webapp.runs import samples as rollout_samples
 from webapp.runs.metric_store import Columns, metrics_record
 from workers import shutdown
@@ -174,6 +174,10 @@ class DbSink:
         self._closing = True
         self._thread.join(timeout=30)
         self.flush()
+        try:  # the run's search vectors: this process's indexer thread dies with it
+            sample_search.index_pending(run_id=self.run_id)
+        except Exception:  # never fails a trainer: the queue keeps the rows, searches recheck them
+            log.exception("indexing the samples of run %s failed", self.run_id)
 
     # --- internals -------------------------------------------------------------------------------
     def _swap(self):

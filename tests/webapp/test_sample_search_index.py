@@ -129,3 +129,21 @@ def test_a_committed_batch_starts_the_indexer_thread(alice, project):
     assert SampleSearch.objects.filter(run_id=run.pk).count() == 5
     assert not SampleSearchPending.objects.filter(run_id=run.pk).exists()
     assert len(found(run, "q=quokka")) == 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_closed_sink_leaves_its_run_indexed(alice, project, settings):
+    """A trainer's process may end right after close(): the sink indexes its run's rows itself."""
+    from webapp.runs.models import Run
+    from workers.sinks import DbSink
+
+    settings.ORLAB_SINK_FLUSH_INTERVAL = 0.1
+    running = Run.objects.create(
+        project=project, name="r", kind="synthetic", status="running", created_by=alice, attempt=1
+    )
+    sink = DbSink(running.id, 1)
+    sink.log_samples(3, _rows(3, ["a quokka", "an ocelot"]))
+    sink.close()
+    assert not SampleSearchPending.objects.filter(run_id=running.pk).exists()
+    assert SampleSearch.objects.filter(run_id=running.pk).count() == 2
+    assert found(running, "q=ocelot") == ["orlab:a1:s3:1"]  # the sink keys its samples

@@ -13,8 +13,9 @@ than the COPY itself (bench/RESULTS.md). Now an ingest batch only queues itself 
   the queued rows of the run, matched directly (``pending_ids_sql``): a search right after ingest finds
   them.
 - Who runs it: each process that ingests starts a daemon thread after its batch commits (``kick``),
-  which drains the queue; the housekeeping may also call ``index_pending`` as a sweeper (rows queued by
-  a process that died before indexing). PostgreSQL only (SQLite searches by substring).
+  which drains the queue; a trainer's sink drains its run's rows when it closes (a daemon thread dies
+  with its process); the housekeeping may also call ``index_pending`` as a sweeper (rows queued by a
+  process killed before indexing). PostgreSQL only (SQLite searches by substring).
 """
 
 from __future__ import annotations
@@ -47,18 +48,23 @@ def queue_batch(run_id: int, ids: list[int]) -> None:
     transaction.on_commit(kick)
 
 
-def index_pending(max_batches: int | None = None) -> int:
-    """Index queued batches until the queue is empty (or ``max_batches`` statements ran); returns the
-    samples indexed. Rows retention deleted meanwhile are simply not found."""
+def index_pending(max_batches: int | None = None, *, run_id: int | None = None) -> int:
+    """Index queued batches (of one run, or all) until the queue is empty (or ``max_batches``
+    statements ran); returns the samples indexed here. Rows retention deleted meanwhile are not found."""
     if not enabled():
         return 0
+    only_run = "" if run_id is None else "WHERE run_id = %s"
+    # one run's (a sink closing): wait for batches another indexer holds, so none is still in flight
+    # on return; all (the indexer threads, a sweeper): skip them, that indexer writes them
+    lock = "FOR UPDATE" if run_id is not None else "FOR UPDATE SKIP LOCKED"
+    params = ([] if run_id is None else [run_id]) + [BATCHES_PER_STATEMENT]
     done = statements = 0
     while max_batches is None or statements < max_batches:
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute(
                 f"""WITH taken AS (
                         DELETE FROM {PENDING} WHERE id IN (
-                            SELECT id FROM {PENDING} ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)
+                            SELECT id FROM {PENDING} {only_run} ORDER BY id LIMIT %s {lock})
                         RETURNING run_id, first_id, last_id)
                     , written AS (
                         INSERT INTO {SEARCH} (sample_id, run_id, tsv)
@@ -68,7 +74,7 @@ def index_pending(max_batches: int | None = None) -> int:
                         ON CONFLICT (sample_id) DO NOTHING
                         RETURNING 1)
                     SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM written)""",
-                [BATCHES_PER_STATEMENT],
+                params,
             )
             taken, written = cur.fetchone()
         statements += 1
