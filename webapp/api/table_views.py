@@ -49,6 +49,12 @@ COLUMN_DOC = (
 )
 
 
+BEST_DOC = (
+    "a column spec (as col): mark each group's best run by it (best_in_group), runs without a group "
+    "forming one group; with best_only=true only those runs are listed"
+)
+
+
 class RunTableApi(APIView):
     """The runs table: GET /api/runs/ plus config filters, metric and config columns, sorting by any
     of them, and the entropy-collapse verdict of each run.
@@ -66,6 +72,9 @@ class RunTableApi(APIView):
                 str,
                 description=ORDERING_DOC,
             ),
+            OpenApiParameter("best", str, description=BEST_DOC),
+            OpenApiParameter("best_dir", str, enum=["max", "min"], description="default max"),
+            OpenApiParameter("best_only", bool, description="only each group's best run"),
             OpenApiParameter("page", int),
             OpenApiParameter("page_size", int),
             FIELDS_PARAMETER,
@@ -98,6 +107,8 @@ class RunTableApi(APIView):
             data["columns"] = {spec: cell.as_dict() for spec, cell in values[run.id].items()}
             verdict = verdicts.get(run.id)
             data["collapse"] = verdict.as_dict() if verdict else None
+            if query.best_col is not None:
+                data["best_in_group"] = run.id in query.best_ids
             results.append(data)
         response = paginator.get_paginated_response(results)
         response.data["columns"] = [
@@ -105,6 +116,12 @@ class RunTableApi(APIView):
             for c in cols
         ]
         response.data["collapse_rule"] = rule.describe()
+        if query.best_col is not None:
+            response.data["best"] = {
+                "column": query.best_col.spec,
+                "direction": query.best_dir,
+                "only": query.best_only,
+            }
         return response
 
 

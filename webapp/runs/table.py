@@ -597,6 +597,29 @@ def python_sort(
     return sorted(runs, key=key)
 
 
+def best_per_group(qs: QuerySet[Run], col: Column, descending: bool) -> set[int] | None:
+    """Ids of each group's best run of ``qs`` by ``col`` (the highest value when ``descending``; ties
+    go to the newest run). Runs without a group form one group; a run without a value is never best.
+    None when more than PYTHON_SORT_LIMIT runs match (the values are computed in Python, as for
+    mean_last_N sorting)."""
+    fields = ("id", "group", "config") if col.kind == "config" else ("id", "group")
+    rows = list(qs.order_by().values_list(*fields)[: PYTHON_SORT_LIMIT + 1])
+    if len(rows) > PYTHON_SORT_LIMIT:
+        return None
+    stubs = [Run(id=r[0], group=r[1], config=r[2] if len(r) > 2 else {}) for r in rows]
+    values = column_values(stubs, [col])
+    best: dict[str, tuple[float, int]] = {}  # group -> (signed value, id): the largest wins
+    for run in stubs:
+        v = values[run.id][col.spec].value
+        if not _is_number(v) or not math.isfinite(v):  # only numbers rank (a config string does not)
+            continue
+        candidate = (v if descending else -v, run.id)
+        group = run.group or ""
+        if group not in best or candidate > best[group]:
+            best[group] = candidate
+    return {run_id for _, run_id in best.values()}
+
+
 def columns_query(columns: Iterable[Column]) -> list[str]:
     return [c.spec for c in columns]
 

@@ -13,6 +13,15 @@ status kind group id duration`` or any column spec (``-metric:train/loss:last``,
 several plain names comma-separated (``ordering=group,-started``) sort by each in turn. The default
 is ``-created``; ties are broken by id.
 
+Layout (the page's column chooser; saved views keep it): ``show=<id>`` repeated, in display order,
+with id a base column (``status kind group tags started duration``) or a column spec; columns not
+named are hidden (the name column always shows, first). Without ``show`` every column shows.
+
+Best run per group: ``best=<column spec>`` with ``best_dir=max`` (default) or ``min``: each group's
+run with the best value of that column (runs without a group form one group; runs without a value
+are never best). ``best_only=true`` keeps only those runs; otherwise they are marked. Computed over
+at most ``table.PYTHON_SORT_LIMIT`` filtered runs (the API answers 400 beyond, naming ``best``).
+
 Old spellings, still accepted (saved views, scripts, the README): ``search`` for ``q``, ``status__in``
 for ``status``, and ``created_at`` / ``started_at`` / ``finished_at`` for ``created`` / ``started`` /
 ``finished``.
@@ -56,6 +65,10 @@ MAX_PAGE_SIZE = 1000
 MAX_IDS = 1000
 MAX_ID = 2**53  # ids and project ids (JSON-safe integers)
 SINGLE_TYPED = ("project",)  # the API refuses these empty or repeated
+#: The runs table's base columns (``show=`` ids) besides the name, in their default order.
+BASE_COLUMNS = ("status", "kind", "group", "tags", "started", "duration")
+BEST_DIRECTIONS = ("max", "min")
+MAX_SHOW = 60
 
 
 def _canonical_name(name: str) -> str:
@@ -91,6 +104,11 @@ class RunTableQuery:
     ids: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     strict: bool = True
+    show: list[str] = field(default_factory=list)  # the chooser's layout (empty: every column)
+    best_col: table.Column | None = None
+    best_dir: str = "max"
+    best_only: bool = False
+    best_ids: set[int] = field(default_factory=set)  # each group's best run (when best_col)
 
     # --- parsing ------------------------------------------------------------------------------------
 
@@ -148,6 +166,29 @@ class RunTableQuery:
         ordering, order_by, sort_col, descending = cls._parse_ordering(
             params.get("ordering") or "", bad, strict
         )
+        show = _parse_show(params.getlist("show") if hasattr(params, "getlist") else [], bad)
+        best_col, best_dir, best_only, best_ids = None, "max", False, set()
+        if raw_best := (params.get("best") or "").strip():
+            best_dir = (params.get("best_dir") or "max").strip()
+            best_only = (params.get("best_only") or "").strip().lower() in ("1", "true", "on", "yes")
+            try:
+                best_col = table.parse_column(raw_best)
+            except ValueError as exc:
+                bad("best", str(exc))
+            if best_dir not in BEST_DIRECTIONS:
+                bad("best_dir", f"one of {', '.join(BEST_DIRECTIONS)}")
+                best_col, best_dir = None, "max"
+            if best_col is not None:
+                found = table.best_per_group(qs, best_col, descending=best_dir == "max")
+                if found is None:
+                    bad("best", f"more than {table.PYTHON_SORT_LIMIT} runs match: filter first")
+                    best_col = None
+                else:
+                    best_ids = found
+                    if best_only:
+                        qs = qs.filter(pk__in=best_ids)
+            if best_col is None:
+                best_only = False
         if any(n.lstrip("-") == "duration" for n in ordering.split(",")) and sort_col is None:
             qs = qs.annotate(duration_db=Coalesce(F("finished_at"), Now()) - F("started_at"))
         try:
@@ -167,6 +208,11 @@ class RunTableQuery:
             ids=ids,
             errors=errors,
             strict=strict,
+            show=show,
+            best_col=best_col,
+            best_dir=best_dir,
+            best_only=best_only,
+            best_ids=best_ids,
         )
 
     @staticmethod
@@ -231,6 +277,8 @@ class RunTableQuery:
         columns: Sequence[table.Column] | None = None,
         ordering: str | None = None,
         project: bool = True,
+        show: Sequence[str] | None = None,
+        best: bool = True,
     ) -> list[tuple[str, str]]:
         """The query in canonical spelling, in a stable order (links, saved views, redirects), with
         the given parts replaced."""
@@ -246,4 +294,29 @@ class RunTableQuery:
             items.append(("page_size", str(self.page_size)))
         if ordering and ordering != DEFAULT_ORDERING:
             items.append(("ordering", ordering))
+        items += [("show", s) for s in (self.show if show is None else show)]
+        if best and self.best_col is not None:
+            items += [("best", self.best_col.spec), ("best_dir", self.best_dir)]
+            if self.best_only:
+                items.append(("best_only", "true"))
         return items
+
+
+def _parse_show(raw: Sequence[str], bad: Callable[[str, str], None]) -> list[str]:
+    """``show`` ids in order, without repeats: base column names and column specs."""
+    out: list[str] = []
+    for value in raw:
+        value = value.strip()
+        if not value or value in out or value == "name":
+            continue
+        if value not in BASE_COLUMNS:
+            try:
+                table.parse_column(value)
+            except ValueError as exc:
+                bad("show", f"{value}: {exc}; or one of {', '.join(BASE_COLUMNS)}")
+                continue
+        out.append(value)
+    if len(out) > MAX_SHOW:
+        bad("show", f"at most {MAX_SHOW} columns")
+        out = out[:MAX_SHOW]
+    return out

@@ -92,6 +92,10 @@ class Leaf:
         return self.widget in ("number", "integer", "text", "select", "checkbox", "model", "scalar")
 
     def display(self, value: Any) -> str:
+        if self.widget == "select" and value is not MISSING:  # a picker shows its choice's label
+            for label, choice in self.choices:
+                if type(choice) is type(value) and choice == value:
+                    return label
         if value is MISSING or value is None:
             return ""
         if self.widget == "json":
@@ -423,7 +427,7 @@ def preset_fill(nodes, config: dict) -> dict:
 
 # --- the launch form --------------------------------------------------------------------------------
 
-META_FIELDS = ("name", "group", "tags", "queue", "config_json")
+META_FIELDS = ("name", "group", "tags", "queue", "config_json", "config_json_base")
 
 
 @dataclass
@@ -446,19 +450,26 @@ class LaunchForm:
         data: QueryDict | None = None,
         initial: dict | None = None,
         meta: dict | None = None,
+        pickers: dict[str, list[tuple[str, Any]]] | None = None,
     ):
         self.schema = schema
         self.nodes = build_tree(schema)
+        self.pickers = pickers or {}
+        self._apply_pickers(initial)
         self.data = data
         self.errors: dict[str, list[str]] = {}  # meta field / "sweep" / "__all__" -> messages
         self.summary: list[tuple[str, str]] = []
         self.config: dict[str, Any] = {}
         self.grid: dict[str, list[Any]] = {}
-        self.meta: dict[str, Any] = {"name": "", "group": "", "tags": "", "queue": "", "config_json": ""}
+        self.meta: dict[str, Any] = {
+            "name": "", "group": "", "tags": "", "queue": "", "config_json": "", "config_json_base": "",
+        }  # fmt: skip
         self.sweep = [SweepRow(i) for i in range(1, SWEEP_ROWS + 1)]
         if data is not None:
             for key in META_FIELDS:
-                self.meta[key] = data.get(key, "").strip() if key != "config_json" else data.get(key, "")
+                self.meta[key] = (
+                    data.get(key, "") if key.startswith("config_json") else data.get(key, "").strip()
+                )
             for row in self.sweep:
                 row.path = data.get(f"sweep_field_{row.index}", "").strip()
                 row.values = data.get(f"sweep_values_{row.index}", "").strip()
@@ -468,6 +479,18 @@ class LaunchForm:
             self._bind_initial(initial or {})
 
     # -- binding -------------------------------------------------------------------------------
+    def _apply_pickers(self, initial: dict | None) -> None:
+        for leaf in iter_leaves(self.nodes):
+            choices = self.pickers.get(leaf.path)
+            if choices is None or "." in leaf.path:
+                continue
+            leaf.widget, leaf.choices = "select", list(choices)
+            leaf.attrs = {"data-picker": leaf.path}
+            current = (initial or {}).get(leaf.path, MISSING)
+            known = any(type(v) is type(current) and v == current for _, v in leaf.choices)
+            if current is not MISSING and current is not None and not known:
+                leaf.choices.append((f"{current} (not among this project's choices)", current))
+
     def _bind_initial(self, config: dict) -> None:
         values, variants = flatten(self.nodes, config)
         _select_variants(self.nodes, variants)
@@ -541,6 +564,8 @@ class LaunchForm:
         JSON, bad sweep values); the config's own validation happens in the services."""
         assert self.data is not None, "an unbound form has nothing to validate"
         raw_json = self.meta["config_json"].strip()
+        if raw_json and raw_json == self.meta["config_json_base"].strip():
+            raw_json = ""  # the box as it was pre-filled: not an edit, the fields say what to run
         if raw_json:
             try:
                 parsed = json.loads(raw_json)

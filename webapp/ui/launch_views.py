@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
+from django.db.models import Exists, Max, OuterRef, Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -12,10 +16,10 @@ from pydantic import ValidationError
 
 from trainers.base import all_specs
 from webapp.errors import ServiceError
-from webapp.runs import selectors, services
-from webapp.runs.models import Run
+from webapp.runs import capabilities, selectors, services
+from webapp.runs.models import Checkpoint, Run
 from webapp.ui.fleet_panel import fleet_context
-from webapp.ui.forms import LaunchForm, preset_fill
+from webapp.ui.forms import CONFIG, LaunchForm, preset_fill
 from webapp.ui.helpers import _project, _query, _spec
 
 # --- launch ---------------------------------------------------------------------------------------
@@ -45,8 +49,9 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
     schema = spec.json_schema()
     preset = ""
 
+    pickers = launch_pickers(spec, schema, project)
     if request.method == "POST":
-        form = LaunchForm(schema, data=request.POST)
+        form = LaunchForm(schema, data=request.POST, pickers=pickers)
         preset = request.POST.get("preset", "")
         if form.is_valid():
             try:
@@ -62,11 +67,13 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
         form = LaunchForm(
             schema,
             initial=clone_of.config,
+            pickers=pickers,
             meta={
                 "name": f"{clone_of.name} (clone)",
                 "group": clone_of.group,
                 "tags": ", ".join(clone_of.tags),
                 "queue": clone_of.queue,
+                **_json_box(clone_of.config),
             },
         )
     else:
@@ -78,7 +85,8 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
         if preset and preset not in spec.presets:
             messages.warning(request, f"Unknown preset {preset!r}; showing the defaults.")
             preset = ""
-        form = LaunchForm(schema, initial=_initial_config(spec, preset))
+        initial = _initial_config(spec, preset)
+        form = LaunchForm(schema, initial=initial, pickers=pickers, meta=_json_box(initial))
         if named_sweep is not None:
             for row, (path, values) in zip(form.sweep, named_sweep["grid"].items(), strict=False):
                 row.path, row.values = path, ", ".join(str(v) for v in values)
@@ -103,8 +111,66 @@ def launch(request: HttpRequest, pk: int) -> HttpResponse:
         "sweep_choices": form.sweep_choices(),
         "sweep_presets": list(spec.sweep_presets),
         "schema_description": schema.get("description", ""),
+        "launch_configs": {
+            # the "changed from the preset" view compares the edited config with one of these
+            "base": "clone" if clone_of is not None else preset,
+            "configs": {
+                **{name: _initial_config(spec, name) for name in spec.presets},
+                "": _initial_config(spec, None),
+                **({"clone": clone_of.config} if clone_of is not None else {}),
+            },
+            "pickers": {
+                CONFIG + path: [[label, value] for label, value in choices]
+                for path, choices in pickers.items()
+            },
+        },
     }
     return render(request, "ui/launch.html", context)
+
+
+def _json_box(config: dict) -> dict:
+    """The JSON box pre-filled with ``config`` (what would run), and the same text as its base: the
+    box counts as edited only when it differs from that (webapp.ui.forms.LaunchForm)."""
+    text = json.dumps(config, indent=2)
+    return {"config_json": text, "config_json_base": text}
+
+
+def launch_pickers(spec, schema: dict, project) -> dict[str, list[tuple[str, Any]]]:
+    """The choices of the launch form's pickers: each dataset field (TrainerSpec.dataset_fields) lists
+    the project's ready datasets of the field's kind (its schema's ``x-orlab-dataset``), newest
+    version first, and ``init_from_run`` the project's policy runs that have a checkpoint, newest
+    first: what services._check_dataset_refs accepts. Labels are unique (they carry the id)."""
+    from webapp.datasets.models import Dataset
+
+    props = schema.get("properties", {})
+    pickers: dict[str, list[tuple[str, Any]]] = {}
+    for name in spec.dataset_fields:
+        if name not in props:
+            continue
+        datasets = Dataset.objects.filter(project=project, status=Dataset.Status.READY)
+        if wanted := props[name].get("x-orlab-dataset"):
+            datasets = datasets.filter(kind=wanted)
+        pickers[name] = [("(none)", None)] + [
+            (f"{d.name} v{d.version} · {d.kind} · {d.row_count:,} rows · #{d.id}", d.id)
+            for d in datasets.order_by("name", "-version", "-id")[:500]
+        ]
+    if "init_from_run" in props:
+        kinds = capabilities.kinds_that(capabilities.policy_checkpoints)
+        live = Checkpoint.objects.filter(run=OuterRef("pk"), deleted_at__isnull=True)
+        runs = (
+            Run.objects.filter(project=project, kind__in=kinds)
+            .annotate(
+                has_ckpt=Exists(live),
+                last_ckpt=Max("checkpoints__step", filter=Q(checkpoints__deleted_at__isnull=True)),
+            )
+            .filter(has_ckpt=True)
+            .order_by("-created_at", "-id")[:500]
+        )
+        pickers["init_from_run"] = [("(none: the model above)", None)] + [
+            (f"{r.name} · {r.kind} · {r.status} · checkpoint at step {r.last_ckpt} · #{r.id}", r.id)
+            for r in runs
+        ]
+    return pickers
 
 
 def _hardware(spec, preset: str) -> str:

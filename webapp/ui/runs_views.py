@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
@@ -17,10 +18,13 @@ from django.views.decorators.http import require_http_methods
 from trainers.base import all_specs
 from webapp.runs import collapse, selectors, services, table
 from webapp.runs.models import Run, SavedView
+from webapp.selectors.runs import BASE_COLUMNS as SHOW_BASE_COLUMNS
 from webapp.selectors.runs import RunTableQuery
 from webapp.ui.helpers import _project, format_duration
 
 PAGE_SIZES = (50, 100, 200, 500, 1000)
+#: The base columns after the (always shown, sticky) name: ?show= ids -> header labels.
+BASE_COLUMNS = {name: name.capitalize() for name in SHOW_BASE_COLUMNS}
 
 
 # --- runs list ----------------------------------------------------------------------------------
@@ -141,24 +145,35 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
 
     implicit = not explicit_cols
     columns_shown = explicit_cols or _default_columns(dict.fromkeys(r.kind for r in runs))
+    # The chooser's layout (?show=, saved with the view): the columns shown, in order; the rest hidden.
+    all_ids = [*BASE_COLUMNS, *(c.spec for c in columns_shown)]
+    layout = [i for i in query.show if i in all_ids] if query.show else all_ids
+    visible_cols = [c for c in columns_shown if c.spec in layout]
     rule = collapse.Rule.from_settings()
-    metric_keys = {c.key for c in columns_shown if c.kind == "metric"}
+    metric_keys = {c.key for c in visible_cols if c.kind == "metric"}
     series = table.series_rows([r.id for r in runs], metric_keys | set(rule.keys))
-    values = table.column_values(runs, columns_shown, series=series)
+    values = table.column_values(runs, visible_cols, series=series)
     flags = {
         rid: v for rid, v in collapse.verdicts([r.id for r in runs], rule, series=series).items() if v.flagged
     }
+    best_ids = query.best_ids if query.best_col is not None else set()
 
     run_url = reverse("run", args=[0])[:-2]  # "/runs/" + id + "/": one reverse() for the whole page
     rows = []
     for run in runs:
-        cells = []
-        for col in columns_shown:
+        cells = {}
+        for col in visible_cols:
             cell = values[run.id][col.spec]
             title = f"step {cell.step}" if cell.step is not None else ""
-            cells.append((cell.text, title, col.kind))
+            cells[col.spec] = (cell.text, title, col.kind)
         verdict = flags.get(run.id)
-        rows.append(mark_safe(_run_row_html(run, run_url, cells, verdict.message if verdict else "")))  # noqa: S308 (escaped inside)
+        rows.append(
+            mark_safe(  # noqa: S308 (escaped inside)
+                _run_row_html(
+                    run, run_url, layout, cells, verdict.message if verdict else "", run.id in best_ids
+                )
+            )
+        )
 
     def link(items_ordering: str) -> str:
         return _qs(query.link_items(ordering=items_ordering))
@@ -172,36 +187,44 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
         arrow = ("▼" if ordering.startswith("-") else "▲") if current else ""
         return link(next_order), arrow
 
-    columns = []
-    for label, name in (
-        ("Status", "status"),
-        ("Name", "name"),
-        ("Kind", "kind"),
-        ("Group", "group"),
-        ("Tags", None),
-        ("Started", "started"),
-        ("Duration", "duration"),
-    ):
-        if name is None:
-            columns.append({"label": label})
+    name_url, name_arrow = sort_link("name")
+    name_column = {"label": "Name", "name": "name", "url": name_url, "arrow": name_arrow}
+    base_heads = {}
+    for name, label in BASE_COLUMNS.items():
+        if name == "tags":
+            base_heads[name] = {"id": name, "base": True, "label": label}
             continue
         url, arrow = sort_link(name, first_desc=name in ("started", "duration"))
-        columns.append({"label": label, "name": name, "url": url, "arrow": arrow, "num": name == "duration"})
+        base_heads[name] = {
+            "id": name, "base": True, "label": label, "name": name, "url": url, "arrow": arrow,
+            "num": name == "duration",
+        }  # fmt: skip
 
-    extra_columns = []
+    extra_heads = {}
     for col in columns_shown:
         url, arrow = sort_link(col.spec, first_desc=col.kind == "metric" and col.agg in ("max", "last"))
         remaining = [c for c in explicit_cols if c.spec != col.spec]
-        extra_columns.append(
-            {
-                "spec": col.spec,
-                "label": col.key if implicit else col.label,
-                "kind": col.kind,
-                "url": url,
-                "arrow": arrow,
-                "remove_url": "" if implicit else _qs(query.link_items(columns=remaining)),
-            }
-        )
+        extra_heads[col.spec] = {
+            "id": col.spec,
+            "spec": col.spec,
+            "label": col.key if implicit else col.label,
+            "kind": col.kind,
+            "url": url,
+            "arrow": arrow,
+            "remove_url": ""
+            if implicit
+            else _qs(query.link_items(columns=remaining, show=[i for i in query.show if i != col.spec])),
+        }
+    heads = {**base_heads, **extra_heads}
+    header = [heads[i] for i in layout]
+    extra_columns = [h for h in header if not h.get("base")]
+    # The chooser lists every column: the shown ones in their order, then the hidden ones.
+    chooser = [{**heads[i], "shown": True} for i in layout] + [
+        {**heads[i], "shown": False} for i in all_ids if i not in layout
+    ]
+    for item in chooser:
+        if not item.get("base"):
+            item["label"] = extra_heads[item["id"]]["label"] if implicit else item["label"]
 
     base_items = query.link_items()
     chips = []
@@ -231,8 +254,19 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
         "project": project,
         "rows": rows,
         "page": page,
-        "columns": columns,
+        "name_column": name_column,
+        "header": header,
         "extra_columns": extra_columns,
+        "chooser": chooser,
+        "chooser_items": query.link_items(show=[]),
+        "best": {
+            "column": query.best_col.spec if query.best_col is not None else "",
+            "dir": query.best_dir,
+            "only": query.best_only,
+            "count": len(best_ids),
+            "choices": _best_choices(columns_shown, query.best_col),
+        },
+        "filter_hidden": [(k, v) for k, v in query.link_items() if k in ("show",)],
         "implicit_columns": implicit,
         "explicit_cols": explicit_cols,
         "filters": filters,
@@ -260,43 +294,84 @@ def project_runs(request: HttpRequest, pk: int) -> HttpResponse:
         "table_data": {
             "fields_api": reverse("api-run-fields") + f"?project={project.pk}",
             "columns": [{"spec": c["spec"], "url": c["url"], "arrow": c["arrow"]} for c in extra_columns],
+            "table_api": reverse("api-run-table")
+            + _qs([("project", str(project.pk))] + _view_filters(query)),
+            "group": filters.get("group", ""),
+            "plotly_js": static("vendor/plotly.min.js"),  # loaded only when the sweep view is drawn
         },
     }
     return render(request, "ui/runs.html", context)
 
 
-def _run_row_html(run: Run, run_url: str, cells: list[tuple[str, str, str]], collapse_note: str) -> str:
+def _best_choices(columns, current) -> list[tuple[str, str]]:
+    """The columns "best per group" can rank by: the table's columns, and the current choice."""
+    choices = [(c.spec, c.label) for c in columns]
+    if current is not None and current.spec not in dict(choices):
+        choices.append((current.spec, current.label))
+    return choices
+
+
+def _view_filters(query: RunTableQuery) -> list[tuple[str, str]]:
+    """The query's filters (and best-per-group choice) without columns, layout, order or page size:
+    what selects the runs in view, for the parallel-coordinates view's fetch."""
+    keep = ("col", "show", "ordering", "page_size")
+    return [(k, v) for k, v in query.link_items(project=False) if k not in keep]
+
+
+def _run_row_html(
+    run: Run, run_url: str, layout: list[str], cells: dict[str, tuple[str, str, str]], collapse_note: str,
+    best: bool = False,
+) -> str:  # fmt: skip
     """One row of the runs table, built in Python: with 1,000 rows the template engine spent ~190 ms
     on the row loop alone (bench/RESULTS.md, target <= 200 ms for the whole page). Every value is
-    escaped here; the template prints the finished rows."""
+    escaped here; the template prints the finished rows. ``layout``: the column ids after the name,
+    in order (base names and column specs, the chooser's ?show=). Long names and groups are cut by
+    CSS (runs-table.css) and carry their full text in a title."""
     e = escape
-    started = run.started_at.strftime("%Y-%m-%d %H:%M:%S") if run.started_at else "—"
-    started_iso = run.started_at.isoformat() if run.started_at else ""
-    group = (
-        f'<a href="?group={e(quote(run.group, safe="/"))}" class="muted">{e(run.group)}</a>'
-        if run.group
-        else ""
-    )
-    tags = "".join(
-        f'<a class="tag" href="?tag={e(quote(str(t), safe="/"))}">{e(t)}</a>' for t in run.tags or []
-    )
+
+    def base_cell(name: str) -> str:
+        if name == "status":
+            return f'<td><span class="badge status-{e(run.status)}">{e(run.status)}</span></td>'
+        if name == "kind":
+            return f"<td>{e(run.kind)}</td>"
+        if name == "group":
+            if not run.group:
+                return "<td></td>"
+            return (
+                f'<td class="group"><a href="?group={e(quote(run.group, safe="/"))}" class="muted trunc" '
+                f'title="{e(run.group)}" data-testid="run-group">{e(run.group)}</a></td>'
+            )
+        if name == "tags":
+            tags = "".join(
+                f'<a class="tag" href="?tag={e(quote(str(t), safe="/"))}">{e(t)}</a>' for t in run.tags or []
+            )
+            return f"<td>{tags}</td>"
+        if name == "started":
+            started = run.started_at.strftime("%Y-%m-%d %H:%M:%S") if run.started_at else "—"
+            started_iso = run.started_at.isoformat() if run.started_at else ""
+            return f'<td class="nowrap" title="{started_iso}">{started}</td>'
+        if name == "duration":
+            return f'<td class="nowrap num">{e(format_duration(run.duration) or "—")}</td>'
+        text, title, kind = cells[name]
+        title_attr = f' title="{e(title)}"' if title else ""
+        return f'<td class="{"num " if kind == "metric" else ""}mono"{title_attr}>{e(text)}</td>'
+
     flag = (
         f' <span class="flag-collapse" data-testid="collapse-flag" title="{e(collapse_note)}">⚠ entropy collapse</span>'
         if collapse_note
         else ""
     )
-    cell_html = "".join(
-        f'<td class="{"num " if kind == "metric" else ""}mono"{f" title={chr(34)}{e(title)}{chr(34)}" if title else ""}>'
-        f"{e(text)}</td>"
-        for text, title, kind in cells
+    star = (
+        ' <span class="best-mark" data-testid="best-mark" title="best run of its group">★ best</span>'
+        if best
+        else ""
     )
     return (
-        f'<tr data-testid="run-row" data-run-id="{run.id}"{" class=" + chr(34) + "collapsed-run" + chr(34) if collapse_note else ""}>'
+        f'<tr data-testid="run-row" data-run-id="{run.id}"{" data-best=" + chr(34) + "1" + chr(34) if best else ""}'
+        f"{' class=' + chr(34) + 'collapsed-run' + chr(34) if collapse_note else ''}>"
         f'<td class="check"><input type="checkbox" name="runs" value="{run.id}" class="run-select"></td>'
-        f'<td><span class="badge status-{e(run.status)}">{e(run.status)}</span></td>'
-        f'<td class="name"><a href="{run_url}{run.id}/" data-testid="run-link">{e(run.name)}</a>{flag}</td>'
-        f"<td>{e(run.kind)}</td><td>{group}</td><td>{tags}</td>"
-        f'<td class="nowrap" title="{started_iso}">{started}</td>'
-        f'<td class="nowrap num">{e(format_duration(run.duration) or "—")}</td>'
-        f"{cell_html}</tr>"
+        f'<td class="name"><a href="{run_url}{run.id}/" class="trunc" title="{e(run.name)}" '
+        f'data-testid="run-link">{e(run.name)}</a>{star}{flag}</td>'
+        + "".join(base_cell(name) for name in layout)
+        + "</tr>"
     )
