@@ -9,9 +9,11 @@ outlives the test)."""
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import re
+import struct
 import time
 
 import numpy as np
@@ -89,13 +91,42 @@ def chart(key: str) -> str:
 
 
 def traces(page, key: str) -> list[dict]:
-    """The traces plotly drew on a chart: name, kind, fill, x and y."""
+    """The lines a chart draws (the canvas layer's, compare-canvas.js): name, kind, fill, x and y."""
     return page.evaluate(
-        """sel => (document.querySelector(sel).data || []).map(t => ({
+        """sel => (document.querySelector(sel).orlabLines || []).map(t => ({
                name: t.name, kind: (t.meta || {}).kind, fill: t.fill || null,
                x: Array.from(t.x || []), y: Array.from(t.y || []).map(v => v === null ? null : Number(v)) }))""",
         chart(key),
     )
+
+
+# Where point j of line i of a chart is on the page (client pixels), on the axes as plotly drew them.
+POINT_AT = """([sel, i, j]) => { const p = document.querySelector(sel); const t = p.orlabLines[i];
+  const xa = p._fullLayout.xaxis, ya = p._fullLayout.yaxis, r = p.getBoundingClientRect();
+  return [r.left + xa._offset + xa.l2p(t.x[j]), r.top + ya._offset + ya.l2p(t.y[j])]; }"""
+
+PIXELS_OF = """async ([b64, colour]) => {
+  const img = new Image();
+  await new Promise((ok, fail) => { img.onload = ok; img.onerror = fail; img.src = "data:image/png;base64," + b64; });
+  const c = document.createElement("canvas");
+  c.width = img.width; c.height = img.height;
+  const ctx = c.getContext("2d");
+  ctx.fillStyle = colour;  // the browser parses any CSS colour to #rrggbb
+  const hex = ctx.fillStyle;
+  const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  ctx.drawImage(img, 0, 0);
+  const px = ctx.getImageData(0, 0, c.width, c.height).data;
+  let n = 0;
+  for (let i = 0; i < px.length; i += 4) {
+    if (Math.abs(px[i] - want[0]) < 10 && Math.abs(px[i + 1] - want[1]) < 10 && Math.abs(px[i + 2] - want[2]) < 10) n++;
+  }
+  return n;
+}"""
+
+
+def png_pixels_of(page, png: bytes, colour: str) -> int:
+    """How many pixels of a PNG are (nearly) the CSS colour, decoded by the browser."""
+    return page.evaluate(PIXELS_OF, [base64.b64encode(png).decode(), colour])
 
 
 def wait_drawn(page, key: str, points: int) -> None:
@@ -190,6 +221,16 @@ def test_compare_page_controls_and_exports(live_server, project, sweep, browser,
     assert [t["kind"] for t in drawn] == ["raw"] * 4 + ["smoothed"] * 4
     raw, smooth06 = drawn[0]["y"], drawn[4]["y"]
     assert raw != smooth06 and np.std(np.diff(smooth06)) < np.std(np.diff(raw))
+    # hover: the canvas layer's own tooltip names the nearest visible run, the step and the value
+    x, y = page.evaluate(POINT_AT, [chart("train/loss"), 4, 100])
+    page.mouse.move(x, y)
+    tip = f'{chart("train/loss")} [data-testid="chart-hover"]'
+    wait_for(lambda: page.is_visible(tip), timeout=5, message="the hover tooltip")
+    first = page.evaluate(f"document.querySelector('{chart('train/loss')}').orlabLines[4].meta.runs[0]")
+    assert page.inner_text(tip).startswith(next(r.name for r in sweep if r.id == first))
+    assert f"step 100: {smooth06[100]:.6g}"[:14] in page.inner_text(tip)
+    page.mouse.move(5, 5)
+    wait_for(lambda: not page.is_visible(tip), timeout=5, message="the tooltip gone")
     page.evaluate("""() => { const s = document.getElementById('smooth'); s.value = '0.95';
                              s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }""")
     wait_for(lambda: traces(page, "train/loss")[4]["y"] != smooth06, timeout=5, message="a smoother curve")
@@ -241,9 +282,13 @@ def test_compare_page_controls_and_exports(live_server, project, sweep, browser,
     path = tmp_path / "compare.csv"
     download.save_as(path)
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
-    assert set(rows[0]) == {"chart", "series", "runs", "kind", "x_axis", "x", "y"}
+    assert set(rows[0]) == {"chart", "series", "runs", "run_names", "kind", "x_axis", "x", "y"}
     loss_means = [r for r in rows if r["chart"] == "train/loss" and r["kind"] == "mean"]
     assert len(loss_means) == 2 * STEPS
+    # each row names its runs (a group's mean: both seeds' runs)
+    names = {r.id: r.name for r in sweep[:4]}
+    assert loss_means[0]["run_names"] == " ".join(names[int(i)] for i in loss_means[0]["runs"].split())
+    assert len(loss_means[0]["run_names"].split()) == 2
     assert float(loss_means[0]["y"]) == pytest.approx(mean[0])
     assert {r["kind"] for r in rows if r["chart"] == "aime24 v1"} == {"avg@16", "pass@1", "pass@16"}
 
@@ -253,7 +298,14 @@ def test_compare_page_controls_and_exports(live_server, project, sweep, browser,
     assert info.value.suggested_filename == "orlab-train_loss.png"
     png = tmp_path / "chart.png"
     info.value.save_as(png)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    # the canvas's lines, a title and a legend with the plot: taller than the chart (at scale 2)
+    width, height = struct.unpack(">II", data[16:24])
+    box = page.locator(chart("train/loss")).bounding_box()
+    assert width == round(2 * box["width"]) and height > 2 * box["height"] + 40
+    mean_colour = page.evaluate(f"document.querySelector('{chart('train/loss')}').orlabLines[2].line.color")
+    assert png_pixels_of(page, data, mean_colour) > 100  # the first group's mean line is in the image
 
     # x axes: a logged counter (aligned by step), relative time; log y
     page.select_option('[data-testid="group-by"]', "")

@@ -3,7 +3,8 @@
 Colours by group (one hue per group, a shade per run), the raw layer off above 10 runs, grouping
 offered first, the legend in a bounded box with the first chart above the fold, charts below the
 fold drawn only once scrolled into view, a smoothing step and a legend click restyling the drawn
-plots in place (same traces, no new plot), and the grouped view drawing each group's mean and band
+lines in place (same lines, no new plot: the canvas layer repaints), hover naming the run under
+the cursor, and the grouped view drawing each group's mean and band
 from the server's aggregate (GET /api/compare/groups/). Screenshot: /tmp/orlab-cmp-many.png."""
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def plot(key: str) -> str:
 
 def traces(page, key: str) -> list[dict]:
     return page.evaluate(
-        """sel => (document.querySelector(sel).data || []).map(t => ({
+        """sel => (document.querySelector(sel).orlabLines || []).map(t => ({
                kind: (t.meta || {}).kind, runs: (t.meta || {}).runs, color: t.line && t.line.color,
                visible: t.visible !== false, y: Array.from(t.y || []).map(v => v === null ? null : Number(v)) }))""",
         plot(key),
@@ -63,14 +64,50 @@ def hsl(color: str) -> tuple[float, float, float]:
     return h, s, lightness
 
 
-# The SVG path plotly (or the fast path) drew for trace i of a chart.
-PATH_D = """([sel, i]) => { const g = [...document.querySelectorAll(sel + ' .scatterlayer .trace')]
-  .find(g => g.__data__[0].trace.index === i); return g ? g.querySelector('path.js-line').getAttribute('d') : null; }"""
-# Every drawn point of every visible line: plotly's calcdata (what hover reads) holds the data's y.
-CALC_MATCHES = """sel => { const p = document.querySelector(sel); return p.data.every((t, i) => t.visible === false ||
-  p.calcdata[i].every((pt, j) => pt.y === undefined || Math.abs(pt.y - t.y[j]) < 1e-9)); }"""
-HIDDEN_STATE = """([sel, i]) => { const p = document.querySelector(sel); const g = [...p.querySelectorAll('.scatterlayer .trace')]
-  .find(g => g.__data__[0].trace.index === i); return { display: g.style.display, full: p._fullData[i].visible }; }"""
+# Where point j of line i of a chart is on the page (client pixels), on the axes as plotly drew them.
+POINT_AT = """([sel, i, j]) => { const p = document.querySelector(sel); const t = p.orlabLines[i];
+  const xa = p._fullLayout.xaxis, ya = p._fullLayout.yaxis, r = p.getBoundingClientRect();
+  return [r.left + xa._offset + xa.l2p(t.x[j]), r.top + ya._offset + ya.l2p(t.y[j])]; }"""
+
+
+def paints(page, key: str) -> int:
+    return int(page.get_attribute(plot(key), "data-paints") or 0)
+
+
+# The point of line i (between steps lo and hi) farthest in pixels from every other visible line's
+# points: where the mouse names line i and no neighbour 1 px away.
+ISOLATED = """([sel, i, lo, hi]) => { const p = document.querySelector(sel); const ls = p.orlabLines;
+  const xa = p._fullLayout.xaxis, ya = p._fullLayout.yaxis;
+  const px = (t, j) => [xa.l2p(t.x[j]), ya.l2p(t.y[j])];
+  let best = lo, gap = -1;
+  for (let j = lo; j < hi; j++) {
+    const [x, y] = px(ls[i], j);
+    let d = Infinity;
+    ls.forEach((t, k) => { if (k === i || t.visible === false) return;
+      for (let m = Math.max(0, j - 3); m < Math.min(t.x.length, j + 4); m++) {
+        const [u, v] = px(t, m); d = Math.min(d, Math.hypot(u - x, v - y)); } });
+    if (d > gap) { gap = d; best = j; }
+  }
+  return best; }"""
+
+
+def hover_title(page, key: str, line: int, lo: int, hi: int) -> str | None:
+    """The tooltip's first line with the mouse on line `line`'s most isolated point between steps lo
+    and hi (None: no tooltip)."""
+    point = page.evaluate(ISOLATED, [plot(key), line, lo, hi])
+    x, y = page.evaluate(POINT_AT, [plot(key), line, point])
+    page.mouse.move(x, y)
+    tip = f'{plot(key)} [data-testid="chart-hover"]'
+    page.wait_for_timeout(100)
+    return page.inner_text(tip).split("\n")[0] if page.is_visible(tip) else None
+
+
+def ema_of(values, weight: float) -> list[float]:
+    out, acc = [], 0.0
+    for n, v in enumerate(values, start=1):
+        acc = weight * acc + (1 - weight) * v
+        out.append(acc / (1 - weight**n))
+    return out
 
 
 def draws(page, key: str) -> int:
@@ -114,37 +151,36 @@ def test_thirty_runs_in_three_groups(live_server, project, many, browser):
     assert all(len(h) == 1 for h in hue_of.values()) and len({h.pop() for h in hue_of.values()}) == 3
     assert len({t["color"] for t in drawn}) == RUNS
 
-    # a smoothing step restyles the drawn curves in place: same traces, no new plot, no new request;
-    # the fast path writes y into plotly's data, full data and calcdata (hover reads those) and
-    # redraws only the lines' SVG paths
-    page.evaluate(f"document.querySelector('{plot(first)} .main-svg').dataset.mark = 'kept'")
-    before = draws(page, first)
-    path_before = page.evaluate(PATH_D, [plot(first), 0])
+    # a smoothing step changes the drawn lines in place: same lines, no new plot (plotly does
+    # nothing), no new request; only the canvas is painted again
+    page.evaluate(f"document.querySelector('{plot(first)} [data-testid=chart-canvas]').dataset.mark = 'kept'")
+    before, painted = draws(page, first), paints(page, first)
     series_requests.clear()
     page.evaluate("""() => { const s = document.getElementById('smooth'); s.value = '0.9';
                              s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }""")
     wait_for(lambda: traces(page, first)[0]["y"] != drawn[0]["y"], timeout=15, message="smoother curves")
     after = traces(page, first)
     assert len(after) == len(drawn) and [t["kind"] for t in after] == ["smoothed"] * RUNS
-    assert draws(page, first) == before
-    assert page.evaluate(f"document.querySelector('{plot(first)} .main-svg').dataset.mark") == "kept"
+    assert draws(page, first) == before and paints(page, first) > painted
+    assert (
+        page.evaluate(f"document.querySelector('{plot(first)} [data-testid=chart-canvas]').dataset.mark")
+        == "kept"
+    )
     assert int(page.get_attribute(plot(first), "data-fast-restyles") or 0) >= 1
-    assert page.evaluate(PATH_D, [plot(first), 0]) != path_before
-    assert page.evaluate(CALC_MATCHES, plot(first))
     # the smoothed values are the debiased EMA (weight 0.9) of the run's logged points
-    raw, ema, acc = loss[after[0]["runs"][0]], [], 0.0
-    for n, v in enumerate(raw, start=1):
-        acc = 0.9 * acc + 0.1 * v
-        ema.append(acc / (1 - 0.9**n))
-    assert np.allclose(after[0]["y"], ema, rtol=1e-9) and not series_requests
+    assert (
+        np.allclose(after[0]["y"], ema_of(loss[after[0]["runs"][0]], 0.9), rtol=1e-9) and not series_requests
+    )
+    # hover names the run under the cursor
+    names = {r.id: r.name for r in runs}
+    assert hover_title(page, first, 1, 10, 110) == names[after[1]["runs"][0]]
 
-    # a legend click hides that run's curve everywhere, again in place (its line is not displayed
-    # and its full trace is not visible, so hover skips it)
+    # a legend click hides that run's line everywhere, again in place; hover skips it
     page.locator('[data-testid="legend-item"]').nth(1).click()
     wait_for(lambda: not traces(page, first)[1]["visible"], timeout=15, message="the hidden run")
     assert len(traces(page, first)) == RUNS and draws(page, first) == before
     assert "hide=" in page.url
-    assert page.evaluate(HIDDEN_STATE, [plot(first), 1]) == {"display": "none", "full": False}
+    assert hover_title(page, first, 1, 10, 110) != names[after[1]["runs"][0]]
     # smoothing while hidden, then shown again: the line is at the current smoothing
     page.evaluate("""() => { const s = document.getElementById('smooth'); s.value = '0.8';
                              s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change')); }""")
@@ -153,15 +189,15 @@ def test_thirty_runs_in_three_groups(live_server, project, many, browser):
     )
     page.locator('[data-testid="legend-item"]').nth(1).click()
     wait_for(lambda: traces(page, first)[1]["visible"], timeout=15, message="the run shown again")
-    assert page.evaluate(HIDDEN_STATE, [plot(first), 1]) == {"display": "", "full": True}
-    assert page.evaluate(CALC_MATCHES, plot(first)) and draws(page, first) == before
-    # plotly's own redraw (a zoom) draws from the same state: the paths stay at the new smoothing
-    smoothed_path = page.evaluate(PATH_D, [plot(first), 0])
-    page.evaluate(
-        f"Plotly.relayout(document.querySelector('{plot(first)}'), {{'xaxis.range': [0, {STEPS - 1}]}})"
-    )
-    assert page.evaluate(CALC_MATCHES, plot(first))
-    assert page.evaluate(PATH_D, [plot(first), 0]).count("L") >= smoothed_path.count("L") // 2
+    shown = traces(page, first)[1]
+    assert np.allclose(shown["y"], ema_of(loss[shown["runs"][0]], 0.8), rtol=1e-9)
+    assert draws(page, first) == before
+    # plotly's own redraw (a zoom) paints the canvas again on the new axes
+    painted = paints(page, first)
+    page.evaluate(f"Plotly.relayout(document.querySelector('{plot(first)}'), {{'xaxis.range': [0, 30]}})")
+    wait_for(lambda: paints(page, first) > painted, timeout=10, message="a paint after the zoom")
+    assert hover_title(page, first, 1, 2, 28) == names[shown["runs"][0]]
+    page.evaluate(f"Plotly.relayout(document.querySelector('{plot(first)}'), {{'xaxis.autorange': true}})")
     page.locator('[data-testid="legend-item"]').nth(1).click()
     wait_for(lambda: not traces(page, first)[1]["visible"], timeout=15, message="hidden again")
     assert not series_requests

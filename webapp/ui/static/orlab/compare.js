@@ -16,12 +16,16 @@
      runs (smoothed) are interpolated here onto a common x grid and drawn as the mean with a min-max
      or +-std band;
    - colours: one hue per group (the chosen grouping, else the runs' own groups), shades per run;
-   - drawing: a chart is drawn when it scrolls into view (IntersectionObserver), one chart per task;
-     a smoothing step or a legend click changes only the affected traces, written straight into
-     plotly's data, calcdata and SVG paths (fastY / fastVisible; Plotly.restyle where that cannot
-     apply), several charts per task;
+   - drawing: plotly draws each chart's axes, grid, zoom and modebar for one invisible trace that
+     spans the data; every line, band and mark is drawn on a canvas over the plot area
+     (compare-canvas.js: 50 SVG traces cost plotly 100-150 ms a chart, the canvas a few ms), with
+     its own hover (the nearest point of a visible line). A chart is drawn when it scrolls into view
+     (IntersectionObserver), several per task up to a budget; a smoothing step or a legend click
+     recomputes the lines' y or visibility and repaints only the canvases of the charts in view;
+   - events (alert rules that fired, GET /api/compare/events/) as dashed marks at their step;
    - points per series matched to the chart's width (MAX_POINTS, fewer per run above 10 runs);
-   - CSV export of exactly what the charts draw, PNG per chart, the whole state in the URL;
+   - CSV export of exactly what the charts draw (with run names), PNG per chart (axes, lines, title
+     and legend), the whole state in the URL;
    - live: while a run is queued or running, every 2 s the new points of every chosen key
      (since_step; grouped: the groups again), the statuses and collapse flags
      (GET /api/runs/table/?ids=), and now and then the evaluations. */
@@ -75,6 +79,7 @@
   let generation = 0;
   let polls = 0;
   let ready = false; // plotly loaded and the first data in
+  let events = []; // alert events of these runs (GET /api/compare/events/), drawn as marks
 
   const plotlyReady = new Promise((resolve) => {
     if (window.Plotly) resolve();
@@ -400,18 +405,18 @@
       setTimeout(drain, 0);
     }
   }
-  // One task takes charts until it has run DRAIN_BUDGET_MS: a full draw (100-300 ms for 50 traces)
-  // is alone in its task, the fast restyles of a smoothing step (a few ms each) share one, so the
-  // browser paints the charts in view once rather than once per chart.
+  // One task takes charts until it has run DRAIN_BUDGET_MS: a chart's draw (plotly's axes for one
+  // trace plus a canvas paint) or a repaint after a smoothing step is a few ms to a few tens of ms,
+  // so the charts in view share a task or two and one paint, and no task runs far past the budget.
   const DRAIN_BUDGET_MS = 40;
   function drain() {
     const t0 = performance.now();
-    while (queue.size && performance.now() - t0 < DRAIN_BUDGET_MS) if (drainOne()) break;
+    while (queue.size && performance.now() - t0 < DRAIN_BUDGET_MS) drainOne();
     chartsEl.dataset.pending = String(queue.size);
     if (queue.size) setTimeout(drain, 0);
     else draining = false;
   }
-  /* The next chart's turn (on screen first); true when it was drawn anew (that ends the task). */
+  /* The next chart's turn (on screen first); true when it was drawn anew. */
   function drainOne() {
     let key = [...queue].find((k) => onScreen.has(k));
     if (key === undefined) key = queue.values().next().value;
@@ -480,11 +485,6 @@
     return state.log === true || (state.log === null && data.log_keys.includes(key));
   }
 
-  function hoverX() {
-    if (state.x === "wall") return "%{x|%Y-%m-%d %H:%M:%S}";
-    return "%{x:.6~g}";
-  }
-
   /* What decides a chart's traces and layout, but for the smoothing weight and the hidden series:
      while it stays the same those two are restyled in place. */
   function structure(key) {
@@ -503,12 +503,12 @@
   }
 
   function groupTraces(g, agg, runIds, traces, smoothSrc) {
-    // agg: {x, mean, lower, upper, count}; smoothSrc set: y restyled from these on a smoothing step
+    // agg: {x, mean, lower, upper, count}; smoothSrc set: y recomputed from these on a smoothing step
     const color = g.color;
     const hideId = `g:${g.key}`;
     const visible = !state.hide.has(hideId);
     const n = runIds.length;
-    const label = o.plotText(`${g.label} (${n} run${n > 1 ? "s" : ""})`);
+    const label = `${g.label} (${n} run${n > 1 ? "s" : ""})`;
     const sm = (ys) => (smoothSrc ? ema(ys, state.smooth) : ys);
     const add = (trace, src) => {
       if (smoothSrc) smoothSrc.push({ i: traces.length, src });
@@ -517,25 +517,62 @@
     if (state.band !== "none") {
       const bandName = state.band === "std" ? "± std" : "min–max";
       add({
-        x: agg.x, y: sm(agg.lower), type: "scatter", mode: "lines", line: { width: 0, color }, visible,
-        hoverinfo: "skip", showlegend: false, name: `${label} lower`,
+        x: agg.x, y: sm(agg.lower), line: { width: 0, color }, visible, name: `${label} lower`,
         meta: { series: g.label, runs: runIds, kind: state.band === "std" ? "mean-std" : "min", hide: hideId },
       }, agg.lower); // fmt: skip
       add({
-        x: agg.x, y: sm(agg.upper), type: "scatter", mode: "lines", line: { width: 0, color }, visible,
-        fill: "tonexty", fillcolor: rgba(color, 0.2), hoverinfo: "skip", showlegend: false,
-        name: `${label} ${bandName}`,
+        x: agg.x, y: sm(agg.upper), line: { width: 0, color }, visible, fill: "tonexty",
+        fillcolor: rgba(color, 0.2), name: `${label} ${bandName}`,
         meta: { series: g.label, runs: runIds, kind: state.band === "std" ? "mean+std" : "max", hide: hideId },
       }, agg.upper); // fmt: skip
     }
+    const count = agg.count;
     add({
-      x: agg.x, y: sm(agg.mean), type: "scatter", mode: "lines", name: label, line: { color, width: 2 }, visible,
-      customdata: agg.count, connectgaps: false,
-      hovertemplate: `${label}<br>${hoverX()}: %{y:.6g} (mean of %{customdata})<extra></extra>`,
+      x: agg.x, y: sm(agg.mean), name: label, line: { color, width: 2 }, visible, customdata: count,
+      hover: { title: label, subtitle: g.runs.map((r) => r.name).slice(0, 8).join(", ") + (g.runs.length > 8 ? ", …" : ""),
+        what: (k) => ` (mean of ${Array.isArray(count) ? count[k] : count})` },
       meta: { series: g.label, runs: runIds, kind: "mean", hide: hideId },
     }, agg.mean); // fmt: skip
   }
 
+  /* Events (alert rules that fired, issue 15) as marks on the chart of their key (every chart when
+     the event has no key), at their step, in their run's colour; x by step, else the run's x at
+     that step (interpolated on its series). */
+  function eventMarks(key, perRun, unit) {
+    const out = [];
+    for (const ev of events) {
+      if (ev.key !== null && ev.key !== undefined && ev.key !== key) continue;
+      const r = byId.get(ev.run_id);
+      if (!r) continue;
+      let x = ev.step;
+      if (state.x !== "step") {
+        const s = perRun && perRun.get(r.id);
+        const xs = s && xsOf(r, s, unit);
+        if (!xs) continue;
+        x = interp(s.steps, xs, ev.step);
+      }
+      if (!Number.isFinite(x)) continue;
+      const g = state.group ? groups().find((gr) => gr.runs.includes(r)) : null;
+      const severity = ev.severity ? ` (${ev.severity})` : "";
+      out.push({
+        x, color: r.color, dash: "dash", event: ev.id, owner: r.id, group: g ? `g:${g.key}` : null,
+        visible: !hiddenRun(r.id, g),
+        hover: `${r.name} · ${ev.rule_name || "event"}${severity} at step ${ev.step}: ${ev.message || ""}${ev.acknowledged ? " (acknowledged)" : ""}`,
+      }); // fmt: skip
+    }
+    return out;
+  }
+  function hiddenRun(runId, g) {
+    return state.hide.has(runId) || (!!g && state.hide.has(`g:${g.key}`));
+  }
+
+  function xFormat() {
+    if (state.x === "wall") return (v) => new Date(v).toISOString().replace("T", " ").slice(0, 19);
+    return (v) => (Number.isInteger(v) ? String(v) : Number(v).toPrecision(6).replace(/\.?0+$/, ""));
+  }
+
+  /* A chart: plotly draws the axes for one invisible trace spanning the data (compare-canvas.js),
+     the canvas layer draws every line, band and mark. */
   function drawChart(key) {
     dirty.delete(key);
     stale.delete(key);
@@ -543,11 +580,12 @@
     const plot = card.querySelector(".chart");
     const unit = state.x === "rel" ? relUnit() : null;
     const traces = [];
-    const shapes = [];
-    const shapeOwners = [];
-    let smoothSrc = []; // [{i: trace index, src: unsmoothed y}], null: a smoothing step redraws
+    const marks = [];
+    let smoothSrc = []; // [{i: line index, src: unsmoothed y}], null: a smoothing step redraws
     let points = 0;
     let logged = "";
+    const rawXTitle = xTitle(unit || { name: "" });
+    let perRun = null;
     if (serverGroups()) {
       const entry = gstore.get(key);
       const found = entry && entry.sig === groupSig() ? entry.groups : [];
@@ -561,7 +599,7 @@
           runIds, traces, smoothSrc); // fmt: skip
       });
     } else {
-      const perRun = store.get(key) || new Map();
+      perRun = store.get(key) || new Map();
       const rawLayer = state.raw && state.smooth > 0;
       const raws = [];
       const mains = [];
@@ -576,30 +614,25 @@
         curves.set(r.id, { x, y: ys });
         if (state.group) continue;
         const visible = !state.hide.has(r.id);
-        const label = o.plotText(runLabel(r));
-        const hover = `${label}<br>${o.plotText(xTitle(unit || { name: "" }))} ${hoverX()}: %{y:.6g}<extra></extra>`;
+        const label = runLabel(r);
         if (rawLayer) {
           raws.push({
-            x, y: s.values, type: "scatter", mode: "lines", name: `${label} (raw)`, showlegend: false, hoverinfo: "skip",
-            line: { color: r.color, width: 1 }, opacity: 0.25, visible,
-            meta: { series: runLabel(r), runs: [r.id], kind: "raw", hide: r.id },
+            x, y: s.values, name: `${label} (raw)`, line: { color: r.color, width: 1 }, opacity: 0.25, visible,
+            meta: { series: label, runs: [r.id], kind: "raw", hide: r.id },
           }); // fmt: skip
         }
         mains.push({
           trace: {
-            x, y: ys, type: "scatter", mode: "lines", name: label, connectgaps: false, visible,
-            line: { color: r.color, width: state.smooth > 0 ? 1.8 : 1.5 }, hovertemplate: hover,
-            meta: { series: runLabel(r), runs: [r.id], kind: state.smooth > 0 ? "smoothed" : "raw", hide: r.id },
+            x, y: ys, name: label, visible, line: { color: r.color, width: state.smooth > 0 ? 1.8 : 1.5 },
+            hover: { title: r.name, subtitle: label !== r.name ? label : "" },
+            meta: { series: label, runs: [r.id], kind: state.smooth > 0 ? "smoothed" : "raw", hide: r.id },
           },
           src: s.values,
         }); // fmt: skip
         const c = r.collapse;
         if (c && c.key === key && state.x === "step" && c.step !== null) {
-          shapes.push({
-            type: "line", xref: "x", yref: "paper", x0: c.step, x1: c.step, y0: 0, y1: 1, visible,
-            line: { color: r.color, width: 1, dash: "dot" },
-          }); // fmt: skip
-          shapeOwners.push(r.id);
+          marks.push({ x: c.step, color: r.color, dash: "dot", visible, owner: r.id,
+            hover: `${r.name}: ${c.message || "entropy collapse"}` }); // fmt: skip
         }
       }
       // every raw layer under every smoothed line
@@ -620,20 +653,23 @@
       }
       if (perRun.size < runs.length) logged = `${perRun.size} of ${runs.length} runs logged it`;
     }
+    marks.push(...eventMarks(key, perRun, unit));
     const layout = o.plotLayout({ log: logY(key), height: 320, legend: false });
-    layout.hovermode = "closest";
+    layout.hovermode = false; // the canvas layer's own hover (compare-canvas.js)
     layout.margin = { l: 60, r: 12, t: 8, b: 44 };
     // Metric keys are user text: escaped, or Plotly renders markup in them (a key "<a href=...>" was a link).
-    const rawXTitle = xTitle(unit || { name: "" });
     layout.meta = { xTitle: rawXTitle }; // the unescaped title, for the CSV export
     layout.xaxis.title = { text: o.plotText(rawXTitle), standoff: 4 };
     if (state.x === "wall") layout.xaxis.type = "date";
     else if (state.logx) layout.xaxis.type = "log";
     layout.yaxis.title = { text: o.plotText(key), standoff: 2 };
-    layout.shapes = shapes;
     layout.uirevision = `${key}|${state.x}|${state.xkey}|${state.logx}|${logY(key)}`;
-    Plotly.react(plot, traces, layout, o.plotConfig);
-    plot._orlab = { structure: structure(key), smooth: smoothSrc, shapeOwners, smoothed: state.smooth };
+    const layer = o.lineLayer;
+    layer.set(plot, traces, marks, { xLabel: rawXTitle, xFormat: xFormat() });
+    const range = layer.rangeTrace(traces, layout.xaxis.type === "log", logY(key));
+    Plotly.react(plot, [range], layout, o.plotConfig);
+    layer.paint(plot); // plotly drew synchronously; its afterplot paints again when it draws later
+    plot._orlab = { structure: structure(key), smooth: smoothSrc, smoothed: state.smooth };
     plot.dataset.smooth = String(state.smooth);
     plot.dataset.points = String(points);
     plot.dataset.traces = String(traces.length);
@@ -660,163 +696,34 @@
     });
   }
 
-  /* The fast path of a smoothing step and a legend click. Plotly.restyle recomputes every trace of
-     a chart whatever changed (defaults, calc, autorange, every SVG path): 100-300 ms for 50 traces
-     on this project's 2-core machine, so 6 charts in view took over a second per slider step. A
-     smoothing step changes only y of the smoothed lines and a legend click only whether a line
-     shows, so both are written straight into what plotly holds: the trace's y (data and full
-     data), its calcdata points (hover reads those) and the SVG path of that trace, drawn on the
-     current axes (c2p); a hidden line's group is not displayed and its full trace is not visible
-     (no hover). Plotly's next redraw (zoom, resize) draws from that same state. The axis ranges
-     stay as they are until the next full draw (a smoothing step or hidden run does not rescale the
-     axes). Only plain line traces of a chart in the expected shape take it; anything else
-     (bands, markers, a trace plotly did not draw, a missing axis) returns false and the caller
-     falls back to Plotly.restyle. */
-  function traceNodes(plot) {
-    const out = new Map();
-    for (const g of plot.querySelectorAll(".scatterlayer .trace")) {
-      const cd = g.__data__;
-      const t = cd && cd[0] && cd[0].trace;
-      if (t && Number.isInteger(t.index)) out.set(t.index, g);
-    }
-    return out;
-  }
-  function plainLine(plot, i) {
-    const full = plot._fullData && plot._fullData[i];
-    return (
-      full && full.type === "scatter" && full.mode === "lines" && (!full.fill || full.fill === "none") &&
-      (!full.line || !full.line.shape || full.line.shape === "linear") && full.xaxis === "x" && full.yaxis === "y"
-    ); // fmt: skip
-  }
-  /* Data to pixels on a plotly axis: linear and date axes (x in ms) are l = c, log axes l =
-     log10(c), then p = _b + _m * l (plotly's own l2p, without its per-call checks). */
-  function toPixels(ax) {
-    const m = ax._m;
-    const b = ax._b;
-    if (!Number.isFinite(m) || !Number.isFinite(b)) return (v) => ax.c2p(v);
-    if (ax.type === "log") return (v) => (v > 0 ? b + m * Math.log10(v) : NaN);
-    if (ax.type === "linear" || ax.type === "date") return (v) => b + m * v;
-    return (v) => ax.c2p(v);
-  }
-  function linePath(xs, ys, xa, ya) {
-    // "M x,y L x,y ..." in the plot area's pixels; a gap (no finite y) starts a new piece, as
-    // plotly draws connectgaps: false. Far-off points are clamped (SVG coordinates stay sane; the
-    // plot area clips them as plotly's own lines are clipped).
-    const fx = toPixels(xa);
-    const fy = toPixels(ya);
-    let d = "";
-    let open = false;
-    for (let j = 0; j < ys.length; j++) {
-      let px = fx(xs[j]);
-      let py = fy(ys[j]);
-      if (!(px === px && py === py) || px === Infinity || px === -Infinity || py === Infinity || py === -Infinity) {
-        open = false;
-        continue;
-      }
-      px = px > 1e6 ? 1e6 : px < -1e6 ? -1e6 : Math.round(px * 100) / 100;
-      py = py > 1e6 ? 1e6 : py < -1e6 ? -1e6 : Math.round(py * 100) / 100;
-      d += (open ? "L" : "M") + px + "," + py;
-      open = true;
-    }
-    return d;
-  }
-  function fastY(plot, idx, ys) {
-    const fl = plot._fullLayout;
-    const xa = fl && fl.xaxis;
-    const ya = fl && fl.yaxis;
-    if (!xa || !ya || typeof xa.c2p !== "function" || typeof ya.c2p !== "function" || !plot.calcdata) return false;
-    const nodes = traceNodes(plot);
-    const jobs = [];
-    for (let k = 0; k < idx.length; k++) {
-      const i = idx[k];
-      if (!plainLine(plot, i)) return false;
-      const cd = plot.calcdata[i];
-      const t = plot.data[i];
-      const hidden = t.visible === false;
-      const node = nodes.get(i);
-      const path = node && node.querySelector("path.js-line");
-      const x = t.x || [];
-      const drawn = !!path && !!cd && cd.length === x.length && ys[k].length === x.length;
-      if (!drawn && !hidden) return false;
-      jobs.push({ i, cd, path, x, y: ys[k], drawn });
-    }
-    for (const j of jobs) {
-      plot.data[j.i].y = j.y;
-      plot._fullData[j.i].y = j.y;
-      if (!j.drawn) continue; // hidden and never drawn: plotly draws it from data when shown again
-      for (let n = 0; n < j.cd.length; n++) {
-        const v = j.y[n];
-        if (j.cd[n].y !== undefined && Number.isFinite(v)) j.cd[n].y = v;
-      }
-      j.path.setAttribute("d", linePath(j.x, j.y, xa, ya));
-    }
-    return true;
-  }
-  function fastVisible(plot, idx, visible) {
-    if (!plot._fullData || !plot.calcdata) return false;
-    const nodes = traceNodes(plot);
-    for (let k = 0; k < idx.length; k++) {
-      const i = idx[k];
-      if (!plainLine(plot, i)) return false;
-      // shown again: only a line plotly drew (its path follows every smoothing step, hidden or not)
-      const cd = plot.calcdata[i];
-      if (visible[k] && (!nodes.get(i) || !cd || cd.length !== (plot.data[i].x || []).length)) return false;
-    }
-    for (let k = 0; k < idx.length; k++) {
-      const i = idx[k];
-      plot.data[i].visible = visible[k];
-      plot._fullData[i].visible = visible[k];
-      const node = nodes.get(i);
-      if (node) node.style.display = visible[k] ? "" : "none";
-    }
-    return true;
-  }
-
-  /* Bring a drawn chart to the current smoothing and hidden series by restyling only the traces
-     that changed (y of the smoothed curves and group bands; visible of the hidden ones); a chart
-     whose structure changed is drawn anew. */
+  /* Bring a drawn chart to the current smoothing and hidden series: the lines' y (smoothed again
+     from their unsmoothed source) and visibility change in place and the canvas is painted again;
+     plotly does nothing (the axes keep their ranges until the chart is next drawn anew, as plotly's
+     own restyle-free path did). A chart whose structure changed is drawn anew. */
   function syncChart(key) {
     stale.delete(key);
     const plot = plotOf(key);
     const meta = plot && plot._orlab;
     const resmooth = meta && meta.smoothed !== state.smooth;
-    if (!meta || !plot.data || meta.structure !== structure(key) || (resmooth && !meta.smooth)) {
+    if (!meta || !plot.orlabLines || meta.structure !== structure(key) || (resmooth && !meta.smooth)) {
       dirty.add(key);
       if (hasData(key)) drawChart(key);
       return;
     }
-    if (resmooth && meta.smooth.length) {
-      const ys = meta.smooth.map((e) => ema(e.src, state.smooth));
-      const idx = meta.smooth.map((e) => e.i);
-      if (fastY(plot, idx, ys)) plot.dataset.fastRestyles = String(Number(plot.dataset.fastRestyles || 0) + 1);
-      else Plotly.restyle(plot, { y: ys }, idx);
-    }
+    const lines = plot.orlabLines;
+    if (resmooth) for (const e of meta.smooth) lines[e.i].y = ema(e.src, state.smooth);
     meta.smoothed = state.smooth;
     plot.dataset.smooth = String(state.smooth);
-    const idx = [];
-    const visible = [];
-    plot.data.forEach((t, i) => {
-      if (!t.meta || t.meta.hide === undefined) return;
-      const want = !state.hide.has(t.meta.hide);
-      if ((t.visible !== false) !== want) {
-        idx.push(i);
-        visible.push(want);
-      }
-    });
-    if (idx.length) {
-      if (fastVisible(plot, idx, visible)) plot.dataset.fastRestyles = String(Number(plot.dataset.fastRestyles || 0) + 1);
-      else Plotly.restyle(plot, { visible }, idx);
+    for (const t of lines) if (t.meta && t.meta.hide !== undefined) t.visible = !state.hide.has(t.meta.hide);
+    for (const m of plot.orlabMarks || []) {
+      if (m.owner !== undefined) m.visible = !hiddenRun(m.owner, m.group ? { key: m.group.slice(2) } : null);
     }
-    const shapeUpdate = {};
-    meta.shapeOwners.forEach((owner, j) => {
-      const want = !state.hide.has(owner);
-      if ((plot.layout.shapes[j].visible !== false) !== want) shapeUpdate[`shapes[${j}].visible`] = want;
-    });
-    if (Object.keys(shapeUpdate).length) Plotly.relayout(plot, shapeUpdate);
+    o.lineLayer.paint(plot);
+    plot.dataset.fastRestyles = String(Number(plot.dataset.fastRestyles || 0) + 1);
   }
 
   /* A smoothing step or a legend click: every drawn chart goes stale; those in view are brought up
-     to date one per task, on screen first; the others when scrolled to. */
+     to date (several per task, on screen first); the others when scrolled to. */
   function restyleAll() {
     for (const key of state.keys) {
       if (dirty.has(key)) continue;
@@ -1028,6 +935,21 @@
     }
   }
 
+  /* The runs' alert events (issue 15), when the events API exists (data.events_api: the page names
+     it only when its route is there); any failure leaves the charts without marks. */
+  async function fetchEvents() {
+    if (!data.events_api) return false;
+    try {
+      const body = await o.getJSON(apiUrl(data.events_api, { runs: ids(runs) }));
+      const got = Array.isArray(body.events) ? body.events : [];
+      const changed = JSON.stringify(got) !== JSON.stringify(events);
+      events = got;
+      return changed;
+    } catch (err) {
+      return false;
+    }
+  }
+
   async function refresh() {
     await ensureData(generation);
     drawAll();
@@ -1038,6 +960,9 @@
   async function load() {
     const gen = ++generation;
     const fetching = ensureData(gen);
+    fetchEvents().then((changed) => {
+      if (changed && ready) drawAll();
+    });
     await plotlyReady;
     if (gen === generation) {
       ready = true;
@@ -1104,6 +1029,7 @@
     if (polls % EVAL_EVERY === 0) {
       const ev = await o.getJSON(apiUrl(data.evaluations_api, { runs: ids(runs) })).catch(() => null);
       if (ev) evaluations = ev.evaluations;
+      await fetchEvents();
     }
     if (table) {
       for (const row of table.results) {
@@ -1165,24 +1091,26 @@
   }
   function exportCsv() {
     flush(); // the charts not scrolled into view yet
-    const rows = [["chart", "series", "runs", "kind", "x_axis", "x", "y"]];
+    const rows = [["chart", "series", "runs", "run_names", "kind", "x_axis", "x", "y"]];
     const plots = [
       ...chartsEl.querySelectorAll('[data-testid="compare-chart"]'),
       ...document.querySelectorAll('[data-testid="eval-chart"]'),
     ];
     for (const plot of plots) {
-      if (!plot.data) continue;
       const isEval = plot.dataset.testid === "eval-chart";
+      const lines = isEval ? plot.data : plot.orlabLines; // the compare charts' lines are the canvas layer's
+      if (!lines) continue;
       const title = plot.layout && plot.layout.xaxis && plot.layout.xaxis.title;
       const xAxis = (plot.layout && plot.layout.meta && plot.layout.meta.xTitle) || (title && title.text) || "step";
-      for (const t of plot.data) {
+      for (const t of lines) {
         if (t.visible === false) continue; // hidden from the legend
         const m = t.meta || {};
+        const names = (m.runs || []).map((id) => (byId.get(id) || { name: "" }).name).join(" ");
         const x = t.x || [];
         const y = t.y || [];
         for (let i = 0; i < x.length; i++) {
           const xv = !isEval && state.x === "wall" && Number.isFinite(x[i]) ? new Date(x[i]).toISOString() : x[i];
-          rows.push([plot.dataset.key, m.series || t.name, (m.runs || []).join(" "), m.kind || "", xAxis, xv, y[i]]);
+          rows.push([plot.dataset.key, m.series || t.name, (m.runs || []).join(" "), names, m.kind || "", xAxis, xv, y[i]]);
         }
       }
     }
@@ -1208,6 +1136,10 @@
       else if (stale.has(plot.dataset.key)) syncChart(plot.dataset.key);
     }
     const name = (plot.dataset.key || "chart").replace(/[^\w.-]+/g, "_");
+    if (plot.dataset.testid === "compare-chart" && plot.orlabLines) {
+      downloadPng(plot, name).catch((err) => console.warn("orlab: PNG failed", err));
+      return;
+    }
     Plotly.downloadImage(plot, {
       format: "png",
       filename: `orlab-${name}`,
@@ -1215,6 +1147,25 @@
       height: plot.clientHeight || 320,
     });
   });
+  /* A compare chart's PNG: plotly's axes with the canvas's lines, the chart's key as title and a
+     legend of the series shown (compare-canvas.js toPng). */
+  async function downloadPng(plot, name) {
+    const seen = new Set();
+    const legend = [];
+    for (const t of plot.orlabLines) {
+      const m = t.meta || {};
+      if (t.visible === false || m.kind === "raw" || !(t.line && t.line.width > 0) || seen.has(m.series)) continue;
+      seen.add(m.series);
+      legend.push({ color: t.line.color, text: m.series || t.name });
+    }
+    const url = await o.lineLayer.toPng(plot, plot.dataset.key, legend);
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `orlab-${name}.png`;
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => a.remove(), 1000);
+  }
   $("export-csv").addEventListener("click", exportCsv);
   $("copy-link").addEventListener("click", async (event) => {
     syncUrl();
