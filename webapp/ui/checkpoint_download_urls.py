@@ -1,3 +1,9 @@
-"""Page routes: checkpoint_download (issue 15/16 work; owned by one helper)."""
+"""Page routes: checkpoint downloads (issue 16 point 8; the run page's checkpoints table links here)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from webapp.ui.checkpoint_download_views import checkpoint_download
+
+urlpatterns: list = [
+    path("checkpoints/<int:pk>/download/", checkpoint_download, name="checkpoint-download"),
+]
