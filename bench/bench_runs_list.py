@@ -11,6 +11,11 @@ Server-Timing header; medians of ``--repeat`` requests after ``--warmup`` unmeas
 HTML page does not exist yet (404), it is reported as not measured.
 
     python -m bench.bench_runs_list [--runs 1000]
+    python -m bench.bench_runs_list --runs 10000 --points 20 --first-page-only
+
+--first-page-only measures issue 12's runs-table goal instead: the first page of 50 (the default page
+size, default columns and sort) through the page (``/projects/<id>/``), ``/api/runs/?page_size=50``
+and ``/api/runs/table/``, target 150 ms each (rows 12t-page, 12t-api, 12t-table).
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="also print cProfile of both requests")
+    parser.add_argument(
+        "--first-page-only", action="store_true", help="issue 12: the first page of 50 (page, API, table API)"
+    )
 
 
 def seed(fx, n_runs: int, points: int) -> list[int]:
@@ -137,6 +145,8 @@ def run(args: argparse.Namespace) -> list[dict]:
         with connection.cursor() as cur:
             cur.execute("VACUUM ANALYZE")
         cookie = session_cookie(fx.user)
+        if args.first_page_only:
+            return first_page_rows(args, fx, ids, cookie)
 
         with Server() as server:
             api = Client(server.url, fx.token)
@@ -219,6 +229,57 @@ def run(args: argparse.Namespace) -> list[dict]:
             if probe.status == 200:
                 print(f"breakdown of GET {path}: {breakdown_get(path, user=fx.user)}")
                 print(profile_get(path, user=fx.user))
+    return rows
+
+
+FIRST_PAGE_TARGET_MS = 150.0
+
+
+def first_page_rows(args: argparse.Namespace, fx, ids: list[int], cookie) -> list[dict]:
+    """Issue 12: the first page of 50 with the default columns and sort, three ways."""
+    rows = []
+    with Server() as server:
+        checks = {
+            "12t-api": ("/api/runs/?page_size=50", "token"),
+            "12t-table": ("/api/runs/table/", "token"),
+            "12t-page": (f"/projects/{fx.project.id}/", "cookie"),
+        }
+        for row_id, (path, auth) in checks.items():
+            client = Client(server.url, fx.token) if auth == "token" else Client(server.url, cookie=cookie)
+
+            def check(resp, path=path) -> None:
+                if resp.status != 200:
+                    raise RuntimeError(f"GET {path} -> {resp.status}: {resp.body[:300]!r}")
+                if path.startswith("/projects/"):
+                    shown = set(re.findall(rb'href="/runs/(\d+)/"', resp.body))
+                    if len(shown) < 50:
+                        raise RuntimeError(f"the page links {len(shown)} runs, not 50")
+                else:
+                    data = resp.json()
+                    results = data.get("results", data.get("rows", []))
+                    if len(results) != 50:
+                        raise RuntimeError(f"{path}: {len(results)} results, not 50")
+
+            cold = client.request("GET", path)  # the first request of this path on a fresh server
+            m = timed_requests(client, path, warmup=args.warmup, repeat=args.repeat, check=check)
+            print(f"{row_id}: {m}", flush=True)
+            rows.append(
+                result(
+                    row_id,
+                    f"GET {path.replace(str(fx.project.id), '<id>', 1)} first page of 50 ({len(ids):,} runs)",
+                    m["server_ms"]["median"],
+                    "ms",
+                    FIRST_PAGE_TARGET_MS,
+                    "lower",
+                    mlflow="-",
+                    note=f"server time median of {m['requests']} after {m['warmup']} warm-up; p90 "
+                    f"{m['server_ms']['p90']} ms; client wall median {m['wall_ms']['median']} ms; first "
+                    f"(cold) request {cold.server_ms} ms server; {m['response_bytes']:,} bytes",
+                    path=path,
+                    **m,
+                )
+            )
+            client.close()
     return rows
 
 
