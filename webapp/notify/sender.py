@@ -218,13 +218,14 @@ def _failed(delivery: Delivery, error: str, *, final: bool = False) -> str:
 
 def send_due() -> int:
     """The housekeeping's step: attempts of dead workers count as failed, and every pending delivery
-    that is due and has no recent message gets one. Returns how many messages were sent."""
+    that is due and has no recent message gets one. Returns how many deliveries were (re)queued."""
     now = timezone.now()
     stuck = Delivery.objects.filter(
         status=Status.SENDING, claimed_at__lt=now - timedelta(seconds=stuck_after_s())
     )
+    retried = 0
     for delivery in stuck.select_related("channel")[:200]:
-        _failed(delivery, "the worker stopped while sending (no answer recorded)")
+        retried += _failed(delivery, "the worker stopped while sending (no answer recorded)") == "retry"
     due = (
         Delivery.objects.filter(status=Status.PENDING)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now - timedelta(seconds=GRACE_S)))
@@ -233,4 +234,4 @@ def send_due() -> int:
         .order_by("pk")
         .values_list("pk", flat=True)[:500]
     )
-    return publish(list(due))
+    return retried + publish(list(due))
