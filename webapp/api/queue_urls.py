@@ -1,3 +1,10 @@
-"""API routes: queue (issue 15/16 work; owned by one helper)."""
+"""API routes: the queue view (issue 16 point 5)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from webapp.api.queue_views import QueuesApi, RunQueuePositionApi
+
+urlpatterns: list = [
+    path("queues/", QueuesApi.as_view(), name="api-queues"),
+    path("runs/<int:pk>/queue-position/", RunQueuePositionApi.as_view(), name="api-run-queue-position"),
+]

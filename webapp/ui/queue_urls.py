@@ -1,3 +1,10 @@
-"""Page routes: queue (issue 15/16 work; owned by one helper)."""
+"""Page routes: the queue view (issue 16 point 5)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from webapp.ui import queue_views
+
+urlpatterns: list = [
+    path("queues/", queue_views.queues, name="queues"),
+    path("projects/<int:pk>/queues/", queue_views.project_queues, name="project-queues"),
+]
