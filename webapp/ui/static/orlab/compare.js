@@ -541,9 +541,9 @@
   function eventMarks(key, perRun, unit) {
     const out = [];
     for (const ev of events) {
-      if (ev.key !== null && ev.key !== undefined && ev.key !== key) continue;
+      if (ev.key && ev.key !== key) continue; // no key ("" or null): on every chart
       const r = byId.get(ev.run_id);
-      if (!r) continue;
+      if (!r || ev.step === null || ev.step === undefined) continue;
       let x = ev.step;
       if (state.x !== "step") {
         const s = perRun && perRun.get(r.id);
