@@ -1,3 +1,9 @@
-"""Page routes: notify (issue 15/16 work; owned by one helper)."""
+"""Page routes: the project notifications page (issue 15 point 3; webapp/ui/notify_views.py)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from webapp.ui import notify_views
+
+urlpatterns: list = [
+    path("projects/<int:pk>/notifications/", notify_views.notify_page, name="notify"),
+]
