@@ -156,7 +156,19 @@
       const distinct = new Set(raw.map((v) => JSON.stringify(v)));
       if (distinct.size < 2) continue;
       const numeric = raw.every((v) => typeof v === "number");
-      if (numeric) {
+      const positive = numeric && raw.every((v) => v > 0);
+      if (positive && Math.max(...raw) / Math.min(...raw) >= 10) {
+        // a learning rate's 1e-6..1e-5 sweep: a log axis, ticked at the values the sweep used
+        const ticks = [...new Set(raw)].sort((a, b) => a - b).slice(0, 10);
+        dims.push({
+          label: `${path} (log)`,
+          values: raw.map(Math.log10),
+          tickvals: ticks.map(Math.log10),
+          ticktext: ticks.map((v) =>
+            v < 1e-3 || v >= 1e4 ? v.toExponential(2).replace(/\.?0+e/, "e") : String(Number(v.toPrecision(3)))
+          ),
+        });
+      } else if (numeric) {
         dims.push({ label: path, values: raw });
       } else {
         const texts = [...distinct].sort();
