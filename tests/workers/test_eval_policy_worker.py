@@ -48,14 +48,15 @@ def test_an_sft_run_with_a_policy_every_2nd_checkpoint_ends_with_evaluations_the
     wait_for(lambda: Run.objects.get(pk=run_id).status in ("succeeded", "failed"), 240, message="sft run")
     run = Run.objects.get(pk=run_id)
     assert run.status == "succeeded", run.traceback
-    assert sorted(run.checkpoints.values_list("step", flat=True)) == [1, 2, 3, 4]
+    # SFT counts steps from 0: its 2nd and 4th checkpoints are steps 1 and 3
+    assert sorted(run.checkpoints.values_list("step", flat=True)) == [0, 1, 2, 3]
     queued = Evaluation.objects.filter(run_id=run_id, attempt__isnull=True)
     done = lambda: all(e.status in ("succeeded", "failed") for e in queued.all()) and queued.count() == 2  # noqa: E731
     wait_for(done, 180, message="the policy's evaluations")
     evals = list(queued.order_by("step"))
     assert [(e.step, e.checkpoint.step, e.status) for e in evals] == [
-        (2, 2, "succeeded"),
-        (4, 4, "succeeded"),
+        (1, 1, "succeeded"),
+        (3, 3, "succeeded"),
     ], [e.error for e in evals]
     for e in evals:
         assert e.benchmark_id == bench and e.k == 2
