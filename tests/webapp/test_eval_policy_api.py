@@ -151,3 +151,29 @@ def test_a_saved_checkpoint_enqueues_the_policy_evaluation_once(api, project, al
     )
     services.checkpoint_record(run.id, 1, 60, "/nowhere/checkpoint-60", {})
     assert evals.count() == 2
+
+
+def test_an_rl_launch_with_eval_ks_above_k_is_a_400_naming_config_eval_ks(api, project):
+    resp = api.post(
+        "/api/runs/",
+        {"project": project.id, "kind": "rl", "config": {"eval": {"k": 2, "ks": [1, 4]}}},
+        format="json",
+    )
+    assert resp.status_code == 400 and "config.eval.ks" in resp.json()["errors"], resp.content
+
+
+def test_on_demand_evaluations_take_the_runs_eval_ks(api, project, alice):
+    bench = dataset(api, project)
+    run = Run.objects.create(
+        project=project, name="rl", kind="rl", status="running", queue="cpu", created_by=alice,
+        config={"eval": {"k": 8, "ks": [1, 8]}},
+    )  # fmt: skip
+    checkpoint = services.checkpoint_record(run.id, 1, 10, "/nowhere/checkpoint-10", {})
+    resp = api.post(f"/api/checkpoints/{checkpoint.id}/evaluate/", {"benchmark": bench}, format="json")
+    assert resp.status_code == 202, resp.content
+    assert resp.json()["protocol"]["ks"] == [1, 8] and resp.json()["k"] == 8
+    # a smaller k asked here keeps the run's ks it allows
+    resp = api.post(
+        f"/api/checkpoints/{checkpoint.id}/evaluate/", {"benchmark": bench, "k": 4}, format="json"
+    )
+    assert resp.json()["protocol"]["ks"] == [1]

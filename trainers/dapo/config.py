@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
 from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields, VllmEngineFields
 from trainers.common.sample_record import GroupCountField, check_group_count
+from trainers.eval.ks import checked_ks, ks_field
 
 
 class _Section(BaseModel):
@@ -91,6 +92,7 @@ class EvalConfig(_Section):
         0, ge=0, description="evaluate every N actor steps (0: before training and at the end)"
     )
     k: int = Field(4, ge=1, description="samples per problem; val/accuracy is their mean accuracy (avg@k)")
+    ks: list[int] = ks_field()
     temperature: float = Field(1.0, ge=0, description="pi_ref's sampling temperature (0: greedy, with k = 1)")
     top_p: float = Field(1.0, gt=0, le=1, description="evaluation nucleus")
     max_new_tokens: int = Field(4096, ge=1, description="token budget of an evaluation answer")
@@ -107,6 +109,12 @@ class EvalConfig(_Section):
         ge=0,
         description="rollouts logged per such problem (0: all k); the volume is N x this per evaluation",
     )
+
+    @field_validator("ks")
+    @classmethod
+    def _ks_within_k(cls, ks: list[int], info):
+        # pass@k needs k samples per problem at least (k is validated before ks: declared first)
+        return checked_ks(ks, info.data["k"]) if "k" in info.data else ks
 
 
 class DAPOConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from trainers.base import DatasetRef, TrainerConfig, dataset_field
 from trainers.common.compute_config import ModelComputeFields, ProcessLayoutFields, VllmEngineFields
 from trainers.common.sample_record import GroupCountField, check_group_count
+from trainers.eval.ks import checked_ks, ks_field
 
 
 class _Section(BaseModel):
@@ -97,6 +98,7 @@ class DataConfig(_Section):
 class EvalConfig(_Section):
     every: int = Field(20, ge=0, description="evaluate every N steps (0: only at the end)")
     k: int = Field(8, ge=1, description="samples per problem (avg@k, pass@k)")
+    ks: list[int] = ks_field()
     temperature: float = Field(0.6, gt=0, description="evaluation temperature")
     top_p: float = Field(1.0, gt=0, le=1, description="evaluation nucleus")
     max_problems: int = Field(0, ge=0, description="evaluate on at most this many problems (0: all)")
@@ -112,6 +114,12 @@ class EvalConfig(_Section):
         ge=0,
         description="rollouts logged per such problem (0: all k); the volume is N x this per evaluation",
     )
+
+    @field_validator("ks")
+    @classmethod
+    def _ks_within_k(cls, ks: list[int], info):
+        # pass@k needs k samples per problem at least (k is validated before ks: declared first)
+        return checked_ks(ks, info.data["k"]) if "k" in info.data else ks
 
 
 class RLConfig(ModelComputeFields, ProcessLayoutFields, TrainerConfig):
