@@ -380,6 +380,9 @@ def _json_number(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+_JSON_AS_IS = frozenset({str, int, bool, type(None)})
+
+
 def _sample_json(value, depth: int = 0):
     """A sample as JSON can carry it: non-finite floats as null, numpy scalars/arrays (anything with
     ``tolist``) as plain numbers and lists, tuples as lists; ``reference`` (an older name) as
@@ -387,6 +390,19 @@ def _sample_json(value, depth: int = 0):
     if depth == 0 and isinstance(value, dict) and "reference" in value and "expected_answer" not in value:
         value = {**value, "expected_answer": value["reference"]}
         del value["reference"]
+    if type(value) is dict:
+        # the common sample, a flat dict of str / int / float: one pass without a call per value
+        # (this function was a third of a trainer's CPU when logging 1,000-sample batches)
+        out = {}
+        for k, v in value.items():
+            t = type(v)
+            if t in _JSON_AS_IS:
+                out[k if type(k) is str else str(k)] = v
+            elif t is float:
+                out[k if type(k) is str else str(k)] = v if v - v == 0.0 else None  # inf - inf, nan: nan
+            else:
+                out[k if type(k) is str else str(k)] = _sample_json(v, depth + 1)
+        return out
     if isinstance(value, bool) or value is None or isinstance(value, int | str):
         return value
     if isinstance(value, float):
