@@ -247,7 +247,8 @@ def _load_worker(run_id: int, samples: int, steps: list[int], zstd_path: str | N
     q.put({"steps": len(steps), "seconds": time.perf_counter() - t0, "raw_bytes": raw})
 
 
-FAST_LOAD_INDEXES = ("sample_completion_fts", "sample_completion_trgm")
+# the completions' text indexes of each version: GIN on runs_sample (before 0013), on SampleSearch (after)
+FAST_LOAD_INDEXES = ("sample_completion_fts", "sample_completion_trgm", "samplesearch_tsv")
 
 
 def load_big_run(run_id: int, shape: Shape, samples: int, procs: int, fast: bool = False) -> dict:
@@ -303,6 +304,8 @@ def load_big_run(run_id: int, shape: Shape, samples: int, procs: int, fast: bool
     for f in tmp.glob("*.zst"):
         f.unlink()
     tmp.rmdir()
+    search = search_catch_up([run_id])  # the loaders' indexer threads died with them: the rest, here
+    print(f"search index after the load: {search} ({uptime()})", flush=True)
     index_build: dict[str, float] = {}
     if dropped:
         with connection.cursor() as cur:
@@ -313,6 +316,7 @@ def load_big_run(run_id: int, shape: Shape, samples: int, procs: int, fast: bool
                 index_build[name] = round(time.perf_counter() - t, 1)
         print(f"GIN indexes rebuilt: {index_build} s ({uptime()})", flush=True)
     return {
+        "search": search,
         "fast_load": bool(dropped),
         "index_build_s": index_build,
         "seconds": round(elapsed, 1),
@@ -411,6 +415,7 @@ def ingest_api(server, fx, shape: Shape, args) -> dict:
         "server_ms_per_batch": summarize(server_ms),
         "json_mib": round(mb, 1),
         "errors": errors[:5],
+        "run_ids": run_ids,
         "others_cpu": watch.others,
         "uptime_before": load0,
         "uptime_after": uptime(),
@@ -475,6 +480,7 @@ def ingest_sink(fx, shape: Shape, samples: int, args) -> dict:
         "seconds": round(end - start, 2),
         "rate": round(stored / (end - start)),
         "per_process_s": [round(t["end"] - t["start"], 2) for t in times],
+        "run_ids": run_ids,
         "others_cpu": watch.others,
         "uptime_before": load0,
         "uptime_after": uptime(),
@@ -695,13 +701,66 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE the reads' slow statements")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="only the ingest measurements, on an empty database"
+    )
     parser.add_argument("--skip-trackio", action="store_true")
     parser.add_argument("--trackio-python", default="/tmp/trackio-venv/bin/python")
     parser.add_argument("--trackio-samples", type=int, default=0, help="log at most this many (0: all)")
     parser.add_argument("--trackio-timeout", type=int, default=3600)
 
 
+def search_catch_up(run_ids: list[int]) -> dict:
+    """After an ingest: the search index's lag (samples queued, not yet in SampleSearch) and the time
+    this process takes to index what is left (webapp.runs.sample_search; absent in older code)."""
+    try:
+        from webapp.runs import sample_search
+    except ImportError:
+        return {"indexer": "none (full-text GIN written by the insert)"}
+    queued = sum(sample_search.lag(r) for r in run_ids)
+    t = time.perf_counter()
+    indexed = sum(sample_search.index_pending(run_id=r) for r in run_ids)
+    return {
+        "queued_at_end": queued,
+        "indexed_after": indexed,
+        "catch_up_s": round(time.perf_counter() - t, 2),
+    }
+
+
+def run_ingest_only(args: argparse.Namespace) -> list[dict]:
+    """``--ingest-only``: the two ingest measurements on an empty database (no big run, no reads)."""
+    shape = Shape(args.samples)
+    rows: list[dict] = []
+    with bench_database() as fx:
+        with ReadmeServer(workers=4) as server:
+            api = ingest_api(server, fx, shape, args)
+        api["search"] = search_catch_up(api.pop("run_ids"))
+        print(f"API ingest: {json.dumps(api)}", flush=True)
+        rows.append(
+            result(
+                "14.1", f"POST /api/runs/{{id}}/samples/, {args.clients} clients x {args.batch:,}-sample batches, "
+                "2 KB completions (empty database)", api["rate"], "samples/s", TARGET_INGEST, "higher",
+                note=f"{api['stored']:,} of {api['sent']:,} in {api['seconds']} s; search index {api['search']}",
+                **api,
+            )
+        )  # fmt: skip
+        sink = ingest_sink(fx, shape, args.samples, args)
+        sink["search"] = search_catch_up(sink.pop("run_ids"))
+        print(f"sink ingest: {json.dumps(sink)}", flush=True)
+        rows.append(
+            result(
+                "14.1", f"DbSink.log_samples, {args.clients} processes x {args.batch:,}-sample batches, then close()",
+                sink["rate"], "samples/s", TARGET_INGEST, "higher",
+                note=f"{sink['stored']:,} of {sink['sent']:,} in {sink['seconds']} s; search index {sink['search']}",
+                **sink,
+            )
+        )  # fmt: skip
+    return rows
+
+
 def run(args: argparse.Namespace) -> list[dict]:
+    if args.ingest_only:
+        return run_ingest_only(args)
     if args.quick:
         args.samples = 50_000
         args.ingest_batches = min(args.ingest_batches, 5)
@@ -801,6 +860,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
             if not args.skip_ingest:
                 api = ingest_api(server, fx, shape, args)
+                api["search"] = search_catch_up(api.pop("run_ids"))
                 print(f"API ingest: {json.dumps(api)}", flush=True)
                 ok = not api["errors"] and api["stored"] == api["sent"]
                 rows.append(
@@ -821,6 +881,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                     rows[-1]["passed"] = False
         if not args.skip_ingest:
             sink = ingest_sink(fx, shape, args.samples, args)
+            sink["search"] = search_catch_up(sink.pop("run_ids"))
             print(f"sink ingest: {json.dumps(sink)}", flush=True)
             ok = sink["stored"] == sink["sent"]
             rows.append(
