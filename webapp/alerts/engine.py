@@ -61,8 +61,18 @@ class RunInfo:
 class ProjectRules:
     version: int
     rules: list[Compiled]
+    # rules of every run (filtered on kind/group/tag when applied), by metric key ...
     by_key: dict[str, list[tuple[Compiled, str | tuple]]] = field(default_factory=dict)
+    # ... and one-run rules by (run, key): 10,000 one-run rules cost a batch only its own run's
+    by_run_key: dict[tuple[int, str], list[tuple[Compiled, str | tuple]]] = field(default_factory=dict)
     has_stalled: bool = False
+
+    def for_key(self, run_id: int, key: str) -> list[tuple[Compiled, str | tuple]]:
+        general = self.by_key.get(key)
+        own = self.by_run_key.get((run_id, key))
+        if own is None:
+            return general or []
+        return own if general is None else general + own
 
 
 _lock = threading.Lock()
@@ -128,7 +138,10 @@ def project_rules(project_id: int, version: int) -> ProjectRules:
             continue
         for source in rule.sources:
             for key in source if isinstance(source, tuple) else (source,):
-                compiled.by_key.setdefault(key, []).append((rule, source))
+                if rule.run_id is None:
+                    compiled.by_key.setdefault(key, []).append((rule, source))
+                else:
+                    compiled.by_run_key.setdefault((rule.run_id, key), []).append((rule, source))
     with _lock:
         _projects[project_id] = compiled
     return compiled
@@ -269,11 +282,11 @@ def evaluate(run_id: int, batch) -> list[Event]:
     compiled = project_rules(info.project_id, info.version)
     if compiled.has_stalled:
         _touch_pulse(run_id)
-    if not compiled.by_key:
+    if not compiled.by_key and not compiled.by_run_key:
         return []
     work: dict[tuple[int, str], tuple[Compiled, str, np.ndarray, np.ndarray]] = {}
     for key in batch:
-        for rule, source in compiled.by_key.get(key, ()):
+        for rule, source in compiled.for_key(run_id, key):
             if not rule.applies_to(info):
                 continue
             points = _source_points(source, batch)
