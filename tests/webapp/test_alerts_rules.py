@@ -255,3 +255,25 @@ def test_bad_rules_are_refused_naming_the_field(project, alice, data, field):
     with pytest.raises(services.AlertError) as info:
         rule(project, alice, name="x", **data)
     assert field in info.value.field_errors
+
+
+def test_run_event_markers_contract(project, alice, run):
+    from webapp.alerts.markers import run_event_markers
+
+    services.preset_apply(project=project, user=alice, name="zero_variance_groups")
+    rule(project, alice, kind="threshold", key="loss", params={"op": ">", "value": 1})
+    record(run, "loss", [0.0, 2.0])
+    steps = np.arange(2)
+    metrics_record(
+        run.id,
+        {
+            "batch/solve_none_ratio": Columns.of(steps, [0.4, 0.4], np.zeros(2)),
+            "batch/solve_all_ratio": Columns.of(steps, [0.4, 0.4], np.zeros(2)),
+        },
+    )
+    markers = run_event_markers(run.id)
+    assert [(m["kind"], m["step"], m["key"], m["severity"]) for m in markers] == [
+        ("event", 1, "loss", "warning"),
+        ("event", 0, None, "warning"),  # a sum alias' event: on every chart
+    ]
+    assert all(isinstance(m["id"], int) and m["label"] for m in markers)

@@ -62,14 +62,21 @@ class EventSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     run_id = serializers.IntegerField()
     step = serializers.IntegerField(allow_null=True)
-    key = serializers.CharField()
+    key = serializers.CharField(allow_blank=True, help_text="empty for stalled events (no key)")
     rule_id = serializers.IntegerField(allow_null=True)
     rule_name = serializers.CharField()
     severity = serializers.CharField()
-    message = serializers.CharField()
+    message = serializers.CharField(allow_blank=True)
     value = serializers.FloatField(allow_null=True)
     created_at = serializers.DateTimeField()
     acknowledged = serializers.BooleanField()
+
+
+class EventPageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = EventSerializer(many=True)
 
 
 class MuteSerializer(serializers.ModelSerializer):
@@ -267,7 +274,7 @@ class ProjectEventsApi(APIView):
 
     @extend_schema(
         parameters=[*EVENT_FILTERS, OpenApiParameter("run", int, description="only this run's events")],
-        responses=EventSerializer(many=True),
+        responses=EventPageSerializer,
     )
     def get(self, request: Request, pk: int) -> Response:
         project = _project(request, pk)
@@ -280,7 +287,7 @@ class ProjectEventsApi(APIView):
 class RunEventsApi(APIView):
     """A run's events, newest first."""
 
-    @extend_schema(parameters=EVENT_FILTERS, responses=EventSerializer(many=True))
+    @extend_schema(parameters=EVENT_FILTERS, responses=EventPageSerializer)
     def get(self, request: Request, pk: int) -> Response:
         run = selectors.run_get(user=request.user, pk=pk)
         return _events_page(request, self, Event.objects.filter(run=run))
