@@ -33,6 +33,19 @@ Method = Literal[
 #: against the regularised optimum.
 REGULARISED_METHODS = frozenset({"entropy_softmax_pg", "entropy_softmax_npg", "soft_pi"})
 
+#: Methods whose update multiplies a step size eta: all but soft_pi (trainers.tabular.methods.update).
+STEP_SIZE_METHODS = frozenset(
+    {
+        "projected_pg",
+        "projected_q_ascent",
+        "softmax_pg",
+        "softmax_npg",
+        "entropy_softmax_pg",
+        "entropy_softmax_npg",
+        "hadamard_pg",
+    }
+)
+
 #: Names accepted by ``{kind: "named"}``; trainers.tabular.mdp.NAMED_MDPS builds them (kept here as
 #: plain strings so that this module stays numpy-free).
 NamedMDPName = Literal["chain", "two_state", "grid"]
@@ -176,10 +189,14 @@ class TabularConfig(TrainerConfig):
         "pi + eta Q), softmax_pg, softmax_npg, entropy_softmax_pg, entropy_softmax_npg, soft_pi (soft policy "
         "iteration), hadamard_pg (pi = theta^2)"
     )
-    step_size: float = Field(
+    # Optional in the schema because soft_pi has no step size (the theory's soft policy iteration is
+    # pi <- softmax(Q_tau / tau)); every other method demands it (checked below, per method).
+    step_size: float | None = Field(
+        None,
         gt=0.0,
         allow_inf_nan=False,
-        description="constant step size eta (ignored by soft_pi, which is the alpha = 1 case of entropy NPG)",
+        description="constant step size eta; required by every method but soft_pi, which has none "
+        "(it is the alpha = 1 case of entropy NPG) and ignores one given",
     )
     tau: float = Field(
         0.1,
@@ -222,6 +239,17 @@ class TabularConfig(TrainerConfig):
                 message = f"missing: one of {known} (a mapping with P is taken as explicit)"
             raise _field_error("mdp", "kind", message, kind)
         return _MDP_KINDS[kind].model_validate({**raw, "kind": kind})
+
+    @model_validator(mode="after")
+    def _step_size_where_the_method_uses_one(self) -> TabularConfig:
+        if self.step_size is None and self.method in STEP_SIZE_METHODS:
+            raise _field_error(
+                "TabularConfig",
+                "step_size",
+                f"required for method {self.method} (only soft_pi has no step size)",
+                None,
+            )
+        return self
 
     @model_validator(mode="after")
     def _entropy_npg_alpha_at_most_one(self) -> TabularConfig:

@@ -135,7 +135,7 @@ def hadamard_pg_step(
 
 @dataclass(frozen=True)
 class Hyper:
-    step_size: float
+    step_size: float | None  # None only for soft_pi, which has no step (config.STEP_SIZE_METHODS)
     tau: float = 0.0
     renormalize: bool = True
 

@@ -15,7 +15,8 @@ PRESETS = {
         "iterations": 200,
         "mdp": _GARNET,
     },
-    "soft-pi": {"method": "soft_pi", "step_size": 1.0, "tau": 0.1, "iterations": 30, "mdp": _GARNET},
+    # soft_pi has no step size (pi <- softmax(Q_tau / tau)): its preset names none
+    "soft-pi": {"method": "soft_pi", "tau": 0.1, "iterations": 30, "mdp": _GARNET},
     "hadamard": {
         "method": "hadamard_pg",
         "step_size": 0.1,

@@ -10,7 +10,7 @@ entropy_softmax_npg and soft_pi), then for k = 0, 1, ..., iterations evaluates p
 - ``dist_to_opt``: max_s of the L1 distance from pi_k(s, .) to the optimal policy: pi_tau* for the
   regularised methods; otherwise the nearest optimal policy, i.e. 2 x the mass on non-optimal actions
   (the greedy optimal policy when the optimal action is unique, and well defined under ties),
-- ``step_size``, and for hadamard_pg ``suboptimal_mass`` = max_s b_s^k (b_s = 1 - mass on optimal actions),
+- ``step_size`` (when the config has one: soft_pi needs none), and for hadamard_pg ``suboptimal_mass`` = max_s b_s^k (b_s = 1 - mass on optimal actions),
 
 and applies one update. Checkpoints (params.safetensors + state.json) go to ``sink.checkpoint_dir``
 every ``checkpoint_every`` steps and at the end; ``sink.resume_from`` continues after one, and since
@@ -79,8 +79,9 @@ def step_metrics(mdp: MDP, config: TabularConfig, ev: PolicyEvaluation, ref: Ref
         "gap_inf": float(np.abs(ref.v - ev.v).max()),
         "entropy": float(entropy(ev.pi, ev.log_pi).mean()),
         "dist_to_opt": float(dist),
-        "step_size": config.step_size,
     }
+    if config.step_size is not None:  # soft_pi has none (and ignores one given: it is logged as given)
+        metrics["step_size"] = config.step_size
     if config.method == "hadamard_pg":
         metrics["suboptimal_mass"] = float(worst_mass)
     return metrics

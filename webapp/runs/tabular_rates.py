@@ -7,7 +7,8 @@ theory speaks to for the run's method and whether the fit agrees:
 
 - linear rate q: exp(slope) of log e_k against k over the last 30 % of the iterates above 1e-12
   (below it is the exact evaluation's rounding noise); q < 1 is linear convergence;
-- log-log slope: of log e_k against log k over the second half of the iterates (-1 is O(1/k));
+- log-log slope: of log e_k against log k over the second half of the iterates, those above 1e-12
+  (-1 is O(1/k));
   bounds -1.3 .. -0.7 as in tests/trainers/test_tabular_convergence.py;
 - order: slope of log e_{k+1} against log e_k over the last two pairs above 1e-13 (2 is quadratic);
   bounds 1.6 .. 2.4, as in that test.
@@ -64,12 +65,13 @@ def linear_rate(
     return float(np.exp(np.polyfit(k.astype(np.float64), np.log(v), 1)[0]))
 
 
-def loglog_slope(steps: np.ndarray, e: np.ndarray) -> float | None:
-    """Over the second half of the steps (k >= 1, e_k > 0: a log needs both)."""
+def loglog_slope(steps: np.ndarray, e: np.ndarray, floor: float = LINEAR_FLOOR) -> float | None:
+    """Over the second half of the steps, k >= 1 and e_k above ``floor`` (a converged run's noise at
+    the floor, or an exact 0, would make the slope say nothing about the rate)."""
     if len(steps) < 4:
         return None
     half = steps >= steps[0] + (steps[-1] - steps[0]) / 2
-    keep = half & (steps >= 1) & (e > 0)
+    keep = half & (steps >= 1) & (e > floor)
     if keep.sum() < 2:
         return None
     return float(np.polyfit(np.log(steps[keep].astype(np.float64)), np.log(e[keep]), 1)[0])
