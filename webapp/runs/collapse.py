@@ -33,6 +33,12 @@ With the defaults, a run logged for 1,000 steps whose entropy starts at 1.2 is f
 entropy keys, one for the positions of the window's chunks, one for their points; a window longer
 than ``MAX_WINDOW_CHUNKS`` chunks (4,096 points each) is sampled evenly, chunk by chunk. Verdicts are
 cached per (series, point count, last step, rule) in Django's cache.
+
+The same rule is a health rule too (webapp.alerts, issue 15): the "entropy collapse" preset creates a
+rule of kind ``collapse`` on the ``@entropy`` alias whose parameters default to these settings, and
+evaluates it with ``verdicts`` on each stored batch of an entropy key; the first flag is an event on
+the run (with its step on the charts). The runs table and the compare page keep reading the flag
+from here, with the settings, whether or not a project applied the preset.
 """
 
 from __future__ import annotations
