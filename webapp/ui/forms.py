@@ -489,7 +489,7 @@ class LaunchForm:
             current = (initial or {}).get(leaf.path, MISSING)
             known = any(type(v) is type(current) and v == current for _, v in leaf.choices)
             if current is not MISSING and current is not None and not known:
-                leaf.choices.append((f"{current} (not among this project's choices)", current))
+                leaf.choices.append((f"{current} (not among the choices of this project)", current))
 
     def _bind_initial(self, config: dict) -> None:
         values, variants = flatten(self.nodes, config)

@@ -150,7 +150,8 @@ def launch_pickers(spec, schema: dict, project) -> dict[str, list[tuple[str, Any
         datasets = Dataset.objects.filter(project=project, status=Dataset.Status.READY)
         if wanted := props[name].get("x-orlab-dataset"):
             datasets = datasets.filter(kind=wanted)
-        pickers[name] = [("(none)", None)] + [
+        none = [("(none)", None)] if _nullable(props[name]) else []  # a required field has no "none"
+        pickers[name] = none + [
             (f"{d.name} v{d.version} · {d.kind} · {d.row_count:,} rows · #{d.id}", d.id)
             for d in datasets.order_by("name", "-version", "-id")[:500]
         ]
@@ -171,6 +172,10 @@ def launch_pickers(spec, schema: dict, project) -> dict[str, list[tuple[str, Any
             for r in runs
         ]
     return pickers
+
+
+def _nullable(prop: dict) -> bool:
+    return any(a.get("type") == "null" for a in prop.get("anyOf", ())) or prop.get("type") == "null"
 
 
 def _hardware(spec, preset: str) -> str:
