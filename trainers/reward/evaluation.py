@@ -12,7 +12,7 @@ import torch
 
 from trainers.common.data import EncodedPairs, pad_batch
 from trainers.reward.losses import bt_loss
-from trainers.reward.rewardbench import section_scores
+from trainers.reward.rewardbench import is_rewardbench_subset, section_scores
 
 
 def sanitize(name: str) -> str:
@@ -66,3 +66,58 @@ def eval_metrics(
     for section, score in section_scores(accuracy).items():
         metrics["eval/overall" if section == "overall" else f"eval/section/{section}"] = score
     return metrics
+
+
+#: resamples and seed of the reward model's accuracy intervals (fixed: the same pairs give the same band)
+INTERVAL_RESAMPLES = 1000
+INTERVAL_SEED = 0
+
+
+def accuracy_intervals(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    sources: list[str],
+    *,
+    resamples: int = INTERVAL_RESAMPLES,
+    seed: int = INTERVAL_SEED,
+) -> dict[str, list[float]]:
+    """``<name>_ci`` = [lo, hi], the percentile-bootstrap 95 % interval over pairs, for ``accuracy``,
+    each ``subset/<source>``, and the RewardBench ``section/<id>`` and ``overall`` scores (the names
+    :func:`eval_metrics` gives without ``eval/``), as the policies' pass@k carry theirs
+    (trainers.eval.estimators). Resampling is stratified by source: each resample keeps every subset's
+    pair count, so a section score, a fixed weighting of subsets, is resampled as RewardBench computes
+    it. Pairs without a source are resampled among themselves (they count in ``accuracy`` only)."""
+    correct = (chosen > rejected).to(torch.float64)
+    n = len(correct)
+    if n == 0:
+        return {}
+    groups: dict[str, list[int]] = {}
+    for i, source in enumerate(sources):
+        groups.setdefault(source or "", []).append(i)
+    gen = torch.Generator().manual_seed(seed)
+    # per source: (resamples,) accuracy of a with-replacement draw of its pairs
+    draws: dict[str, torch.Tensor] = {}
+    for source, idx in groups.items():
+        values = correct[torch.tensor(idx)]
+        picks = torch.randint(len(idx), (resamples, len(idx)), generator=gen)
+        draws[source] = values[picks].mean(dim=1)
+    total = sum(draws[s] * len(groups[s]) for s in groups) / n
+    series: dict[str, torch.Tensor] = {"accuracy": total}
+    named = {s: d for s, d in draws.items() if s}
+    for source, d in named.items():
+        series[f"subset/{sanitize(source)}"] = d
+    # section scores of every resample (pure Python per resample: a handful of subsets)
+    rewardbench = {s: d.tolist() for s, d in named.items() if is_rewardbench_subset(s)}
+    per_resample = (
+        [section_scores({s: d[r] for s, d in rewardbench.items()}) for r in range(resamples)]
+        if rewardbench
+        else []
+    )
+    for section in per_resample[0] if per_resample else ():
+        name = "overall" if section == "overall" else f"section/{section}"
+        series[name] = torch.tensor([scores[section] for scores in per_resample], dtype=torch.float64)
+    out = {}
+    for name, values in series.items():
+        lo, hi = torch.quantile(values, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
+        out[f"{name}_ci"] = [float(lo), float(hi)]
+    return out

@@ -90,7 +90,14 @@ from trainers.common.precision import enable_gradient_checkpointing, peak_memory
 from trainers.common.tiny import build_tiny_model, is_char_tokenizer_dir
 from trainers.common.token_batching import split_by_token_budget
 from trainers.reward.config import TINY, RewardConfig
-from trainers.reward.evaluation import collate, eval_metrics, score_encoded
+from trainers.reward.evaluation import (
+    INTERVAL_RESAMPLES,
+    INTERVAL_SEED,
+    accuracy_intervals,
+    collate,
+    eval_metrics,
+    score_encoded,
+)
 from trainers.reward.losses import bt_loss, pair_stats
 from trainers.reward.model import build_reward_model
 
@@ -405,12 +412,17 @@ def train(config: RewardConfig, sink: Sink) -> dict[str, Any]:
             sink.log(step, metrics)  # a RankZeroSink drops the other ranks' calls
             # Also as a benchmark result with its protocol, so the run page's and the compare page's
             # evaluation charts show reward models beside policies (accuracy, sections, overall).
+            # Each accuracy with its 95 % bootstrap interval over pairs ("<name>_ci"), drawn as a band.
+            held_out = {k.removeprefix("eval/"): v for k, v in metrics.items() if k != "eval/loss"}
+            held_out.update(accuracy_intervals(rc, rr, eval_enc.sources))
             sink.log_evaluation(
                 step,
                 "eval_dataset",
-                {k.removeprefix("eval/"): v for k, v in metrics.items() if k != "eval/loss"},
+                held_out,
                 {"k": 1, "metric": "pairwise accuracy (r_chosen > r_rejected)", "pairs": len(eval_enc),
-                 "max_length": config.max_length, "sections": "RewardBench (seeds-spec 3.3)"},
+                 "max_length": config.max_length, "sections": "RewardBench (seeds-spec 3.3)",
+                 "interval": {"level": 0.95, "method": "percentile bootstrap over pairs, stratified by "
+                              "source", "resamples": INTERVAL_RESAMPLES, "seed": INTERVAL_SEED}},
             )  # fmt: skip
         last["eval"] = (step, distributed.broadcast_object(accuracy))
         model.train()

@@ -15,9 +15,11 @@ from typing import Any
 
 from webapp.runs.models import Checkpoint, Evaluation, Run
 
-#: the metric families a column shows, in this order (trainers.eval.core's names)
-FAMILIES = ("pass@", "pass^", "maj@", "avg@")
-_METRIC = re.compile(r"^(pass@|pass\^|maj@|avg@)(\d+)$")
+#: the metric families a column shows, in this order: a policy's (trainers.eval.core), then a reward
+#: model's held-out pairwise accuracies (trainers.reward.train: accuracy, RewardBench sections, overall);
+#: the rest (rates, subsets, margins) are on the evaluation's page
+FAMILIES = ("pass@", "pass^", "maj@", "avg@", "accuracy", "section/", "overall")
+_METRIC = re.compile(r"^(pass@|pass\^|maj@|avg@)(\d+)$|^(accuracy|overall)$|^(section/)([A-Za-z0-9_.\-]+)$")
 ACTIVE = (Evaluation.Status.QUEUED, Evaluation.Status.RUNNING, Evaluation.Status.WAITING)
 
 
@@ -76,9 +78,13 @@ def _column_key(ev: Evaluation) -> tuple:
     )
 
 
-def metric_order(name: str) -> tuple[int, int]:
-    family, k = _METRIC.match(name).groups()
-    return FAMILIES.index(family), int(k)
+def metric_order(name: str) -> tuple[int, int, str]:
+    family, k, plain, section, section_name = _METRIC.match(name).groups()
+    if family:
+        return FAMILIES.index(family), int(k), ""
+    if plain:
+        return FAMILIES.index(plain), 0, ""
+    return FAMILIES.index(section), 0, section_name
 
 
 def table_metrics(metrics: Mapping[str, Any]) -> list[str]:

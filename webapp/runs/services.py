@@ -589,6 +589,11 @@ def checkpoint_record(
         defaults={"path": path, "attempt": attempt, "metrics": _jsonable(metrics), "deleted_at": None},
     )
     retention.record_size(checkpoint)
+    # the trainers evaluate before they save (RL, DAPO, reward: the step's evaluation, then its
+    # checkpoint), so the step's evaluations are attached here: results belong to the checkpoint's step
+    from webapp.runs.models import Evaluation
+
+    Evaluation.objects.filter(run_id=run_id, step=step, checkpoint__isnull=True).update(checkpoint=checkpoint)
     if retention.apply_retention(run_id):
         checkpoint.refresh_from_db(fields=["deleted_at"])
     from webapp.runs import eval_policy
