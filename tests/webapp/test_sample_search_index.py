@@ -147,3 +147,9 @@ def test_a_closed_sink_leaves_its_run_indexed(alice, project, settings):
     assert not SampleSearchPending.objects.filter(run_id=running.pk).exists()
     assert SampleSearch.objects.filter(run_id=running.pk).count() == 2
     assert found(running, "q=ocelot") == ["orlab:a1:s3:1"]  # the sink keys its samples
+
+
+def test_the_housekeeping_sweep_indexes_what_dead_processes_left(run):
+    samples_record(run, _rows(0, ["left behind"]))  # no commit hook in this test: like a killed process
+    assert sample_search.sweep() == 1
+    assert sample_search.lag() == 0

@@ -84,6 +84,15 @@ def index_pending(max_batches: int | None = None, *, run_id: int | None = None) 
     return done
 
 
+SWEEP_STATEMENTS = 50  # a housekeeping pass indexes at most ~1M samples (50 x 20 batches of ~1,000)
+
+
+def sweep() -> int:
+    """The housekeeping's step: rows queued by processes that ended before indexing them (a killed
+    trainer or web worker), bounded so one pass stays short."""
+    return index_pending(max_batches=SWEEP_STATEMENTS)
+
+
 def pending_ids_sql(run_alias: str = "%s") -> str:
     """SQL selecting the ids of a run's samples not indexed yet (one ``%s``: the run id)."""
     return (
