@@ -50,7 +50,9 @@ def policy_kinds() -> list[str]:
 
 
 def run_can_have_policy(run: Run) -> bool:
-    return capabilities.evaluates_checkpoints(run.kind)
+    from webapp.runs import upload_eval
+
+    return upload_eval.evaluates(run.kind)
 
 
 def policy_of(run: Run) -> EvalPolicy | None:

@@ -772,9 +772,20 @@ def evaluation_request(
 
     if benchmark.kind != Dataset.Kind.PROBLEMS or benchmark.status != Dataset.Status.READY:
         raise RunError("invalid benchmark", {"benchmark": ["must be a ready problems dataset"]})
-    if not capabilities.evaluates_checkpoints(checkpoint.run.kind):  # the trainer declares an evaluator
+    from webapp.runs import upload_eval
+
+    # the trainer declares an evaluator; an external run's uploads once the worker loads them
+    if not upload_eval.evaluates(checkpoint.run.kind):
         evaluated = ", ".join(capabilities.kinds_that(capabilities.evaluates_checkpoints))
         raise RunError("invalid checkpoint", {"checkpoint": [f"not a policy checkpoint ({evaluated} run)"]})
+    if checkpoint.run.kind == Run.EXTERNAL:
+        # an upload with pickled weights or no safetensors is refused now, not failed by the worker
+        from webapp.runs.checkpoint_paths import UntrustedCheckpoint
+
+        try:
+            upload_eval.uploaded_checkpoint_dir(checkpoint)
+        except UntrustedCheckpoint as exc:
+            raise RunError("invalid checkpoint", {"checkpoint": [str(exc)]}) from None
     given = {"k": k, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
     protocol = {
         **evaluation_settings(checkpoint.run, checkpoint.step),

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django import template
 
 from webapp.datasets.models import Dataset
-from webapp.runs import capabilities, eval_policy
+from webapp.runs import eval_policy, upload_eval
 from webapp.runs.checkpoint_evals import checkpoint_table
 
 register = template.Library()
@@ -30,7 +30,7 @@ def eval_policy_panel(run):
             project_id=run.project_id, kind=Dataset.Kind.PROBLEMS, status=Dataset.Status.READY
         ).order_by("name", "version")
     ]
-    evaluable = capabilities.evaluates_checkpoints(run.kind)
+    evaluable = upload_eval.evaluates(run.kind)  # external runs' uploads too, once workers load them
     return {
         **data,
         # the evaluate action's choices: none when this run's checkpoints are not policies
