@@ -528,7 +528,14 @@ def storage(run_id: int, zstd_bytes: int, raw_bytes: int) -> dict:
         compression = cur.fetchone()[0] or "default (default_toast_compression)"
         cur.execute("SHOW default_toast_compression")
         default_compression = cur.fetchone()[0]
+        # the completions' search vectors (migration 0013: a table of their own, an index by nature)
+        cur.execute(
+            "SELECT pg_table_size(c.oid), pg_indexes_size(c.oid) FROM pg_class c WHERE c.relname = 'runs_samplesearch'"
+        )
+        search = cur.fetchone()
     return {
+        "search_table_bytes": search[0] if search else None,
+        "search_indexes_bytes": search[1] if search else None,
         "samples": n,
         "completion_text_bytes": int(text_bytes),
         "completion_stored_bytes": int(stored_bytes),

@@ -27,6 +27,9 @@ Keys outside this list go into ``extra``. Stored:
   or ``group_status(members)`` of all its members stored so far (re-derived, and written on the
   members stored before, when a later batch adds members to a group and sends no status).
 
+- the completions' full-text vectors after commit, not by the insert (webapp.runs.sample_search): the
+  batch queues itself (one row) in its transaction; searches recheck queued rows until indexed.
+
 A batch is stored atomically: all of it or nothing. It is idempotent by ``client_key``: a sample
 whose key the run already has, or had before retention deleted it (``SampleKeptKey``), is skipped;
 so is a later duplicate of a key within the batch. Non-finite rewards and advantages are stored as
