@@ -5,13 +5,14 @@ stalled through the housekeeping task."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import numpy as np
 import pytest
 from django.utils import timezone
 
 from webapp.alerts import engine, services
-from webapp.alerts.models import Event, Mute, Rule, RunPulse
+from webapp.alerts.models import Event, Rule, RunPulse
 from webapp.runs.metric_store import Columns, metrics_record
 from webapp.runs.models import Run
 
@@ -139,10 +140,10 @@ def test_mutes_for_a_run_and_for_the_whole_rule_and_until(project, alice, run):
     services.mute_delete(rule=r, run=run)
     record(run, "m", [1.0, -1.0], first_step=2)
     assert [e.step for e in events(run)] == [2]
-    mute = services.mute_create(user=alice, rule=r, run=None, until=timezone.now() + dt.timedelta(hours=1))
+    services.mute_create(user=alice, rule=r, run=None, until=timezone.now() + dt.timedelta(seconds=1))
     record(run, "m", [1.0, -1.0], first_step=4)
     assert len(events(run)) == 1
-    Mute.objects.filter(pk=mute.pk).update(until=timezone.now() - dt.timedelta(seconds=1))  # expired
+    time.sleep(1.1)  # the mute expired (nothing told the ingest caches: they compare `until`)
     record(run, "m", [1.0], first_step=6)
     assert [e.step for e in events(run)] == [2, 6]
 

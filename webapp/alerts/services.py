@@ -210,17 +210,23 @@ def events_acknowledge(*, user, events) -> int:
     )
 
 
+@transaction.atomic
 def mute_create(*, user, rule: Rule, run: Run | None, until: datetime | None) -> Mute:
     if run is not None and run.project_id != rule.project_id:
         raise AlertError("invalid mute", {"run": ["no such run in this rule's project"]})
     if until is not None and until <= timezone.now():
         raise AlertError("invalid mute", {"until": ["must be in the future"]})
-    return Mute.objects.create(rule=rule, run=run, until=until, created_by=user)
+    mute = Mute.objects.create(rule=rule, run=run, until=until, created_by=user)
+    bump_version(rule.project_id)  # ingest keeps the project's mutes with its compiled rules
+    return mute
 
 
+@transaction.atomic
 def mute_delete(*, rule: Rule, run: Run | None) -> int:
     """Unmute: the rule's mutes for ``run`` (None: its whole-rule mutes)."""
-    return Mute.objects.filter(rule=rule, run=run).delete()[0]
+    removed = Mute.objects.filter(rule=rule, run=run).delete()[0]
+    bump_version(rule.project_id)
+    return removed
 
 
 def active_mutes(rule_ids, run_id: int) -> set[int]:
