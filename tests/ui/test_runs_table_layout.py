@@ -86,3 +86,16 @@ def test_api_best_marks_runs_and_refuses_bad_parameters(api, project, groups):
 def test_best_is_scoped_to_the_users_runs(bob_api, project, groups):
     r = bob_api.get("/api/runs/table/", {"best": "metric:reward:last", "best_only": "true"})
     assert r.status_code == 200 and r.json()["results"] == []
+
+
+def test_a_column_added_under_a_layout_shows(client_alice, project, groups):
+    url = f"/projects/{project.pk}/"
+    r = client_alice.get(url, {"col": "config:lr", "show": ["config:lr", "status"], "add_col_key": "reward"})
+    assert r["Location"] == (
+        f"{url}?col=config%3Alr&show=config%3Alr&show=status&col=metric%3Areward%3Alast"
+        "&show=metric%3Areward%3Alast"
+    )
+    html = page(client_alice, project, {"col": "config:lr", "show": ["config:lr", "status"], "group": "a"})
+    assert re.search(r'data-testid="clear-filters"', html)
+    clear = re.search(r'href="([^"]*)" class="muted" data-testid="clear-filters"', html).group(1)
+    assert clear == "?col=config%3Alr&amp;show=config%3Alr&amp;show=status&amp;"

@@ -95,6 +95,8 @@ def _builder_redirect(request: HttpRequest, project) -> HttpResponse:
             spec = f"metric:{key}:{agg}"
         if ("col", spec) not in items:
             items.append(("col", spec))
+            if any(k == "show" for k, _ in items):  # a chooser layout in force: the new column shows, last
+                items.append(("show", spec))
     return redirect(reverse("project", args=[project.pk]) + _qs(items))
 
 
