@@ -24,6 +24,7 @@ from webapp.runs import selectors
 from webapp.runs.models import Run
 
 MAX_ID = 2**63 - 1
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
 
 
 class RuleSerializer(serializers.ModelSerializer):
@@ -153,9 +154,9 @@ def _events_page(request, view, qs) -> Response:
 
 EVENT_FILTERS = [
     OpenApiParameter("acknowledged", bool, description="true: only acknowledged; false: only open"),
-    OpenApiParameter("rule", int, description="only this rule's events"),
-    OpenApiParameter("page", int),
-    OpenApiParameter("page_size", int),
+    OpenApiParameter("rule", ID_SCHEMA, description="only this rule's events"),
+    OpenApiParameter("page", {"type": "integer", "minimum": 1}),
+    OpenApiParameter("page_size", {"type": "integer", "minimum": 1}),
 ]
 
 
@@ -273,7 +274,7 @@ class ProjectEventsApi(APIView):
     """A project's events, newest first."""
 
     @extend_schema(
-        parameters=[*EVENT_FILTERS, OpenApiParameter("run", int, description="only this run's events")],
+        parameters=[*EVENT_FILTERS, OpenApiParameter("run", ID_SCHEMA, description="only this run's events")],
         responses=EventPageSerializer,
     )
     def get(self, request: Request, pk: int) -> Response:
