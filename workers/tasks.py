@@ -96,6 +96,7 @@ def execute_run(run_id: int, attempt: int) -> None:
 def housekeeping() -> dict[str, int]:
     """Beat's periodic pass on the `control` worker: no state stays stuck. Each step is one or a few
     indexed queries; one failing step does not stop the others."""
+    from webapp.alerts import stalled
     from webapp.notify import sender as notify_sender
     from webapp.outbox import sender
     from webapp.runs import services
@@ -109,6 +110,7 @@ def housekeeping() -> dict[str, int]:
         "resent": sender.resend_gone,  # messages provably gone from the broker
         "pruned": sender.prune_settled,  # settled messages older than ORLAB_OUTBOX_KEEP_DAYS
         "notify": notify_sender.send_due,  # notification deliveries due for a (re)try (webapp.notify)
+        "stalled": stalled.check_stalled,  # health rules of kind `stalled` (webapp.alerts)
     }
     done = {}
     for name, step in steps.items():
