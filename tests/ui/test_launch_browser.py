@@ -55,7 +55,7 @@ def choices(live_server, alice, bob, project):
     Checkpoint.objects.filter(run=gone).update(deleted_at=gone.created_at)
     Checkpoint.objects.create(run=runs["sft"], step=20, path="/ckpt/older")
     spec = get_spec("rl")
-    effective = spec.validate(spec.presets[PRESET]).model_dump(mode="json")
+    effective = {name: spec.validate(spec.presets[name]).model_dump(mode="json") for name in spec.presets}
     return ds, runs, effective
 
 
@@ -73,7 +73,8 @@ def _diff(page) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.slow
 def test_pickers_prefilled_editor_and_diff_then_launch(live_server, project, choices, browser):
-    ds, runs, effective = choices
+    ds, runs, presets = choices
+    effective = presets[PRESET]
     errors: list[str] = []
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -84,6 +85,22 @@ def test_pickers_prefilled_editor_and_diff_then_launch(live_server, project, cho
     assert json.loads(page.input_value('[data-testid="config-json"]')) == effective
     assert page.is_visible('[data-testid="config-diff-empty"]')
     assert not page.is_visible('[data-testid="config-diff-row"]')
+    # another preset: the box becomes its effective config, the diff compares with it (nothing yet)
+    box_json = lambda: json.loads(page.input_value('[data-testid="config-json"]'))  # noqa: E731
+    page.select_option('[data-testid="preset-select"]', "tiny-cpu-demo-no-aec")
+    page.wait_for_function(
+        "() => JSON.parse(document.querySelector('[data-testid=config-json]').value).entropy.adaptive === false"
+    )
+    assert box_json() == presets["tiny-cpu-demo-no-aec"]
+    assert _diff(page) == {} and "tiny-cpu-demo-no-aec" in page.text_content("#config-diff h2")
+    page.fill('[name="config.entropy.target"]', "0.3")
+    was = presets["tiny-cpu-demo-no-aec"]["entropy"]["target"]
+    assert _diff(page) == {"entropy.target": (json.dumps(was), "0.3")}
+    page.select_option('[data-testid="preset-select"]', PRESET)  # back: the fields are the preset's again
+    page.wait_for_function(
+        "() => JSON.parse(document.querySelector('[data-testid=config-json]').value).entropy.adaptive === true"
+    )
+    assert box_json() == effective and _diff(page) == {}
 
     # dataset fields: this project's ready problem sets, by name and version (ids in the labels)
     train = "config.train_dataset"
