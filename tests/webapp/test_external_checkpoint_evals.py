@@ -78,7 +78,7 @@ def test_only_safetensors_uploads_without_pickles_are_loadable(api, project, tin
 def test_an_upload_triggers_the_policy_and_is_evaluated(api, project, tiny_policy):
     run = external_run(api, project)
     bench = benchmark(api, project)
-    policy = {"benchmarks": [bench], "n": 2, "ks": [1, 2], "temperature": 1.0, "max_new_tokens": 4}
+    policy = {"benchmarks": [bench], "n": 3, "ks": [1, 3], "temperature": 1.0, "max_new_tokens": 4}
     resp = api.put(f"/api/runs/{run}/eval-policy/", policy, format="json")
     if not upload_eval.EXTERNAL_EVALUATION:
         # workers do not load uploads yet: no policy, and the browser's evaluate is refused at once
@@ -93,11 +93,12 @@ def test_an_upload_triggers_the_policy_and_is_evaluated(api, project, tiny_polic
     assert resp.status_code == 200, resp.content
     checkpoint = upload(api, run, tar_of_directory(tiny_policy), 5)
     ev = Evaluation.objects.get(run_id=run, checkpoint=checkpoint)
-    assert ev.status == "queued" and ev.k == 2 and ev.protocol["ks"] == [1, 2]
+    assert ev.status == "queued" and ev.k == 3 and ev.protocol["ks"] == [1, 3]
     evaluate_checkpoint(ev.id)  # the task body, in-process (its Celery plumbing: the worker tests)
     ev.refresh_from_db()
     assert ev.status == "succeeded", ev.error
-    assert ev.step == 5 and {"pass@1", "pass@2", "pass@2_ci"} <= set(ev.metrics)
+    assert ev.step == 5 and {"pass@1", "pass@3", "pass@3_ci"} <= set(ev.metrics)
+    assert "pass@2" not in ev.metrics  # the policy's k values, not the default 1, 2, ... n
     # a pickled upload is refused before anything is queued (the policy logs why)
     pickled = upload(api, run, tar_of_directory(tiny_policy, {"optimizer.pt": b"\x80\x04pickle"}), 6)
     assert not Evaluation.objects.filter(checkpoint=pickled).exists()
