@@ -266,3 +266,50 @@ def test_png_has_a_title_and_legend_and_the_csv_the_run_name(live_server, big_ru
         }
     ]
     assert not errors, errors
+
+
+@pytest.fixture
+def alerted(alice, project):
+    from webapp.alerts.models import Event
+
+    run = Run.objects.create(
+        project=project, name="alerted", kind="synthetic", status="succeeded", attempt=1, created_by=alice
+    )
+    steps = np.arange(STEPS)
+    metrics_record(
+        run.id,
+        {
+            "train/loss": Columns.of(steps, 1.0 / (steps + 1), steps * 0.0),
+            "policy/entropy": Columns.of(steps, np.exp(-steps / 10), steps * 0.0),
+        },
+    )
+    common = {"run": run, "project": project, "rule_name": "r"}
+    Event.objects.create(
+        **common, key="policy/entropy", step=30, message="entropy < 0.05", severity="critical"
+    )
+    Event.objects.create(**common, key="", step=12, message="no progress", severity="warning")
+    return run
+
+
+def test_health_rule_events_are_markers_on_their_charts(live_server, alerted, browser):
+    errors: list[str] = []
+    page = open_run(browser, live_server, alerted, errors)
+
+    def marks(key):
+        return page.evaluate(
+            "key => { const l = document.querySelector(`[data-testid=chart][data-key='${key}']`).layout;"
+            " return [l.shapes.map(s => [s.x0, s.line.color]), l.annotations.map(a => a.hovertext)]; }",
+            key,
+        )
+
+    wait_for(
+        lambda: drawn(page, "policy/entropy") and drawn(page, "train/loss"), timeout=20, message="charts"
+    )
+    # an event of a key on that key's chart; one without a key on every chart
+    # oldest first; the label is the event's message, escaped for plotly
+    assert marks("policy/entropy") == [
+        [[30, "#dc2626"], [12, "#d97706"]],
+        ["entropy &lt; 0.05", "no progress"],
+    ]
+    assert marks("train/loss") == [[[12, "#d97706"]], ["no progress"]]
+    assert not errors, errors

@@ -66,7 +66,7 @@
   function markers(entry) {
     const later = attempts.filter((a) => a.attempt > 1);
     const mine = events.filter((e) => e.key === null || e.key === undefined || entry.keys.includes(e.key));
-    const color = (e) => (e.severity === "critical" || e.severity === "error" ? "#dc2626" : "#d97706");
+    const color = (e) => ({ critical: "#dc2626", warning: "#d97706" })[e.severity] || "#6b7280"; // info: grey
     return {
       shapes: [
         ...later.map((a) => ({
