@@ -215,3 +215,39 @@ def test_worker_delivers_run_end_with_a_retry_and_an_email(
     assert json.loads(hook.posts[1][1])["run"] == {**webhook.payload["run"], "status": "succeeded"}
     [(_, rcpt, content)] = smtp.messages
     assert rcpt == ["ops@example.org"] and f"run {run.pk} 'r' succeeded" in content
+
+
+@pytest.mark.django_db
+def test_a_server_answering_byte_by_byte_does_not_hold_the_worker(project, alice, settings, monkeypatch):
+    """Each read has the socket timeout, so a server sending a byte now and then would hold an attempt
+    (and the control worker) indefinitely: the attempt's watchdog cuts it after 3 x the timeout."""
+    import socket
+    import threading
+
+    settings.ORLAB_WEBHOOK_ALLOW_PRIVATE = True
+    monkeypatch.setenv("ORLAB_NOTIFY_TIMEOUT", "0.5")
+    monkeypatch.setenv("ORLAB_NOTIFY_ATTEMPTS", "1")
+    server = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.wait(0.2):  # a header byte every 0.2 s, never the end of the headers
+                try:
+                    conn.sendall(b"X")
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/slow"
+        delivery = services.send_test(user=alice, channel=_hook(project, url))
+        assert sender.send(delivery.pk) == "failed"
+        delivery.refresh_from_db()
+        assert "no complete answer within 1.5 s" in delivery.last_error
+    finally:
+        stop.set()
+        server.close()

@@ -10,15 +10,18 @@ message does nothing. A worker that dies mid-send leaves the row ``sending``: af
 housekeeping counts that attempt as failed and retries (or fails) it.
 
 Knobs (environment, read when used): ORLAB_NOTIFY_ATTEMPTS (5 attempts in all), ORLAB_NOTIFY_BACKOFF
-(2 s: the waits are 2, 4, 8, 16 s), ORLAB_NOTIFY_TIMEOUT (5 s per webhook connect and read)."""
+(2 s: the waits are 2, 4, 8, 16 s), ORLAB_NOTIFY_TIMEOUT (5 s per webhook connect and read; 3 x that for a whole attempt)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import os
+import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -66,7 +69,7 @@ def timeout_s() -> float:
 
 
 def stuck_after_s() -> float:
-    # a webhook attempt takes at most a connect and a few reads of timeout_s each
+    # a webhook attempt takes at most total_s (its watchdog); SMTP at most a few EMAIL_TIMEOUTs
     return 4 * timeout_s() + 30
 
 
@@ -138,17 +141,21 @@ def _post_webhook(delivery: Delivery) -> None:
         SIGNATURE_HEADER: signature(channel.secret, timestamp, body),
     }
     conn = addresses.connection(target, timeout_s())
+    watchdog = _Watchdog(conn, total_s())
     try:
         conn.request("POST", target.path, body=body, headers=headers)
         response = conn.getresponse()
         answer = response.read(RESPONSE_BYTES)
         location = response.getheader("Location", "")
-    except OSError as exc:  # refused, reset, timed out, TLS
-        raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 (http.client's protocol errors: a bad answer)
+    except Exception as exc:  # noqa: BLE001 (refused, reset, timed out, TLS, a malformed answer)
+        if watchdog.fired:
+            raise DeliveryFailed(f"no complete answer within {total_s():g} s") from None
         raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from None
     finally:
+        watchdog.cancel()
         conn.close()
+    if watchdog.fired:  # the cut can read as the end of the answer: what was read is not one
+        raise DeliveryFailed(f"no complete answer within {total_s():g} s")
     if 200 <= response.status < 300:
         return
     if 300 <= response.status < 400:
@@ -156,6 +163,34 @@ def _post_webhook(delivery: Delivery) -> None:
         raise DeliveryFailed(f"HTTP {response.status} redirect to {location[:200]!r} not followed")
     text = answer.decode("utf-8", errors="replace").strip()[:300]
     raise DeliveryFailed(f"HTTP {response.status}" + (f": {text}" if text else ""))
+
+
+def total_s() -> float:
+    """An attempt's whole time: the socket timeout bounds each read, not a server that answers one
+    byte at a time, and the control worker must not be held by one."""
+    return 3 * timeout_s()
+
+
+class _Watchdog:
+    """Shuts the connection's socket down when the attempt runs past ``seconds`` (a shutdown, unlike
+    a close, wakes a read blocked in another thread)."""
+
+    def __init__(self, conn, seconds: float):
+        self.fired = False
+        self._conn = conn
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        self.fired = True
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed: nothing to cut
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _send_email(delivery: Delivery) -> None:
