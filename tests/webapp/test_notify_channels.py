@@ -203,3 +203,28 @@ def test_rule_events_go_to_channels_of_all_or_of_chosen_rules(project, alice):
     assert payload["type"] == "rule.fired" and payload["event"]["value"] == "nan"
     assert payload["rule"]["name"] == "nan loss" and payload["run"]["id"] == run.pk
     assert {d.event_id for d in deliveries} == {event.pk}
+
+
+def test_an_event_from_real_ingest_is_delivered_to_its_channel(
+    project, alice, django_capture_on_commit_callbacks
+):
+    """The whole rule path: a threshold rule, points stored by the ingest (metric_store), the event
+    it fires, and its delivery written after the event's commit (webapp.alerts calls event_fired)."""
+    import numpy as np
+
+    from webapp.alerts import engine
+    from webapp.alerts import services as alert_services
+    from webapp.runs.metric_store import Columns, metrics_record
+
+    engine.forget()
+    rule = alert_services.rule_save(
+        project=project, user=alice,
+        data={"name": "loss high", "kind": "threshold", "key": "loss", "params": {"op": ">", "value": 1}},
+    )  # fmt: skip
+    _email_channel(project, name="chosen", rules="chosen", rule_ids=[rule.pk])
+    run = _run(project, alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        metrics_record(run.id, {"loss": Columns.of([0, 1, 2], [0.5, 2.5, 3.0], np.zeros(3))})
+    [delivery] = Delivery.objects.all()
+    assert delivery.subject == "event" and delivery.run_id == run.pk and delivery.event_id
+    assert delivery.payload["rule"]["name"] == "loss high" and delivery.payload["event"]["step"] == 1
