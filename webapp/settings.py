@@ -188,6 +188,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "webapp.api.errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
+    # one name per enum that shares a field name with others ("kind"), instead of a hashed fallback
+    "ENUM_NAME_OVERRIDES": {"ChannelKindEnum": "webapp.notify.models.Channel.Kind"},
     "TITLE": "orlab API",
     "DESCRIPTION": "Runs, metrics, checkpoints, datasets and evaluations of RL experiments on reasoning LMs.",
     "VERSION": "1",
