@@ -74,6 +74,10 @@ def test_policy_get_put_and_defaults(api, project, alice):
         ({"temperature": -1}, "temperature"),
         ({"n": 0}, "n"),
         ({"max_new_tokens": "many"}, "max_new_tokens"),
+        ({"enabled": "yes"}, "enabled"),  # the schema's types, not DRF's lenient ones
+        ({"every": "2"}, "every"),
+        ({"n": 2.0}, "n"),
+        ({"temperature": "0.5"}, "temperature"),
     ],
 )
 def test_policy_bad_input_is_a_400_naming_the_field(api, project, alice, policy, field):

@@ -78,42 +78,67 @@ def _config(**kwargs) -> serializers.JSONField:
     )
 
 
+class StrictBooleanField(serializers.BooleanField):
+    """true or false only: DRF's BooleanField also takes "yes", "1", 1, which the schema's boolean does not."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: DRF's IntegerField also takes "3" and 3.0, which the schema's integer does not."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number only (DRF's FloatField also takes the string "0.5")."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class EvalPolicySerializer(serializers.Serializer):
     """A run's evaluation policy (webapp.runs.eval_policy): whenever the run saves its every-th
     checkpoint, a worker evaluates it on each benchmark. Null settings are the run's own (``defaults``
     in the answer). The types and bounds are checked here; the datasets, k <= n and the run's kind by
     webapp.runs.evalpolicy_rules.validate."""
 
-    enabled = serializers.BooleanField(required=False, default=True)
+    enabled = StrictBooleanField(required=False, default=True)
     benchmarks = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=MAX_ID),
+        child=StrictIntegerField(min_value=1, max_value=MAX_ID),
         max_length=policy_rules.MAX_BENCHMARKS,
         required=False,
         default=list,
         help_text="ids of ready problems datasets of the run's project",
     )
-    every = serializers.IntegerField(
+    every = StrictIntegerField(
         min_value=1, max_value=policy_rules.MAX_EVERY, required=False, default=1,
         help_text="evaluate the run's every N-th checkpoint (1: each one)",
     )  # fmt: skip
-    n = serializers.IntegerField(
+    n = StrictIntegerField(
         min_value=1, max_value=policy_rules.MAX_N, required=False, allow_null=True, default=None,
         help_text="samples per problem (null: the run's own eval k)",
     )  # fmt: skip
     ks = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=policy_rules.MAX_N),
+        child=StrictIntegerField(min_value=1, max_value=policy_rules.MAX_N),
         max_length=policy_rules.MAX_KS,
         required=False,
         default=list,
         help_text="k values of pass@k, pass^k, maj@k, each <= n (empty: 1, 2, 4, ... n)",
     )
-    temperature = serializers.FloatField(
+    temperature = StrictFloatField(
         min_value=0.0, max_value=policy_rules.MAX_TEMPERATURE, required=False, allow_null=True, default=None
     )
-    top_p = serializers.FloatField(
-        min_value=0.0, max_value=1.0, required=False, allow_null=True, default=None
-    )
-    max_new_tokens = serializers.IntegerField(
+    top_p = StrictFloatField(min_value=0.0, max_value=1.0, required=False, allow_null=True, default=None)
+    max_new_tokens = StrictIntegerField(
         min_value=1, max_value=policy_rules.MAX_NEW_TOKENS, required=False, allow_null=True, default=None
     )
 
