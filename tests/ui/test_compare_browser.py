@@ -321,6 +321,29 @@ def test_compare_page_controls_and_exports(live_server, project, sweep, browser,
     wait_for(
         lambda: traces(page, "train/loss")[4]["x"][:2] == [0, 0.5], timeout=10, message="relative minutes"
     )
+    # wall time: a date axis (x in ms); the canvas puts the lines inside the plot area and the
+    # hover names the point's time
+    page.select_option('[data-testid="x-mode"]', "wall")
+    wait_for(
+        lambda: traces(page, "train/loss")[4]["x"][0] == (1.7e9 + 3600 * 0) * 1000,
+        timeout=10,
+        message="wall ms",
+    )
+    inside = page.evaluate(
+        """sel => { const p = document.querySelector(sel); const xa = p._fullLayout.xaxis;
+           const t = p.orlabLines[4]; const a = xa.l2p(t.x[0]), b = xa.l2p(t.x[t.x.length - 1]);
+           return xa.type === 'date' && a >= -1 && b <= xa._length + 1 && b - a > xa._length / 3; }""",
+        chart("train/loss"),
+    )
+    assert inside
+    x, y = page.evaluate(POINT_AT, [chart("train/loss"), 4, 10])
+    page.mouse.move(x, y)
+    wait_for(
+        lambda: "2023-11-14 22:18:20" in page.inner_text(tip), timeout=5, message="the time in the hover"
+    )
+    page.mouse.move(5, 5)
+    page.select_option('[data-testid="x-mode"]', "rel")
+    wait_for(lambda: traces(page, "train/loss")[4]["x"][:2] == [0, 0.5], timeout=10, message="relative again")
     page.check('[data-testid="log-toggle"]')
     wait_for(lambda: "log=1" in page.url, timeout=5, message="log in the URL")
     assert page.evaluate(f"document.querySelector('{chart('train/loss')}').layout.yaxis.type") == "log"
