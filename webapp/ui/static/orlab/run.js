@@ -454,6 +454,12 @@
     return load(visible);
   }
 
+  /* The newest step the run has stored (the run API's last values): the first poll starts there
+     even when no chart is drawn yet, instead of reading every series from step 0. */
+  function seenFrom(run) {
+    for (const v of Object.values(run.last || {})) if (v && v.step !== null) newestSeen = Math.max(newestSeen, v.step);
+  }
+
   async function pollMetrics() {
     const buckets = new Map(); // last step -> keys of drawn charts
     for (const e of charts.values()) {
@@ -641,7 +647,10 @@
         const entry = charts.get(chartOfKey.get(key));
         return entry && entry.drawn && v && v.step !== null && v.step < entry.state[key].last;
       });
-      if (applyAttempts(run) || truncated) await reloadAll();
+      if (applyAttempts(run) || truncated) {
+        await reloadAll();
+        seenFrom(run);
+      }
       announce(run);
       // A key whose first points are older than what the charts have seen: its chart (read in view).
       const unseen = (run.keys || []).filter((k) => !chartOfKey.has(k));
@@ -670,6 +679,7 @@
     o.getJSON(data.run_api)
       .then((run) => {
         attemptSeen = run.attempt;
+        seenFrom(run);
         if (isActive(status)) setTimeout(tick, POLL_MS);
       })
       .catch((err) => {
