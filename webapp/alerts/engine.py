@@ -84,6 +84,22 @@ class ProjectRules:
         return own if general is None else general + own
 
 
+@dataclass
+class State:
+    """A RuleState row in memory (a dataclass, not a model: a batch handles a few of them and a
+    Django model's __init__ cost more than the rule evaluation itself)."""
+
+    rule_id: int
+    run_id: int
+    key: str
+    active: bool = False
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+    buffer: list = field(default_factory=list)
+    pk: int | None = None
+
+
 _lock = threading.Lock()
 _runs: dict[int, RunInfo] = {}
 _projects: dict[int, ProjectRules] = {}
@@ -196,7 +212,7 @@ def _directional(score: np.ndarray, bound: float, direction: str) -> np.ndarray:
         return np.abs(score) >= bound
 
 
-def _zscore(rule: Compiled, values: np.ndarray, state: RuleState) -> tuple[np.ndarray, np.ndarray]:
+def _zscore(rule: Compiled, values: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray]:
     """z of each point against the run's history before it (Welford's count/mean/M2 carried in the
     state, prefix sums over the batch: no Python loop). Non-finite points neither score nor count."""
     finite = np.isfinite(values)
@@ -224,7 +240,7 @@ def _zscore(rule: Compiled, values: np.ndarray, state: RuleState) -> tuple[np.nd
     return cond, z
 
 
-def _change(rule: Compiled, values: np.ndarray, state: RuleState) -> tuple[np.ndarray, np.ndarray]:
+def _change(rule: Compiled, values: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray]:
     window = rule.params["window"]
     history = np.asarray(state.buffer or [], dtype=np.float64)
     joined = np.concatenate([history, values])
@@ -240,7 +256,7 @@ def _change(rule: Compiled, values: np.ndarray, state: RuleState) -> tuple[np.nd
     return cond, delta
 
 
-def _collapse(rule: Compiled, key: str, run_id: int, state: RuleState) -> tuple[int, float, str] | None:
+def _collapse(rule: Compiled, key: str, run_id: int, state: State) -> tuple[int, float, str] | None:
     """Entropy collapse: webapp.runs.collapse's verdict on the stored series (its early window needs
     the run's first points, not the batch's), with the rule's parameters; fires when it first flags."""
     from webapp.runs import collapse
@@ -330,10 +346,10 @@ def evaluate(run_id: int, batch) -> list[Event]:
     if not work:
         return []
     states = _load_states(run_id, list({r for r, _ in work}))
-    changed: list[RuleState] = []
+    changed: list[State] = []
     fired: list[Event] = []
     for (rule_id, ekey), (rule, _, steps, values) in work.items():
-        state = states.get((rule_id, ekey)) or RuleState(rule_id=rule_id, run_id=run_id, key=ekey)
+        state = states.get((rule_id, ekey)) or State(rule_id, run_id, ekey)
         before = (state.active, state.n, state.mean, state.m2, list(state.buffer or []))
         score = None
         if rule.kind == "collapse":
@@ -380,37 +396,30 @@ def _event(rule: Compiled, info: RunInfo, key: str, step, value, message: str) -
     )  # fmt: skip
 
 
-def _load_states(run_id: int, rule_ids: list[int]) -> dict[tuple[int, str], RuleState]:
+def _load_states(run_id: int, rule_ids: list[int]) -> dict[tuple[int, str], State]:
     """The states of these rules on this run (one query; without the ORM's compiling on PostgreSQL:
     it runs once a batch)."""
     if connection.vendor != "postgresql":
-        return {(s.rule_id, s.key): s for s in RuleState.objects.filter(run_id=run_id, rule_id__in=rule_ids)}
-    with connection.cursor() as cur:
-        cur.execute(
+        rows = RuleState.objects.filter(run_id=run_id, rule_id__in=rule_ids).values_list(
+            "id", "rule_id", "key", "active", "n", "mean", "m2", "buffer"
+        )
+    else:
+        from webapp.runs.metric_store import fetch_sql
+
+        rows = fetch_sql(
             f'SELECT id, rule_id, key, active, n, mean, m2, buffer FROM "{RuleState._meta.db_table}" '
             "WHERE run_id = %s AND rule_id = ANY(%s)",
             [run_id, rule_ids],
         )
-        rows = cur.fetchall()
     out = {}
     for pk, rule_id, key, active, n, mean, m2, buffer in rows:
         if isinstance(buffer, str):
             buffer = json.loads(buffer)
-        out[(rule_id, key)] = RuleState(
-            id=pk,
-            rule_id=rule_id,
-            run_id=run_id,
-            key=key,
-            active=active,
-            n=n,
-            mean=mean,
-            m2=m2,
-            buffer=buffer,
-        )
+        out[(rule_id, key)] = State(rule_id, run_id, key, active, n, mean, m2, buffer or [], pk)
     return out
 
 
-def _save_states(states: list[RuleState]) -> None:
+def _save_states(states: list[State]) -> None:
     if not states:
         return
     for s in states:  # JSON has no NaN: a gap in a change window is null
@@ -431,7 +440,19 @@ def _save_states(states: list[RuleState]) -> None:
             )  # fmt: skip
         return
     RuleState.objects.bulk_create(
-        states,
+        [
+            RuleState(
+                rule_id=s.rule_id,
+                run_id=s.run_id,
+                key=s.key,
+                active=s.active,
+                n=s.n,
+                mean=s.mean,
+                m2=s.m2,
+                buffer=s.buffer,
+            )  # fmt: skip
+            for s in states
+        ],
         update_conflicts=True,
         unique_fields=["run", "rule", "key"],
         update_fields=["active", "n", "mean", "m2", "buffer"],
@@ -452,12 +473,13 @@ def _write_events(events: list[Event], run_id: int, compiled: ProjectRules | Non
         events = [e for e in events if e.rule_id not in muted]
     if not events:
         return []
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            _insert_events_postgresql(events, now)
-        else:
-            Event.objects.bulk_create(events)
-        transaction.on_commit(lambda: _notify(events))
+    # one statement (atomic by itself: no BEGIN/COMMIT round trips in autocommit); notified once it
+    # committed (at once in autocommit, at the end of a caller's transaction otherwise)
+    if connection.vendor == "postgresql":
+        _insert_events_postgresql(events, now)
+    else:
+        Event.objects.bulk_create(events)
+    transaction.on_commit(lambda: _notify(events))
     return events
 
 

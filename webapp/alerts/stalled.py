@@ -40,7 +40,9 @@ def check_stalled() -> int:
     if not candidates:
         return 0
     states = {
-        (s.rule_id, s.run_id): s
+        (s.rule_id, s.run_id): engine.State(
+            s.rule_id, s.run_id, s.key, s.active, s.n, s.mean, s.m2, s.buffer, s.pk
+        )
         for s in RuleState.objects.filter(
             rule_id__in=[r.id for r in rules], run_id__in=[c[0] for c in candidates], key=""
         )
@@ -54,7 +56,7 @@ def check_stalled() -> int:
             if idle < rule.params["seconds"] or not rule.applies_to(info):
                 continue
             mark = last_at.isoformat()
-            state = states.get((rule.id, run_id)) or RuleState(rule_id=rule.id, run_id=run_id, key="")
+            state = states.get((rule.id, run_id)) or engine.State(rule.id, run_id, "")
             if state.active and state.buffer == [mark]:
                 continue  # this silence fired already
             state.active, state.buffer = True, [mark]
