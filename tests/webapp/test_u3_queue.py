@@ -141,3 +141,26 @@ def test_the_page(client, alice, project, lineup):
     assert "<html" not in fragment and 'data-queue="cpu"' in fragment
     run_page = client.get(f"/runs/{lineup['a2'].pk}/").content.decode()
     assert 'data-testid="queue-position">3<' in run_page and 'data-testid="queue-total">6<' in run_page
+
+
+def test_jobs_that_take_a_slot_are_in_the_line(alice, bob, project, bob_project, lineup):
+    """A scoring job queues on short like a run (its outbox message), after what was launched before it;
+    a job a worker took runs."""
+    from webapp.datasets.models import Dataset, ScoringJob
+    from webapp.datasets.services import scoring_job_create
+    from webapp.runs.models import Checkpoint
+
+    def job(user, proj):
+        prefs = Dataset.objects.create(project=proj, name="prefs", kind="preference", status="ready")
+        reward = Run.objects.create(project=proj, name="rm", kind="reward", status="succeeded")
+        checkpoint = Checkpoint.objects.create(run=reward, step=5, path="/nowhere")
+        return scoring_job_create(user=user, dataset=prefs, checkpoint=checkpoint)
+
+    mine, theirs = job(alice, project), job(bob, bob_project)
+    short = by_queue(queues_overview(alice))["short"]
+    assert waiting_names(short) == ["a4", "prefs by run %d step 5" % mine.checkpoint.run_id,
+                                    (3, 3, "1 scoring job of other projects")]  # fmt: skip
+    assert [e.get("kind") for e in short["waiting"]] == ["run", "scoring", None]
+    ScoringJob.objects.filter(pk=theirs.pk).update(status="running")
+    short = by_queue(queues_overview(alice))["short"]
+    assert short["waiting_count"] == 2 and short["running_other"] == 1 and short["running"] == []
