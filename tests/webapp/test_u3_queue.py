@@ -158,7 +158,7 @@ def test_jobs_that_take_a_slot_are_in_the_line(alice, bob, project, bob_project,
 
     mine, theirs = job(alice, project), job(bob, bob_project)
     short = by_queue(queues_overview(alice))["short"]
-    assert waiting_names(short) == ["a4", "prefs by run %d step 5" % mine.checkpoint.run_id,
+    assert waiting_names(short) == ["a4", f"prefs by run {mine.checkpoint.run_id} step 5",
                                     (3, 3, "1 scoring job of other projects")]  # fmt: skip
     assert [e.get("kind") for e in short["waiting"]] == ["run", "scoring", None]
     ScoringJob.objects.filter(pk=theirs.pk).update(status="running")
