@@ -236,10 +236,9 @@ def _record_eval_rollouts(ev, rollouts: list[dict]) -> None:
 @app.task(name="workers.tasks.evaluate_checkpoint", ignore_result=True)
 def evaluate_checkpoint(evaluation_id: int) -> None:
     """avg@k / pass@k of a checkpoint on a benchmark; the result and its protocol go on the row."""
-    from trainers.base import get_spec
     from webapp.datasets.services import dataset_export_jsonl
-    from webapp.runs.checkpoint_paths import worker_checkpoint_dir
     from webapp.runs.models import Evaluation
+    from webapp.runs.upload_eval import evaluation_checkpoint_dir, evaluator_for
     from workers import claims
 
     _allow_child_processes()
@@ -251,14 +250,19 @@ def evaluate_checkpoint(evaluation_id: int) -> None:
     ev = Evaluation.objects.select_related("checkpoint", "benchmark", "run").get(pk=evaluation_id)
     try:
         p = ev.protocol
-        run_eval = get_spec(ev.run.kind).evaluate_fn()  # the evaluator the trainer declares
+        # the evaluator the trainer declares (an external run's uploads: the policy trainers')
+        run_eval = evaluator_for(ev.run.kind)
         # its rollouts of the benchmark's first problems, as samples of the run (issue 14: phase eval,
         # checkpoint_step), when the evaluator takes on_samples (trainers.eval.run.evaluate_checkpoint does)
         rollouts: list[dict] = []
         takes = "on_samples" in inspect.signature(run_eval).parameters
         extra = {"on_samples": rollouts.extend, "checkpoint_step": ev.checkpoint.step} if takes else {}
+        if p.get("ks") and "ks" in inspect.signature(run_eval).parameters:
+            # the k values of pass@k / pass^k / maj@k the request or the run's eval policy asked for
+            extra["ks"] = [int(k) for k in p["ks"]]
         metrics, protocol = run_eval(
-            str(worker_checkpoint_dir(ev.checkpoint)),
+            # a worker's own checkpoint folder, or an external run's checked upload (webapp.runs.upload_eval)
+            str(evaluation_checkpoint_dir(ev.checkpoint)),
             dataset_export_jsonl(ev.benchmark),
             k=ev.k,
             temperature=float(p.get("temperature", 0.6)),

@@ -242,6 +242,7 @@ class Pipeline:
                 max_new_tokens=cfg.max_new_tokens, seed=self.cfg.seed, chat_template=self.cfg.chat_template,
                 tokenizer=self.tokenizer, on_samples=lambda rows: self.sink.log_samples(self.step, rows),
                 sample_problems=cfg.sample_problems, samples_per_problem=cfg.samples_per_problem,
+                ks=cfg.ks or None,
             )  # fmt: skip
             # the config field: the platform names the dataset version it held ("arith-bench v1")
             name = "eval" if self.cfg.eval_dataset is None else "eval_dataset"

@@ -685,6 +685,7 @@ class Trainer:
                 top_p=cfg.eval.top_p, max_new_tokens=stage_at(cfg, step)[1], seed=cfg.seed,
                 on_samples=lambda rows: self.sink.log_samples(step, rows),
                 sample_problems=cfg.eval.sample_problems, samples_per_problem=cfg.eval.samples_per_problem,
+                ks=cfg.eval.ks or None,
             )  # fmt: skip
             # the config field: the platform names the dataset version it held ("arith-bench v1")
             name = "eval" if cfg.eval_dataset is None else "eval_dataset"

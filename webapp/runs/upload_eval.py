@@ -26,7 +26,7 @@ from webapp.runs.models import Checkpoint, Run
 from webapp.runs.retention import CHECKPOINT_DIR, run_artifact_dir
 
 #: workers.tasks.evaluate_checkpoint loads through evaluation_checkpoint_dir / evaluator_for (see above)
-EXTERNAL_EVALUATION = False
+EXTERNAL_EVALUATION = True
 #: the evaluator of uploaded policies: the same one the policy trainers declare (trainers/*/spec.py)
 EXTERNAL_EVALUATOR = "trainers.eval.run:evaluate_checkpoint"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
