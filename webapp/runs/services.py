@@ -565,11 +565,14 @@ def runs_fail_orphaned_waiting() -> int:
             Run.objects.filter(pk=parent_id, project_id=project_id).values_list("status", flat=True).first()
         )
         if parent is None:
-            moved += Run.objects.filter(pk=run_id, status=Status.WAITING).update(
+            failed = Run.objects.filter(pk=run_id, status=Status.WAITING).update(
                 status=Status.FAILED,
                 finished_at=timezone.now(),
                 error=f"init_from_run {parent_id}: no such run in this run's project",
             )
+            if failed:
+                _notify_ended([run_id])  # the run failed: its project's channels hear of it
+            moved += failed
         elif parent in dependencies.ENDED_WITHOUT_CHECKPOINT or parent == Status.SUCCEEDED:
             parents.add(parent_id)
     if parents:
