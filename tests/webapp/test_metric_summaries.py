@@ -196,8 +196,9 @@ def test_a_downsampled_read_of_a_long_series_reads_summaries_not_points(run, mon
     assert len(fetched) == 1  # one query for the chunks: their summaries at one level
     sql, rows = fetched[0]
     assert "summary_256" in sql and "steps" not in sql.split("FROM")[0]  # no chunk shipped its points
-    assert len(rows) == 1 and not rows[0][4]  # one row for the series; every chunk has level 256
-    assert len(bytes(rows[0][1])) // summaries.RECORD.itemsize <= 4 * 500  # O(max_points)
+    assert len(rows) == 1 and not rows[0][-1]  # one row for the series; every chunk has level 256
+    # O(max_points), and without walls only the records' steps and values are fetched
+    assert rows[0][2] is None and len(bytes(rows[0][1])) // summaries.MAIN.itemsize <= 4 * 500
     assert len(got["steps"]) <= 2000 and got["steps"][0] == 0 and got["steps"][-1] == n - 1
 
 
@@ -210,7 +211,7 @@ def test_a_series_whose_tail_lacks_the_level_reads_the_tail_points_and_equals_ex
     metrics_record(run.id, {"k": Columns.of(steps, values, steps * 0.5)})
     assert summaries.level_for(n, 500) == 64
     got = series_read([run.id], ["k"], max_points=500, with_wall=True)[run.id]["k"]
-    records = summaries.decode_records(
+    records = summaries.Blocks.concat(
         [summaries.summarize_all(steps[i : i + 4096], values[i : i + 4096], steps[i : i + 4096] * 0.5, 64)
          for i in range(0, n, 4096)]
     )  # fmt: skip
@@ -231,3 +232,49 @@ def test_level_choice_reads_between_one_and_four_records_a_bucket():
             assert records >= buckets
             if level < summaries.LEVELS[-1]:
                 assert records < 4 * buckets
+
+
+def test_one_read_of_many_series_equals_reading_each_alone(project, alice):
+    """read_series runs M4 over every series of a level in one numpy pass (summaries.m4_many): each
+    series' answer is the one it gets alone, whatever its neighbours (other shapes, a partial tail
+    without level 64, overlapping chunks read from points, a chunk too wide for step offsets)."""
+    rng = np.random.default_rng(21)
+    runs = [
+        Run.objects.create(project=project, name=f"r{i}", kind="external", status="running", created_by=alice)
+        for i in range(4)
+    ]
+    wanted = {}
+    for i, r in enumerate(runs):
+        for j, shape in enumerate(("contiguous", "strided", "gaps")):
+            n = int(rng.integers(20_000, 60_000))
+            steps, values, walls = random_series(rng, n, shape)
+            if i == 3 and j == 2:
+                steps[n // 3 :] += 2**33  # one chunk spans more steps than offsets hold: no summaries
+            record_in_batches(rng, r.id, f"k{j}", steps, values, walls)
+        even = np.arange(0, 30_000, 2)
+        metrics_record(r.id, {"late": Columns.of(even, rng.standard_normal(len(even)), even * 1.0)})
+        metrics_record(r.id, {"late": Columns.of(even + 1, rng.standard_normal(len(even)), even * 1.0)})
+    assert MetricChunk.objects.filter(summary_4096__isnull=True).count() == 1  # the wide chunk
+    for max_points in (40, 300, 2000):
+        for with_wall in (False, True):
+            together = series_read([r.id for r in runs], max_points=max_points, with_wall=with_wall)
+            for r in runs:
+                for key in ("k0", "k1", "k2", "late"):
+                    alone = series_read([r.id], [key], max_points=max_points, with_wall=with_wall)[r.id][key]
+                    wanted[(r.id, key)] = alone
+                    assert_same(together[r.id][key], alone, f"{r.name} {key} {max_points} {with_wall}")
+    # the wide series is still exact: its other chunks' summaries and the wide chunk's points
+    r, key = runs[3], "k2"
+    got = series_read([r.id], [key], max_points=300)[r.id][key]
+    assert got["steps"][0] == wanted[(r.id, key)]["steps"][0] and len(got["steps"]) <= 300
+
+
+def test_the_0016_migration_rewrites_every_chunks_summaries_from_its_points(run):
+    rng = np.random.default_rng(8)
+    steps, values, walls = random_series(rng, 50_000, "gaps")
+    metrics_record(run.id, {"k": Columns.of(steps, values, walls)})
+    want = series_read([run.id], ["k"], max_points=300, with_wall=True)[run.id]["k"]
+    MetricChunk.objects.update(summary_256=b"\0" * 80 * 16)  # records in a layout the reader cannot use
+    migration = importlib.import_module("webapp.runs.migrations.0016_metric_summary_records")
+    migration.resummarize(django_apps, None)
+    assert_same(series_read([run.id], ["k"], max_points=300, with_wall=True)[run.id]["k"], want)

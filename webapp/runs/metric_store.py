@@ -371,22 +371,29 @@ def read_series(
         (by_level.setdefault(level, []) if level else points).append(sid)
     for level, ids in by_level.items():
         read = _read_summaries_postgresql if connection.vendor == "postgresql" else _read_summaries_orm
-        for sid, records in read(ids, level).items():
-            if records is None:
-                points.append(sid)  # overlapping chunks: points that arrived out of order
-            else:
-                out[names[sid]] = summaries.m4_records(records, max_points, with_wall)
+        found, blocks, lengths = read(ids, level, with_wall)
+        # every series of a level in one M4 pass (summaries.m4_many)
+        if found:
+            for sid, entry in zip(
+                found, summaries.m4_many(blocks, lengths, max_points, with_wall), strict=True
+            ):
+                out[names[sid]] = entry
+        read_ok = set(found)
+        points.extend(sid for sid in ids if sid not in read_ok)  # overlapping chunks: points out of order
     if points:
         for sid, entry in _read_points(points, since_step, max_points, with_wall).items():
             out[names[sid]] = entry
     return out
 
 
-def _read_summaries_orm(ids: list[int], level: int) -> dict[int, np.ndarray | None]:
-    """The summary records (decode_records) at ``level`` of each series in ``ids``, in step order;
-    None for a series whose chunks overlap (its points are read instead). A chunk without summaries
-    at this level (a partial tail at level 64, or a chunk written before the summaries existed)
-    ships its points, summarized here."""
+def _read_summaries_orm(
+    ids: list[int], level: int, with_wall: bool
+) -> tuple[list[int], summaries.Blocks | None, np.ndarray]:
+    """The summary records (summaries.Blocks) at ``level`` of the series in ``ids`` that can be read
+    from summaries, one series after the other in step order: (their ids, the records, records per
+    series). A series whose chunks overlap is left out (its points are read instead). A chunk
+    without summaries at this level (a partial tail at level 64, a chunk written before the
+    summaries existed or spanning too many steps) ships its points, summarized here."""
     column = summaries.column(level)
     missing = {f"{column}__isnull": True}
     points_if_missing = [
@@ -401,62 +408,104 @@ def _read_summaries_orm(ids: list[int], level: int) -> dict[int, np.ndarray | No
         ).values_list("series_id", "step_lo", "step_hi", column, "_s", "_v", "_w")
     ):
         grouped.setdefault(row[0], []).append(row[1:])
-    out: dict[int, np.ndarray | None] = {}
-    for sid, parts in grouped.items():
-        if any(parts[i][0] <= parts[i - 1][1] for i in range(1, len(parts))):
-            out[sid] = None
+    found, parts, lengths = [], [], []
+    for sid, chunk_rows in grouped.items():
+        if any(chunk_rows[i][0] <= chunk_rows[i - 1][1] for i in range(1, len(chunk_rows))):
             continue
-        out[sid] = summaries.decode_records(
+        blocks = summaries.Blocks.concat(
             [
-                bytes(p[2])
+                summaries.decode_values([bytes(p[2])], [p[0]])
                 if p[2] is not None
                 else summaries.summarize_all(
                     decode(p[3], STEP), decode(p[4], FLOAT), decode(p[5], FLOAT), level
                 )
-                for p in parts
+                for p in chunk_rows
             ]
         )
-    return out
+        found.append(sid)
+        parts.append(blocks)
+        lengths.append(len(blocks))
+    return found, (summaries.Blocks.concat(parts) if parts else None), np.array(lengths, dtype=np.int64)
 
 
-def _read_summaries_postgresql(ids: list[int], level: int) -> dict[int, np.ndarray | None]:
-    """_read_summaries_orm in one row a series: PostgreSQL concatenates the summaries of a series'
-    chunks in step order (string_agg) and returns their step ranges as arrays for the overlap check,
-    so a 10M-point series is one 234 kB value instead of 2,442 rows. The chunks without summaries at
-    this level (string_agg skips them) are fetched with their points in a second query, only when
-    there are any; their records are merged in by first step."""
-    column = f'"{summaries.column(level)}"'
+def _read_summaries_postgresql(
+    ids: list[int], level: int, with_wall: bool
+) -> tuple[list[int], summaries.Blocks | None, np.ndarray]:
+    """_read_summaries_orm in one row a series, decoded for all series at once: PostgreSQL
+    concatenates the MAIN parts of a series' summaries in step order (string_agg of a substring: the
+    walls part only when asked for) and returns the chunks' first steps, last steps and record counts
+    as big-endian int8/int4 bytes (numpy decodes them in one call; a bigint[] is parsed element by
+    element). The chunks without summaries at this level (string_agg skips them) are fetched with
+    their points in a second query, only when there are any; their records are merged in by step."""
+    col = f'"{summaries.column(level)}"'
     table = f'"{MetricChunk._meta.db_table}"'
+    main_len = f"(length({col}) / {summaries.RECORD_BYTES} * {summaries.MAIN.itemsize})"
+    walls = (
+        f"string_agg(substring({col} from {main_len} + 1), ''::bytea ORDER BY step_lo)"
+        if with_wall
+        else "NULL"
+    )
     rows = fetch_sql(
-        f"SELECT series_id, string_agg({column}, ''::bytea ORDER BY step_lo), "
-        "array_agg(step_lo ORDER BY step_lo), array_agg(step_hi ORDER BY step_lo), "
-        f"bool_or({column} IS NULL) FROM {table} WHERE series_id = ANY(%s) GROUP BY series_id",
+        f"SELECT series_id, string_agg(substring({col} from 1 for {main_len}), ''::bytea ORDER BY step_lo), "
+        f"{walls}, string_agg(int8send(step_lo), ''::bytea ORDER BY step_lo), "
+        "string_agg(int8send(step_hi), ''::bytea ORDER BY step_lo), "
+        f"string_agg(int4send(coalesce(length({col}), 0) / {summaries.RECORD_BYTES}), ''::bytea ORDER BY step_lo), "
+        f"bool_or({col} IS NULL) FROM {table} WHERE series_id = ANY(%s) GROUP BY series_id",
         [ids],
     )
-    out: dict[int, np.ndarray | None] = {}
-    incomplete = []
-    for sid, blob, los, his, has_missing in rows:
-        if len(los) > 1 and (np.asarray(los[1:]) <= np.asarray(his[:-1])).any():
-            out[sid] = None
-            continue
-        out[sid] = summaries.decode_records([bytes(blob)] if blob is not None else [])
+    found: list[int] = []
+    mains, wall_parts, los, counts, lengths = [], [], [], [], []
+    incomplete: list[int] = []  # positions in found
+    for sid, main, wall, lo, hi, records, has_missing in rows:
+        lo_steps = np.frombuffer(lo, dtype=">i8")
+        if len(lo_steps) > 1 and (lo_steps[1:] <= np.frombuffer(hi, dtype=">i8")[:-1]).any():
+            continue  # overlapping chunks: the points are read
         if has_missing:
-            incomplete.append(sid)
-    if incomplete:
-        extra: dict[int, list[bytes]] = {}
-        for sid, steps, values, walls in fetch_sql(
-            f'SELECT series_id, steps, "values", walls FROM {table} WHERE series_id = ANY(%s) AND {column} IS NULL',
-            [incomplete],
-        ):
-            extra.setdefault(sid, []).append(
-                summaries.summarize_all(
-                    decode(steps, STEP), decode(values, FLOAT), decode(walls, FLOAT), level
-                )
-            )
-        for sid, parts in extra.items():
-            records = np.concatenate([out[sid], summaries.decode_records(parts)])
-            out[sid] = records[np.argsort(records[:, 0], kind="stable")]
-    return out
+            incomplete.append(len(found))
+        found.append(sid)
+        mains.append(main or b"")
+        wall_parts.append(wall or b"")
+        los.append(lo)
+        counts.append(records)
+        lengths.append(len(main or b"") // summaries.MAIN.itemsize)
+    if not found:
+        return [], None, np.empty(0, dtype=np.int64)
+    blocks = summaries.decode(
+        b"".join(mains),
+        np.frombuffer(b"".join(los), dtype=">i8"),
+        np.frombuffer(b"".join(counts), dtype=">i4"),
+        b"".join(wall_parts) if with_wall else None,
+    )
+    lengths = np.array(lengths, dtype=np.int64)
+    if not incomplete:
+        return found, blocks, lengths
+    # rare (a partial tail at level 64, chunks from before the summaries): the chunks without this
+    # level ship their points, summarized here and merged into their series by step
+    extra: dict[int, list[summaries.Blocks]] = {}
+    for sid, steps, values, walls in fetch_sql(
+        f'SELECT series_id, steps, "values", walls FROM {table} WHERE series_id = ANY(%s) AND {col} IS NULL',
+        [[found[i] for i in incomplete]],
+    ):
+        extra.setdefault(sid, []).append(
+            summaries.summarize_all(decode(steps, STEP), decode(values, FLOAT), decode(walls, FLOAT), level)
+        )
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    merged = []
+    for i in incomplete:
+        part = summaries.Blocks.concat(
+            [blocks.take(slice(starts[i], starts[i] + lengths[i])), *extra[found[i]]]
+        )
+        merged.append(part.take(np.argsort(part.steps[:, 0], kind="stable")))
+    keep = ~np.isin(np.repeat(np.arange(len(found)), lengths), incomplete)
+    others = sorted(set(range(len(found))) - set(incomplete))
+    blocks = summaries.Blocks.concat([blocks.take(keep), *merged])
+    if not with_wall:
+        blocks.walls = None
+    return (
+        [found[i] for i in others] + [found[i] for i in incomplete],
+        blocks,
+        np.concatenate([lengths[others], [len(m) for m in merged]]).astype(np.int64),
+    )
 
 
 def _read_points(
