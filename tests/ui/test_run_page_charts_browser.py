@@ -107,6 +107,12 @@ def test_sections_search_pins_values_calibration_lr_and_attempts(live_server, bi
     wait_for(lambda: drawn(page, "actor/lr"), timeout=20, message="the first charts")
     last = "policy/k35"
     assert not drawn(page, last)
+    # ... and says so rather than showing an empty box
+    placeholder = "el => getComputedStyle(el, '::before').content"
+    assert (
+        page.eval_on_selector(f"[data-testid=chart][data-key='{last}']", placeholder)
+        == '"drawn when in view"'
+    )
     page.locator(f"[data-testid=chart-card][data-key='{last}']").scroll_into_view_if_needed()
     wait_for(lambda: drawn(page, last), timeout=20, message="a chart drawn once scrolled to")
 
@@ -154,6 +160,7 @@ def test_sections_search_pins_values_calibration_lr_and_attempts(live_server, bi
     assert page.inner_text(f"{card} [data-testid=value-number]") == "0.8125"
     assert "step 39" in page.inner_text(f"{card} [data-testid=value-card]")
     assert not page.is_visible(f"{card} [data-testid=chart]")
+    assert page.is_disabled(f"{card} [data-testid=png-button]")  # a number: nothing to draw
 
     # search: instant, by key substring; sections without a match hide
     page.fill("[data-testid=chart-search]", "brier")

@@ -284,7 +284,7 @@
     el.append(head, plot, value);
     const entry = {
       id, keys: [key], title: title.textContent, calibration, section: calibration ? id : prefixOf(key) || NO_PREFIX,
-      card: el, plot, value, count, pinButton: pin, log: toggle.checked, drawn: false, loading: false,
+      card: el, plot, value, count, pinButton: pin, pngButton: png, log: toggle.checked, drawn: false, loading: false,
       visible: false, single: false, n: 0, lines: false, state: { [key]: { n: 0, last: -1 } },
     };
     el.dataset.rank = chartRank(entry);
@@ -333,6 +333,7 @@
   /* A series of one point has no line to draw (plotly would show an empty -1..1 axis): its value. */
   function showValue(entry, step, value) {
     entry.single = true;
+    entry.pngButton.disabled = true; // a number, no chart to export (the CSV has it)
     entry.plot.hidden = true;
     entry.value.hidden = false;
     const number = document.createElement("div");
@@ -361,6 +362,7 @@
       return;
     }
     entry.single = false;
+    entry.pngButton.disabled = false;
     entry.value.hidden = true;
     entry.plot.hidden = false;
     const traces = entry.keys.map((k, i) => trace(entry, k, series[k] ? series[k].steps : [], series[k] ? series[k].values : [], i));
