@@ -428,15 +428,20 @@ def _read_summaries_orm(
     return found, (summaries.Blocks.concat(parts) if parts else None), np.array(lengths, dtype=np.int64)
 
 
+# a chunk's entry in _read_summaries_postgresql: its first and last step and its records at the level
+CHUNK_META = np.dtype([("lo", ">i8"), ("hi", ">i8"), ("n", ">i4")])
+
+
 def _read_summaries_postgresql(
     ids: list[int], level: int, with_wall: bool
 ) -> tuple[list[int], summaries.Blocks | None, np.ndarray]:
     """_read_summaries_orm in one row a series, decoded for all series at once: PostgreSQL
     concatenates the MAIN parts of a series' summaries in step order (string_agg of a substring: the
     walls part only when asked for) and returns the chunks' first steps, last steps and record counts
-    as big-endian int8/int4 bytes (numpy decodes them in one call; a bigint[] is parsed element by
-    element). The chunks without summaries at this level (string_agg skips them) are fetched with
-    their points in a second query, only when there are any; their records are merged in by step."""
+    as big-endian bytes (CHUNK_META: numpy decodes every series' chunks in one call; a bigint[] is
+    parsed element by element, and fewer aggregates cost PostgreSQL less). The chunks without
+    summaries at this level (string_agg skips them) are fetched with their points in a second query,
+    only when there are any; their records are merged in by step."""
     col = f'"{summaries.column(level)}"'
     table = f'"{MetricChunk._meta.db_table}"'
     main_len = f"(length({col}) / {summaries.RECORD_BYTES} * {summaries.MAIN.itemsize})"
@@ -445,38 +450,36 @@ def _read_summaries_postgresql(
         if with_wall
         else "NULL"
     )
+    meta = f"int8send(step_lo) || int8send(step_hi) || int4send(coalesce(length({col}), 0) / {summaries.RECORD_BYTES})"
     rows = fetch_sql(
         f"SELECT series_id, string_agg(substring({col} from 1 for {main_len}), ''::bytea ORDER BY step_lo), "
-        f"{walls}, string_agg(int8send(step_lo), ''::bytea ORDER BY step_lo), "
-        "string_agg(int8send(step_hi), ''::bytea ORDER BY step_lo), "
-        f"string_agg(int4send(coalesce(length({col}), 0) / {summaries.RECORD_BYTES}), ''::bytea ORDER BY step_lo), "
-        f"bool_or({col} IS NULL) FROM {table} WHERE series_id = ANY(%s) GROUP BY series_id",
+        f"{walls}, string_agg({meta}, ''::bytea ORDER BY step_lo) "
+        f"FROM {table} WHERE series_id = ANY(%s) GROUP BY series_id",
         [ids],
     )
-    found: list[int] = []
-    mains, wall_parts, los, counts, lengths = [], [], [], [], []
-    incomplete: list[int] = []  # positions in found
-    for sid, main, wall, lo, hi, records, has_missing in rows:
-        lo_steps = np.frombuffer(lo, dtype=">i8")
-        if len(lo_steps) > 1 and (lo_steps[1:] <= np.frombuffer(hi, dtype=">i8")[:-1]).any():
-            continue  # overlapping chunks: the points are read
-        if has_missing:
-            incomplete.append(len(found))
-        found.append(sid)
-        mains.append(main or b"")
-        wall_parts.append(wall or b"")
-        los.append(lo)
-        counts.append(records)
-        lengths.append(len(main or b"") // summaries.MAIN.itemsize)
-    if not found:
+    # one numpy pass over every chunk of every series: (first step, last step, records) each
+    chunks = np.frombuffer(b"".join(r[3] for r in rows), dtype=CHUNK_META)
+    position = np.repeat(np.arange(len(rows)), [len(r[3]) // CHUNK_META.itemsize for r in rows])
+    same = position[1:] == position[:-1]
+    overlapping = set(position[1:][same & (chunks["lo"][1:] <= chunks["hi"][:-1])].tolist())
+    if overlapping:  # points that arrived out of order: these series are read from their points
+        keep = ~np.isin(position, list(overlapping))
+        rows = [r for i, r in enumerate(rows) if i not in overlapping]
+        chunks, position = (
+            chunks[keep],
+            np.repeat(np.arange(len(rows)), [len(r[3]) // CHUNK_META.itemsize for r in rows]),
+        )
+    if not rows:
         return [], None, np.empty(0, dtype=np.int64)
+    found = [r[0] for r in rows]
+    incomplete = np.unique(position[chunks["n"] == 0]).tolist()  # positions in found
     blocks = summaries.decode(
-        b"".join(mains),
-        np.frombuffer(b"".join(los), dtype=">i8"),
-        np.frombuffer(b"".join(counts), dtype=">i4"),
-        b"".join(wall_parts) if with_wall else None,
+        b"".join(r[1] or b"" for r in rows),
+        chunks["lo"],
+        chunks["n"],
+        b"".join(r[2] or b"" for r in rows) if with_wall else None,
     )
-    lengths = np.array(lengths, dtype=np.int64)
+    lengths = np.array([len(r[1] or b"") // summaries.MAIN.itemsize for r in rows], dtype=np.int64)
     if not incomplete:
         return found, blocks, lengths
     # rare (a partial tail at level 64, chunks from before the summaries): the chunks without this
