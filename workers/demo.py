@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -202,10 +203,13 @@ def _wait_web(proc: subprocess.Popen, url: str, timeout: float) -> None:
             raise DemoError(f"the web server exited with code {proc.returncode} (see its output above)")
         try:
             urllib.request.urlopen(url + "healthz", timeout=1)
-            if proc.poll() is None:
-                return
+            answered = True
+        except urllib.error.HTTPError:  # it answers (503: the broker or database is down): it is up
+            answered = True
         except OSError:
-            pass
+            answered = False
+        if answered and proc.poll() is None:
+            return
         time.sleep(0.2)
     raise DemoError(f"the web server did not answer {url}healthz within {timeout:.0f} s")
 
