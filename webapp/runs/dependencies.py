@@ -68,9 +68,11 @@ def locked_parent(parent_id: int, project_id: int) -> Run | None:
 
 
 def waiting_children(parent: Run):
+    # in launch order: children released together are enqueued first-in-first-out (Run's default
+    # ordering is newest first, which queued the demo's last RL run before its first)
     return Run.objects.filter(
         status=Status.WAITING, project_id=parent.project_id, config__init_from_run=parent.id
-    )
+    ).order_by("id")
 
 
 def parent_ended(parent_ids: Iterable[int]) -> int:
