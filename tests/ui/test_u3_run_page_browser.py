@@ -47,6 +47,10 @@ def test_soft_pi_run_downloads_and_rates(live_server, start_worker, browser, ali
     link = page.locator('[data-testid="checkpoint-row"] [data-testid="download-model"]')
     wait_for(lambda: link.count() == 1, 20, message="the download link")
     assert not page.locator('[data-testid="queue-note"]').is_visible()
+    # in its column (after the size), in the row run.js drew
+    heads = page.locator('[data-testid="checkpoints-table"] thead th').all_text_contents()
+    cells = page.locator('[data-testid="checkpoint-row"] td')
+    assert cells.nth(heads.index("download")).get_attribute("data-testid") == "checkpoint-download"
     checkpoint = Checkpoint.objects.get(run_id=run_id)
     directory = Path(checkpoint.path)
     size = page.inner_text('[data-testid="download-model-size"]')

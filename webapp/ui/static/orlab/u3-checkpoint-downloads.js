@@ -1,6 +1,6 @@
 /* The checkpoints table's download cells (issue 16 point 8). run.js redraws the table's rows when a
-   checkpoint appears or is deleted, without this column; this fills the download cell of each row
-   that lacks one, from GET /api/runs/{id}/checkpoint-downloads/ (sizes, links), matched by step. */
+   checkpoint appears or is deleted, without this column; this adds the download cell (after the size
+   cell) to each row that lacks one, from GET /api/runs/{id}/checkpoint-downloads/ (sizes, links), matched by step. */
 (function () {
   "use strict";
   const section = document.getElementById("checkpoints-section");
@@ -71,7 +71,12 @@
       if (!response.ok) return;
       const byStep = new Map((await response.json()).map((row) => [String(row.step), row.choices]));
       for (const tr of missing) {
-        if (!tr.querySelector('[data-testid="checkpoint-download"]')) tr.append(cell(byStep.get(tr.dataset.step)));
+        if (tr.querySelector('[data-testid="checkpoint-download"]')) continue;
+        // beside the size, as the server draws it (run.js's rows: step, attempt, metrics, path, size, ...)
+        const size = tr.querySelector('[data-testid="checkpoint-size"]');
+        const td = cell(byStep.get(tr.dataset.step));
+        if (size) size.after(td);
+        else tr.append(td);
       }
     } catch (err) {
       console.warn("orlab: could not read the checkpoint downloads", err);
