@@ -153,3 +153,21 @@ def test_the_housekeeping_sweep_indexes_what_dead_processes_left(run):
     samples_record(run, _rows(0, ["left behind"]))  # no commit hook in this test: like a killed process
     assert sample_search.sweep() == 1
     assert sample_search.lag() == 0
+
+
+def test_the_api_finds_a_batch_it_just_stored(api, run):
+    resp = api.post(
+        f"/api/runs/{run.id}/samples/",
+        {"samples": _rows(5, ["a quokka in \\boxed{9}", "an ocelot"])},
+        format="json",
+    )
+    assert resp.status_code == 200, resp.content
+    assert sample_search.lag(run.pk) >= 2  # queued, not indexed: the request returned before the indexer
+    for query, expected in (
+        ("q=quokka", ["s5m0"]),
+        ("contains=%5Cboxed%7B9%7D", ["s5m0"]),
+        ("q=ocelot", ["s5m1"]),
+    ):
+        body = api.get(f"/api/runs/{run.id}/samples/?{query}").json()
+        keys = dict(Sample.objects.filter(run=run).values_list("id", "client_key"))
+        assert [keys[r["id"]] for r in body["results"]] == expected, query
