@@ -113,6 +113,17 @@ def test_the_parent_succeeding_queues_its_waiting_children_with_their_messages(a
 
 
 @pytest.mark.django_db
+def test_children_released_together_are_enqueued_in_launch_order(alice, project):
+    parent = parent_row(project)
+    children = [child_of(alice, project, parent, name=f"rl {i}") for i in range(4)]
+    with_checkpoint(parent)
+    assert services.run_finish(parent.id, 1, cancelled=False, summary={})
+    sent = Message.objects.filter(subject=Message.Subject.RUN, subject_id__in=[c.id for c in children])
+    # the outbox keeps the order the messages were written in: first launched, first queued
+    assert list(sent.order_by("id").values_list("subject_id", flat=True)) == [c.id for c in children]
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("ending", ["failed", "cancelled", "lost", "no checkpoint", "interrupted"])
 def test_a_parent_ending_without_a_checkpoint_fails_its_waiting_children_with_the_reason(
     alice, project, ending
