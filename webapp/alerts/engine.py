@@ -169,11 +169,35 @@ def _compile(rule: Rule) -> Compiled:
     )  # fmt: skip
 
 
+COMPILED_FIELDS = (
+    "id",
+    "name",
+    "kind",
+    "params",
+    "severity",
+    "run_kind",
+    "run_group",
+    "run_tag",
+    "run_id",
+    "key",
+)
+
+
+def _compile_row(pk, name, kind, params, severity, run_kind, run_group, run_tag, run_id, key) -> Compiled:
+    sources = presets.alias_sources(key)
+    return Compiled(
+        pk, name, kind, params or {}, severity, run_kind, run_group, run_tag, run_id,
+        tuple(sources) if sources is not None else ((key,) if key else ()),
+    )  # fmt: skip
+
+
 def project_rules(project_id: int, version: int) -> ProjectRules:
     cached = _projects.get(project_id)
     if cached is not None and cached.version == version:
         return cached
-    rules = [_compile(r) for r in Rule.objects.filter(project_id=project_id, enabled=True)]
+    # rows, not model instances: a project with 10,000 rules compiles in each process after a change
+    rows = Rule.objects.filter(project_id=project_id, enabled=True).values_list(*COMPILED_FIELDS)
+    rules = [_compile_row(*row) for row in rows]
     compiled = ProjectRules(version, rules)
     for rule_id, run_id, until in Mute.objects.filter(rule__project_id=project_id).values_list(
         "rule_id", "run_id", "until"
