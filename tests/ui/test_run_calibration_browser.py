@@ -46,10 +46,10 @@ def test_reliability_diagram_is_drawn_and_bins_stay_off_the_accuracy_chart(live_
     page.wait_for_selector("[data-testid=calibration-chart][data-bins='3']")
     assert page.is_visible("[data-testid=calibration-section]")
     assert page.inner_text("[data-testid=calibration-ece]") == "ECE 0.055"
-    # the accuracy chart has the metrics (ece, auc, accuracy) but no bin_* lines
+    # the accuracy chart has the accuracies, but no bin_* and no calibration (ece, auc) lines
     names = page.evaluate("() => document.getElementById('eval-chart').data.map((t) => t.name)")
     assert names and not any("bin_" in n for n in names), names
-    assert any("ece" in n for n in names) and any("accuracy" in n for n in names)
+    assert any("accuracy" in n for n in names) and not any(n.endswith(("ece", "auc", "brier")) for n in names)
     assert "bin_00" not in page.inner_text("[data-testid=evaluations-table]")
     # the critic's per-step value curves of the samples that carry them (two solutions: MC + critic each)
     page.wait_for_selector("[data-testid=value-curves-chart][data-curves='2']")

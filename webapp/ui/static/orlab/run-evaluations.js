@@ -37,6 +37,9 @@
   const isDiagnostic = (metric) => /(_rate$|margin|loss)/.test(metric);
   // reliability-diagram bins (a critic's calibration): drawn by run-calibration.js, not as lines here
   const isBin = (metric) => /^bin_\d+_(pred|true|count)$/.test(metric);
+  // a critic's calibration (ECE, Brier, AUC and its value/label means): not accuracies, so not on
+  // this chart's axis; the Metrics card charts them together (run.js) and the table lists them
+  const isCalibration = (metric) => /^(ece|brier|auc|value_mean|label_mean)$/.test(metric);
   // an interval: [lo, hi] under "<metric>_ci"
   const isInterval = (v) => Array.isArray(v) && v.length === 2 && v.every(isNumber);
   // Plotly's default colours, so a band can take its line's colour
@@ -79,7 +82,7 @@
       keysOf.get(e.benchmark_name).add(key);
       const metrics = e.metrics || {};
       for (const [metric, value] of Object.entries(metrics)) {
-        if (!isNumber(value) || isBin(metric)) continue;
+        if (!isNumber(value) || isBin(metric) || isCalibration(metric)) continue;
         const id = JSON.stringify([e.benchmark_name, metric, key]);
         if (!lines.has(id)) {
           lines.set(id, { bench: e.benchmark_name, metric, key, x: [], y: [], lo: [], hi: [], customdata: [] });
