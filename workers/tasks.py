@@ -99,7 +99,7 @@ def housekeeping() -> dict[str, int]:
     from webapp.alerts import stalled
     from webapp.notify import sender as notify_sender
     from webapp.outbox import sender
-    from webapp.runs import services
+    from webapp.runs import sample_search, services
 
     steps = {
         "lost": services.runs_mark_lost,  # running runs whose heartbeat stopped
@@ -111,6 +111,8 @@ def housekeeping() -> dict[str, int]:
         "pruned": sender.prune_settled,  # settled messages older than ORLAB_OUTBOX_KEEP_DAYS
         "notify": notify_sender.send_due,  # notification deliveries due for a (re)try (webapp.notify)
         "stalled": stalled.check_stalled,  # health rules of kind `stalled` (webapp.alerts)
+        # samples left waiting for the search index by a process that ended first (bounded per pass)
+        "samples_indexed": sample_search.sweep,
     }
     done = {}
     for name, step in steps.items():
