@@ -85,12 +85,18 @@ class RunQueueStateSerializer(serializers.Serializer):
 class QueuesApi(APIView):
     @extend_schema(
         operation_id="queues_list",
-        parameters=[OpenApiParameter("project", int, description="name only this project's runs and jobs")],
+        parameters=[
+            OpenApiParameter(
+                "project",
+                {"type": "integer", "minimum": 1, "maximum": 2**53},
+                description="name only this project's runs and jobs (one of yours: else a 400)",
+            )
+        ],
         responses={200: QueueSerializer(many=True)},
     )
     def get(self, request: Request):
         """Every queue: workers and slots, what runs, what waits in the order the workers take it."""
-        project_id = _int_param(request, "project", 1, 2**63 - 1)
+        project_id = _int_param(request, "project", 1, 2**53)
         if project_id is not None:
             project_id = _resolve_project(request.user, project_id).pk
         return Response(QueueSerializer(queues_overview(request.user, project_id), many=True).data)
