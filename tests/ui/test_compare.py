@@ -171,3 +171,9 @@ def test_compare_without_metrics_or_runs(client_alice, alice, project):
     assert 'data-testid="no-keys"' in html and "logged no metrics yet" in html
     assert client_alice.get("/compare/?runs=99999999999999999999999").status_code == 404
     assert "Select runs" in client_alice.get("/compare/").content.decode()
+
+
+def test_page_names_the_events_api(client_alice, seeds):
+    """compare.js asks for alert events (marks on the charts) only through the URL the page names,
+    which it names only where the route exists (compare_views.events_api)."""
+    assert page_data(get(client_alice, seeds))["events_api"] == "/api/compare/events/"
