@@ -176,6 +176,9 @@ def seed() -> tuple[int, str]:
         name="synthetic live curves",
         kind="synthetic",
         config={"steps": 6000, "keys": 4, "sleep_per_step": 0.01, "checkpoint_every": 1000},
+        # it mostly sleeps (live curves to watch): the short slot, free once the tabular runs are done,
+        # so the reward model and the SFT run (which gates the RL and DAPO runs) take the training slots
+        queue="short",
         tags=["demo"],
     )
     seed_llm_demo(user, project)
