@@ -197,6 +197,18 @@ def test_thirty_runs_in_three_groups(live_server, project, many, browser):
     page.evaluate(f"Plotly.relayout(document.querySelector('{plot(first)}'), {{'xaxis.range': [0, 30]}})")
     wait_for(lambda: paints(page, first) > painted, timeout=10, message="a paint after the zoom")
     assert hover_title(page, first, 1, 2, 28) == names[shown["runs"][0]]
+    # a pan drag: the canvas follows plotly's axes while the mouse moves, before the button is up
+    page.evaluate(f"Plotly.relayout(document.querySelector('{plot(first)}'), {{dragmode: 'pan'}})")
+    x, y = page.evaluate(POINT_AT, [plot(first), 1, 15])
+    page.wait_for_timeout(300)
+    painted = paints(page, first)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 60, y, steps=4)
+    lo = f"document.querySelector('{plot(first)}')._fullLayout.xaxis.range[0]"
+    wait_for(lambda: page.evaluate(lo) > 0 and paints(page, first) > painted, timeout=10,
+             message="the axis panned and the canvas painted, the button still down")  # fmt: skip
+    page.mouse.up()
     page.evaluate(f"Plotly.relayout(document.querySelector('{plot(first)}'), {{'xaxis.autorange': true}})")
     page.locator('[data-testid="legend-item"]').nth(1).click()
     wait_for(lambda: not traces(page, first)[1]["visible"], timeout=15, message="hidden again")
