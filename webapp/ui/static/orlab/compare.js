@@ -42,7 +42,7 @@
   // Points per series matched to a chart's width: M4 needs about 2 points per pixel column of one
   // curve (every bucket's min and max); with more than 10 runs overlaid the budget is shared
   // (10 / runs of it per run, at least 120 points): 50 runs on a 600 px plot get 240 points each
-  // rather than 1,500. Plotly's cost per chart grows with the points drawn (path strings, calc).
+  // rather than 1,500: the JSON, the smoothing and the canvas's raster all grow with the points.
   const MAX_POINTS = pointsPerSeries(data.runs.length);
   function pointsPerSeries(n) {
     const cap = data.max_points || 1500;
