@@ -188,6 +188,7 @@ class JsonlSink:
 RUN_PANELS = {
     "memory": "the per-GPU memory estimate made at launch next to the measured peak",
     "scoring": "score a preference dataset with a checkpoint (needs TrainerSpec.scorer)",
+    "rates": "the convergence-rate checks (linear rate, log-log slope, order) fitted on a logged `gap`",
 }
 
 

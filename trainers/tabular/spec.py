@@ -52,6 +52,7 @@ SPEC = register(
         queue="short",  # seconds to minutes on a CPU: README "Queues and the run lifecycle"
         primary_metrics=("gap", "entropy"),
         log_scale_metrics=("gap", "gap_inf", "dist_to_opt"),
+        panels=("rates",),  # the run page fits the theory's rates on the logged gap
         presets=PRESETS,
         sweep_presets={
             # The rates papers' comparison: each method at a small and a large step size, 3 MDP seeds.

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from webapp.runs import capabilities
 from webapp.runs.metric_store import series_read
 from webapp.runs.models import MetricSeries, Run
 
@@ -117,7 +118,7 @@ def tabular_rates(run: Run) -> dict[str, Any] | None:
     {method, expected, expectation, points, first_step, last_step, final_gap, linear_rate, loglog_slope,
     order, alpha_rate (entropy NPG's (1 - alpha)^2), agrees (True/False/None: the expected measure's
     verdict, None when too few points)}"""
-    if run.kind != "tabular":
+    if "rates" not in capabilities.panels(run.kind):  # the trainer asks for the panel in its spec
         return None
     config = run.config or {}
     method = config.get("method")
