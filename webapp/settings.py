@@ -189,7 +189,10 @@ REST_FRAMEWORK = {
 }
 SPECTACULAR_SETTINGS = {
     # one name per enum that shares a field name with others ("kind"), instead of a hashed fallback
-    "ENUM_NAME_OVERRIDES": {"ChannelKindEnum": "webapp.notify.models.Channel.Kind"},
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelKindEnum": "webapp.notify.models.Channel.Kind",
+        "AlertRuleKindEnum": "webapp.alerts.models.Rule.Kind",
+    },
     "TITLE": "orlab API",
     "DESCRIPTION": "Runs, metrics, checkpoints, datasets and evaluations of RL experiments on reasoning LMs.",
     "VERSION": "1",
