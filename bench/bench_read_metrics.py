@@ -22,26 +22,37 @@ a throw-away database of the same PostgreSQL answers the same downsampled read o
 
     python -m bench.bench_read_metrics [--points 1000000,10000000] [--compare-runs 10]
         [--compare-points 100000] [--big-runs 100 --big-keys 10 --big-points 100000] [--profile]
+        [--keep-db]  (keep the seeded database and reuse it next time: re-measure without seeding)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 
 import numpy as np
 
 from bench.common import (
+    BENCH_USER,
+    DB_NAME,
     Client,
+    Fixtures,
     ReadmeServer,
     bench_database,
     breakdown_get,
     cli,
+    create_database,
+    create_fixtures,
+    database_url,
+    migrate,
     profile_get,
     result,
+    setup_django,
     timed_requests,
 )
 
@@ -101,6 +112,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", action="store_true", help="also print where the time of 3 and 4 goes")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers (the README: 4)")
     parser.add_argument("--skip-mlflow", action="store_true", help="leave out MLflow's server")
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="keep the bench database (ORLAB_BENCH_DB) afterwards and reuse it when it already holds "
+        "the series these flags ask for: re-measure without re-seeding (it is migrated first)",
+    )
     parser.add_argument("--mlflow-python", default="/tmp/mlflow-venv/bin/python")
     parser.add_argument("--mlflow-db", default="mlflow_bench_read")
     parser.add_argument(
@@ -229,11 +246,78 @@ def mlflow_reads(args: argparse.Namespace, singles: dict[int, dict]) -> list[dic
     return out
 
 
+@contextlib.contextmanager
+def kept_database(args: argparse.Namespace, sizes: list[int], big_keys: list[str]) -> Iterator[tuple]:
+    """bench_database that is neither dropped afterwards nor seeded again when it already holds the
+    series these flags ask for (--keep-db): a later run on a quiet machine re-measures without
+    seeding 100 M points again. It is migrated first, so a database seeded by older code gets the
+    current storage layout. Yields (fixtures, (bigs, compare, many) or None when it must be seeded)."""
+    import psycopg
+
+    with psycopg.connect(database_url("postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DB_NAME]).fetchone()
+    if not exists:
+        create_database()
+    migrate()
+    setup_django()
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from webapp.projects.models import Project
+    from webapp.runs.models import Run
+
+    user = get_user_model().objects.filter(username=BENCH_USER).first()
+    reused = seeded_runs(args, sizes, big_keys) if user is not None else None
+    if reused is not None:
+        fx = Fixtures(
+            user=user,
+            project=Project.objects.filter(name="bench", owner=user).order_by("id").first(),
+            token=Token.objects.get(user=user).key,
+        )
+        yield fx, reused
+        return
+    if user is not None or Run.objects.exists():  # seeded for other flags, or partly: start again
+        from django.db import connections
+
+        connections.close_all()
+        create_database()
+        migrate()
+        print(f"database {DB_NAME}: did not hold these series; created again", flush=True)
+    yield create_fixtures(), None
+
+
+@contextlib.contextmanager
+def dropped_database() -> Iterator[tuple]:
+    with bench_database() as fx:
+        yield fx, None
+
+
+def seeded_runs(args: argparse.Namespace, sizes: list[int], big_keys: list[str]):
+    """(bigs, compare, many) of a kept database when it holds every series these flags ask for,
+    with the asked number of points; None otherwise."""
+    from webapp.runs.models import MetricSeries, Run
+
+    def one(name: str, counts: dict[str, int]) -> Run | None:
+        run = Run.objects.filter(name=name).order_by("id").last()
+        if run is None:
+            return None
+        have = dict(MetricSeries.objects.filter(run=run, key__in=list(counts)).values_list("key", "count"))
+        return run if have == counts else None
+
+    bigs = [(size, one(f"big-{size}", {"k": size})) for size in sizes]
+    compare = [one(f"compare-{i}", {"k": args.compare_points}) for i in range(args.compare_runs)]
+    many = [one(f"many-{i}", dict.fromkeys(big_keys, args.big_points)) for i in range(args.big_runs)]
+    if all(r is not None for _, r in bigs) and all(r is not None for r in compare + many):
+        return bigs, compare, many
+    return None
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     os.environ["ORLAB_COMPARE_CACHE"] = "0"  # the gunicorn workers inherit it: measure the reader
     sizes = [int(x) for x in str(args.points).split(",") if x]
     rows = []
-    with bench_database() as fx:
+    big_keys = [f"m/{j:02d}" for j in range(args.big_keys)]
+    with kept_database(args, sizes, big_keys) if args.keep_db else dropped_database() as (fx, reused):
         from django.utils import timezone
 
         from webapp.runs.models import MetricChunk, Run
@@ -250,37 +334,40 @@ def run(args: argparse.Namespace) -> list[dict]:
                 created_by=fx.user,
             )
 
-        t0 = time.perf_counter()
-        bigs = []
-        for size in sizes:
+        if reused:
+            bigs, compare, many = reused
+            print(f"database {DB_NAME}: kept, its series reused (no seeding)", flush=True)
+        else:
+            t0 = time.perf_counter()
+            bigs = []
+            for size in sizes:
+                t = time.perf_counter()
+                big = new_run(f"big-{size}")
+                seed_series(big.id, "k", size, 0)
+                for j in range(4):
+                    seed_series(big.id, f"other/{j}", 100_000, 100 + j)
+                bigs.append((size, big))
+                print(f"seeded {size:,} points in {time.perf_counter() - t:.1f} s", flush=True)
             t = time.perf_counter()
-            big = new_run(f"big-{size}")
-            seed_series(big.id, "k", size, 0)
-            for j in range(4):
-                seed_series(big.id, f"other/{j}", 100_000, 100 + j)
-            bigs.append((size, big))
-            print(f"seeded {size:,} points in {time.perf_counter() - t:.1f} s", flush=True)
-        t = time.perf_counter()
-        compare = [new_run(f"compare-{i}") for i in range(args.compare_runs)]
-        for i, r in enumerate(compare):
-            seed_series(r.id, "k", args.compare_points, 1000 + i)
-            seed_series(r.id, "other/0", args.compare_points // 10, 2000 + i)
-        print(f"seeded {args.compare_runs} compare runs in {time.perf_counter() - t:.1f} s", flush=True)
-        big_keys = [f"m/{j:02d}" for j in range(args.big_keys)]
-        t = time.perf_counter()
-        many = [new_run(f"many-{i}") for i in range(args.big_runs)]
-        for i, r in enumerate(many):
-            seed_run_keys(r.id, big_keys, args.big_points, 10_000 + 100 * i)
-        if many:
+            compare = [new_run(f"compare-{i}") for i in range(args.compare_runs)]
+            for i, r in enumerate(compare):
+                seed_series(r.id, "k", args.compare_points, 1000 + i)
+                seed_series(r.id, "other/0", args.compare_points // 10, 2000 + i)
+            print(f"seeded {args.compare_runs} compare runs in {time.perf_counter() - t:.1f} s", flush=True)
+            t = time.perf_counter()
+            many = [new_run(f"many-{i}") for i in range(args.big_runs)]
+            for i, r in enumerate(many):
+                seed_run_keys(r.id, big_keys, args.big_points, 10_000 + 100 * i)
+            if many:
+                print(
+                    f"seeded {args.big_runs} runs x {args.big_keys} keys x {args.big_points:,} points in "
+                    f"{time.perf_counter() - t:.1f} s ({args.big_points * args.big_keys * args.big_runs / (time.perf_counter() - t):,.0f} points/s)",
+                    flush=True,
+                )
             print(
-                f"seeded {args.big_runs} runs x {args.big_keys} keys x {args.big_points:,} points in "
-                f"{time.perf_counter() - t:.1f} s ({args.big_points * args.big_keys * args.big_runs / (time.perf_counter() - t):,.0f} points/s)",
+                f"seeding done in {time.perf_counter() - t0:.1f} s; {MetricChunk.objects.count():,} chunks",
                 flush=True,
             )
-        print(
-            f"seeding done in {time.perf_counter() - t0:.1f} s; {MetricChunk.objects.count():,} chunks",
-            flush=True,
-        )
         from django.db import connection
 
         with connection.cursor() as cur:
