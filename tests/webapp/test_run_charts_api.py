@@ -139,3 +139,12 @@ def test_metrics_csv_has_the_run_name_on_every_row(api, bob_api, alice, project)
         [str(run.pk), "'=HYPERLINK(1), ok", "train/loss", "2", "0.25"],
     ]
     assert bob_api.get(f"/api/runs/{run.pk}/metrics.csv").status_code == 404
+
+
+def test_chart_prefs_take_json_bodies_only(api, project):
+    # a form body cannot say "expand is a list": schemathesis's multipart `expand: {}` was a 200
+    r = api.patch(prefs_url(project), {"pin": "x"}, format="multipart")
+    assert r.status_code in (400, 415) and "multipart" in r.content.decode()
+    # and names are JSON strings, not numbers turned into strings
+    r = api.patch(prefs_url(project), {"expand": [0]}, format="json")
+    assert r.status_code == 400 and "expand.0" in r.json()["errors"]

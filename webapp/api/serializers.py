@@ -96,6 +96,16 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string only: DRF's CharField also takes 0 and turns it into "0", which the schema's string
+    does not."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class StrictFloatField(serializers.FloatField):
     """A JSON number only (DRF's FloatField also takes the string "0.5")."""
 
