@@ -278,3 +278,31 @@ def test_the_0016_migration_rewrites_every_chunks_summaries_from_its_points(run)
     migration = importlib.import_module("webapp.runs.migrations.0016_metric_summary_records")
     migration.resummarize(django_apps, None)
     assert_same(series_read([run.id], ["k"], max_points=300, with_wall=True)[run.id]["k"], want)
+
+
+def test_the_orm_reader_of_summaries_reads_what_the_postgresql_one_reads(run):
+    """The portable reader (other databases) and the PostgreSQL one return the same records: same
+    series, same blocks, a partial tail without level 64 summarized from its points in both."""
+    from webapp.runs import metric_store
+
+    rng = np.random.default_rng(4)
+    ids = []
+    for j, shape in enumerate(("contiguous", "strided", "gaps")):
+        steps, values, walls = random_series(rng, 3 * 4096 + 500 * (j + 1), shape)
+        metrics_record(run.id, {f"k{j}": Columns.of(steps, values, walls)})
+        ids.append(MetricSeries.objects.get(run=run, key=f"k{j}").id)
+    for level in (64, 256):
+        for with_wall in (False, True):
+            pg = metric_store._read_summaries_postgresql(ids, level, with_wall)
+            orm = metric_store._read_summaries_orm(ids, level, with_wall)
+            order = {sid: i for i, sid in enumerate(orm[0])}
+            assert sorted(pg[0]) == sorted(orm[0]) == sorted(ids)
+            starts = {name: np.r_[0, np.cumsum(r[2])[:-1]] for name, r in (("pg", pg), ("orm", orm))}
+            for i, sid in enumerate(pg[0]):
+                k = order[sid]
+                a = pg[1].take(slice(starts["pg"][i], starts["pg"][i] + pg[2][i]))
+                b = orm[1].take(slice(starts["orm"][k], starts["orm"][k] + orm[2][k]))
+                np.testing.assert_array_equal(a.steps, b.steps)
+                np.testing.assert_array_equal(a.values, b.values)
+                if with_wall:
+                    np.testing.assert_array_equal(a.walls, b.walls)
