@@ -98,6 +98,12 @@ class State:
     m2: float = 0.0
     buffer: list = field(default_factory=list)
     pk: int | None = None
+    # written behind (webapp.alerts.state_cache): the moments of the points added since the last
+    # flush, merged into the row there, and when this process last saw the row
+    dn: int = 0
+    dmean: float = 0.0
+    dm2: float = 0.0
+    synced: float = 0.0
 
 
 _lock = threading.Lock()
@@ -113,6 +119,9 @@ def _ttl() -> float:
 def forget(project_id: int | None = None) -> None:
     """Drop this process's cached rules (a rule changed here; other processes see the version)."""
     global _versions_at
+    from webapp.alerts import state_cache
+
+    state_cache.forget()
     with _lock:
         _versions_at = -1e9
         if project_id is None:
@@ -261,6 +270,12 @@ def _zscore(rule: Compiled, values: np.ndarray, state: State) -> tuple[np.ndarra
         new_mean = mean0 + sd / n1
         state.m2 = m2_0 + sd2 - sd * sd / n1
         state.mean, state.n = new_mean, n1
+        # this batch's own moments join the unflushed delta (state_cache merges it into the row)
+        from webapp.alerts.state_cache import combine
+
+        state.dn, state.dmean, state.dm2 = combine(
+            state.dn, state.dmean, state.dm2, total, mean0 + sd / total, sd2 - sd * sd / total
+        )
     return cond, z
 
 
@@ -369,7 +384,35 @@ def evaluate(run_id: int, batch) -> list[Event]:
                 work[(rule.id, ekey)] = (rule, ekey, np.asarray(steps)[order], np.asarray(values)[order])
     if not work:
         return []
-    states = _load_states(run_id, list({r for r, _ in work}))
+    behind = connection.vendor == "postgresql"  # states written behind (state_cache), else per batch
+    if behind:
+        from webapp.alerts import state_cache
+
+        states = state_cache.checkout(run_id, list(work), State)
+        with state_cache._lock:  # two threads of this process on one run: one batch at a time
+            changed, fired = _apply(run_id, info, work, states)
+        state_cache.mark_dirty(changed)
+    else:
+        states = _load_states(run_id, list({r for r, _ in work}))
+        changed, fired = _apply(run_id, info, work, states)
+    if fired:
+        from django.utils import timezone
+
+        now = timezone.now()
+        fired = [e for e in fired if not compiled.muted(e.rule_id, run_id, now)]
+    if behind:
+        if fired:
+            _write_postgresql([], fired)
+        state_cache.maybe_flush()
+    else:
+        _save_states(changed)
+        if fired:
+            fired = _write_events(fired, run_id)
+    return fired
+
+
+def _apply(run_id: int, info: RunInfo, work: dict, states: dict) -> tuple[list[State], list[Event]]:
+    """Run each rule on its points, updating its state; returns (changed states, events)."""
     changed: list[State] = []
     fired: list[Event] = []
     for (rule_id, ekey), (rule, _, steps, values) in work.items():
@@ -403,19 +446,7 @@ def evaluate(run_id: int, batch) -> list[Event]:
         # opened) is what a missing row reads as: no write (half of a batch's states, typically)
         if (state.pk is None and after != DEFAULT_STATE) or (state.pk is not None and before != after):
             changed.append(state)
-    if fired:
-        from django.utils import timezone
-
-        now = timezone.now()
-        fired = [e for e in fired if not compiled.muted(e.rule_id, run_id, now)]
-    if connection.vendor == "postgresql":
-        if changed or fired:
-            _write_postgresql(changed, fired)
-    else:
-        _save_states(changed)
-        if fired:
-            fired = _write_events(fired, run_id)
-    return fired
+    return changed, fired
 
 
 DEFAULT_STATE = (False, 0, 0.0, 0.0, [])
