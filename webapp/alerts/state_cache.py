@@ -43,6 +43,7 @@ _last_flush = [time.monotonic()]
 _last_batch = [0.0]
 _pid = [os.getpid()]
 _thread: list[threading.Thread | None] = [None]
+_idle_failing = [False]
 
 
 def combine(n_a: int, mean_a: float, m2_a: float, n_b: int, mean_b: float, m2_b: float):
@@ -135,7 +136,8 @@ def maybe_flush() -> None:
 
 
 def flush(quiet: bool = False) -> int:
-    """Write every dirty state in ONE upsert that merges the moments; returns how many."""
+    """Write every dirty state in ONE upsert that merges the moments; returns how many (-1: it
+    failed, and the states stay dirty for the next flush)."""
     from webapp.alerts.models import Rule, RuleState
     from webapp.runs.models import Run
 
@@ -190,7 +192,7 @@ def flush(quiet: bool = False) -> int:
             for st, dn, dmean, dm2, _, _ in batch:
                 st.dn, st.dmean, st.dm2 = combine(dn, dmean, dm2, st.dn, st.dmean, st.dm2)
                 _dirty.add((st.rule_id, st.run_id, st.key))
-        return 0
+        return -1
     now = time.monotonic()
     with _lock:
         for rule_id, run_id, key, n, mean, m2 in rows:
@@ -227,7 +229,9 @@ def _idle_flusher() -> None:
         if not _dirty or now - _last_batch[0] < FLUSH_EVERY_S or now - _last_flush[0] < FLUSH_EVERY_S:
             continue
         try:
-            flush()
+            # quiet after the first failure until one succeeds (a database down, or a test
+            # process between tests): the deltas are kept and retried each second, not logged each
+            _idle_failing[0] = flush(quiet=_idle_failing[0]) < 0
         except Exception:
             log.exception("alerts: idle flush failed")
         finally:
