@@ -156,7 +156,10 @@ def _run_info(run_id: int) -> RunInfo | None:
     if info is None or now - info.checked >= float(getattr(settings, "ORLAB_ALERT_RUN_TTL", 30.0)):
         from webapp.runs.models import Run
 
-        row = Run.objects.filter(pk=run_id).values_list("project_id", "kind", "group", "tags").first()
+        if connection.vendor == "postgresql" and _versions():
+            row = _run_row_with_states(run_id)
+        else:
+            row = Run.objects.filter(pk=run_id).values_list("project_id", "kind", "group", "tags").first()
         if row is None:
             return None
         tags = tuple(t for t in (row[3] or []) if isinstance(t, str))
@@ -167,6 +170,32 @@ def _run_info(run_id: int) -> RunInfo | None:
             _runs[run_id] = info
     info.version = _versions().get(info.project_id, 0)
     return info
+
+
+def _run_row_with_states(run_id: int):
+    """The run's (project, kind, group, tags) and, in the same round trip, all its rule states,
+    handed to state_cache: a run this process has not seen lately (its info expired) costs the
+    rules ONE query, not a run query plus a states query (issue 15a)."""
+    from webapp.alerts import state_cache
+    from webapp.runs.metric_store import fetch_sql
+    from webapp.runs.models import Run
+
+    rows = fetch_sql(
+        f'SELECT project_id, kind, "group", tags, (SELECT coalesce(json_agg(json_build_array('
+        "rule_id, key, active, n, mean, m2, buffer)), '[]'::json) "
+        f'FROM "{RuleState._meta.db_table}" WHERE run_id = r.id) '
+        f'FROM "{Run._meta.db_table}" r WHERE r.id = %s',
+        [run_id],
+    )
+    if not rows:
+        return None
+    project_id, kind, group, tags, states = rows[0]
+    if isinstance(tags, str):
+        tags = json.loads(tags)
+    if isinstance(states, str):
+        states = json.loads(states)
+    state_cache.prime(run_id, states, State)
+    return project_id, kind, group, tags
 
 
 def _compile(rule: Rule) -> Compiled:

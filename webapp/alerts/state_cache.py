@@ -74,8 +74,33 @@ def forget() -> None:
             _states.pop(k, None)
 
 
+_primed: dict[int, float] = {}  # run -> when ALL its rows were read (engine's run query brings them)
+
+
+def prime(run_id: int, rows, make_state) -> None:
+    """Every state row of a run, read with the run itself (engine._run_row_with_states): cached,
+    and the run remembered as complete, so a (rule, key) with no row needs no query to know it."""
+    now = time.monotonic()
+    with _lock:
+        _after_fork()
+        for rule_id, key, active, n, mean, m2, buffer in rows:
+            ident = (rule_id, run_id, key)
+            if ident in _dirty:
+                continue  # this process's pending change is newer
+            st = make_state(rule_id, run_id, key)
+            st.pk = 0
+            st.active, st.n, st.mean, st.m2 = active, n, mean, m2
+            st.buffer = json.loads(buffer) if isinstance(buffer, str) else (buffer or [])
+            st.synced = now
+            _states[ident] = st
+        _primed[run_id] = now
+        if len(_primed) > MAX_STATES:
+            _primed.clear()
+
+
 def checkout(run_id: int, wanted: list[tuple[int, str]], make_state) -> dict:
-    """{(rule, key): State} for this run: from memory, the unseen or stale ones in one query."""
+    """{(rule, key): State} for this run: from memory, the unseen or stale ones in one query (none
+    when the run's rows were all read moments ago: prime)."""
     from webapp.alerts.models import RuleState
     from webapp.runs.metric_store import fetch_sql
 
@@ -90,6 +115,14 @@ def checkout(run_id: int, wanted: list[tuple[int, str]], make_state) -> dict:
                 missing.append((rule_id, key))
             else:
                 out[(rule_id, key)] = st
+        if missing and now - _primed.get(run_id, -1e9) < 1.0:
+            # the run's rows were all read within this batch: a missing one has no row
+            for rule_id, key in missing:
+                st = make_state(rule_id, run_id, key)
+                st.synced = now
+                _states[(rule_id, run_id, key)] = st
+                out[(rule_id, key)] = st
+            missing = []
     if missing:
         rows = fetch_sql(
             f'SELECT rule_id, key, active, n, mean, m2, buffer FROM "{RuleState._meta.db_table}" '
