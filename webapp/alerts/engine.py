@@ -3,8 +3,11 @@
 Cost model: per batch, one lookup of the run (project, kind, group, tags) and of its project's
 rules version, cached in this process for ORLAB_ALERT_RULES_TTL seconds (default 2): a project
 with no rules costs that and nothing else. With rules, only the rules whose key (or alias) names a
-batch key run, each vectorised over the batch's points with numpy; their states are read in one
-query and written in one statement, events in one INSERT, only when something fired."""
+batch key run, each vectorised over the batch's points with numpy. On PostgreSQL their states live
+in this process (webapp.alerts.state_cache: read with the run's own row, written behind for all
+runs in one statement about every second, z-score moments merged exactly across processes); a
+batch that fires writes its events in one INSERT at once, which also asks whether anyone listens
+(notifications are queued only then)."""
 
 from __future__ import annotations
 
