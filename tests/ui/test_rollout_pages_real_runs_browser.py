@@ -118,12 +118,29 @@ def expectations(run) -> dict:
             cell[0] += s.verdict == "correct"
             cell[1] += 1
     train_steps = sorted({s.step for s in train})
+    # zero-variance share (webapp.selectors.prompts' definition): the rollouts of a step whose prompt's
+    # rollouts at that step all have one reward (a single rollout too), over the step's rollouts
+    by_prompt: dict[tuple[int, int], list] = {}
+    for s in train:
+        by_prompt.setdefault((s.step, s.prompt_ref_id), []).append(s)
+    zero_variance = []
+
+    def flat(members) -> bool:
+        rewards = [m.reward for m in members if m.reward is not None]
+        if rewards:
+            return min(rewards) == max(rewards)
+        return sum(m.verdict == "correct" for m in members) in (0, len(members))
+
+    for st in train_steps:
+        cells = [v for (step, _), v in by_prompt.items() if step == st]
+        flat_rollouts = sum(len(v) for v in cells if flat(v))
+        zero_variance.append(round(flat_rollouts / sum(len(v) for v in cells), 6))
     return {
         "word": word,
         "word_matches": word_matches,
         "groups": {k: [(m.pk, m.member_index, m.verdict, m.reward, m.advantage, m.group_status, m.completion,
                         m.extra) for m in sorted(v, key=lambda m: m.member_index)] for k, v in groups.items()},
-        "token_sample": (with_tokens.pk, len(tokens["offsets"]), with_tokens.length),
+        "token_sample": (with_tokens.pk, len(tokens["offsets"]), with_tokens.length, with_tokens.completion),
         "top_tokens": {p.strip() for p, e in zip(pieces, tokens["entropies"], strict=False) if e == top},
         "has_engine_logprobs": "engine_logprobs" in tokens,
         "prompt": (prompt_id, sorted(steps_of[prompt_id])),
@@ -131,6 +148,7 @@ def expectations(run) -> dict:
         "solve": {k: v[0] / v[1] for k, v in solve.items()},
         "train_prompts": len({p for p, _ in solve}),
         "train_steps": train_steps,
+        "zero_variance": zero_variance,
         "truncation": [round(sum(s.truncated for s in train if s.step == st)
                              / sum(1 for s in train if s.step == st), 6) for st in train_steps],
     }  # fmt: skip
@@ -191,10 +209,14 @@ def test_every_rollout_view_on_a_real_trainer_run(live_server, real_run, browser
         assert abs(sum(m[4] for m in members)) < 1e-3
 
     # a sample with token arrays: one span per token, the highest-entropy tokens listed
-    pk, n_tokens, length = want["token_sample"]
+    pk, n_tokens, length, completion = want["token_sample"]
     page.goto(f"{live_server.url}{base}/samples/{pk}/tokens/")
     assert page.get_attribute('[data-testid="token-text"]', "data-color") == "entropy"
-    assert page.locator('[data-testid="token-text"] span.tok').count() == n_tokens == length
+    # one span per token (text before the first token, e.g. a DAPO state, stays visible unmarked)
+    assert (
+        page.locator('[data-testid="token-text"] span.tok:not([data-i="-1"])').count() == n_tokens == length
+    )
+    assert page.inner_text('[data-testid="token-text"]') == completion
     first = page.locator('[data-testid="top-entropy-row"]').first.inner_text()
     assert any(t in first for t in want["top_tokens"]), (first, want["top_tokens"])
     assert page.locator('[data-testid="no-gap"]').count() == (0 if want["has_engine_logprobs"] else 1)
@@ -207,6 +229,10 @@ def test_every_rollout_view_on_a_real_trainer_run(live_server, real_run, browser
     assert rendered(page, "matrix-chart") == want["train_prompts"]  # one heatmap row per prompt
     assert rendered(page, "counts-chart") == len(want["train_steps"])
     assert rendered(page, "zero-variance-chart") == len(want["train_steps"])
+    shares = page.evaluate(
+        "() => Array.from(document.querySelector('[data-testid=zero-variance-chart]').data[0].y)"
+    )
+    assert [round(x, 6) for x in shares] == want["zero_variance"]
     counts = [
         int(page.inner_text(f'[data-testid="count-{c}"]')) for c in ("saturated", "learning", "unsolved")
     ]
