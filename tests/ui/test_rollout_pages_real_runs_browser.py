@@ -8,8 +8,10 @@ prompt over training (evaluation rollouts apart, a diff of two steps), the promp
 CSV, the distributions page. Expected numbers are read from the database before the browser starts
 (an ORM call after Playwright starts its event loop opens a second connection that outlives the test).
 
-The trainers run once per module (module-scoped, in-memory sink); each test replays one run's samples
-through a DbSink into that test's database."""
+The trainers run once per module (module-scoped, in-memory sink, one torch thread); each test replays
+one run's samples through a DbSink into that test's database. The configs are the trainer tests'
+smallest ones, not the demo presets (minutes on CPU); the DAPO one renders prompts with the tiny chat
+template where the demo preset uses raw prompts, so both prompt forms are browsed (RL: templated)."""
 
 from __future__ import annotations
 
@@ -29,22 +31,26 @@ from trainers.common.tiny import build_tiny_model
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Steadier on a shared box while the module's trainers run; no result depends on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def dapo_run(tmp_path_factory):
     """test_dapo_compute's short DAPO config run whole by the trainer (one iteration: generate,
     evaluate, critic, actor, evaluate), in memory."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # steadier on a shared box; no result depends on it
-    try:
-        root = tmp_path_factory.mktemp("dapo-samples")
-        tiny = build_tiny_model(root / "tiny", seed=3, hidden=32, layers=2)
-        spec = get_spec("dapo")
-        (root / "run").mkdir()
-        sink = MemorySink(workdir=root / "run")
-        spec.train_fn()(spec.validate({**SHORT, "model_path": str(tiny)}), sink)
-        return sink
-    finally:
-        torch.set_num_threads(before)
+    root = tmp_path_factory.mktemp("dapo-samples")
+    tiny = build_tiny_model(root / "tiny", seed=3, hidden=32, layers=2)
+    spec = get_spec("dapo")
+    (root / "run").mkdir()
+    sink = MemorySink(workdir=root / "run")
+    spec.train_fn()(spec.validate({**SHORT, "model_path": str(tiny)}), sink)
+    return sink
 
 
 def stored(alice, project, kind: str, sink: MemorySink):
