@@ -116,7 +116,7 @@ def expectations(run) -> dict:
     prompt_verdicts: dict[tuple[str, int], set] = {}
     for s in samples:
         if s.prompt_ref_id == prompt_id:
-            prompt_verdicts.setdefault((s.phase, s.step), set()).add(s.verdict or "—")
+            prompt_verdicts.setdefault((s.phase, s.step), set()).add(s.verdict or "no verdict")
     solve: dict[tuple[int, int], list[int]] = {}
     for s in train:
         if s.prompt_ref_id is not None:
@@ -286,13 +286,6 @@ def test_every_rollout_view_on_a_real_trainer_run(live_server, real_run, browser
     assert not errors, errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trainers/dapo/train.py _log_value_curves logs the critic stage's solutions under the raw "
-    "problem (no chat template, no expected answer or data source): with a chat template every problem "
-    "is two prompts in the matrix and the prompt page. Drop this marker once it renders them as "
-    "_log_candidates does.",
-)
 def test_dapo_logs_every_training_rollout_under_its_rendered_prompt(dapo_run):
     train = [s for _, s in dapo_run.samples if s.get("phase", "train") == "train"]
     candidates = [s for s in train if "group_index" in s]

@@ -415,9 +415,14 @@ class Pipeline:
         for r in picked:
             states = [self.encoder.state(r["prompt"], r["steps"][:t]) for t in range(len(r["steps"]))]
             critic_values = self.values(states).tolist()
+            problem = self.train_set[r["problem_id"]]
             samples.append(
                 {
-                    "prompt": r["prompt"],
+                    # the prompt as the policy read it, with what it is graded against (as the
+                    # candidates are logged): one prompt in the matrix, not a raw and a templated one
+                    "prompt": render_prompt_text(self.tokenizer, problem.prompt, self.cfg.chat_template),
+                    "expected_answer": expected_answer(problem.reference, problem.domain),
+                    "data_source": problem.data_source,
                     "completion": r["solution"],
                     "steps": r["steps"],
                     "values_mc": r["values"],
