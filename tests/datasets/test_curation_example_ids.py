@@ -66,3 +66,12 @@ def test_the_curate_page_offers_the_filled_example(client, alice, api, project):
     bench = upload(api, project, BENCH, name="prefs-heldout")
     page = client.get(f"/datasets/{src}/curate/?example=skywork-style").content.decode()
     assert f"&quot;benchmark&quot;: {bench}" in page or f'"benchmark": {bench}' in page
+
+
+def test_filled_examples_do_not_ask_to_replace_ids(api, project):
+    src = upload(api, project, ROWS, name="prefs")
+    upload(api, project, BENCH, name="prefs-heldout")
+    for example in api.get(f"/api/curation/steps/?dataset={src}").json()["examples"]:
+        assert "your ids" not in example["description"] and "replace its id" not in example["description"]
+    placeholders = api.get("/api/curation/steps/").json()["examples"]
+    assert any("your ids" in e["description"] for e in placeholders)

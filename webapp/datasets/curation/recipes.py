@@ -9,6 +9,7 @@ checked for shape here; the service checks they belong to the user's projects.""
 from __future__ import annotations
 
 import copy
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -411,6 +412,8 @@ def example_recipes(
                 steps.append({**step, need[0]: ids[need[1]]})
         if not steps:  # nothing of it applies here
             continue
+        if ids != {"benchmark": PLACEHOLDER_ID, "checkpoint": PLACEHOLDER_ID}:  # the ids are real here
+            description = re.sub(r" ?Replace [^.]* with your ids\.| \(replace its id\)", "", description)
         if left_out:
             description += " Left out here: " + "; ".join(left_out) + "."
         recipe["steps"] = steps
