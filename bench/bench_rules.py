@@ -82,6 +82,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    # the default bounds fire on about half the batches (1,000 standard-normal points a key a batch
+    # cross 3.5 with probability ~0.2 per rule); --threshold 6 --z 8 is alerting that rarely fires
+    parser.add_argument("--threshold", type=float, default=3.5, help="threshold rules fire above this")
+    parser.add_argument("--z", type=float, default=4.5, help="z-score rules fire beyond this")
 
 
 def _create_runs(project, user, n: int) -> list[int]:
@@ -96,7 +100,9 @@ def _create_runs(project, user, n: int) -> list[int]:
     return list(Run.objects.filter(project=project).order_by("id").values_list("id", flat=True))
 
 
-def _create_rules(project, user, run_ids: list[int], keys: list[str], n: int) -> None:
+def _create_rules(
+    project, user, run_ids: list[int], keys: list[str], n: int, threshold: float = 3.5, z: float = 4.5
+) -> None:
     """``n`` rules, each on one run (as a team's per-run rules are) and one of the workload's keys;
     even ones threshold (|x| of a standard normal beyond 3.5: rare episodes), odd ones z-score."""
     from webapp.alerts.models import Rule
@@ -107,9 +113,9 @@ def _create_rules(project, user, run_ids: list[int], keys: list[str], n: int) ->
         run_id = run_ids[i % len(run_ids)]
         key = keys[(i // len(run_ids)) % len(keys)]
         if i % 2 == 0:
-            kind, params = "threshold", {"op": ">", "value": 3.5}
+            kind, params = "threshold", {"op": ">", "value": threshold}
         else:
-            kind, params = "zscore", {"z": 4.5, "direction": "both", "min_points": 20}
+            kind, params = "zscore", {"z": z, "direction": "both", "min_points": 20}
         rules.append(
             Rule(
                 project=project,
@@ -243,7 +249,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         phase("warm-up", probe=False)  # each worker imports the views and caches its runs
         without = [phase("without rules", probe=False)]
         t0 = time.perf_counter()
-        _create_rules(fx.project, fx.user, run_ids, keys, args.rules)
+        _create_rules(fx.project, fx.user, run_ids, keys, args.rules, args.threshold, args.z)
         _create_probe_rules(fx, probe_runs, keys[0])
         print(f"{Rule.objects.count():,} rules created in {time.perf_counter() - t0:.1f} s", flush=True)
         time.sleep(3)  # past ORLAB_ALERT_RULES_TTL: every process sees the new version
@@ -273,8 +279,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     errors = [e for p in without + with_rules for e in p["errors"]]
     others = max(p["others"] for p in without + with_rules)
     note_common = (
-        f"{args.rules:,} rules over {args.runs:,} runs, {requests} batches of {per_request:,} points a phase "
-        f"({args.clients} clients); {server.description}"
+        f"{args.rules:,} rules (threshold > {args.threshold:g}, |z| >= {args.z:g}) over {args.runs:,} runs, "
+        f"{requests} batches of {per_request:,} points a phase ({args.clients} clients); {server.description}"
     )
     rows = [
         result(
