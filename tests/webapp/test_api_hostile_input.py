@@ -293,3 +293,11 @@ def test_api_query_parameters_are_given_once_unless_repeatable(api, project):
     assert api.get("/api/runs/?tag=a").status_code == 200
     resp = api.get(f"/api/runs/table/?project={project.id}&col=config:a&col=config:b")
     assert resp.status_code == 200, resp.content[:300]
+
+
+@pytest.mark.django_db
+def test_a_project_name_must_be_a_string(api):
+    # schemathesis's stateful phase: a number as the name was stored as its text (201)
+    resp = api.post("/api/projects/", {"name": 12345, "description": 7}, format="json")
+    assert resp.status_code == 400 and {"name", "description"} <= set(resp.json()["errors"])
+    assert api.post("/api/projects/", {"name": "ok"}, format="json").status_code == 201

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from webapp.alerts.markers import run_event_markers
-from webapp.api.serializers import StrictCharField
+from webapp.api.serializers import TextField
 from webapp.projects.models import Project
 from webapp.projects.selectors import project_list
 from webapp.runs import chart_prefs, selectors
@@ -27,7 +27,7 @@ MAX_OPS = 100  # names per operation and request
 def _names(help_text: str) -> serializers.ListField:
     return serializers.ListField(
         # exact names: a metric key may hold any character but NUL (MetricSeries.key is 255 long)
-        child=StrictCharField(min_length=1, max_length=255, trim_whitespace=False),
+        child=TextField(min_length=1, max_length=255, trim_whitespace=False),
         max_length=MAX_OPS,
         required=False,
         default=list,
