@@ -116,3 +116,23 @@ def test_streaming_responses_pass_uncompressed():
     assert "Content-Encoding" not in out and list(out.streaming_content) == [b"data: 1\n\n", b"data: 2\n\n"]
     page = HttpResponse(b'{"x": [' + b"1.2345, " * 500 + b"0]}", content_type="application/json")
     assert CompressMiddleware(lambda r: page)(request)["Content-Encoding"] == "gzip"
+
+
+def test_a_downsampled_aggregate_is_cached_until_a_member_logs_a_point(api, sweep, monkeypatch):
+    from webapp.runs import group_aggregate as ga
+
+    runs, values = sweep
+    q = ",".join(str(r.id) for r in runs)
+    url = f"/api/compare/groups/?groups={q}&keys=loss&max_points=40"
+    first = api.get(url).json()
+
+    def must_not_read(*args, **kwargs):
+        raise AssertionError("the cached aggregate was read again")
+
+    with monkeypatch.context() as m:
+        m.setattr(ga, "series_read", must_not_read)
+        assert api.get(url).json() == first  # the groups of finished runs: averaged once
+    # a new point in one member changes its count and last step: the group is computed again
+    metrics_record(runs[0].id, {"loss": Columns.of(np.array([2 * STEPS]), np.array([100.0]), np.zeros(1))})
+    again = api.get(url).json()["groups"][0]["series"]["loss"]
+    assert again["steps"][-1] == 2 * STEPS and again != first["groups"][0]["series"]["loss"]

@@ -16,13 +16,16 @@ Reads go through the one metric reader, webapp.runs.metric_store.series_read."""
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from django.core.cache import cache
 
 from webapp.runs.downsample import m4
 from webapp.runs.metric_store import series_read
+from webapp.runs.models import MetricSeries
 
 COLUMNS = ("mean", "std", "min", "max", "count")
 
@@ -93,9 +96,50 @@ def group_aggregate(
     max_points: int | None = None,
 ) -> list[dict[str, dict[str, np.ndarray]]]:
     """For each group (a list of run ids), ``{key: aggregate_members(...)}`` over its members'
-    full-resolution series, for every key any member logged (or only ``keys``)."""
+    full-resolution series, for every key any member logged (or only ``keys``).
+
+    A downsampled aggregate is cached (as webapp.runs.table.compare_series caches downsampled series)
+    under its members' series ids, point counts and last steps: any write to a member changes them,
+    so the groups of finished runs are read and averaged once; only groups with a new point are
+    computed again."""
+    from webapp.runs.table import compare_cache_enabled
+
     run_ids = list(dict.fromkeys(rid for group in groups for rid in group))
-    data = series_read(run_ids, list(keys) if keys is not None else None)
+    keys = list(keys) if keys is not None else None
+    if max_points is None or not compare_cache_enabled():
+        return _aggregate(groups, series_read(run_ids, keys), max_points)
+    rows = MetricSeries.objects.filter(run_id__in=run_ids)
+    if keys is not None:
+        rows = rows.filter(key__in=keys)
+    version: dict[tuple[int, str], tuple] = {
+        (run_id, key): (sid, count, last)
+        for sid, run_id, key, count, last in rows.values_list("id", "run_id", "key", "count", "last_step")
+    }
+    cache_keys = []
+    for group in groups:
+        members = {
+            key: sorted(version[(rid, key)] for rid in group if (rid, key) in version)
+            for key in sorted({k for (rid, k) in version if rid in set(group)})
+        }
+        digest = hashlib.sha1(repr((members, max_points)).encode()).hexdigest()
+        cache_keys.append(f"orlab:group:{digest}")
+    hits = cache.get_many(cache_keys)
+    todo = [i for i, ck in enumerate(cache_keys) if ck not in hits]
+    out: list = [hits.get(ck) for ck in cache_keys]
+    if todo:
+        todo_groups = [groups[i] for i in todo]
+        todo_runs = list(dict.fromkeys(rid for group in todo_groups for rid in group))
+        fresh = _aggregate(todo_groups, series_read(todo_runs, keys), max_points)
+        for i, result in zip(todo, fresh, strict=True):
+            out[i] = result
+        cache.set_many({cache_keys[i]: out[i] for i in todo}, GROUP_CACHE_SECONDS)
+    return out
+
+
+GROUP_CACHE_SECONDS = 24 * 3600
+
+
+def _aggregate(groups, data, max_points) -> list[dict[str, dict[str, np.ndarray]]]:
     out = []
     for group in groups:
         member_series = [data.get(rid, {}) for rid in group]
