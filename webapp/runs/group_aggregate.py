@@ -117,9 +117,10 @@ def group_aggregate(
     }
     cache_keys = []
     for group in groups:
+        member_ids = set(group)
         members = {
             key: sorted(version[(rid, key)] for rid in group if (rid, key) in version)
-            for key in sorted({k for (rid, k) in version if rid in set(group)})
+            for key in sorted({k for (rid, k) in version if rid in member_ids})
         }
         digest = hashlib.sha1(repr((members, max_points)).encode()).hexdigest()
         cache_keys.append(f"orlab:group:{digest}")

@@ -60,7 +60,7 @@
     layout.showlegend = false; // the composed legend below names every line, whatever the chart showed
     layout.paper_bgcolor = "#ffffff";
     layout.margin = { ...(layout.margin || {}), l: 72, t: 10 };
-    if (opts.yLabel) layout.yaxis = { ...(layout.yaxis || {}), title: { text: escapeText(opts.yLabel), standoff: 6 } };
+    if (opts.yLabel) layout.yaxis = { ...(layout.yaxis || {}), title: { text: window.orlab.plotText(opts.yLabel), standoff: 6 } };
     if (!layout.xaxis || !layout.xaxis.title) layout.xaxis = { ...(layout.xaxis || {}), title: { text: "step" } };
     const url = await Plotly.toImage({ data: plotDiv.data, layout }, { format: "png", width, height, scale: SCALE });
     const img = await loadImage(url);
@@ -106,23 +106,10 @@
     return canvas;
   }
 
-  /* Plotly renders a little HTML in axis titles: user text (a metric key) goes in escaped. */
-  function escapeText(text) {
-    return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
-  }
-
   async function png(plotDiv, opts) {
     const canvas = await compose(plotDiv, opts);
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = `${(opts && opts.filename) || "orlab-chart"}.png`;
-    document.body.appendChild(a);
-    a.click();
-    setTimeout(() => {
-      URL.revokeObjectURL(a.href);
-      a.remove();
-    }, 1000);
+    window.orlab.downloadBlob(blob, `${(opts && opts.filename) || "orlab-chart"}.png`);
     return canvas;
   }
 

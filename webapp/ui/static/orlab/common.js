@@ -72,6 +72,19 @@
     return String(text).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
   };
 
+  /* Save a Blob as a file (a PNG or CSV export): a temporary link, clicked, then released. */
+  orlab.downloadBlob = function (blob, filename) {
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = filename;
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => {
+      URL.revokeObjectURL(a.href);
+      a.remove();
+    }, 1000);
+  };
+
   /* Plotly defaults shared by the run and compare charts. */
   orlab.plotConfig = {
     responsive: true,

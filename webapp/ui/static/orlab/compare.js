@@ -1123,15 +1123,7 @@
     }
     const csv = rows.map((r) => r.map(csvCell).join(",")).join("\n") + "\n";
     const blob = new Blob([csv], { type: "text/csv" });
-    const a = document.createElement("a");
-    a.href = URL.createObjectURL(blob);
-    a.download = `orlab-compare-${ids(runs).slice(0, 60).replace(/,/g, "-")}.csv`;
-    document.body.appendChild(a);
-    a.click();
-    setTimeout(() => {
-      URL.revokeObjectURL(a.href);
-      a.remove();
-    }, 1000);
+    o.downloadBlob(blob, `orlab-compare-${ids(runs).slice(0, 60).replace(/,/g, "-")}.csv`);
   }
 
   document.addEventListener("click", (event) => {
