@@ -46,7 +46,7 @@ import numpy as np
 os.environ.setdefault("ORLAB_BENCH_DB", "orlab_bench_compare_page")
 os.environ.setdefault("ORLAB_BENCH_BROKER", "redis://127.0.0.1:6379/11")
 
-from bench.common import Server, bench_database, cli, result, session_cookie, summarize  # noqa: E402
+from bench.common import ReadmeServer, Server, bench_database, cli, result, session_cookie, summarize  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -366,7 +366,8 @@ def run(args) -> list[dict]:
             f"seeded {args.runs} runs x {len(KEYS)} keys x {args.points:,} points in {time.perf_counter() - t0:.0f} s"
         )
         cookie_name, cookie_value = session_cookie(fx.user).split("=", 1)
-        trees = [("", Server())] + (
+        # --readme-server: this tree under the README's own command (gunicorn webapp.wsgi -w 4, sync)
+        trees = [("", ReadmeServer() if args.readme_server else Server())] + (
             [("before: ", TreeServer(Path(args.before).resolve()))] if args.before else []
         )
         # Both trees are up at once and every measurement runs for each tree in turn (this tree
@@ -398,6 +399,7 @@ def run(args) -> list[dict]:
 
 def configure(parser) -> None:
     parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--readme-server", action="store_true", help="serve with the README's command")
     parser.add_argument("--points", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--before", help="another source tree to measure the same way (the page before)")
