@@ -84,7 +84,13 @@ def client_bob(bob):
 
 
 def keys(run, query: str = "", *, strict: bool = False) -> list[str]:
-    qs = SampleQuery(QueryDict(query), run, strict=strict).queryset()
+    state = SampleQuery(QueryDict(query), run, strict=strict)
+    qs = state.queryset()
+    if state.bounded_scan:  # a substring search: SQL selects candidates, the paginator's scan rechecks
+        ids, finished = state.contains_scan(10_000)
+        assert finished
+        by_id = dict(Sample.objects.filter(pk__in=ids).values_list("id", "client_key"))
+        return [by_id[i] for i in ids]
     return list(qs.values_list("client_key", flat=True))
 
 

@@ -269,7 +269,13 @@ class Sample(models.Model):
     """One rollout: what the policy wrote for a prompt and how it was judged.
 
     New rows reference their prompt (``prompt_ref``) and leave ``prompt`` empty; rows stored before
-    RolloutPrompt existed keep the text in ``prompt`` (readers: webapp.runs.samples.prompt_text)."""
+    RolloutPrompt existed keep the text in ``prompt`` (readers: webapp.runs.samples.prompt_text).
+
+    The completion (PostgreSQL, since migration 0017): a zstd frame in ``completion_z`` compressed with
+    the run's dictionary ``completion_dict`` (a SampleTextDictionary id; 0: none), ``completion`` left
+    empty (webapp.runs.sample_text). Rows stored before keep their text in ``completion`` (completion_z
+    NULL). Loading a row with ``completion_z`` decodes it into ``completion`` (``from_db``); SQL never
+    reads the text (the search index gets the decoded text from webapp.runs.sample_search)."""
 
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
     step = models.BigIntegerField()
@@ -277,7 +283,9 @@ class Sample(models.Model):
     prompt_ref = models.ForeignKey(
         RolloutPrompt, null=True, blank=True, on_delete=models.CASCADE, related_name="samples"
     )
-    completion = models.TextField()
+    completion = models.TextField(blank=True)  # legacy rows (and SQLite); see completion_z
+    completion_z = models.BinaryField(null=True, blank=True)
+    completion_dict = models.IntegerField(default=0)
     reward = models.FloatField(null=True)
     advantage = models.FloatField(null=True)
     verdict = models.CharField(max_length=32, blank=True)
@@ -310,6 +318,25 @@ class Sample(models.Model):
             models.Index(fields=["run", "group_status", "step"], name="sample_run_gstatus"),
             # PostgreSQL also has the sorts' (run, key asc/desc nulls last, id) indexes (migration 0012)
         ]
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        obj = super().from_db(db, field_names, values)
+        frame = obj.__dict__.get("completion_z")
+        if frame is not None:
+            from webapp.runs import sample_text
+
+            obj.completion = sample_text.decode(frame, obj.completion_dict)
+        return obj
+
+
+class SampleTextDictionary(models.Model):
+    """A run's zstd dictionary for its completions (webapp.runs.sample_text): trained once, on the
+    run's first completions, when it has stored enough of them; never changed (rows name it by id)."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="+")
+    data = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
 
 
 class SampleTokens(models.Model):

@@ -6,12 +6,14 @@ than the COPY itself (bench/RESULTS.md). Now an ingest batch only queues itself 
 ``SampleSearchPending`` row: run, lowest and highest sample id, in the batch's transaction), and
 ``index_pending`` writes the batches' vectors into ``SampleSearch`` in bulk, many batches a statement.
 
-- Idempotent and restart-safe: one statement deletes the queue rows it takes and inserts their
-  vectors (``ON CONFLICT DO NOTHING``); a crash rolls both back, so the batch stays queued. Concurrent
+- Idempotent and restart-safe: one transaction takes queue rows (locked), reads their samples, decodes
+  the completions (webapp.runs.sample_text: the text is compressed, SQL cannot read it), inserts their
+  vectors (``ON CONFLICT DO NOTHING``) and deletes the queue rows; a crash rolls it all back, so the
+  batch stays queued. Concurrent
   indexers take different queue rows (``FOR UPDATE SKIP LOCKED``).
 - Searches stay exact while the index lags: webapp.selectors.samples unions the indexed matches with
-  the queued rows of the run, matched directly (``pending_ids_sql``): a search right after ingest finds
-  them.
+  the queued rows of the run, decoded and matched directly (``pending_matches``; a substring search
+  rechecks them with the rest, ``pending_ids_sql``): a search right after ingest finds them.
 - Who runs it: each process that ingests starts a daemon thread after its batch commits (``kick``),
   which drains the queue; a trainer's sink drains its run's rows when it closes (a daemon thread dies
   with its process); the housekeeping may also call ``index_pending`` as a sweeper (rows queued by a
@@ -25,11 +27,12 @@ import threading
 
 from django.db import connection, connections, transaction
 
+from webapp.runs import sample_text
 from webapp.runs.models import Sample, SampleSearch, SampleSearchPending
 
 log = logging.getLogger(__name__)
 
-BATCHES_PER_STATEMENT = 20  # queue rows (ingest batches, ~1,000 samples each) indexed per transaction
+BATCHES_PER_STATEMENT = 10  # queue rows (ingest batches, ~1,000 samples each) indexed per transaction
 SEARCH = SampleSearch._meta.db_table
 PENDING = SampleSearchPending._meta.db_table
 SAMPLES = Sample._meta.db_table
@@ -62,26 +65,61 @@ def index_pending(max_batches: int | None = None, *, run_id: int | None = None) 
     while max_batches is None or statements < max_batches:
         with transaction.atomic(), connection.cursor() as cur:
             cur.execute(
-                f"""WITH taken AS (
-                        DELETE FROM {PENDING} WHERE id IN (
-                            SELECT id FROM {PENDING} {only_run} ORDER BY id LIMIT %s {lock})
-                        RETURNING run_id, first_id, last_id)
-                    , written AS (
-                        INSERT INTO {SEARCH} (sample_id, run_id, tsv)
-                        SELECT s.id, s.run_id, to_tsvector('simple', s.completion)
-                        FROM taken t JOIN {SAMPLES} s
-                          ON s.id BETWEEN t.first_id AND t.last_id AND s.run_id = t.run_id
-                        ON CONFLICT (sample_id) DO NOTHING
-                        RETURNING 1)
-                    SELECT (SELECT count(*) FROM taken), (SELECT count(*) FROM written)""",
+                f"SELECT id, run_id, first_id, last_id FROM {PENDING} {only_run} ORDER BY id LIMIT %s {lock}",
                 params,
             )
-            taken, written = cur.fetchone()
+            taken = cur.fetchall()
+            if taken:
+                # the texts are compressed (webapp.runs.sample_text): decoded here, their vectors
+                # computed by PostgreSQL from the decoded text
+                cur.execute(
+                    f"""SELECT s.id, s.run_id, s.completion, s.completion_z, s.completion_dict
+                        FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(run_id, first_id, last_id)
+                        JOIN {SAMPLES} s ON s.id BETWEEN t.first_id AND t.last_id AND s.run_id = t.run_id""",
+                    [[t[1] for t in taken], [t[2] for t in taken], [t[3] for t in taken]],
+                )
+                rows = cur.fetchall()
+                if rows:
+                    cur.execute(
+                        f"""INSERT INTO {SEARCH} (sample_id, run_id, tsv)
+                            SELECT u.id, u.run_id, to_tsvector('simple', u.text)
+                            FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS u(id, run_id, text)
+                            ON CONFLICT (sample_id) DO NOTHING""",
+                        [
+                            [r[0] for r in rows],
+                            [r[1] for r in rows],
+                            [sample_text.text_of(r[2], r[3], r[4]) for r in rows],
+                        ],
+                    )
+                    done += cur.rowcount
+                cur.execute(f"DELETE FROM {PENDING} WHERE id = ANY(%s)", [[t[0] for t in taken]])
         statements += 1
-        done += written
         if not taken:
             break
     return done
+
+
+def pending_matches(run_id: int, websearch: str) -> list[int]:
+    """The ids of a run's samples not indexed yet whose completion matches ``websearch`` (web-search
+    syntax, the 'simple' configuration): decoded here, matched by PostgreSQL (the same parser as the
+    index). Costs what the queue holds (a few seconds of ingest at most while the indexers keep up)."""
+    if not enabled():
+        return []
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT u.id, u.completion, u.completion_z, u.completion_dict FROM {PENDING} p JOIN {SAMPLES} u "
+            "ON u.id BETWEEN p.first_id AND p.last_id AND u.run_id = p.run_id WHERE p.run_id = %s",
+            [run_id],
+        )
+        rows = cur.fetchall()
+        if not rows:
+            return []
+        cur.execute(
+            "SELECT u.id FROM unnest(%s::bigint[], %s::text[]) AS u(id, text) "
+            "WHERE to_tsvector('simple', u.text) @@ websearch_to_tsquery('simple', %s)",
+            [[r[0] for r in rows], [sample_text.text_of(r[1], r[2], r[3]) for r in rows], websearch],
+        )
+        return [i for (i,) in cur.fetchall()]
 
 
 SWEEP_STATEMENTS = 50  # a housekeeping pass indexes at most ~1M samples (50 x 20 batches of ~1,000)

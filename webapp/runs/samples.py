@@ -27,6 +27,8 @@ Keys outside this list go into ``extra``. Stored:
   or ``group_status(members)`` of all its members stored so far (re-derived, and written on the
   members stored before, when a later batch adds members to a group and sends no status).
 
+- the completion as a zstd frame with the run's dictionary (PostgreSQL; webapp.runs.sample_text),
+  ``Sample.completion`` left empty;
 - the completions' full-text vectors after commit, not by the insert (webapp.runs.sample_search): the
   batch queues itself (one row) in its transaction; searches recheck queued rows until indexed.
 
@@ -57,7 +59,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Min, Q
 
 from webapp.errors import ServiceError
-from webapp.runs import sample_search
+from webapp.runs import sample_search, sample_text
 from webapp.runs.models import (
     GROUP_STATUSES,
     SAMPLE_FINISH_REASONS,
@@ -487,7 +489,8 @@ def _record(run_id: int, rows: list[dict[str, Any]], attempt: int) -> int:
 
 
 COPY_COLUMNS = (
-    "id", "run_id", "step", "prompt", "prompt_ref_id", "completion", "reward", "advantage", "verdict",
+    "id", "run_id", "step", "prompt", "prompt_ref_id", "completion", "completion_z", "completion_dict",
+    "reward", "advantage", "verdict",
     "length", "truncated", "group_index", "member_index", "finish_reason", "rewards", "extracted_answer",
     "phase", "checkpoint_step", "attempt", "data_source", "group_status", "extra", "client_key",
 )  # fmt: skip
@@ -498,7 +501,8 @@ def _insert(
 ) -> list[int]:
     """The rows; returns their ids. PostgreSQL: ids drawn from the table's sequence, then one COPY
     (about 4x faster than a multi-row INSERT of 1,000 2 KB rows), each row built as one tuple from the
-    normalized dict (no model instances); elsewhere bulk_create."""
+    normalized dict (no model instances), the completion as a zstd frame (webapp.runs.sample_text);
+    elsewhere bulk_create, the completion as text."""
     if connection.vendor != "postgresql":
         objs = [
             Sample(
@@ -531,6 +535,7 @@ def _insert(
         return [o.pk for o in objs]
     table = Sample._meta.db_table
     dumps = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+    dict_id, frames = sample_text.compress(run_id, [r["completion"] for r in rows])
     with connection.cursor() as cur:
         cur.execute(
             f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, %s)",
@@ -543,10 +548,10 @@ def _insert(
             cur.cursor.copy(f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN") as copy,
         ):
             write = copy.write_row
-            for pk, r, status in zip(ids, rows, statuses, strict=True):
+            for pk, r, status, frame in zip(ids, rows, statuses, frames, strict=True):
                 write(
                     (
-                        pk, run_id, r["step"], "", prompts[r["digest"]][0], r["completion"], r["reward"],
+                        pk, run_id, r["step"], "", prompts[r["digest"]][0], "", frame, dict_id, r["reward"],
                         r["advantage"], r["verdict"], r["length"], r["truncated"], r["group_index"],
                         r["member_index"], r["finish_reason"], dumps(r["rewards"]), r["extracted_answer"],
                         r["phase"], r["checkpoint_step"], attempt if r["attempt"] is None else r["attempt"],

@@ -24,13 +24,16 @@ Filters::
         commits, and the run's rows not indexed yet matched directly: webapp.runs.sample_search),
         web-search syntax ("a phrase", or, -word)
     contains=<text>                           a literal substring of the prompt or the completion,
-        case-insensitive (ILIKE, % and _ taken literally), at least 3 characters. Prompts: their trigram
-        index. Completions have no trigram index (it made ingest ~10x slower): the full-text index is a
-        prefilter on the literal's whole words (PostgreSQL's parser reads the literal; words inside it
-        exact, the last one as a prefix, the first one skipped when it may be the tail of a word), then
-        ILIKE rechecks. A literal without such a word ("oxe") is a bounded scan in step order under a
-        statement timeout (SCAN_TIMEOUT_MS): past it, a 400 on ``contains`` ("pattern too short to search a
-        run this large; add a word or a filter").
+        case-insensitive, at least 3 characters. Prompts: ILIKE (% and _ taken literally) on their
+        trigram index. Completions are compressed (webapp.runs.sample_text) and have no trigram index (it
+        made ingest ~10x slower): the full-text index is a prefilter on the literal's whole words
+        (PostgreSQL's parser reads the literal; words inside it exact, the last one as a prefix, the
+        first one skipped when it may be the tail of a word), plus the run's rows not indexed yet; the
+        candidates are read in page order, decoded and rechecked in Python until the page (and one row
+        more) is found (``contains_scan``; counts as a walk does: "50+"). A literal without such a word
+        ("oxe") scans every row of the run that way. The scan stops at SCAN_TIMEOUT_MS: a page not full
+        by then is a 400 on ``contains`` ("pattern too short to search a run this large; add a word or a
+        filter").
 
 Ordering: ``ordering=[-]step|reward|advantage|length`` (default ``step``). By step, a step's samples
 come group by group, member by member (then by id); ``-step`` is its exact reverse. By the other keys,
@@ -41,8 +44,7 @@ requested page (``COUNT_CAP``, then "2,000+"); a first page that is not full is 
 search whose matches the planner estimates at 1 % or more of the run (PostgreSQL keeps word statistics
 for the full-text index's expression) walks the (run, step, group, member) index, testing rows until
 the page is full, and counts only what it saw ("50+"); a rarer one is read from the GIN index and
-sorted. A substring search counts its matches with the trigram index up to the cap, then walks (many)
-or sorts (few).
+sorted. A substring search scans its candidates in page order (see ``contains``).
 
 SQLite (embedded mode): no full-text or trigram index; ``q`` and ``contains`` both become
 case-insensitive substring matches (icontains) over the completion and the prompt.
@@ -60,6 +62,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -67,13 +70,13 @@ from functools import cached_property
 import numpy as np
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.db import OperationalError, connection
-from django.db.models import BooleanField, Exists, F, OuterRef, Q
+from django.db.models import BooleanField, Exists, ExpressionWrapper, F, OuterRef, Q, Value
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Length, Right, Substr
+from django.db.models.functions import Substr
 
 from webapp.errors import ServiceError
 from webapp.planner import planner_settings
-from webapp.runs import sample_search
+from webapp.runs import sample_search, sample_text
 from webapp.runs.models import (
     GROUP_STATUSES,
     SAMPLE_FINISH_REASONS,
@@ -95,7 +98,8 @@ DEFAULT_PAGE_SIZE = 50
 COUNT_CAP = 2_000
 MAX_QUERY_CHARS = 500
 MIN_CONTAINS_CHARS = 3
-SCAN_TIMEOUT_MS = 5_000  # a substring search without a whole word to prefilter on stops here (a 400)
+SCAN_TIMEOUT_MS = 5_000  # a substring search's scan stops here (a 400 unless its page was full)
+SCAN_CHUNK = 500  # rows a substring search's scan reads per fetch
 SCAN_TIMEOUT_MESSAGE = "pattern too short to search a run this large; add a word or a filter"
 #: ts_debug token types that are lexemes of to_tsvector('simple', ...) wherever they occur whole
 COMPOUND_TOKENS = ("asciihword", "hword", "numhword", "url")  # ts_debug lists their parts after them
@@ -152,6 +156,7 @@ class SampleQuery:
         self._queryset = None
         self._prompt_ids: list[int] = []
         self._contains_query: str | None = None
+        self._contains_hit: Q | None = None
         self._word_density = 0.0
         self.errors: dict[str, str] = {}
 
@@ -318,10 +323,12 @@ class SampleQuery:
         if self.q and search:
             qs = qs.filter(self._text_q(self.q, words=True))
         if self.contains and search:
-            qs = qs.filter(self._text_q(self.contains, words=False))
+            match = self._text_q(self.contains, words=False)
+            if match is not None:  # None: every row may match (a scan rechecks them: contains_scan)
+                qs = qs.filter(match)
         return qs.order_by(*self.order_by())
 
-    def _text_q(self, text: str, *, words: bool) -> Q:
+    def _text_q(self, text: str, *, words: bool) -> Q | None:
         """The completion, the run's prompt text (RolloutPrompt, looked up first: a run has a few
         thousand prompts) or, for rows logged before prompts were stored once, the row's own prompt."""
         if connection.vendor != "postgresql":
@@ -351,19 +358,28 @@ class SampleQuery:
             self._word_density = self._words_density(text, len(ids))
             match = self._completion_words(text, walk=self._word_density >= WALK_DENSITY)
         else:
-            match = Q(_raw(template.format(col=_col(Sample, "completion")), [value]))
+            # The completions are compressed (webapp.runs.sample_text): SQL cannot ILIKE them. SQL selects
+            # the rows that may match, the full-text prefilter's candidates (and every row not indexed
+            # yet), or every row when the literal has no word; the paginator's scan decodes and
+            # rechecks them in page order (contains_scan).
             prefilter = self.contains_tsquery()
-            if prefilter:  # the full-text index finds the candidates, ILIKE rechecks them
-                match = self._completion_candidates(prefilter) & match
+            match = self._completion_candidates(prefilter) if prefilter else None
+        hit = None  # the rows whose prompt matches (no recheck)
         if len(ids) > MAX_PROMPT_IDS:
-            match |= Q(prompt_ref__in=prompts.values("id"))
+            hit = Q(prompt_ref__in=prompts.values("id"))
         elif ids:
-            match |= Q(prompt_ref_id__in=ids)
+            hit = Q(prompt_ref_id__in=ids)
         if Sample.objects.filter(run=self.run, prompt_ref__isnull=True).exists():
             # legacy rows: their prompt is not indexed (small runs of earlier versions)
-            legacy = _raw(template.format(col=_col(Sample, "prompt")), [value])
-            match |= Q(prompt_ref__isnull=True) & Q(legacy)
-        return match
+            legacy = Q(prompt_ref__isnull=True) & Q(
+                _raw(template.format(col=_col(Sample, "prompt")), [value])
+            )
+            hit = legacy if hit is None else hit | legacy
+        if not words:
+            self._contains_hit = hit
+        if hit is None:
+            return match
+        return hit if match is None else match | hit
 
     # The completions' vectors are in SampleSearch, written after ingest commits (webapp.runs.sample_search);
     # a run's rows still queued there are matched directly, so a search right after ingest finds them.
@@ -374,22 +390,24 @@ class SampleQuery:
         from the GIN index once (an array of ids: the samples' primary key finds them)."""
         sample_id = _col(Sample, "id")
         tsquery = "websearch_to_tsquery('simple', %s)"
-        pending = f"{sample_search.pending_ids_sql()} AND to_tsvector('simple', u.completion) @@ {tsquery}"
+        pending = sample_search.pending_matches(self.run.pk, text)  # decoded (the text is compressed)
         if walk:
             indexed = (
                 f"EXISTS (SELECT 1 FROM {sample_search.SEARCH} x WHERE x.sample_id = {sample_id} "
                 f"AND x.tsv @@ {tsquery})"
             )
-            return Q(_raw(f"({indexed} OR {sample_id} = ANY(ARRAY({pending})))", [text, self.run.pk, text]))
+            if not pending:
+                return Q(_raw(indexed, [text]))
+            return Q(_raw(f"({indexed} OR {sample_id} = ANY(%s::bigint[]))", [text, pending]))
         indexed = (
             f"SELECT x.sample_id FROM {sample_search.SEARCH} x WHERE x.run_id = %s AND x.tsv @@ {tsquery}"
         )
-        sql = f"{sample_id} = ANY(ARRAY({indexed} UNION ALL {pending}))"
-        return Q(_raw(sql, [self.run.pk, text, self.run.pk, text]))
+        sql = f"{sample_id} = ANY(ARRAY({indexed}) || %s::bigint[])"
+        return Q(_raw(sql, [self.run.pk, text, pending]))
 
     def _completion_candidates(self, tsquery: str) -> Q:
         """The substring search's candidates: indexed rows whose vector has the literal's words (a
-        tsquery), and every row of the run not indexed yet (ILIKE rechecks them all)."""
+        tsquery), and every row of the run not indexed yet (contains_scan rechecks them all)."""
         sample_id = _col(Sample, "id")
         indexed = (
             f"SELECT x.sample_id FROM {sample_search.SEARCH} x WHERE x.run_id = %s AND x.tsv @@ %s::tsquery"
@@ -443,8 +461,39 @@ class SampleQuery:
 
     @property
     def bounded_scan(self) -> bool:
-        """A substring search of the completions with no word to prefilter on (a timed scan)."""
-        return bool(self.contains) and connection.vendor == "postgresql" and not self.contains_tsquery()
+        """A substring search of the completions (PostgreSQL): a scan in page order, decoding and
+        rechecking the candidates (``contains_scan``), bounded by SCAN_TIMEOUT_MS."""
+        return bool(self.contains) and connection.vendor == "postgresql"
+
+    def contains_scan(self, limit: int) -> tuple[list[int], bool]:
+        """The ids of the first ``limit`` samples (in page order) that match ``contains``, and whether
+        the scan finished (False: it stopped at SCAN_TIMEOUT_MS). The queryset's rows (the candidates,
+        every other filter applied, in page order) are read in chunks; a row whose prompt matches is
+        taken as is, the others' completions are decoded and the literal looked for case-insensitively
+        (Python's str.lower on both sides; ILIKE lowercases the same way for all but a few scripts'
+        special cases). Exact: rows are tested in page order, so what the scan returns is the list's
+        head. Bounded: a literal whose candidates are many and matches few (or with no word: every row
+        of the run is a candidate) stops at the time limit; the page then says so (a 400 on ``contains``
+        for the API) unless it filled up first."""
+        qs = self.queryset()
+        hit = self._contains_hit
+        flag = ExpressionWrapper(hit, output_field=BooleanField()) if hit is not None else Value(False)
+        rows = qs.annotate(prompt_hit=flag).values_list(
+            "id", "prompt_hit", "completion", "completion_z", "completion_dict"
+        )
+        needle = self.contains.lower()
+        deadline = time.monotonic() + SCAN_TIMEOUT_MS / 1000
+        walk = self.key == "step" and not self.contains_tsquery()
+        found: list[int] = []
+        with _plan({**(_WALK if walk else _BITMAP), "statement_timeout": str(SCAN_TIMEOUT_MS)}):
+            for pk, prompt_hit, text, frame, dict_id in rows.iterator(chunk_size=SCAN_CHUNK):
+                if prompt_hit or needle in sample_text.text_of(text, frame, dict_id).lower():
+                    found.append(pk)
+                    if len(found) >= limit:
+                        return found, True
+                if time.monotonic() > deadline:
+                    return found, False
+        return found, True
 
     def order_by(self) -> list:
         """By step: step, group, member, id, all in one direction, which is the (run, step, group_index,
@@ -461,7 +510,7 @@ class SampleQuery:
         if not self.search:
             mode = "plain"
         elif self.bounded_scan:
-            mode = "walk" if self.key == "step" else "bitmap"
+            mode = "scan"
         elif self.key != "step":
             mode = "bitmap"  # no index walks these orders: the matches are found, then sorted
         elif self.q and not self.contains:
@@ -475,6 +524,7 @@ class SampleQuery:
             mode=mode,
             count_source=self.queryset(),
             timeout_query=self if self.bounded_scan else None,
+            scanner=self.contains_scan if self.bounded_scan else None,
         )
 
     def _density(self) -> float:
@@ -518,6 +568,10 @@ _BITMAP = {
 _plan = planner_settings  # one mechanism for both searches (webapp.planner)
 
 
+class _ScanStopped(Exception):
+    """A substring search's scan reached SCAN_TIMEOUT_MS before its page was full."""
+
+
 class _TimedOut(Exception):
     """A bounded scan ran out of time on a page (not strict): an empty page, the query's errors say why."""
 
@@ -532,8 +586,11 @@ class SamplePaginator(Paginator):
     filter is read once); "bitmap" reads a search's count and page from the GIN / trigram index;
     "auto" counts that way first, then walks when the count reached the cap."""
 
-    def __init__(self, object_list, per_page, *, cap: int, mode: str, count_source, timeout_query=None):
+    def __init__(
+        self, object_list, per_page, *, cap: int, mode: str, count_source, timeout_query=None, scanner=None
+    ):
         super().__init__(object_list, per_page)
+        self.scanner = scanner  # "scan": SampleQuery.contains_scan
         self.timeout_query = timeout_query  # a bounded scan: its SampleQuery (strict: a 400; else its errors)
         self.cap = cap
         self.mode = mode
@@ -545,7 +602,9 @@ class SamplePaginator(Paginator):
         return self.count - 1 if self.capped else self.count
 
     def _reads_page_first(self, number: int) -> bool:
-        return self.mode == "walk" or (self.mode == "plain" and number == 1 and "count" not in self.__dict__)
+        return self.mode in ("walk", "scan") or (
+            self.mode == "plain" and number == 1 and "count" not in self.__dict__
+        )
 
     def validate_number(self, number):
         try:
@@ -590,9 +649,9 @@ class SamplePaginator(Paginator):
             return
         try:
             yield
-        except OperationalError as exc:
-            if getattr(exc.__cause__, "sqlstate", None) != "57014":  # query_canceled
-                raise
+        except (OperationalError, _ScanStopped) as exc:
+            if isinstance(exc, OperationalError) and getattr(exc.__cause__, "sqlstate", None) != "57014":
+                raise  # not query_canceled
             if self.timeout_query.strict:
                 raise ServiceError(SCAN_TIMEOUT_MESSAGE, {"contains": [SCAN_TIMEOUT_MESSAGE]}) from None
             self.timeout_query.errors["contains"] = SCAN_TIMEOUT_MESSAGE
@@ -606,7 +665,28 @@ class SamplePaginator(Paginator):
             self.capped = False
             return self._get_page([], 1, self)
 
+    def _scan_page(self, number):
+        """A substring search's page: the scan finds the matches up to one past the page (walk's
+        counting: what was seen, "50+")."""
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        with self._bounded():
+            ids, finished = self.scanner(bottom + self.per_page + 1)
+            rows = ids[bottom:]
+            if not finished and len(rows) < self.per_page:
+                raise _ScanStopped
+        if not rows and number > 1:
+            raise EmptyPage("that page contains no results")
+        more = len(rows) > self.per_page or not finished
+        self.__dict__["count"] = bottom + min(len(rows), self.per_page) + (1 if more else 0)
+        self.capped = more
+        shown = rows[: self.per_page]
+        by_id = {o.pk: o for o in self.object_list.filter(pk__in=shown).order_by()} if shown else {}
+        return self._get_page([by_id[pk] for pk in shown if pk in by_id], number, self)
+
     def _page(self, number):
+        if self.mode == "scan":
+            return self._scan_page(number)
         number = self.validate_number(number)
         bottom = (number - 1) * self.per_page
         if self._reads_page_first(number):
@@ -626,6 +706,14 @@ class SamplePaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
+        if self.mode == "scan":
+            try:
+                with self._bounded():
+                    ids, finished = self.scanner(self.cap + 1)
+            except _TimedOut:
+                return 0
+            self.capped = len(ids) > self.cap or not finished
+            return min(len(ids), self.cap + 1) if finished else len(ids) + 1
         plan = _BITMAP if self.mode in ("bitmap", "auto") else None
         if self.timeout_query is not None:
             plan = {**(plan or {}), "statement_timeout": str(SCAN_TIMEOUT_MS)}
@@ -807,8 +895,8 @@ def has_tokens_expr() -> Exists:
 
 
 def list_rows(ids: list[int]) -> list:
-    """The rows of a page (its sample ids, in order), cheaply: no full texts, the completion's head
-    and tail, the prompt's excerpt and the expected answer, and whether per-token arrays exist.
+    """The rows of a page (its sample ids, in order), cheaply: no full prompt texts, the completion's
+    head and tail (decoded here: the text is compressed), the prompt's excerpt and the expected answer, and whether per-token arrays exist.
     (Read apart from the page's ids, so that a sort never carries these columns through every row.)"""
     rows = (
         Sample.objects.filter(pk__in=ids)
@@ -833,17 +921,22 @@ def list_rows(ids: list[int]) -> list:
             "prompt_ref__id",
             "prompt_ref__expected_answer",
             "prompt_ref__data_source",
+            "completion",  # a compressed frame (~700 bytes for 2 KB), decoded on load (Sample.from_db)
+            "completion_z",
+            "completion_dict",
         )  # fmt: skip
         .annotate(
-            head=Substr("completion", 1, PREVIEW_CHARS),
-            tail=Right("completion", PREVIEW_CHARS),
-            completion_chars=Length("completion"),
             prompt_excerpt=Substr("prompt", 1, PREVIEW_CHARS),
             ref_excerpt=Substr("prompt_ref__text", 1, PREVIEW_CHARS),
             has_tokens=has_tokens_expr(),
         )
     )
-    by_id = {r.pk: r for r in rows}
+    by_id = {}
+    for r in rows:
+        text = r.completion
+        r.head, r.tail, r.completion_chars = text[:PREVIEW_CHARS], text[-PREVIEW_CHARS:], len(text)
+        r.completion = ""  # the list shows the preview only
+        by_id[r.pk] = r
     return [by_id[i] for i in ids if i in by_id]
 
 
