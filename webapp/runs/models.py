@@ -277,11 +277,12 @@ class Sample(models.Model):
     NULL). Loading a row with ``completion_z`` decodes it into ``completion`` (``from_db``); SQL never
     reads the text (the search index gets the decoded text from webapp.runs.sample_search)."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
+    # no index of their own (migration 0018): (run, ...) and (prompt_ref, step) below lead with them
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples", db_index=False)
     step = models.BigIntegerField()
     prompt = models.TextField(blank=True)
     prompt_ref = models.ForeignKey(
-        RolloutPrompt, null=True, blank=True, on_delete=models.CASCADE, related_name="samples"
+        RolloutPrompt, null=True, blank=True, on_delete=models.CASCADE, related_name="samples", db_index=False
     )
     completion = models.TextField(blank=True)  # legacy rows (and SQLite); see completion_z
     completion_z = models.BinaryField(null=True, blank=True)
@@ -311,7 +312,7 @@ class Sample(models.Model):
         ordering = ["run", "step", "id"]
         constraints = [models.UniqueConstraint(fields=["run", "client_key"], name="sample_client_key_unique")]
         indexes = [
-            models.Index(fields=["run", "step"], name="sample_run_step"),
+            # (run, step) was dropped (migration 0018): a prefix of sample_run_group, which serves its queries
             models.Index(fields=["run", "verdict", "step"], name="sample_run_verdict"),
             models.Index(fields=["run", "step", "group_index", "member_index"], name="sample_run_group"),
             models.Index(fields=["prompt_ref", "step"], name="sample_prompt_step"),
