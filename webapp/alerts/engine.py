@@ -263,9 +263,19 @@ def project_rules(project_id: int, version: int) -> ProjectRules:
 
 
 def _threshold(rule: Compiled, values: np.ndarray) -> np.ndarray:
-    bound, op = rule.params["value"], rule.params["op"]
+    return _compare(values, rule.params["op"], rule.params["value"])
+
+
+def _compare(values: np.ndarray, op: str, bound) -> np.ndarray:
+    """``values op bound`` (one comparison: a dict of all four computed each of them every call)."""
     with np.errstate(invalid="ignore"):
-        return {">": values > bound, ">=": values >= bound, "<": values < bound, "<=": values <= bound}[op]
+        if op == ">":
+            return values > bound
+        if op == ">=":
+            return values >= bound
+        if op == "<":
+            return values < bound
+        return values <= bound
 
 
 def _directional(score: np.ndarray, bound: float, direction: str) -> np.ndarray:
@@ -278,35 +288,60 @@ def _directional(score: np.ndarray, bound: float, direction: str) -> np.ndarray:
 
 
 def _zscore(rule: Compiled, values: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray]:
-    """z of each point against the run's history before it (Welford's count/mean/M2 carried in the
-    state, prefix sums over the batch: no Python loop). Non-finite points neither score nor count."""
-    finite = np.isfinite(values)
-    v = np.where(finite, values, 0.0)
-    n0, mean0, m2_0 = state.n, state.mean, state.m2
-    d = np.where(finite, v - mean0, 0.0)
-    counts = n0 + np.cumsum(finite) - finite  # points before each one
-    sum_d = np.cumsum(d) - d
-    sum_d2 = m2_0 + np.cumsum(d * d) - d * d
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = mean0 + np.where(counts > 0, sum_d / np.maximum(counts, 1), 0.0)
-        m2 = sum_d2 - np.where(counts > 0, sum_d * sum_d / np.maximum(counts, 1), 0.0)
-        std = np.sqrt(np.maximum(m2, 0.0) / np.maximum(counts - 1, 1))
-        z = np.where(std > 0, (v - mean) / std, np.where(v != mean, np.inf * np.sign(v - mean), 0.0))
-    z = np.where(finite & (counts >= rule.params["min_points"]), z, np.nan)
-    cond = _directional(z, rule.params["z"], rule.params["direction"])
-    # carry the totals forward
-    total = int(finite.sum())
-    if total:
-        n1 = n0 + total
-        sd, sd2 = float(d.sum()), float((d * d).sum())
-        new_mean = mean0 + sd / n1
-        state.m2 = m2_0 + sd2 - sd * sd / n1
-        state.mean, state.n = new_mean, n1
-        # this batch's own moments join the unflushed delta (state_cache merges it into the row)
-        from webapp.alerts.state_cache import combine
+    """One rule's z-scores (the stacked version with one row)."""
+    cond, z = _zscore_stacked([rule], values[None, :], [state])
+    return cond[0], z[0]
 
+
+def _zscore_stacked(rules: list[Compiled], values: np.ndarray, states: list[State]):
+    """z of each point against its run's history before it, for R rules at once (``values`` is R x L,
+    row i the points of rules[i]'s series): Welford's count/mean/M2 carried in each state, prefix sums
+    along the rows, so a run's ten z-score rules cost one pass of numpy calls, not ten (issue 15a:
+    per-call overhead, not arithmetic, was the cost). Non-finite points neither score nor count.
+    Returns (condition, z), both R x L, and carries each state's totals forward."""
+    finite = np.isfinite(values)
+    n0 = np.array([s.n for s in states], dtype=np.float64)[:, None]
+    mean0 = np.array([s.mean for s in states], dtype=np.float64)[:, None]
+    m2_0 = np.array([s.m2 for s in states], dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = np.where(finite, values - mean0, 0.0)
+        d2 = d * d
+        cum_d, cum_d2 = np.cumsum(d, axis=1), np.cumsum(d2, axis=1)
+        counts = n0 + np.cumsum(finite, axis=1) - finite  # points before each one
+        sum_d = cum_d - d
+        before = np.maximum(counts, 1)
+        ratio = sum_d / before  # 0 where nothing came before (sum_d is 0 there)
+        mean = mean0 + ratio
+        m2 = m2_0 + cum_d2 - d2 - sum_d * ratio
+        std = np.sqrt(np.maximum(m2, 0.0) / np.maximum(counts - 1, 1))
+        dev = values - mean
+        z = np.where(std > 0, dev / std, np.where(dev != 0, np.inf * np.sign(dev), 0.0))
+    min_points = np.array([r.params["min_points"] for r in rules], dtype=np.float64)[:, None]
+    z = np.where(finite & (counts >= min_points), z, np.nan)
+    bound = np.array([r.params["z"] for r in rules], dtype=np.float64)[:, None]
+    directions = [r.params["direction"] for r in rules]
+    with np.errstate(invalid="ignore"):
+        if all(x == directions[0] for x in directions):
+            cond = _directional(z, bound, directions[0])
+        else:
+            cond = np.stack([_directional(z[i], bound[i, 0], x) for i, x in enumerate(directions)])
+    # carry the totals forward
+    totals = finite.sum(axis=1)
+    sds, sd2s = cum_d[:, -1], cum_d2[:, -1]
+    from webapp.alerts.state_cache import combine
+
+    for i, state in enumerate(states):
+        total = int(totals[i])
+        if not total:
+            continue
+        sd, sd2 = float(sds[i]), float(sd2s[i])
+        n1 = state.n + total
+        mean_0, m2_before = state.mean, state.m2
+        state.m2 = m2_before + sd2 - sd * sd / n1
+        state.mean, state.n = mean_0 + sd / n1, n1
+        # this batch's own moments join the unflushed delta (state_cache merges it into the row)
         state.dn, state.dmean, state.dm2 = combine(
-            state.dn, state.dmean, state.dm2, total, mean0 + sd / total, sd2 - sd * sd / total
+            state.dn, state.dmean, state.dm2, total, mean_0 + sd / total, sd2 - sd * sd / total
         )
     return cond, z
 
@@ -387,8 +422,20 @@ def _episode_starts(cond: np.ndarray, was_active: bool) -> tuple[np.ndarray, boo
     cond = np.asarray(cond, dtype=bool)
     if not len(cond):
         return np.empty(0, dtype=np.int64), was_active
-    previous = np.r_[was_active, cond[:-1]]
+    previous = np.empty_like(cond)  # the condition one point earlier (np.r_ cost ~40 us a call)
+    previous[0] = was_active
+    previous[1:] = cond[:-1]
     return np.flatnonzero(cond & ~previous), bool(cond[-1])
+
+
+def _episode_starts_stacked(cond: np.ndarray, was_active: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """_episode_starts for R rows at once: each row's start indices, and each row's open episode."""
+    previous = np.empty_like(cond)
+    previous[:, 0] = was_active
+    previous[:, 1:] = cond[:, :-1]
+    rows, cols = np.nonzero(cond & ~previous)
+    starts = np.split(cols, np.searchsorted(rows, np.arange(1, len(cond))))
+    return starts, cond[:, -1]
 
 
 def evaluate(run_id: int, batch) -> list[Event]:
@@ -443,13 +490,23 @@ def evaluate(run_id: int, batch) -> list[Event]:
     return fired
 
 
+STACKED_KINDS = ("threshold", "zscore")
+
+
 def _apply(run_id: int, info: RunInfo, work: dict, states: dict) -> tuple[list[State], list[Event]]:
-    """Run each rule on its points, updating its state; returns (changed states, events)."""
+    """Run each rule on its points, updating its state; returns (changed states, events).
+
+    Threshold and z-score rules with as many points (a run's keys logged together) are evaluated
+    stacked, one numpy pass for all of them; the other kinds one rule at a time."""
     changed: list[State] = []
     fired: list[Event] = []
+    stacks: dict[tuple[str, int], list] = {}
     for (rule_id, ekey), (rule, _, steps, values) in work.items():
         state = states.get((rule_id, ekey)) or State(rule_id, run_id, ekey)
-        before = (state.active, state.n, state.mean, state.m2, list(state.buffer or []))
+        if rule.kind in STACKED_KINDS and len(values):
+            stacks.setdefault((rule.kind, len(values)), []).append((rule, ekey, steps, values, state))
+            continue
+        before = _snapshot(state)
         score = None
         if rule.kind == "collapse":
             if state.active:
@@ -469,19 +526,67 @@ def _apply(run_id: int, info: RunInfo, work: dict, states: dict) -> tuple[list[S
             else:
                 cond, score = _change(rule, values, state)
             starts, state.active = _episode_starts(cond, state.active)
-            for i in starts[:MAX_EVENTS_PER_SERIES]:
-                value = float(values[i])
-                s = float(score[i]) if score is not None else None
-                fired.append(_event(rule, info, ekey, int(steps[i]), value, _describe(rule, ekey, value, s)))
-        after = (state.active, state.n, state.mean, state.m2, list(state.buffer or []))
-        # a state with no row that is still the default (a threshold rule whose episode never
-        # opened) is what a missing row reads as: no write (half of a batch's states, typically)
-        if (state.pk is None and after != DEFAULT_STATE) or (state.pk is not None and before != after):
-            changed.append(state)
+            _fire(rule, info, ekey, steps, values, score, starts, fired)
+        _note_change(state, before, changed)
+    for (kind, _), items in stacks.items():
+        rules = [it[0] for it in items]
+        item_states = [it[4] for it in items]
+        befores = [_snapshot(st) for st in item_states]
+        values = np.stack([it[3] for it in items])
+        if kind == "zscore":
+            cond, score = _zscore_stacked(rules, values, item_states)
+        else:
+            cond, score = _threshold_stacked(rules, values), None
+        starts, active = _episode_starts_stacked(cond, np.array([st.active for st in item_states]))
+        for i, (rule, ekey, steps, row_values, state) in enumerate(items):
+            state.active = bool(active[i])
+            if len(starts[i]):
+                _fire(
+                    rule, info, ekey, steps, row_values, None if score is None else score[i], starts[i], fired
+                )
+            _note_change(state, befores[i], changed)
     return changed, fired
 
 
+def _threshold_stacked(rules: list[Compiled], values: np.ndarray) -> np.ndarray:
+    """_threshold for R rules (R x L values): one comparison per operator present."""
+    ops = [r.params["op"] for r in rules]
+    bound = np.array([r.params["value"] for r in rules], dtype=np.float64)[:, None]
+    if all(op == ops[0] for op in ops):
+        return _compare(values, ops[0], bound)
+    return np.stack([_compare(values[i], op, bound[i, 0]) for i, op in enumerate(ops)])
+
+
+def _snapshot(state: State) -> tuple:
+    return (state.active, state.n, state.mean, state.m2, list(state.buffer or []))
+
+
+def _note_change(state: State, before: tuple, changed: list[State]) -> None:
+    after = _snapshot(state)
+    # a state with no row that is still the default (a threshold rule whose episode never
+    # opened) is what a missing row reads as: no write (half of a batch's states, typically)
+    if (state.pk is None and after != DEFAULT_STATE) or (state.pk is not None and before != after):
+        changed.append(state)
+
+
+def _fire(rule: Compiled, info: RunInfo, ekey: str, steps, values, score, starts, fired: list[Event]) -> None:
+    for i in starts[:MAX_EVENTS_PER_SERIES]:
+        value = float(values[i])
+        s = float(score[i]) if score is not None else None
+        fired.append(_event(rule, info, ekey, int(steps[i]), value, _describe(rule, ekey, value, s)))
+
+
 DEFAULT_STATE = (False, 0, 0.0, 0.0, [])
+
+
+def raw_cursor():
+    """A psycopg cursor on Django's connection with server-side binding: Django's cursor quotes
+    the statement's arrays into SQL text in Python, which cost a firing batch more CPU than the
+    rules themselves (issue 15a)."""
+    import psycopg
+
+    connection.ensure_connection()
+    return psycopg.Cursor(connection.connection)
 
 
 def _write_postgresql(states: list[State], events: list[Event]) -> None:
@@ -526,7 +631,7 @@ def _write_postgresql(states: list[State], events: list[Event]) -> None:
         params.append(events[0].project_id)  # one batch, one run, one project
     else:
         tail = "SELECT NULL, FALSE"
-    with connection.cursor() as cur:
+    with raw_cursor() as cur:
         cur.execute(f"WITH {', '.join(parts)} {tail}", params)
         rows = cur.fetchall()
     if not events:
