@@ -441,6 +441,8 @@ def _episode_starts_stacked(cond: np.ndarray, was_active: np.ndarray) -> tuple[l
 def evaluate(run_id: int, batch) -> list[Event]:
     """Fire the rules of ``run_id``'s project on ``batch`` (key -> metric_store.Columns, already
     committed). Returns the events written."""
+    if not _versions():
+        return []  # no project has ever had a rule: not even the run's row is read
     info = _run_info(run_id)
     if info is None or not info.version:
         return []
