@@ -79,7 +79,7 @@ def expectations(run) -> dict:
     """What each page should show, read from the database (the pages' selectors are not used)."""
     from django.db import connection
 
-    from webapp.runs.models import RolloutPrompt, Sample
+    from webapp.runs.models import Sample
     from webapp.runs.samples import decode_tokens
 
     samples = list(Sample.objects.filter(run=run).select_related("prompt_ref").order_by("step", "id"))
@@ -93,13 +93,18 @@ def expectations(run) -> dict:
     with connection.cursor() as cur:
         cur.execute("SELECT (tsvector_to_array(to_tsvector('simple', %s)))[1]", [kept.completion])
         word = cur.fetchone()[0]
+        # the completions are compressed (webapp.runs.sample_text): matched here on the decoded text
+        kept_rows = [s for s in train if s.group_status == "kept"]
         cur.execute(
-            f"""SELECT count(*) FROM {Sample._meta.db_table} s
-                LEFT JOIN {RolloutPrompt._meta.db_table} p ON p.id = s.prompt_ref_id
-                WHERE s.run_id = %s AND s.group_status = 'kept' AND s.phase = 'train'
-                  AND (to_tsvector('simple', s.completion) @@ websearch_to_tsquery('simple', %s)
-                       OR to_tsvector('simple', coalesce(p.text, s.prompt)) @@ websearch_to_tsquery('simple', %s))""",
-            [run.pk, word, word],
+            """SELECT count(*) FROM unnest(%s::text[], %s::text[]) AS u(completion, prompt)
+                WHERE to_tsvector('simple', u.completion) @@ websearch_to_tsquery('simple', %s)
+                   OR to_tsvector('simple', u.prompt) @@ websearch_to_tsquery('simple', %s)""",
+            [
+                [s.completion for s in kept_rows],
+                [s.prompt_ref.text if s.prompt_ref_id else s.prompt for s in kept_rows],
+                word,
+                word,
+            ],
         )
         word_matches = cur.fetchone()[0]
     with_tokens = next(s for s in train if hasattr(s, "tokens"))

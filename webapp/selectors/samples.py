@@ -935,7 +935,6 @@ def list_rows(ids: list[int]) -> list:
     for r in rows:
         text = r.completion
         r.head, r.tail, r.completion_chars = text[:PREVIEW_CHARS], text[-PREVIEW_CHARS:], len(text)
-        r.completion = ""  # the list shows the preview only
         by_id[r.pk] = r
     return [by_id[i] for i in ids if i in by_id]
 
