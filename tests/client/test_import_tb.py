@@ -81,9 +81,10 @@ def test_import_tb_is_complete_bounded_and_idempotent(server, token, project, tm
     acc = series_read([b.id], ["eval/acc"])[b.id]["eval/acc"]
     assert acc["steps"].tolist() == list(range(200)) and acc["values"][150] == pytest.approx(0.15)
     # the prompt is stored once per run (issue 14's RolloutPrompt) and read through prompt_ref
-    texts = list(
-        Sample.objects.filter(run=a).order_by("step").values_list("step", "prompt_ref__text", "completion")
-    )
+    texts = [  # model rows: the completion is compressed in the table and decoded on load (sample_text)
+        (s.step, s.prompt_ref.text, s.completion)
+        for s in Sample.objects.filter(run=a).select_related("prompt_ref").order_by("step")
+    ]
     assert len(texts) == 12 and texts[3] == (150, "completions", "step 150: the answer is 300")
 
     # again: nothing new; then the run went on (a second event file): only the new steps arrive

@@ -61,7 +61,7 @@ def test_a_resumed_attempt_replaces_the_redone_steps_metrics_samples_and_evaluat
     assert (series.count, series.last_step, series.last_value) == (10, 9, 209.0)
     assert (series.min_value, series.max_value) == (100.0, 209.0)
 
-    samples = list(Sample.objects.filter(run=run).values_list("step", "completion"))
+    samples = [(s.step, s.completion) for s in Sample.objects.filter(run=run)]  # decoded on load
     assert Counter(step for step, _ in samples) == {step: 2 for step in range(10)}  # none twice
     assert {c for step, c in samples if step >= 5} == {"200.0"}
     assert {c for step, c in samples if step < 5} == {"100.0"}
