@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 
+import psycopg
 from django.db import connection, connections, transaction
 
 from webapp.runs import sample_text
@@ -80,10 +81,10 @@ def index_pending(max_batches: int | None = None, *, run_id: int | None = None) 
                 )
                 rows = cur.fetchall()
                 if rows:
-                    cur.execute(
+                    done += _execute_binary(
                         f"""INSERT INTO {SEARCH} (sample_id, run_id, tsv)
                             SELECT u.id, u.run_id, to_tsvector('simple', u.text)
-                            FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS u(id, run_id, text)
+                            FROM unnest(%b::bigint[], %b::bigint[], %b::text[]) AS u(id, run_id, text)
                             ON CONFLICT (sample_id) DO NOTHING""",
                         [
                             [r[0] for r in rows],
@@ -91,7 +92,6 @@ def index_pending(max_batches: int | None = None, *, run_id: int | None = None) 
                             [sample_text.text_of(r[2], r[3], r[4]) for r in rows],
                         ],
                     )
-                    done += cur.rowcount
                 cur.execute(f"DELETE FROM {PENDING} WHERE id = ANY(%s)", [[t[0] for t in taken]])
         statements += 1
         if not taken:
@@ -114,12 +114,24 @@ def pending_matches(run_id: int, websearch: str) -> list[int]:
         rows = cur.fetchall()
         if not rows:
             return []
-        cur.execute(
-            "SELECT u.id FROM unnest(%s::bigint[], %s::text[]) AS u(id, text) "
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as raw:
+        raw.execute(
+            "SELECT u.id FROM unnest(%b::bigint[], %b::text[]) AS u(id, text) "
             "WHERE to_tsvector('simple', u.text) @@ websearch_to_tsquery('simple', %s)",
             [[r[0] for r in rows], [sample_text.text_of(r[1], r[2], r[3]) for r in rows], websearch],
         )
-        return [i for (i,) in cur.fetchall()]
+        return [i for (i,) in raw.fetchall()]
+
+
+def _execute_binary(sql: str, params: list) -> int:
+    """One statement with its parameters bound server-side in binary (``%b``), on Django's connection
+    (its transaction). Django's cursors bind client-side: 10,000 2 KB texts quoted into an array literal
+    cost ~1.2 s of Python per statement, binary ~0.15 s. Returns the rows affected."""
+    connection.ensure_connection()
+    with psycopg.Cursor(connection.connection) as raw:
+        raw.execute(sql, params)
+        return raw.rowcount
 
 
 SWEEP_STATEMENTS = 50  # a housekeeping pass indexes at most ~1M samples (50 x 20 batches of ~1,000)
