@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+import psycopg
 from django.db import connection, transaction
 
 from webapp.runs import sample_codec
@@ -180,9 +181,10 @@ def recompress_run(run_id: int, *, batch: int = 2_000) -> int:
                 return done
             last = rows[-1][0]
             frames = _codec(dict_id).compress_many([text_of(c, z, d) for _, c, z, d in rows])
-            cur.execute(
-                f"UPDATE {SAMPLES} s SET completion_z = u.z, completion_dict = %s, completion = '' "
-                "FROM unnest(%s::bigint[], %s::bytea[]) AS u(id, z) WHERE s.id = u.id",
-                [dict_id, [r[0] for r in rows], frames],
-            )
+            with psycopg.Cursor(connection.connection) as raw:  # binary parameters (Django quotes them)
+                raw.execute(
+                    f"UPDATE {SAMPLES} s SET completion_z = u.z, completion_dict = %s, completion = '' "
+                    "FROM unnest(%b::bigint[], %b::bytea[]) AS u(id, z) WHERE s.id = u.id",
+                    [dict_id, [r[0] for r in rows], frames],
+                )
             done += len(rows)
