@@ -41,10 +41,11 @@ ties go by id (ascending) and samples without a reward or advantage are listed l
 
 Paging: page numbers, never a COUNT(*) over the run (SamplePaginator). Counts stop a little past the
 requested page (``COUNT_CAP``, then "2,000+"); a first page that is not full is its own count. A word
-search whose matches the planner estimates at 1 % or more of the run (PostgreSQL keeps word statistics
-for the full-text index's expression) walks the (run, step, group, member) index, testing rows until
-the page is full, and counts only what it saw ("50+"); a rarer one is read from the GIN index and
-sorted. A substring search scans its candidates in page order (see ``contains``).
+search whose matches are 1 % or more of the samples (WALK_DENSITY; counted in the completions' index
+alone, up to that many or WALK_COUNT_MAX: the planner's estimate of a word missing from its statistics is
+a fixed 0.5 %) walks the (run, step, group, member) index, testing rows until the page is full, and
+counts only what it saw ("50+"); a rarer one is read from the GIN index and sorted. A substring search
+scans its candidates in page order (see ``contains``).
 
 SQLite (embedded mode): no full-text or trigram index; ``q`` and ``contains`` both become
 case-insensitive substring matches (icontains) over the completion and the prompt.
@@ -60,7 +61,6 @@ it is ignored and reported in ``errors``.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import time
 from collections.abc import Iterator
@@ -116,7 +116,8 @@ PREFILTER_TOKENS = (
 )
 MAX_STEP = 2**62
 MAX_LEN = 2**31 - 1
-WALK_DENSITY = 0.01  # a word search whose estimated matches are at least this share walks the index
+WALK_DENSITY = 0.01  # a word search whose matches are at least this share walks the index
+WALK_COUNT_MAX = 10_000  # ... or at least this many (counted up to the lower of the two)
 MAX_PROMPT_IDS = 20_000  # prompts matched by a search, passed as a list (above: a subquery)
 PREVIEW_CHARS = 160  # head and tail of a completion in a list row
 #: the API refuses these empty or repeated (the schema's integers, numbers and enums)
@@ -157,7 +158,8 @@ class SampleQuery:
         self._prompt_ids: list[int] = []
         self._contains_query: str | None = None
         self._contains_hit: Q | None = None
-        self._word_density = 0.0
+        self._word_walk = False
+        self._word_matches: int | None = None  # the completions' matches, counted up to the walk's threshold
         self.errors: dict[str, str] = {}
 
         def bad(name: str, message: str) -> None:
@@ -355,8 +357,9 @@ class SampleQuery:
             _raw(template.format(col=_col(RolloutPrompt, "text")), [value])
         )
         if words:
-            self._word_density = self._words_density(text, len(ids))
-            match = self._completion_words(text, walk=self._word_density >= WALK_DENSITY)
+            pending = sample_search.pending_matches(self.run.pk, text)  # decoded (the text is compressed)
+            self._word_walk = self._words_walk(text, len(ids), pending)
+            match = self._completion_words(text, pending, walk=self._word_walk)
         else:
             # The completions are compressed (webapp.runs.sample_text): SQL cannot ILIKE them. SQL selects
             # the rows that may match, the full-text prefilter's candidates (and every row not indexed
@@ -384,13 +387,12 @@ class SampleQuery:
     # The completions' vectors are in SampleSearch, written after ingest commits (webapp.runs.sample_search);
     # a run's rows still queued there are matched directly, so a search right after ingest finds them.
 
-    def _completion_words(self, text: str, *, walk: bool) -> Q:
+    def _completion_words(self, text: str, pending: list[int], *, walk: bool) -> Q:
         """Samples whose completion has the words. ``walk`` (many matches, read in step order): each row
         walked looks its vector up by id, so a page stops early; otherwise the run's matches are read
         from the GIN index once (an array of ids: the samples' primary key finds them)."""
         sample_id = _col(Sample, "id")
         tsquery = "websearch_to_tsquery('simple', %s)"
-        pending = sample_search.pending_matches(self.run.pk, text)  # decoded (the text is compressed)
         if walk:
             indexed = (
                 f"EXISTS (SELECT 1 FROM {sample_search.SEARCH} x WHERE x.sample_id = {sample_id} "
@@ -415,20 +417,31 @@ class SampleQuery:
         sql = f"{sample_id} = ANY(ARRAY({indexed} UNION ALL {sample_search.pending_ids_sql()}))"
         return Q(_raw(sql, [self.run.pk, tsquery, self.run.pk]))
 
-    def _words_density(self, text: str, prompt_matches: int) -> float:
-        """An estimate of the share of the run's samples that match the words: the planner's for the
-        vectors (ANALYZE keeps word statistics of a tsvector column), plus the share of the run's
-        prompts that match (their samples all do)."""
+    def _words_walk(self, text: str, prompt_matches: int, pending: list[int]) -> bool:
+        """Whether a word search walks the step index: its matches are at least WALK_DENSITY of the
+        samples (the share of the run's prompts that match: their samples all do; or the completions'
+        matches, counted in SampleSearch alone up to the threshold: ``_word_matches``). Counted, not
+        estimated: the planner's estimate for a word missing from the column's statistics is a fixed
+        0.5 %, so a word in 2 % of a 1M run read its ~20,000 matches twice instead of walking. The
+        threshold is WALK_DENSITY of the indexed samples (pg_class; every run's), at most WALK_COUNT_MAX
+        (the count's cost: ~10 us a match)."""
         prompts = RolloutPrompt.objects.filter(run=self.run).count()
-        prompt_share = prompt_matches / prompts if prompts else 0.0
+        if prompts and prompt_matches / prompts >= WALK_DENSITY:
+            return True
         with connection.cursor() as cur:
             cur.execute("SELECT reltuples FROM pg_class WHERE relname = %s", [sample_search.SEARCH])
             row = cur.fetchone()
-        total = float(row[0]) if row else 0.0
-        if total <= 0:  # never analyzed (a new database): no estimate, read the matches from the index
-            return prompt_share
-        sql = f"SELECT 1 FROM {sample_search.SEARCH} WHERE tsv @@ websearch_to_tsquery('simple', %s)"
-        return prompt_share + _explained_rows(sql, [text]) / total
+            total = float(row[0]) if row else 0.0
+            if total <= 0:  # never analyzed (a new database): read the matches from the index
+                return False
+            threshold = max(1, min(math.ceil(WALK_DENSITY * total), WALK_COUNT_MAX))
+            cur.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM {sample_search.SEARCH} x WHERE x.run_id = %s "
+                "AND x.tsv @@ websearch_to_tsquery('simple', %s) LIMIT %s) t",
+                [self.run.pk, text, threshold],
+            )
+            self._word_matches = cur.fetchone()[0] + len(pending)
+        return self._word_matches >= threshold
 
     def contains_tsquery(self) -> str:
         """The full-text prefilter of ``contains`` (a tsquery, "" when the literal has no usable word):
@@ -514,7 +527,7 @@ class SampleQuery:
         elif self.key != "step":
             mode = "bitmap"  # no index walks these orders: the matches are found, then sorted
         elif self.q and not self.contains:
-            mode = "walk" if self._density() >= WALK_DENSITY else "bitmap"
+            mode = "walk" if self._walks() else "bitmap"
         else:
             mode = "auto"  # a pattern's frequency is not estimated well: its capped count decides
         return SamplePaginator(
@@ -527,22 +540,13 @@ class SampleQuery:
             scanner=self.contains_scan if self.bounded_scan else None,
         )
 
-    def _density(self) -> float:
-        """The word search's estimated share of matches (``_words_density``, read when the query was
-        built: the same estimate chose how the completions are matched)."""
+    def _walks(self) -> bool:
+        """Whether the word search walks (``_words_walk``, decided when the query was built: the same
+        decision chose how the completions are matched)."""
         if connection.vendor != "postgresql":
-            return 0.0
-        self.queryset()  # looks the prompts up and estimates
-        return self._word_density
-
-
-def _explained_rows(sql: str, params: list) -> float:
-    with connection.cursor() as cur:
-        cur.execute("EXPLAIN (FORMAT JSON) " + sql, params)
-        plan = cur.fetchone()[0]
-    if isinstance(plan, str):
-        plan = json.loads(plan)
-    return float(plan[0]["Plan"]["Plan Rows"])
+            return False
+        self.queryset()  # looks the prompts up and counts
+        return self._word_walk
 
 
 # How a search's page is planned (session settings for one query). Walk: go down the (run, step, group,
