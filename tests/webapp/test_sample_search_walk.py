@@ -87,6 +87,14 @@ def test_the_decision_counts_and_does_not_ask_the_planner(run, monkeypatch):
     assert paginator.count == 160
     paginator, keys = _page(run, "q=telescoping", 7)
     assert keys == expected[150:]
+    # its count came from the decision's count (no other filter); with a filter, the count statement
+    paginator, keys = _page(run, "q=telescoping&step=3")
+    assert paginator.mode == "bitmap" and paginator.count == 40 and keys == expected[120:145]
+    paginator, keys = _page(run, "q=telescoping&verdict=correct", 2)
+    assert paginator.count == 160 and keys == expected[25:50]
+    monkeypatch.setattr(sel, "COUNT_CAP", 100)
+    paginator, keys = _page(run, "q=telescoping")
+    assert paginator.count == 101 and paginator.capped and keys == expected[:25]
     monkeypatch.setattr(sel, "WALK_COUNT_MAX", 160)
     paginator, keys = _page(run, "q=telescoping", 7)
     assert paginator.mode == "walk" and keys == expected[150:]

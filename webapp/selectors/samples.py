@@ -160,6 +160,7 @@ class SampleQuery:
         self._contains_hit: Q | None = None
         self._word_walk = False
         self._word_matches: int | None = None  # the completions' matches, counted up to the walk's threshold
+        self._word_prompt_hits = False  # samples may match the words through their prompt
         self.errors: dict[str, str] = {}
 
         def bad(name: str, message: str) -> None:
@@ -380,6 +381,8 @@ class SampleQuery:
             hit = legacy if hit is None else hit | legacy
         if not words:
             self._contains_hit = hit
+        else:
+            self._word_prompt_hits = hit is not None
         if hit is None:
             return match
         return hit if match is None else match | hit
@@ -530,7 +533,7 @@ class SampleQuery:
             mode = "walk" if self._walks() else "bitmap"
         else:
             mode = "auto"  # a pattern's frequency is not estimated well: its capped count decides
-        return SamplePaginator(
+        paginator = SamplePaginator(
             queryset,
             per_page,
             cap=COUNT_CAP,
@@ -539,6 +542,22 @@ class SampleQuery:
             timeout_query=self if self.bounded_scan else None,
             scanner=self.contains_scan if self.bounded_scan else None,
         )
+        if mode == "bitmap" and (n := self._word_count()) is not None:
+            paginator.__dict__["count"] = min(n, paginator.cap + 1)  # as the capped count would say
+            paginator.capped = n > paginator.cap
+        return paginator
+
+    def _word_count(self) -> int | None:
+        """The exact number of matches of a word search with no other filter, when its walk decision
+        counted them all (fewer than the threshold) and no prompt matches: then the count statement
+        (every match joined back to its sample) is not needed. None otherwise."""
+        others = {k: v for k, v in self.params.items() if k not in ("q", "ordering", "page_size")}
+        if not self.q or any(v not in (None, "") for v in others.values()):
+            return None
+        self.queryset()
+        if self._word_walk or self._word_prompt_hits or self._word_matches is None:
+            return None
+        return self._word_matches
 
     def _walks(self) -> bool:
         """Whether the word search walks (``_words_walk``, decided when the query was built: the same
