@@ -33,3 +33,6 @@ class EvaluationAdmin(admin.ModelAdmin):
 class SampleAdmin(admin.ModelAdmin):
     list_display = ["run", "step", "verdict", "reward", "length", "truncated"]
     raw_id_fields = ["run"]
+    # shown decoded (Sample.from_db), never edited: a row's text lives in its zstd frame
+    # (webapp.runs.sample_text), and a save would write the legacy column, which readers ignore
+    readonly_fields = ["completion"]
