@@ -627,15 +627,26 @@ sys.path.insert(0, sys.argv[1])
 from bench.bench_samples import Shape
 samples, limit, repeat, out = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 queries = json.loads(sys.argv[6])
+import sqlite3
 import trackio
 shape = Shape(samples)
+db = os.path.join(os.environ["TRACKIO_DIR"], "bench.db")
+def stored():  # traces trackio's writer thread has committed (trackio.log only queues them)
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+            return c.execute("SELECT max(rowid) FROM traces").fetchone()[0] or 0
+    except sqlite3.Error:
+        return -1
 res = {"trackio_version": trackio.__version__ if hasattr(trackio, "__version__") else "?"}
 t0 = time.perf_counter()
-trackio.init(project="bench", name="rollouts")
+run = trackio.init(project="bench", name="rollouts")
 logged = 0
 for step in range(shape.steps):
     if logged >= limit:
         break
+    # at most 10,000 traces queued ahead of the writer: unthrottled, 1M queued traces hold ~15 GB
+    while step and 0 <= stored() < logged - 10_000:
+        time.sleep(0.2)
     traces = []
     for s in shape.step_samples(step):
         meta = {k: s[k] for k in ("reward", "advantage", "verdict", "length", "truncated", "group_index",
@@ -646,9 +657,13 @@ for step in range(shape.steps):
                                               {"role": "assistant", "content": s["completion"]}], metadata=meta))
     trackio.log({"rollouts": traces}, step=step)
     logged += len(traces)
-trackio.finish()
+trackio.finish()  # waits 30 s at most for the writer thread: past that, the reads below would race it
+if getattr(run, "_local_sender_thread", None) is not None:
+    run._local_sender_thread.join()
 res["logged"] = logged
-res["log_seconds"] = round(time.perf_counter() - t0, 1)
+with sqlite3.connect(db) as c:
+    res["stored"] = c.execute("SELECT count(*) FROM traces").fetchone()[0]
+res["log_seconds"] = round(time.perf_counter() - t0, 1)  # to the last trace committed
 app = trackio.show(project="bench", open_browser=False, block_thread=False, server_port=int(sys.argv[7]))
 url = f"http://127.0.0.1:{sys.argv[7]}"
 for _ in range(200):
