@@ -704,7 +704,13 @@ class SamplePaginator(Paginator):
         self.__dict__["count"] = bottom + min(len(rows), self.per_page) + (1 if more else 0)
         self.capped = more
         shown = rows[: self.per_page]
-        by_id = {o.pk: o for o in self.object_list.filter(pk__in=shown).order_by()} if shown else {}
+        # the scan's ids passed every filter: read them by primary key alone (the queryset's filter would
+        # look the candidates up in the GIN index again: ~30 ms at 1M samples), with its columns
+        by_id = {}
+        if shown:
+            rows_qs = self.object_list.model._default_manager.filter(pk__in=shown)
+            rows_qs.query.deferred_loading = self.object_list.query.deferred_loading
+            by_id = {o.pk: o for o in rows_qs}
         return self._get_page([by_id[pk] for pk in shown if pk in by_id], number, self)
 
     def _page(self, number):
