@@ -1,0 +1,53 @@
+"""``python manage.py samples_recompress [--run ID ...]``: rewrite rollout completions that do not use
+their run's zstd dictionary: rows stored as text before migration 0017, and the plain frames a run
+stored before its dictionary was trained (webapp.runs.sample_text). A run with enough completions but
+no dictionary (one whose samples all predate 0017) gets one trained first. Safe beside ingest: each
+batch of rows is its own transaction and is rewritten with the same text."""
+
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connection, transaction
+
+from webapp.runs import sample_text
+from webapp.runs.models import Run, Sample
+
+
+class Command(BaseCommand):
+    help = "Compress rollout completions that do not use their run's dictionary (legacy text, plain frames)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--run", type=int, action="append", dest="runs", help="only this run (repeatable)"
+        )
+
+    def handle(self, *args, runs=None, **options):
+        if not sample_text.enabled():
+            raise CommandError("sample text is compressed on PostgreSQL only (this database keeps text)")
+        if runs:
+            missing = sorted(set(runs) - set(Run.objects.filter(pk__in=runs).values_list("pk", flat=True)))
+            if missing:
+                raise CommandError(f"no run with id {', '.join(map(str, missing))}")
+        todo = Sample.objects.all() if not runs else Sample.objects.filter(run_id__in=runs)
+        run_ids = sorted(set(todo.values_list("run_id", flat=True).distinct()))
+        total = 0
+        for i, run_id in enumerate(run_ids, 1):
+            dict_id = sample_text.dictionary_of(run_id)
+            if not dict_id:
+                with transaction.atomic():
+                    dict_id = sample_text._maybe_train(run_id, [])
+                sample_text.dictionary_of(run_id)  # cached once committed
+            if not dict_id:
+                self.stdout.write(
+                    f"[{i}/{len(run_ids)}] run {run_id}: too few completions for a dictionary, kept"
+                )
+                continue
+            done = sample_text.recompress_run(run_id)
+            total += done
+            self.stdout.write(
+                f"[{i}/{len(run_ids)}] run {run_id}: {done:,} rows rewritten with dictionary {dict_id}"
+            )
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM runs_sample WHERE completion_z IS NULL AND completion <> ''")
+            left = cur.fetchone()[0]
+        self.stdout.write(f"done: {total:,} rows rewritten; {left:,} rows still stored as text")
