@@ -129,3 +129,16 @@ def test_word_and_substring_pages_by_other_orders_match_brute_force(run):
     expected = [s.client_key for s in rows if "\\boxed{1" in s.completion]
     _, keys = _page(run, "contains=%5Cboxed%7B1&ordering=-step", 2)
     assert keys == expected[25:50]
+
+
+def test_a_common_word_walks_the_other_orders_indexes_too(run):
+    for key in ("reward", "advantage", "length"):
+        for desc in (False, True):
+            rows = list(Sample.objects.filter(run=run))
+            present = sorted((s for s in rows if getattr(s, key) is not None), key=lambda s: s.pk)
+            present.sort(key=lambda s: getattr(s, key), reverse=desc)  # stable: ties by id
+            absent = sorted((s for s in rows if getattr(s, key) is None), key=lambda s: s.pk)
+            expected = [s.client_key for s in present + absent if "telescoping" in s.completion.split()]
+            ordering = ("-" if desc else "") + key
+            paginator, keys = _page(run, f"q=telescoping&ordering={ordering}", 2)
+            assert paginator.mode == "walk" and keys == expected[25:50], ordering
