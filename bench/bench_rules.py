@@ -264,17 +264,29 @@ def run(args: argparse.Namespace) -> list[dict]:
         time.sleep(3)  # past ORLAB_ALERT_RULES_TTL: every process sees the new version
         phase("with rules (warm-up: processes compile them)", probe=False)
         with_rules = []
-        # Alternate with / without (the same rules disabled): on a shared machine the load drifts
-        # during a run, and alternating spreads the drift over both.
+        pairs: list[tuple[float, float]] = []  # (with, without) CPU of each round, measured back to back
+        enabled = True
+        # Rounds in ABBA order (with, without | without, with | ...): the server's CPU a phase drifts
+        # during a run (every run's tail chunk grows, the shared machine's load moves), and always
+        # measuring "without" second would hand the drift to one side; over two rounds it cancels.
         for n in range(args.rounds):
-            with_rules.append(phase(f"with rules, round {n + 1}", probe=True))
-            _set_enabled(fx.project, False)
-            without.append(phase(f"without rules (disabled), round {n + 1}", probe=False))
-            if n + 1 < args.rounds:
-                _set_enabled(fx.project, True)
-                # not measured: each process compiles the 10,000 rules once after a change (a
-                # one-off per rule change, not a cost of ingest), as in the first warm-up
-                phase("with rules (warm-up after re-enabling)", probe=False)
+            order = ("with", "without") if n % 2 == 0 else ("without", "with")
+            got = {}
+            for kind in order:
+                if (kind == "with") != enabled:
+                    enabled = kind == "with"
+                    _set_enabled(fx.project, enabled)
+                    if enabled:
+                        # not measured: each process compiles the 10,000 rules once after a change
+                        # (a one-off per rule change, not a cost of ingest), as in the first warm-up
+                        phase("with rules (warm-up after re-enabling)", probe=False)
+                if kind == "with":
+                    got[kind] = phase(f"with rules, round {n + 1}", probe=True)
+                    with_rules.append(got[kind])
+                else:
+                    got[kind] = phase(f"without rules (disabled), round {n + 1}", probe=False)
+                    without.append(got[kind])
+            pairs.append((got["with"]["cpu_s"], got["without"]["cpu_s"]))
         events = Event.objects.count()
 
     def median(xs):
@@ -282,7 +294,10 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     cpu_without = [p["cpu_s"] for p in without]
     cpu_with = [p["cpu_s"] for p in with_rules]
-    overhead = median(cpu_with) / median(cpu_without) - 1
+    # the goal's number: the median over rounds of with / without measured back to back (ABBA order);
+    # median(with) / median(without) over all phases is reported beside it
+    overhead = median([w / wo for w, wo in pairs]) - 1
+    overhead_medians = median(cpu_with) / median(cpu_without) - 1
     lat = [x for p in with_rules for x in p["probe_latency_s"]]
     late = sum(p["probes_without_event_at_answer"] for p in with_rules)
     errors = [e for p in without + with_rules for e in p["errors"]]
@@ -300,13 +315,18 @@ def run(args: argparse.Namespace) -> list[dict]:
             10,
             "lower",
             note=(
-                f"server CPU s per phase (medians compared): without {', '.join(f'{x:.1f}' for x in cpu_without)}; "
+                f"median of the rounds' with/without ratios (ABBA order): "
+                f"{', '.join(f'{w / wo - 1:+.1%}' for w, wo in pairs)}; median(with)/median(without) over every "
+                f"phase {overhead_medians:+.1%}; server CPU s per phase: without (the first before any rule "
+                f"existed) {', '.join(f'{x:.1f}' for x in cpu_without)}; "
                 f"with {', '.join(f'{x:.1f}' for x in cpu_with)}; {events:,} events written; {note_common}"
                 + (f"; ERRORS {len(errors)}" if errors else "")
             ),
             others_cpu=others,
             cpu_without_s=[round(x, 2) for x in cpu_without],
             cpu_with_s=[round(x, 2) for x in cpu_with],
+            round_ratios=[round(w / wo, 4) for w, wo in pairs],
+            overhead_of_medians=round(overhead_medians * 100, 1),
             events=events,
             errors=errors[:5],
         ),
