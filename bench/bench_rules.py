@@ -147,7 +147,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     with bench_database() as fx, server_ as server:
         from webapp.alerts.models import Event, Rule
 
-        _no_autovacuum()
         run_ids = _create_runs(fx.project, fx.user, args.runs)
         probe_runs = _create_runs_probe(fx)
         next_step = dict.fromkeys(run_ids, 0)
@@ -215,9 +214,6 @@ def run(args: argparse.Namespace) -> list[dict]:
             # the probe posts in every measured phase (its requests cost the server CPU too), its
             # latency is read only where the rules are on
             prober = threading.Thread(target=probe_loop) if name != "warm-up" else None
-            # PostgreSQL's own background work (a checkpoint of the last phase's WAL, autovacuum) is
-            # counted as server CPU: flushed before the clock starts, so a phase pays only its own
-            _quiesce_postgres()
             with ServerCpu(server.proc.pid) as cpu:
                 start = time.perf_counter()
                 for t in threads:
@@ -353,25 +349,6 @@ def run(args: argparse.Namespace) -> list[dict]:
     if errors:
         rows[0]["passed"] = False
     return rows
-
-
-def _no_autovacuum() -> None:
-    """Autovacuum off for the bench database's tables (a table setting: the shared server's own
-    configuration is left alone). ServerCpu counts PostgreSQL's background processes, so a vacuum
-    worker starting mid-phase lands on that phase; with it, same-code phases read 4.3-7.4 s."""
-    from django.db import connection
-
-    with connection.cursor() as cur:
-        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        for (table,) in cur.fetchall():
-            cur.execute(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false)')
-
-
-def _quiesce_postgres() -> None:
-    from django.db import connection
-
-    with connection.cursor() as cur:
-        cur.execute("CHECKPOINT")
 
 
 def _set_enabled(project, enabled: bool) -> None:
