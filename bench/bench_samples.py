@@ -756,6 +756,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--ingest-only", action="store_true", help="only the ingest measurements, on an empty database"
     )
     parser.add_argument("--skip-trackio", action="store_true")
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="keep the bench database (a 1M load takes ~10 min) for re-measuring",
+    )
     parser.add_argument("--trackio-python", default="/tmp/trackio-venv/bin/python")
     parser.add_argument("--trackio-samples", type=int, default=0, help="log at most this many (0: all)")
     parser.add_argument("--trackio-timeout", type=int, default=3600)
@@ -823,7 +828,7 @@ def run(args: argparse.Namespace) -> list[dict]:
     size = f"{n:,}-sample run ({shape.prompts:,} prompts x {shape.steps} steps, {shape.groups} groups of {shape.n})"
     rows: list[dict] = []
     details: dict = {"shape": size}
-    with bench_database() as fx:
+    with bench_database(keep=args.keep_db) as fx:
         from django.db import connection
         from django.utils import timezone
 

@@ -364,8 +364,9 @@ def create_fixtures() -> Fixtures:
 
 
 @contextlib.contextmanager
-def bench_database() -> Iterator[Fixtures]:
-    """Create, migrate and set up the throw-away database; drop it afterwards, whatever happens."""
+def bench_database(keep: bool = False) -> Iterator[Fixtures]:
+    """Create, migrate and set up the throw-away database; drop it afterwards, whatever happens
+    (``keep``: leave it for re-measuring by hand; its name is printed, dropping it is yours)."""
     t0 = time.perf_counter()
     create_database()
     try:
@@ -379,8 +380,11 @@ def bench_database() -> Iterator[Fixtures]:
             from django.db import connections
 
             connections.close_all()
-        drop_database()
-        print(f"database {DB_NAME}: dropped", flush=True)
+        if keep:
+            print(f"database {DB_NAME}: kept (drop it with: psql -c 'DROP DATABASE {DB_NAME}')", flush=True)
+        else:
+            drop_database()
+            print(f"database {DB_NAME}: dropped", flush=True)
 
 
 def session_cookie(user) -> str:
