@@ -262,10 +262,6 @@ def project_rules(project_id: int, version: int) -> ProjectRules:
 # --- conditions, vectorised ---------------------------------------------------------------------
 
 
-def _threshold(rule: Compiled, values: np.ndarray) -> np.ndarray:
-    return _compare(values, rule.params["op"], rule.params["value"])
-
-
 def _compare(values: np.ndarray, op: str, bound) -> np.ndarray:
     """``values op bound`` (one comparison: a dict of all four computed each of them every call)."""
     with np.errstate(invalid="ignore"):
@@ -288,7 +284,7 @@ def _directional(score: np.ndarray, bound: float, direction: str) -> np.ndarray:
 
 
 def _zscore(rule: Compiled, values: np.ndarray, state: State) -> tuple[np.ndarray, np.ndarray]:
-    """One rule's z-scores (the stacked version with one row)."""
+    """One rule's z-scores: the stacked pass with one row (``_apply`` stacks every z-score rule)."""
     cond, z = _zscore_stacked([rule], values[None, :], [state])
     return cond[0], z[0]
 
@@ -457,8 +453,8 @@ def evaluate(run_id: int, batch) -> list[Event]:
             if not rule.applies_to(info):
                 continue
             points = _source_points(source, batch)
-            if points is None:
-                continue
+            if points is None or not len(points[2]):
+                continue  # no points of this key in the batch: nothing to evaluate
             ekey, steps, values = points
             if (rule.id, ekey) not in work:
                 order = np.argsort(steps, kind="stable")
@@ -505,7 +501,7 @@ def _apply(run_id: int, info: RunInfo, work: dict, states: dict) -> tuple[list[S
     stacks: dict[tuple[str, int], list] = {}
     for (rule_id, ekey), (rule, _, steps, values) in work.items():
         state = states.get((rule_id, ekey)) or State(rule_id, run_id, ekey)
-        if rule.kind in STACKED_KINDS and len(values):
+        if rule.kind in STACKED_KINDS:
             stacks.setdefault((rule.kind, len(values)), []).append((rule, ekey, steps, values, state))
             continue
         before = _snapshot(state)
@@ -519,12 +515,8 @@ def _apply(run_id: int, info: RunInfo, work: dict, states: dict) -> tuple[list[S
                 step, value, message = verdict
                 fired.append(_event(rule, info, ekey, step, value, message))
         else:
-            if rule.kind == "threshold":
-                cond = _threshold(rule, values)
-            elif rule.kind == "nan_inf":
+            if rule.kind == "nan_inf":
                 cond = ~np.isfinite(values)
-            elif rule.kind == "zscore":
-                cond, score = _zscore(rule, values, state)
             else:
                 cond, score = _change(rule, values, state)
             starts, state.active = _episode_starts(cond, state.active)
@@ -551,7 +543,7 @@ def _apply(run_id: int, info: RunInfo, work: dict, states: dict) -> tuple[list[S
 
 
 def _threshold_stacked(rules: list[Compiled], values: np.ndarray) -> np.ndarray:
-    """_threshold for R rules (R x L values): one comparison per operator present."""
+    """Threshold rules, R at once (R x L values): one comparison per operator present."""
     ops = [r.params["op"] for r in rules]
     bound = np.array([r.params["value"] for r in rules], dtype=np.float64)[:, None]
     if all(op == ops[0] for op in ops):
@@ -579,16 +571,6 @@ def _fire(rule: Compiled, info: RunInfo, ekey: str, steps, values, score, starts
 
 
 DEFAULT_STATE = (False, 0, 0.0, 0.0, [])
-
-
-def raw_cursor():
-    """A psycopg cursor on Django's connection with server-side binding: Django's cursor quotes
-    the statement's arrays into SQL text in Python, which cost a firing batch more CPU than the
-    rules themselves (issue 15a)."""
-    import psycopg
-
-    connection.ensure_connection()
-    return psycopg.Cursor(connection.connection)
 
 
 def _write_postgresql(states: list[State], events: list[Event]) -> None:
@@ -633,6 +615,8 @@ def _write_postgresql(states: list[State], events: list[Event]) -> None:
         params.append(events[0].project_id)  # one batch, one run, one project
     else:
         tail = "SELECT NULL, FALSE"
+    from webapp.runs.metric_store import raw_cursor  # server-side binding: Django quoted the arrays
+
     with raw_cursor() as cur:
         cur.execute(f"WITH {', '.join(parts)} {tail}", params)
         rows = cur.fetchall()

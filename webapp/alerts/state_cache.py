@@ -171,8 +171,8 @@ def maybe_flush() -> None:
 def flush(quiet: bool = False) -> int:
     """Write every dirty state in ONE upsert that merges the moments; returns how many (-1: it
     failed, and the states stay dirty for the next flush)."""
-    from webapp.alerts import engine
     from webapp.alerts.models import Rule, RuleState
+    from webapp.runs.metric_store import raw_cursor
     from webapp.runs.models import Run
 
     with _lock:
@@ -216,7 +216,7 @@ def flush(quiet: bool = False) -> int:
     try:
         # inside a caller's transaction (a test's, an atomic view) a failure must not poison it
         atomic = transaction.atomic() if connection.in_atomic_block else _nothing()
-        with atomic, engine.raw_cursor() as cur:
+        with atomic, raw_cursor() as cur:
             cur.execute(sql, params)
             rows = cur.fetchall()
     except Exception:

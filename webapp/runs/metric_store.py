@@ -248,8 +248,6 @@ def _store_postgresql(
     """What a batch changes in at most three statements whatever the number of keys: the grown tail
     chunks in one UPDATE, the new chunks in one INSERT, the series in one UPDATE, each from arrays
     (unnest) sent in binary (bytea as bytes, not hex text: the payloads are most of a request)."""
-    import psycopg
-
     chunk_table = MetricChunk._meta.db_table
     series_table = MetricSeries._meta.db_table
     types = {
@@ -259,8 +257,7 @@ def _store_postgresql(
         **{name: "bytea" for name in CHUNK_FIELDS[3:]},
     }
     quoted = {f: f'"{f}"' for f in ("series_id", *CHUNK_FIELDS)}
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
+    with raw_cursor() as cursor:
         if grown:
             sets = ", ".join(f"{quoted[f]} = v.{quoted[f]}" for f in CHUNK_FIELDS)
             arrays = ", ".join(f"%b::{types[f]}[]" for f in CHUNK_FIELDS)
@@ -311,12 +308,19 @@ def fetch_rows(queryset) -> list[tuple]:
     return fetch_sql(sql, params)
 
 
-def fetch_sql(sql: str, params) -> list[tuple]:
-    """Rows of a PostgreSQL query, fetched in binary (see fetch_rows)."""
+def raw_cursor():
+    """A psycopg cursor on Django's connection (its transaction), binding parameters server-side:
+    Django's cursors quote them into the SQL text in Python, which for arrays of thousands of values
+    costs more than the statement (``%b`` sends a parameter in binary)."""
     import psycopg
 
     connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as cursor:
+    return psycopg.Cursor(connection.connection)
+
+
+def fetch_sql(sql: str, params) -> list[tuple]:
+    """Rows of a PostgreSQL query, fetched in binary (see fetch_rows)."""
+    with raw_cursor() as cursor:
         cursor.execute(sql, params, binary=True)
         return cursor.fetchall()
 

@@ -25,10 +25,10 @@ from __future__ import annotations
 import logging
 import threading
 
-import psycopg
 from django.db import connection, connections, transaction
 
 from webapp.runs import sample_text
+from webapp.runs.metric_store import fetch_sql, raw_cursor
 from webapp.runs.models import Sample, SampleSearch, SampleSearchPending
 
 log = logging.getLogger(__name__)
@@ -73,13 +73,12 @@ def index_pending(max_batches: int | None = None, *, run_id: int | None = None) 
             if taken:
                 # the texts are compressed (webapp.runs.sample_text): decoded here, their vectors
                 # computed by PostgreSQL from the decoded text
-                cur.execute(
+                rows = fetch_sql(  # in binary: Django's cursor ships the frames as hex text
                     f"""SELECT s.id, s.run_id, s.completion, s.completion_z, s.completion_dict
                         FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS t(run_id, first_id, last_id)
                         JOIN {SAMPLES} s ON s.id BETWEEN t.first_id AND t.last_id AND s.run_id = t.run_id""",
                     [[t[1] for t in taken], [t[2] for t in taken], [t[3] for t in taken]],
                 )
-                rows = cur.fetchall()
                 if rows:
                     done += _execute_binary(
                         f"""INSERT INTO {SEARCH} (sample_id, run_id, tsv)
@@ -105,17 +104,14 @@ def pending_matches(run_id: int, websearch: str) -> list[int]:
     index). Costs what the queue holds (a few seconds of ingest at most while the indexers keep up)."""
     if not enabled():
         return []
-    with connection.cursor() as cur:
-        cur.execute(
-            f"SELECT u.id, u.completion, u.completion_z, u.completion_dict FROM {PENDING} p JOIN {SAMPLES} u "
-            "ON u.id BETWEEN p.first_id AND p.last_id AND u.run_id = p.run_id WHERE p.run_id = %s",
-            [run_id],
-        )
-        rows = cur.fetchall()
-        if not rows:
-            return []
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as raw:
+    rows = fetch_sql(
+        f"SELECT u.id, u.completion, u.completion_z, u.completion_dict FROM {PENDING} p JOIN {SAMPLES} u "
+        "ON u.id BETWEEN p.first_id AND p.last_id AND u.run_id = p.run_id WHERE p.run_id = %s",
+        [run_id],
+    )
+    if not rows:
+        return []
+    with raw_cursor() as raw:
         raw.execute(
             "SELECT u.id FROM unnest(%b::bigint[], %b::text[]) AS u(id, text) "
             "WHERE to_tsvector('simple', u.text) @@ websearch_to_tsquery('simple', %s)",
@@ -128,8 +124,7 @@ def _execute_binary(sql: str, params: list) -> int:
     """One statement with its parameters bound server-side in binary (``%b``), on Django's connection
     (its transaction). Django's cursors bind client-side: 10,000 2 KB texts quoted into an array literal
     cost ~1.2 s of Python per statement, binary ~0.15 s. Returns the rows affected."""
-    connection.ensure_connection()
-    with psycopg.Cursor(connection.connection) as raw:
+    with raw_cursor() as raw:
         raw.execute(sql, params)
         return raw.rowcount
 

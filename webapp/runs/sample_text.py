@@ -27,10 +27,10 @@ import threading
 import time
 from collections.abc import Sequence
 
-import psycopg
 from django.db import connection, transaction
 
 from webapp.runs import sample_codec
+from webapp.runs.metric_store import fetch_sql, raw_cursor
 from webapp.runs.models import Sample, SampleTextDictionary
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,17 @@ def _stored_up_to(run_id: int, limit: int) -> int:
         return cur.fetchone()[0]
 
 
+def train_from_stored(run_id: int) -> int:
+    """The run's dictionary, trained now from its stored completions when it has none and enough of
+    them (rows from before migration 0017: no batch came to train it); 0 when it has too few."""
+    dict_id = dictionary_of(run_id)
+    if not dict_id:
+        with transaction.atomic():
+            dict_id = _maybe_train(run_id, [])
+        dictionary_of(run_id)  # committed: cached for this process
+    return dict_id
+
+
 def _maybe_train(run_id: int, texts: Sequence[str]) -> int:
     until = _no_train_until.get(run_id)
     if until is not None and time.monotonic() < until:
@@ -137,11 +148,11 @@ def _maybe_train(run_id: int, texts: Sequence[str]) -> int:
             return row[0]
         # the run's first completions (any order: PostgreSQL's cheapest), then this batch's
         want = max(0, sample_codec.TRAIN_SAMPLES - len(texts))
-        cur.execute(
+        rows = fetch_sql(
             f"SELECT completion, completion_z, completion_dict FROM {SAMPLES} WHERE run_id = %s LIMIT %s",
             [run_id, want],
         )
-        stored = [text_of(*r) for r in cur.fetchall()]
+        stored = [text_of(*r) for r in rows]
     t = time.perf_counter()
     data = sample_codec.train([*stored, *texts])
     if data is None:
@@ -170,18 +181,17 @@ def recompress_run(run_id: int, *, batch: int = 2_000) -> int:
         return 0
     done, last = 0, 0
     while True:
-        with transaction.atomic(), connection.cursor() as cur:
-            cur.execute(
+        with transaction.atomic():
+            rows = fetch_sql(  # frames in binary (Django's cursor ships bytea as hex text)
                 f"SELECT id, completion, completion_z, completion_dict FROM {SAMPLES} WHERE run_id = %s "
                 "AND completion_dict <> %s AND id > %s ORDER BY id LIMIT %s FOR UPDATE",
                 [run_id, dict_id, last, batch],
             )
-            rows = cur.fetchall()
             if not rows:
                 return done
             last = rows[-1][0]
             frames = _codec(dict_id).compress_many([text_of(c, z, d) for _, c, z, d in rows])
-            with psycopg.Cursor(connection.connection) as raw:  # binary parameters (Django quotes them)
+            with raw_cursor() as raw:  # binary parameters (Django quotes them)
                 raw.execute(
                     f"UPDATE {SAMPLES} s SET completion_z = u.z, completion_dict = %s, completion = '' "
                     "FROM unnest(%b::bigint[], %b::bytea[]) AS u(id, z) WHERE s.id = u.id",

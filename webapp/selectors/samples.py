@@ -538,7 +538,7 @@ class SampleQuery:
             mode = "bitmap"  # the matches are found, then sorted
         else:
             mode = "auto"  # a pattern's frequency is not estimated well: its capped count decides
-        paginator = SamplePaginator(
+        return SamplePaginator(
             queryset,
             per_page,
             cap=COUNT_CAP,
@@ -546,11 +546,8 @@ class SampleQuery:
             count_source=self.queryset(),
             timeout_query=self if self.bounded_scan else None,
             scanner=self.contains_scan if self.bounded_scan else None,
+            known_count=self._word_count() if mode == "bitmap" else None,
         )
-        if mode == "bitmap" and (n := self._word_count()) is not None:
-            paginator.__dict__["count"] = min(n, paginator.cap + 1)  # as the capped count would say
-            paginator.capped = n > paginator.cap
-        return paginator
 
     def _word_count(self) -> int | None:
         """The exact number of matches of a word search with no other filter, when its walk decision
@@ -615,7 +612,16 @@ class SamplePaginator(Paginator):
     "auto" counts that way first, then walks when the count reached the cap."""
 
     def __init__(
-        self, object_list, per_page, *, cap: int, mode: str, count_source, timeout_query=None, scanner=None
+        self,
+        object_list,
+        per_page,
+        *,
+        cap: int,
+        mode: str,
+        count_source,
+        timeout_query=None,
+        scanner=None,
+        known_count: int | None = None,
     ):
         super().__init__(object_list, per_page)
         self.scanner = scanner  # "scan": SampleQuery.contains_scan
@@ -624,6 +630,11 @@ class SamplePaginator(Paginator):
         self.mode = mode
         self.count_source = count_source
         self.capped = False
+        if (
+            known_count is not None
+        ):  # counted already (a word search's walk decision): as the capped count says
+            self.__dict__["count"] = min(known_count, cap + 1)
+            self.capped = known_count > cap
 
     @property
     def shown_count(self) -> int:

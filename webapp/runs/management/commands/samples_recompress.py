@@ -7,7 +7,7 @@ batch of rows is its own transaction and is rewritten with the same text."""
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 
 from webapp.runs import sample_text
 from webapp.runs.models import Run, Sample
@@ -28,15 +28,14 @@ class Command(BaseCommand):
             missing = sorted(set(runs) - set(Run.objects.filter(pk__in=runs).values_list("pk", flat=True)))
             if missing:
                 raise CommandError(f"no run with id {', '.join(map(str, missing))}")
-        todo = Sample.objects.all() if not runs else Sample.objects.filter(run_id__in=runs)
-        run_ids = sorted(set(todo.values_list("run_id", flat=True).distinct()))
+        # the runs that have samples (one index probe a run, not a DISTINCT over every sample)
+        with_samples = Run.objects.filter(Exists(Sample.objects.filter(run=OuterRef("pk"))))
+        if runs:
+            with_samples = with_samples.filter(pk__in=runs)
+        run_ids = list(with_samples.order_by("pk").values_list("pk", flat=True))
         total = 0
         for i, run_id in enumerate(run_ids, 1):
-            dict_id = sample_text.dictionary_of(run_id)
-            if not dict_id:
-                with transaction.atomic():
-                    dict_id = sample_text._maybe_train(run_id, [])
-                sample_text.dictionary_of(run_id)  # cached once committed
+            dict_id = sample_text.train_from_stored(run_id)
             if not dict_id:
                 self.stdout.write(
                     f"[{i}/{len(run_ids)}] run {run_id}: too few completions for a dictionary, kept"
@@ -47,7 +46,5 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"[{i}/{len(run_ids)}] run {run_id}: {done:,} rows rewritten with dictionary {dict_id}"
             )
-        with connection.cursor() as cur:
-            cur.execute("SELECT count(*) FROM runs_sample WHERE completion_z IS NULL AND completion <> ''")
-            left = cur.fetchone()[0]
+        left = Sample.objects.filter(completion_z__isnull=True).exclude(completion="").count()
         self.stdout.write(f"done: {total:,} rows rewritten; {left:,} rows still stored as text")
