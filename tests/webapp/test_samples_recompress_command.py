@@ -59,3 +59,8 @@ def test_legacy_text_rows_are_compressed_with_a_trained_dictionary(alice, projec
 def test_an_unknown_run_is_an_error():
     with pytest.raises(CommandError, match="no run with id 987654"):
         call_command("samples_recompress", "--run", "987654")
+
+
+def test_a_run_id_past_bigint_is_an_error_too():
+    with pytest.raises(CommandError, match="no run with id 99999999999999999999"):
+        call_command("samples_recompress", "--run", "99999999999999999999")
